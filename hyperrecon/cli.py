@@ -173,6 +173,124 @@ def data_preview(
             console.print(f"[cyan]{key}[/]: {json.dumps(value, default=str)}")
 
 
+class _RunProgress:
+    """Rich progress for a run: one bar over jobs, one for the current job's steps or evaluation."""
+
+    def __init__(self, quiet: bool) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.quiet = quiet
+        self.bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                            TimeElapsedColumn(), console=err_console, transient=False, disable=quiet)
+        self.jobs_task = None
+        self.step_task = None
+        self.n_jobs = 0
+
+    def __enter__(self) -> _RunProgress:
+        self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.bar.__exit__(*exc)
+
+    def __call__(self, event: str, info: dict[str, Any]) -> None:
+        if event == "enqueued":
+            self.n_jobs = len(info["jobs"])
+            if self.jobs_task is None:
+                self.jobs_task = self.bar.add_task("jobs", total=max(self.n_jobs, 1))
+        elif event == "job-start":
+            if self.step_task is not None:
+                self.bar.remove_task(self.step_task)
+            self.step_task = self.bar.add_task(f"  {info['job']}", total=None)
+        elif event == "job-done" and self.jobs_task is not None:
+            self.bar.advance(self.jobs_task)
+        elif event == "step" and self.step_task is not None:
+            self.bar.update(self.step_task, completed=info.get("step", 0), total=info.get("total"))
+        elif event == "eval" and self.step_task is not None:
+            self.bar.update(self.step_task, completed=info.get("done", 0), total=info.get("total"))
+        elif event == "status" and self.jobs_task is not None:
+            done = sum(1 for v in info["status"].values() if v == "COMPLETE")
+            self.bar.update(self.jobs_task, completed=done, total=max(len(info["status"]), 1))
+
+
+@app.command()
+@handle_errors
+def run(
+    study: StudyOpt,
+    profile: ProfileOpt = "quick",
+    data: DataOpt = None,
+    device: Annotated[str, typer.Option("--device", help="auto | cpu | cuda")] = "auto",
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="run folder (default runs/<study>/<time>-<profile>)")] = None,
+    storage: Annotated[str | None, typer.Option("--storage", help="job ledger: a journal file path or postgresql://...")] = None,
+    workers: Annotated[int, typer.Option("--workers", "-w", min=1, help="local worker processes")] = 1,
+    resume: Annotated[bool, typer.Option("--resume", help="continue the run in --out (or the latest run)")] = False,
+    set_: SetOpt = None,
+    no_report: Annotated[bool, typer.Option("--no-report", help="skip writing report.md")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run a study: train HyperRecon variants, FiLM, baselines and the segmentation net; evaluate; search; report."""
+    from .config import load_study
+    from .study import execute, prepare_run
+
+    cfg = load_study(study, profile, _overrides(set_, data))
+    t0 = __import__("time").perf_counter()
+    run_ = prepare_run(cfg, out=out, resume=resume, storage=storage, device=device)
+    if not as_json:
+        err_console.print(f"[bold]hrbench run[/] {cfg.name} ({cfg.profile}) -> {run_.run_dir}  "
+                          f"device {run_.device} {run_.precision}", highlight=False)
+    with _RunProgress(quiet=as_json) as progress:
+        summary = execute(run_, workers=workers, progress=progress, device=device)
+    if not no_report:
+        from .reporting import write_report
+
+        summary["report"] = str(write_report(run_.run_dir))
+    summary["wall_seconds"] = round(__import__("time").perf_counter() - t0, 1)
+    if as_json:
+        _print_json(summary)
+    else:
+        console.print(f"[bold green]done[/] in {summary['wall_seconds']} s: {run_.run_dir}")
+        if "report" in summary:
+            console.print(f"report: {summary['report']}")
+
+
+@app.command()
+@handle_errors
+def worker(
+    run_dir: Annotated[Path | None, typer.Option("--run-dir", help="the run folder (shared file system)")] = None,
+    study: Annotated[str | None, typer.Option("--study", "-s", help="with --storage: serve the newest run of it")] = None,
+    storage: Annotated[str | None, typer.Option("--storage", help="the job ledger (postgresql://... or journal file)")] = None,
+    device: Annotated[str, typer.Option("--device", help="auto | cpu | cuda")] = "auto",
+) -> None:
+    """Take jobs of a run from its ledger until none are left (start many, on many machines)."""
+    from .study import context_for, run_for_worker, work
+
+    run_ = run_for_worker(run_dir=run_dir, storage=storage, study_name=study, device=device)
+
+    def log(event: str, info: dict[str, Any]) -> None:
+        if event in ("job-start", "job-done"):
+            err_console.print(f"{event} {info['job']}", highlight=False)
+
+    n = work(run_, context_for(run_), on_job=log)
+    console.print(f"worker done: {n} job(s) run")
+
+
+@app.command()
+@handle_errors
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="a run folder")],
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="report file (default RUN_DIR/report.md)")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Write report.md with figures for a finished run."""
+    from .reporting import report_summary, write_report
+
+    path = write_report(run_dir, out=out)
+    if as_json:
+        _print_json(report_summary(run_dir))
+    else:
+        console.print(f"[bold green]wrote[/] {path}")
+
+
 def main() -> None:  # pragma: no cover - console entry point helper
     app()
 

@@ -107,6 +107,7 @@ class Job:
     number: int = -1
     state: str = "WAITING"
     user_attrs: dict[str, Any] = field(default_factory=dict)
+    started: float | None = None  # when the trial went RUNNING (epoch seconds)
 
 
 class JobLedger:
@@ -150,8 +151,10 @@ class JobLedger:
         ua = t.user_attrs
         if "job" not in ua:
             return None
+        started = t.datetime_start.timestamp() if t.datetime_start is not None else None
         return Job(name=ua["job"], phase=int(ua.get("phase", 0)), spec=json.loads(ua.get("spec", "{}")),
-                   attempt=int(ua.get("attempt", 1)), number=t.number, state=t.state.name, user_attrs=dict(ua))
+                   attempt=int(ua.get("attempt", 1)), number=t.number, state=t.state.name, user_attrs=dict(ua),
+                   started=started)
 
     def jobs(self) -> list[Job]:
         return [j for j in (self._job(t) for t in self._trials()) if j is not None]
@@ -300,8 +303,10 @@ class JobLedger:
             pid = int(rest.split(":")[0])
             if pid != os.getpid() and not _pid_alive(pid):
                 return True
-        beat = float(job.user_attrs.get("heartbeat", 0.0))
-        return now - beat > self.grace_s
+        # Between the claim and its first heartbeat the trial has only its start time: a worker is never judged
+        # before it had the chance to beat once.
+        beat = job.user_attrs.get("heartbeat", job.started if job.started is not None else now)
+        return now - float(beat) > self.grace_s
 
     def reclaim_stale(self) -> list[str]:
         """Fail stale RUNNING jobs and re-enqueue them. Returns the names reclaimed by this caller."""

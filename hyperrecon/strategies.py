@@ -77,9 +77,13 @@ gp.smoke_params = {"n_startup_trials": 2}
 
 @STRATEGIES.register("qmc", description="scrambled Sobol quasi-Monte Carlo points (Optuna QMCSampler)")
 def qmc(n_lams: int, budget: int, seed: int, qmc_type: str = "sobol"):
+    import warnings
+
     import optuna
 
-    return optuna.samplers.QMCSampler(qmc_type=qmc_type, scramble=True, seed=seed, warn_independent_sampling=False)
+    with warnings.catch_warnings():  # "experimental" since Optuna 3.0; stable in behaviour
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.QMCSampler(qmc_type=qmc_type, scramble=True, seed=seed, warn_independent_sampling=False)
 
 
 qmc.smoke_params = {}

@@ -15,12 +15,17 @@ def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
     os.environ.setdefault("HRBENCH_CACHE", str(tmp_path_factory.mktemp("hrbench-cache")))
 
 
+# One thread per process: the suite starts worker subprocesses, and OpenMP threads that outnumber the cores
+# spin-wait each other (measured: a 32x32 U-Net forward 6 ms with 1 thread, 60-170 ms with 2 on a busy 2-core box).
+os.environ["OMP_NUM_THREADS"] = "1"
+
+
 @pytest.fixture(autouse=True, scope="session")
-def _few_threads() -> None:
+def _one_thread() -> None:
     try:
         import torch
 
-        torch.set_num_threads(min(2, os.cpu_count() or 1))
+        torch.set_num_threads(1)
     except ImportError:  # pragma: no cover
         pass
 

@@ -1,0 +1,94 @@
+"""The jobs of a study and the phases they run in.
+
+A run is a fixed list of named jobs derived from the resolved study; the ledger (:mod:`hyperrecon.storage`) hands
+them out. Phases order the work that depends on other work:
+
+====== ======================================================================================================
+phase  jobs
+====== ======================================================================================================
+0      ``seg`` (downstream segmentation U-Net, when the data have labels); SL with ``scales = "auto"``: the two
+       single-term baselines (λ = 0 and λ = 1); AO with ``scales = "auto"``: ``scales`` (calibration)
+1      SL with ``scales = "auto"``: ``scales`` (from the single-term baselines)
+2      every other training: baselines on the grid, ``hyper-<size>-<sampler>``, ``film-uniform``
+3      ``eval-<model>`` for every reconstruction model (test set over the evaluation grid, validation objective)
+4      ``search-baselines`` (replayed from the trained grid) and ``search-<model>`` for each conditional model
+====== ======================================================================================================
+"""
+
+from __future__ import annotations
+
+import itertools
+import zlib
+from dataclasses import dataclass
+from typing import Any
+
+from .config import Study
+
+PHASE_FIRST, PHASE_SCALES, PHASE_TRAIN, PHASE_EVAL, PHASE_SEARCH = range(5)
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    name: str
+    phase: int
+    kind: str  # baseline | hyper | film | seg | scales | eval | search
+    params: dict[str, Any]
+
+    def as_tuple(self) -> tuple[str, int, dict[str, Any]]:
+        return self.name, self.phase, {"kind": self.kind, **self.params}
+
+
+def lam_label(lam: tuple[float, ...]) -> str:
+    return "-".join(f"{v:g}" for v in lam)
+
+
+def baseline_lams(study: Study) -> list[tuple[float, ...]]:
+    """The baseline grid: the axis values for SL, their product for AO (λ1 slowest)."""
+    axis = list(study.baselines.grid)
+    return [tuple(p) for p in itertools.product(axis, repeat=study.n_lams)]
+
+
+def is_vertex(lam: tuple[float, ...]) -> bool:
+    """λ that puts all weight on one term (SL: λ = 0 or 1)."""
+    return len(lam) == 1 and lam[0] in (0.0, 1.0)
+
+
+def job_seed(study: Study, name: str) -> int:
+    """A stable per-job seed derived from the study seed and the job name."""
+    return (study.seed * 1_000_003 + zlib.crc32(name.encode())) % (2**31 - 1)
+
+
+def recon_models(study: Study) -> list[tuple[str, str, dict[str, Any]]]:
+    """(name, kind, params) of every reconstruction model the study trains."""
+    models = []
+    for lam in baseline_lams(study):
+        models.append((f"baseline-{lam_label(lam)}", "baseline", {"lam": list(lam)}))
+    for size in study.hyper.sizes:
+        for sampler in study.hyper.samplers:
+            models.append((f"hyper-{size}-{sampler}", "hyper", {"size": size, "sampler": sampler}))
+    if study.hyper.film:
+        models.append(("film-uniform", "film", {"sampler": "uniform"}))
+    return models
+
+
+def study_jobs(study: Study, *, has_labels: bool) -> list[JobSpec]:
+    auto = isinstance(study.loss.scales, str)
+    jobs: list[JobSpec] = []
+    if study.segmentation.enabled and has_labels:
+        jobs.append(JobSpec("seg", PHASE_FIRST, "seg", {}))
+    if auto and study.kind == "ao":
+        jobs.append(JobSpec("scales", PHASE_FIRST, "scales", {}))
+    if auto and study.kind == "sl":
+        jobs.append(JobSpec("scales", PHASE_SCALES, "scales", {}))
+    for name, kind, params in recon_models(study):
+        phase = PHASE_TRAIN
+        if kind == "baseline" and auto and study.kind == "sl" and is_vertex(tuple(params["lam"])):
+            phase = PHASE_FIRST  # trained on one term alone: its scale does not matter, and it defines the scales
+        jobs.append(JobSpec(name, phase, kind, params))
+    for name, kind, _ in recon_models(study):
+        jobs.append(JobSpec(f"eval-{name}", PHASE_EVAL, "eval", {"model": name, "model_kind": kind}))
+    jobs.append(JobSpec("search-baselines", PHASE_SEARCH, "search", {"target": "baselines"}))
+    for name, kind, _ in recon_models(study):
+        if kind != "baseline":
+            jobs.append(JobSpec(f"search-{name}", PHASE_SEARCH, "search", {"target": name}))
+    return jobs

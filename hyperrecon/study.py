@@ -1,0 +1,745 @@
+"""Orchestration: a study -> a run folder, its jobs through the ledger, and the merged result tables.
+
+Run folder (``runs/<study>/<timestamp>/`` unless ``--out``)::
+
+    run.json            format version, run id, storage URL, provenance (versions, git SHA, device, date)
+    config.json         the fully resolved study (``--resume`` refuses a different one)
+    ledger.journal      the job ledger (Optuna journal file) unless --storage names a database
+    scales.json         loss scales in use (given, or computed by the ``scales`` job)
+    checkpoints/        training checkpoints (resume mid-job)         models/   final weights per model
+    jobs/<job>.json     what each job did and cost                    eval/     per-model evaluation outputs
+    search/             per-target search trials                      figures/  report figures
+    results.csv         tidy: model, lam1, lam2, slice, metric, value (test set)
+    costs.csv           one row per trained model: parameters, steps, device and wall seconds, peak memory
+    search.csv          every search trial;   search_summary.csv   per target and strategy
+    summary.json        headline numbers;     report.md            the report
+
+Every job is deterministic given the study seed and its name, so a job that is retried after a crash gives the
+same result as one that ran once.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from .config import Study, study_from_dict
+from .errors import CheckpointError, ConfigError, HyperReconError, RunError
+from .io import read_json, write_csv, write_json
+from .jobs import job_seed, lam_label, recon_models, study_jobs
+from .plugins import load_plugins
+from .resolve import (
+    build_forward_model,
+    build_recon_model,
+    build_sampler,
+    resolve,
+    resolve_device,
+    resolve_precision,
+)
+from .storage import JobLedger, find_runs
+
+RUN_FORMAT = 1
+Progress = Callable[[str, dict[str, Any]], None]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Provenance
+
+
+def _git_sha() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).resolve().parent)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def device_name(device: str) -> str:
+    import torch
+
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_name(torch.device(device))
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "cpu"
+
+
+def provenance(device: str, precision: str) -> dict[str, Any]:
+    import importlib.metadata as md
+
+    import torch
+
+    versions = {}
+    for pkg in ("hyperrecon", "torch", "numpy", "optuna", "scikit-image", "scipy", "nilearn"):
+        try:
+            versions[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            versions[pkg] = None
+    return {
+        "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "git_sha": _git_sha(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "versions": versions,
+        "device": device,
+        "device_name": device_name(device),
+        "precision": precision,
+        "threads": torch.get_num_threads(),
+    }
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Per-process context: data, forward model, tasks (loaded lazily, once per process)
+
+
+@dataclass
+class RunContext:
+    run_dir: Path
+    study: Study
+    device: str
+    precision: str
+    progress: Progress | None = None
+    _cache: dict[str, Any] = field(default_factory=dict)
+
+    # -- data ------------------------------------------------------------------------------------------------
+
+    @cached_property
+    def bundle(self):
+        from .data import load_data
+
+        s = self.study
+        return load_data(s.data.source, image_size=s.data.image_size, seed=s.seed, path=s.data.path,
+                         params=dict(s.data.params), where=f"{s.source_file} [data]")
+
+    @cached_property
+    def forward_model(self):
+        return build_forward_model(self.study)
+
+    def eval_data(self, split: str, limit: int | None):
+        from .evaluation import EvalData
+
+        key = f"eval-{split}-{limit}"
+        if key not in self._cache:
+            part = getattr(self.bundle, split)
+            n = len(part) if limit is None else min(limit, len(part))
+            labels = part.labels[:n] if part.labels is not None else None
+            self._cache[key] = EvalData.from_arrays(part.images[:n], labels, self.forward_model,
+                                                    generator_seed=self.study.seed + {"train": 0, "val": 1, "test": 2}[split])
+        return self._cache[key]
+
+    def recon_task(self, scales: list[float], split: str = "train", limit: int | None = None):
+        """Training data and composite loss; ``split="val"`` gives the same for validation slices."""
+        import torch
+
+        from .losses import CompositeLoss
+        from .training import ReconTask
+
+        key = f"xy-{split}-{limit}"
+        if key not in self._cache:
+            part = getattr(self.bundle, split)
+            images = torch.from_numpy(part.images[:limit]).unsqueeze(1).float()
+            gen = torch.Generator().manual_seed(self.study.seed + {"train": 10, "val": 11, "test": 12}[split])
+            y = self.forward_model.measure(images, generator=gen)
+            self._cache[key] = (self.forward_model.network_input(y), images, y)
+        inputs, targets, y = self._cache[key]
+        loss = CompositeLoss(list(self.study.loss.terms), scales)
+        return ReconTask(inputs=inputs, targets=targets if loss.supervised else None, measurements=y,
+                         forward_model=self.forward_model, loss=loss)
+
+    def seg_task(self):
+        import torch
+
+        from .training import SegTask
+
+        tr = self.bundle.train
+        return SegTask(images=torch.from_numpy(tr.images).unsqueeze(1).float(),
+                       labels=torch.from_numpy(tr.labels.astype("int64")), n_classes=int(self.bundle.n_classes))
+
+    # -- settings, scales, models ------------------------------------------------------------------------------
+
+    def settings(self, name: str, steps: int):
+        from .training import TrainSettings
+
+        t = self.study.train
+        return TrainSettings(steps=steps, batch_size=t.batch_size, lr=t.lr, lr_schedule=t.lr_schedule,
+                             precision=self.precision, channels_last=t.channels_last, grad_clip=t.grad_clip,
+                             checkpoint_every=t.checkpoint_every, seed=job_seed(self.study, name),
+                             log_every=max(1, min(50, steps // 20 or 1)))
+
+    def scales(self) -> list[float]:
+        given = self.study.loss.scales
+        if not isinstance(given, str):
+            return list(given)
+        path = self.run_dir / "scales.json"
+        if not path.exists():
+            raise RunError(f"{path}: the loss scales have not been computed yet (job 'scales' must finish first)")
+        return list(read_json(path)["scales"])
+
+    def model_path(self, name: str) -> Path:
+        return self.run_dir / "models" / f"{name}.pt"
+
+    def build_model(self, name: str):
+        """The architecture of a named model of this run (weights not loaded)."""
+        if name == "seg":
+            from .models import UNet
+
+            return UNet(in_channels=1, out_channels=int(self.bundle.n_classes))
+        for model_name, kind, params in recon_models(self.study):
+            if model_name == name:
+                if kind == "baseline":
+                    return build_recon_model("unet", self.study)
+                if kind == "hyper":
+                    return build_recon_model("hyperunet", self.study, params["size"])
+                return build_recon_model("film-unet", self.study)
+        raise RunError(f"no model named '{name}' in study {self.study.name}")
+
+    def load_model(self, name: str):
+        import torch
+
+        path = self.model_path(name)
+        model = self.build_model(name)
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            model.load_state_dict(state)
+        except FileNotFoundError as exc:
+            raise RunError(f"{path}: model weights missing (its training job has not finished)") from exc
+        except Exception as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise CheckpointError(f"{path}: corrupt or incompatible model weights ({first})") from exc
+        return model.to(self.device).eval()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Job executors
+
+
+def _save_model(path: Path, model) -> None:
+    from .training import save_checkpoint
+
+    save_checkpoint(path, {k: v.detach().cpu() for k, v in model.state_dict().items()})
+
+
+def _train_job(ctx: RunContext, name: str, model, task, sampler, steps: int) -> dict[str, Any]:
+    from .training import train
+
+    def callback(event: str, info: dict[str, Any]) -> None:
+        if ctx.progress is not None:
+            ctx.progress(event, {"job": name, **info})
+
+    result = train(model, task, sampler, ctx.settings(name, steps), device=ctx.device,
+                   checkpoint_path=ctx.run_dir / "checkpoints" / f"{name}.pt", resume=True,
+                   callbacks=[callback], name=name)
+    _save_model(ctx.model_path(name), model)
+    out = {"cost": result.cost.to_dict(), "final_loss": result.history[-1]["loss"] if result.history else None,
+           "device_seconds": result.cost.device_seconds, "history": result.history}
+    kept = getattr(sampler, "kept_lams", None)
+    if callable(kept):
+        lams = kept()
+        if lams is not None and len(lams):
+            from .io import write_npz
+
+            write_npz(ctx.run_dir / "eval" / f"{name}-dhs-kept.npz", lams=lams.numpy())
+    return out
+
+
+def run_job(ctx: RunContext, name: str, spec: dict[str, Any]) -> dict[str, Any]:
+    """Execute one job and return its JSON-able result (also written to ``jobs/<name>.json``)."""
+    import torch
+
+    kind = spec["kind"]
+    s = ctx.study
+    torch.manual_seed(job_seed(s, name))
+    if kind == "seg":
+        from .models import UNet
+
+        model = UNet(in_channels=1, out_channels=int(ctx.bundle.n_classes))
+        result = _train_job(ctx, name, model, ctx.seg_task(), None, s.segmentation.steps)
+    elif kind == "scales":
+        result = _scales_job(ctx, name)
+    elif kind == "baseline":
+        from .samplers import FixedSampler
+
+        lam = tuple(spec["lam"])
+        # A single-term baseline of an SL study with auto scales runs before the scales exist; one term alone
+        # makes the scale a constant factor, which Adam does not see.
+        auto_first = isinstance(s.loss.scales, str) and s.kind == "sl" and lam in ((0.0,), (1.0,))
+        scales = [1.0] * len(s.loss.terms) if auto_first else ctx.scales()
+        model = build_recon_model("unet", s)
+        result = _train_job(ctx, name, model, ctx.recon_task(scales), FixedSampler(list(lam)),
+                            s.baselines.steps or s.train.steps)
+        result["lam"] = list(lam)
+    elif kind in ("hyper", "film"):
+        model = (build_recon_model("hyperunet", s, spec["size"]) if kind == "hyper"
+                 else build_recon_model("film-unet", s))
+        sampler = build_sampler(s, spec["sampler"])
+        result = _train_job(ctx, name, model, ctx.recon_task(ctx.scales()), sampler, s.hyper.steps or s.train.steps)
+    elif kind == "eval":
+        result = _eval_job(ctx, name, spec)
+    elif kind == "search":
+        result = _search_job(ctx, name, spec)
+    else:
+        raise RunError(f"job '{name}': unknown kind '{kind}'")
+    result.setdefault("device_seconds", 0.0)
+    write_json(ctx.run_dir / "jobs" / f"{name}.json", {"job": name, "spec": spec, **result})
+    # The ledger keeps a small result; the history lives in jobs/<name>.json.
+    return {k: v for k, v in result.items() if k != "history"}
+
+
+def _scales_job(ctx: RunContext, name: str) -> dict[str, Any]:
+    """Loss scales: SL from the single-term baselines (paper 4.4); AO by the two-pass median rule (scales.py)."""
+    from .scales import ao_auto_scales, sl_auto_scales
+    from .timing import DeviceTimer
+
+    s = ctx.study
+    timer = DeviceTimer(ctx.device).start()
+    unit = [1.0] * len(s.loss.terms)
+    val_task = ctx.recon_task(unit, split="val", limit=s.search.n_val)
+    if s.kind == "sl":
+        models = {0.0: ctx.load_model(f"baseline-{lam_label((0.0,))}"), 1.0: ctx.load_model(f"baseline-{lam_label((1.0,))}")}
+        scales = sl_auto_scales(models, val_task.to(ctx.device))
+        rule = "SL: s_i = mean validation value of term i for the baseline trained on term i alone (paper 4.4)"
+    else:
+        # Pass 1: a fresh U-Net; pass 2: a U-Net trained briefly at the equal-weight λ with the pass-1 scales.
+        from .samplers import FixedSampler
+        from .scales import equal_weight_lam
+        from .training import train
+
+        model = build_recon_model("unet", s).to(ctx.device)
+        first = ao_auto_scales(model, val_task.to(ctx.device))
+        lam = equal_weight_lam(s.n_lams)[0].tolist()
+        steps = max(1, min(100, (s.baselines.steps or s.train.steps) // 3))
+        train(model, ctx.recon_task(first), FixedSampler(lam), ctx.settings(name, steps), device=ctx.device, name=name)
+        scales = ao_auto_scales(model, ctx.recon_task(first, split="val", limit=s.search.n_val).to(ctx.device))
+        rule = ("AO: s_i = median over validation slices of term i for a U-Net briefly trained at equal weights "
+                "(two passes; see hyperrecon/scales.py)")
+    timer.stop()
+    scales = [float(v) for v in scales]
+    write_json(ctx.run_dir / "scales.json", {"terms": list(s.loss.terms), "scales": scales, "rule": rule})
+    return {"scales": scales, "device_seconds": timer.device_seconds, "wall_seconds": timer.wall_seconds}
+
+
+def _objective_is_dice(study: Study) -> bool:
+    return study.search.objective == "dice"
+
+
+def _eval_job(ctx: RunContext, name: str, spec: dict[str, Any]) -> dict[str, Any]:
+    import numpy as np
+
+    from .evaluation import evaluate_model, lam_grid
+    from .io import write_npz
+
+    s = ctx.study
+    model_name = spec["model"]
+    model = ctx.load_model(model_name)
+    seg = ctx.load_model("seg") if (ctx.run_dir / "models" / "seg.pt").exists() else None
+    n_classes = int(ctx.bundle.n_classes) if seg is not None else None
+    if spec["model_kind"] == "baseline":
+        lam = next(p["lam"] for m, _, p in recon_models(s) if m == model_name)
+        lams = np.array([lam], dtype=float)
+    else:
+        lams = lam_grid(s.n_lams, s.evaluation.grid_points)
+    metrics = list(dict.fromkeys([*s.evaluation.metrics, *([] if _objective_is_dice(s) else [s.search.objective])]))
+    common = dict(seg_model=seg, n_classes=n_classes, device=ctx.device, precision=ctx.precision,
+                  batch_size=s.train.batch_size)
+    test = ctx.eval_data("test", s.evaluation.n_test)
+
+    def progress(done: int, total: int) -> None:
+        if ctx.progress is not None:
+            ctx.progress("eval", {"job": name, "done": done, "total": total})
+
+    res = evaluate_model(model, model_name, test, lams, metrics, range_slices=4,
+                         rpsnr_threshold=s.evaluation.rpsnr_threshold, diverse_quantile=s.evaluation.diverse_quantile,
+                         progress=progress, **common)
+    out_dir = ctx.run_dir / "eval"
+    write_csv(out_dir / f"{model_name}.csv", res.table)
+    write_csv(out_dir / f"{model_name}-ranges.csv", res.ranges)
+    arrays = {f"example_{k}": np.asarray(v) for k, v in res.examples.items() if _is_array(v)}
+    arrays.update({f"diverse_{k}": np.asarray(v) for k, v in res.diverse.items() if _is_array(v)})
+    write_npz(out_dir / f"{model_name}-images.npz", **arrays)
+    meta = {"examples": {k: v for k, v in res.examples.items() if not _is_array(v)},
+            "diverse": {k: v for k, v in res.diverse.items() if not _is_array(v)},
+            "seconds": res.seconds}
+    result: dict[str, Any] = {"model": model_name, "seconds": res.seconds,
+                              "device_seconds": float(res.seconds.get("device_seconds", 0.0))}
+    if spec["model_kind"] == "baseline":
+        # The validation objective of this baseline, for the search comparison replayed from the grid.
+        val = ctx.eval_data("val", s.search.n_val)
+        vres = evaluate_model(model, model_name, val, lams, [] if _objective_is_dice(s) else [s.search.objective],
+                              range_slices=0, **common)
+        vt = vres.table
+        result["val_objective"] = float(vt[vt.metric == s.search.objective].value.mean())
+    write_json(out_dir / f"{model_name}-meta.json", {**meta, **{k: v for k, v in result.items() if k != "seconds"}})
+    return result
+
+
+def _is_array(v: Any) -> bool:
+    return hasattr(v, "shape") and getattr(v, "ndim", 0) >= 1
+
+
+def _higher_is_better(study: Study) -> bool:
+    if _objective_is_dice(study):
+        return True
+    from .metrics import METRICS
+
+    return bool(METRICS.get(study.search.objective).higher_is_better)
+
+
+def _search_job(ctx: RunContext, name: str, spec: dict[str, Any]) -> dict[str, Any]:
+    import pandas as pd
+
+    from .search import make_model_objective, search_model, search_replay
+
+    s = ctx.study
+    seeds = [s.seed + i for i in range(s.search.seeds)]
+    maximize = _higher_is_better(s)
+    target = spec["target"]
+    if target == "baselines":
+        rows = []
+        for model_name, kind, params in recon_models(s):
+            if kind != "baseline":
+                continue
+            ev = read_json(ctx.run_dir / "jobs" / f"eval-{model_name}.json")
+            tr = read_json(ctx.run_dir / "jobs" / f"{model_name}.json")
+            lam = params["lam"]
+            rows.append({"lam1": lam[0], **({"lam2": lam[1]} if len(lam) > 1 else {}),
+                         "objective": ev["val_objective"], "cost_seconds": tr["cost"]["device_seconds"]})
+        table = pd.DataFrame(rows)
+        trials = search_replay(table, list(s.search.strategies), budget=s.search.budget, seeds=seeds,
+                               n_lams=s.n_lams, maximize=maximize)
+    else:
+        model = ctx.load_model(target)
+        seg = ctx.load_model("seg") if _objective_is_dice(s) else None
+        val = ctx.eval_data("val", s.search.n_val)
+        fn = make_model_objective(model, val, s.search.objective, device=ctx.device, precision=ctx.precision,
+                                  batch_size=s.train.batch_size, seg_model=seg,
+                                  n_classes=int(ctx.bundle.n_classes) if seg is not None else None)
+        trials = search_model(fn, list(s.search.strategies), budget=s.search.budget, seeds=seeds, n_lams=s.n_lams,
+                              maximize=maximize, target=target)
+        # The test metric at each strategy's chosen λ (one forward pass over the test set each).
+        test = ctx.eval_data("test", s.evaluation.n_test)
+        test_fn = make_model_objective(model, test, s.search.objective, device=ctx.device, precision=ctx.precision,
+                                       batch_size=s.train.batch_size, seg_model=seg,
+                                       n_classes=int(ctx.bundle.n_classes) if seg is not None else None)
+        chosen = trials.groupby(["strategy", "seed"]).tail(1)
+        tests = []
+        for _, row in chosen.iterrows():
+            lam = [row["best_lam1"]] + ([row["best_lam2"]] if s.n_lams > 1 else [])
+            tests.append({"strategy": row["strategy"], "seed": row["seed"], "test_objective": test_fn(lam)[0]})
+        write_csv(ctx.run_dir / "search" / f"{target}-test.csv", pd.DataFrame(tests))
+    write_csv(ctx.run_dir / "search" / f"{target}.csv", trials)
+    return {"target": target, "n_trials": len(trials), "device_seconds": float(trials["cost_seconds"].sum())
+            if target != "baselines" else 0.0}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Run folders
+
+
+def default_run_dir(study: Study, root: Path = Path("runs")) -> Path:
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return root / study.name / f"{stamp}-{study.profile}"
+
+
+def latest_run_dir(study: Study, root: Path = Path("runs")) -> Path | None:
+    base = root / study.name
+    runs = sorted(p for p in base.glob("*") if (p / "run.json").exists()) if base.exists() else []
+    return runs[-1] if runs else None
+
+
+@dataclass
+class Run:
+    run_dir: Path
+    study: Study
+    run_id: str
+    storage: str
+    device: str
+    precision: str
+
+
+def prepare_run(study: Study, *, out: Path | None, resume: bool, storage: str | None, device: str) -> Run:
+    """Create (or reopen with ``resume``) the run folder, write config and provenance, open the ledger."""
+    resolve(study)
+    dev = resolve_device(device)
+    precision = resolve_precision(study.train.precision, dev)
+    if resume:
+        run_dir = out if out is not None else latest_run_dir(study)
+        if run_dir is None or not (Path(run_dir) / "run.json").exists():
+            where = run_dir if run_dir is not None else f"runs/{study.name}/"
+            raise RunError(f"{where}: no run to resume (expected a run folder with run.json)")
+        run_dir = Path(run_dir)
+        info = read_json(run_dir / "run.json")
+        if info.get("format") != RUN_FORMAT:
+            raise RunError(f"{run_dir / 'run.json'}: run folder format {info.get('format')!r} is not this version's "
+                           f"({RUN_FORMAT}); start a new run")
+        saved = read_json(run_dir / "config.json")
+        if saved.get("config_hash") != study.config_hash():
+            raise RunError(f"{run_dir / 'config.json'}: this run was made with a different study config "
+                           f"(hash {saved.get('config_hash')} vs {study.config_hash()}); resume with the same study, "
+                           "profile and --set values, or start a new run")
+        return Run(run_dir, study, info["run_id"], info["storage"], dev, precision)
+    run_dir = Path(out) if out is not None else default_run_dir(study)
+    if run_dir.exists() and any(run_dir.iterdir()):
+        raise RunError(f"{run_dir}: folder exists and is not empty; use --resume to continue it or choose another --out")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise RunError(f"{run_dir}: cannot create the run folder ({exc.strerror})") from exc
+    run_id = f"{study.name}-{run_dir.name}-{os.urandom(3).hex()}"
+    storage_url = storage or str((run_dir / "ledger.journal").resolve())
+    write_json(run_dir / "config.json", {"config_hash": study.config_hash(), "study": study.to_dict()})
+    write_json(run_dir / "run.json", {"format": RUN_FORMAT, "run_id": run_id, "storage": storage_url,
+                                      "study": study.name, "profile": study.profile,
+                                      "provenance": provenance(dev, precision)})
+    if not isinstance(study.loss.scales, str):
+        write_json(run_dir / "scales.json", {"terms": list(study.loss.terms), "scales": list(study.loss.scales),
+                                             "rule": "given in the study file"})
+    return Run(run_dir, study, run_id, storage_url, dev, precision)
+
+
+def open_ledger(run: Run, *, create: bool = False) -> JobLedger:
+    ledger = JobLedger(run.storage, run.run_id, create=create)
+    if create:
+        ledger.set_meta("run_dir", str(run.run_dir.resolve()))
+        ledger.set_meta("study", run.study.to_dict())
+    return ledger
+
+
+def enqueue(run: Run, ctx: RunContext) -> list[str]:
+    ledger = open_ledger(run, create=True)
+    has_labels = ctx.bundle.train.labels is not None and ctx.bundle.n_classes is not None
+    return ledger.enqueue_missing([j.as_tuple() for j in study_jobs(run.study, has_labels=has_labels)])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Workers
+
+
+def work(run: Run, ctx: RunContext, *, poll_s: float = 0.5, on_job: Progress | None = None,
+         stop_when_idle: bool = False, max_jobs: int | None = None) -> int:
+    """Claim and run jobs until every job is complete (or ``max_jobs`` ran). Returns the number this worker ran.
+
+    A job that raises a ``HyperReconError`` other than a config error is retried by the ledger (up to its
+    attempts); a config error or a bug stops this worker (the job is marked failed and requeued for others).
+    """
+    ledger = open_ledger(run)
+    ran = 0
+    while max_jobs is None or ran < max_jobs:
+        ledger.reclaim_stale()
+        job = ledger.claim()
+        if job is None:
+            if ledger.current_phase() is None:
+                return ran
+            failed = ledger.failed_for_good()
+            if failed:
+                name, err = next(iter(failed.items()))
+                raise RunError(f"job '{name}' failed {ledger.max_attempts} times; last error: {err}")
+            if stop_when_idle:
+                return ran
+            time.sleep(poll_s)
+            continue
+        if on_job is not None:
+            on_job("job-start", {"job": job.name, "phase": job.phase, "attempt": job.attempt})
+        try:
+            with ledger.heartbeat(job):
+                result = run_job(ctx, job.name, job.spec)
+        except ConfigError as exc:
+            ledger.fail(job, str(exc), retry=False)
+            raise
+        except HyperReconError as exc:
+            requeued = ledger.fail(job, str(exc))
+            if not requeued:
+                raise RunError(f"job '{job.name}' failed {job.attempt} times; last error: {exc}") from exc
+            continue
+        except BaseException as exc:
+            # A bug or an interrupt: record it; the job goes back to the queue for a later attempt.
+            try:
+                ledger.fail(job, f"{type(exc).__name__}: {exc}")
+            except Exception:
+                pass
+            raise
+        ledger.complete(job, result)
+        ran += 1
+        if on_job is not None:
+            on_job("job-done", {"job": job.name, "result": result})
+    return ran
+
+
+def context_for(run: Run, progress: Progress | None = None) -> RunContext:
+    load_plugins(run.study.plugins, source=run.study.source_file,
+                 search_path=str(Path(run.study.source_file).parent) if run.study.source_file else None)
+    return RunContext(run.run_dir, run.study, run.device, run.precision, progress=progress)
+
+
+def run_for_worker(*, run_dir: Path | None, storage: str | None, study_name: str | None, device: str) -> Run:
+    """Find the run a ``hrbench worker`` should serve: a run folder, or the newest run of a study in a storage."""
+    if run_dir is None:
+        if storage is None:
+            raise ConfigError("hrbench worker: give --run-dir, or --storage with --study")
+        runs = [r for r in find_runs(storage) if study_name is None or r.startswith(f"{study_name}-")]
+        if not runs:
+            raise RunError(f"--storage: no run of study '{study_name}' in this storage")
+        ledger = JobLedger(storage, runs[-1])
+        run_dir = Path(ledger.meta()["run_dir"])
+    run_dir = Path(run_dir)
+    info = read_json(run_dir / "run.json")
+    saved = read_json(run_dir / "config.json")
+    study = study_from_dict_resolved(saved["study"])
+    dev = resolve_device(device)
+    return Run(run_dir, study, info["run_id"], storage or info["storage"], dev,
+               resolve_precision(study.train.precision, dev))
+
+
+def study_from_dict_resolved(d: dict[str, Any]) -> Study:
+    """Rebuild a resolved :class:`Study` from ``config.json`` (profile already merged)."""
+    raw = {k: v for k, v in d.items() if k not in ("profile", "source_file")}
+    s = study_from_dict(raw, profile="paper" if d["profile"] not in ("smoke", "quick", "paper") else d["profile"],
+                        source=d.get("source_file", "config.json"))
+    import dataclasses
+
+    return dataclasses.replace(s, profile=d["profile"], source_file=d.get("source_file", ""))
+
+
+def spawn_workers(run: Run, n: int, device: str) -> list[subprocess.Popen]:
+    """Start ``n`` local ``hrbench worker`` processes on this run (one per GPU when several are visible)."""
+    procs = []
+    n_gpus = 0
+    if run.device.startswith("cuda"):
+        import torch
+
+        n_gpus = torch.cuda.device_count()
+    # Share the cores: OpenMP threads that outnumber them spin-wait each other and slow everything down.
+    threads = max(1, (os.cpu_count() or 1) // n)
+    for i in range(n):
+        env = dict(os.environ)
+        env.setdefault("OMP_NUM_THREADS", str(threads))
+        if n_gpus > 1:
+            env["CUDA_VISIBLE_DEVICES"] = str(i % n_gpus)
+        cmd = [sys.executable, "-m", "hyperrecon.cli", "worker", "--run-dir", str(run.run_dir), "--device", device]
+        log = open(run.run_dir / f"worker-{i}.log", "ab")  # noqa: SIM115 - handed to the child
+        procs.append(subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT))
+    return procs
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Merge
+
+
+def finalize(run: Run, ctx: RunContext) -> dict[str, Any]:
+    """Merge per-job outputs into results.csv, costs.csv, search.csv, search_summary.csv and summary.json."""
+    import pandas as pd
+
+    from .search import summarise
+
+    d, s = run.run_dir, run.study
+    frames = [pd.read_csv(d / "eval" / f"{name}.csv") for name, _, _ in recon_models(s)]
+    results = pd.concat(frames, ignore_index=True)
+    write_csv(d / "results.csv", results)
+
+    cost_rows = []
+    training_cost: dict[str, float] = {}
+    for name in [*(m for m, _, _ in recon_models(s)), "seg", "scales"]:
+        path = d / "jobs" / f"{name}.json"
+        if not path.exists():
+            continue
+        info = read_json(path)
+        if "cost" in info:
+            c = info["cost"]
+            kind = next((k for m, k, _ in recon_models(s) if m == name), name)
+            cost_rows.append({"model": name, "kind": kind, **{k: c[k] for k in ("n_params", "steps", "device_seconds",
+                                                                                 "wall_seconds", "peak_memory_mb", "device", "dtype")}})
+            training_cost[name] = float(c["device_seconds"])
+        elif name == "scales":
+            cost_rows.append({"model": "scales", "kind": "scales", "n_params": 0, "steps": 0,
+                              "device_seconds": info.get("device_seconds", 0.0), "wall_seconds": info.get("wall_seconds", 0.0),
+                              "peak_memory_mb": 0.0, "device": run.device, "dtype": run.precision})
+    for name, _, _ in recon_models(s):
+        meta_path = d / "eval" / f"{name}-meta.json"
+        if meta_path.exists():
+            sec = read_json(meta_path).get("seconds", {})
+            for row in cost_rows:
+                if row["model"] == name:
+                    row["inference_seconds_per_slice"] = sec.get("inference_seconds_per_slice")
+    costs = pd.DataFrame(cost_rows)
+    write_csv(d / "costs.csv", costs)
+
+    trials = [pd.read_csv(p) for p in sorted((d / "search").glob("*.csv")) if not p.name.endswith("-test.csv")]
+    search = pd.concat(trials, ignore_index=True)
+    write_csv(d / "search.csv", search)
+
+    maximize = _higher_is_better(s)
+    baseline_val = search[search.target == "baselines"]
+    objective = s.search.objective
+    # Grid optimum: the best validation objective among the trained baselines.
+    grid_vals = [read_json(d / "jobs" / f"eval-{m}.json")["val_objective"] for m, k, _ in recon_models(s) if k == "baseline"]
+    grid_optimum = max(grid_vals) if maximize else min(grid_vals)
+    test_tables = {p.name[:-len("-test.csv")]: pd.read_csv(p) for p in (d / "search").glob("*-test.csv")}
+    baseline_test = results[(results.metric == objective) & results.model.str.startswith("baseline-")]
+
+    def test_metric(target: str, lam: Any, strategy: str | None = None, seed: int | None = None) -> float:
+        if target == "baselines":
+            lam = [float(v) for v in (lam if hasattr(lam, "__len__") else [lam])]
+            m = f"baseline-{lam_label(tuple(lam))}"
+            v = baseline_test[baseline_test.model == m].value
+            return float(v.mean()) if len(v) else float("nan")
+        t = test_tables.get(target)
+        if t is None or strategy is None:
+            return float("nan")
+        row = t[(t.strategy == strategy) & (t.seed == seed)]
+        return float(row.test_objective.iloc[0]) if len(row) else float("nan")
+
+    summary_table = summarise(search, grid_optimum=grid_optimum, maximize=maximize, test_metric_fn=test_metric,
+                              training_cost=training_cost)
+    # Conditional models: the test objective at each strategy's chosen λ was measured by the search job.
+    for i, row in summary_table.iterrows():
+        if row["target"] != "baselines":
+            summary_table.loc[i, "test_metric"] = test_metric(row["target"], None, row["strategy"], int(row["chosen_seed"]))
+    write_csv(d / "search_summary.csv", summary_table)
+    summary = {"study": s.name, "profile": s.profile, "run_dir": str(d), "objective": objective,
+               "grid_optimum": grid_optimum, "n_results": len(results), "n_models": len(frames),
+               "baseline_trials": len(baseline_val)}
+    write_json(d / "summary.json", summary)
+    return summary
+
+
+def execute(run: Run, *, workers: int = 1, progress: Progress | None = None, device: str = "auto") -> dict[str, Any]:
+    """Enqueue the study's jobs, run them (in this process or in ``workers`` local processes), merge results."""
+    ctx = context_for(run, progress)
+    added = enqueue(run, ctx)
+    if progress is not None:
+        progress("enqueued", {"jobs": added, "ledger": run.storage})
+    if workers <= 1:
+        work(run, ctx, on_job=progress)
+    else:
+        procs = spawn_workers(run, workers, device)
+        ledger = open_ledger(run)
+        try:
+            while any(p.poll() is None for p in procs):
+                if progress is not None:
+                    progress("status", {"status": ledger.status()})
+                time.sleep(1.0)
+        except BaseException:
+            for p in procs:
+                p.terminate()
+            raise
+        bad = [p.returncode for p in procs if p.returncode != 0]
+        if bad or ledger.current_phase() is not None:
+            raise RunError(f"{run.run_dir}: {len(bad)} worker(s) failed (see worker-*.log there); "
+                           "fix the cause and continue with --resume")
+    return finalize(run, ctx)

@@ -1,0 +1,567 @@
+"""One training loop for every model kind: per-λ baseline U-Net, HyperUNet, FiLM U-Net and the segmentation U-Net.
+
+``train(model, task, sampler, settings)`` runs ``settings.steps`` Adam steps. Each step:
+
+1. the next ``batch_size`` sample indices from a stream of per-epoch random permutations (a ``torch.Generator``
+   seeded from ``settings.seed``; batches run across epoch boundaries, so any N works and every batch has B
+   samples);
+2. λ (B, k) from the sampler with its own generator (seed + 1), nothing for a segmentation task;
+3. per-sample losses from the task under optional bf16 autocast (loss terms stay float32), reduced by the sampler
+   (batch mean, or DHS top-K);
+4. a finiteness check of the per-sample totals (one host sync per step): a non-finite value stops training with a
+   ``TrainingError`` naming the step, the non-finite loss terms and whether the batch input was non-finite;
+5. backward, optional gradient-norm clipping, Adam and learning-rate schedule steps.
+
+Checkpoints (``checkpoint_path``) are written every ``checkpoint_every`` steps and at the end, atomically (temp file
+in the same folder, fsync, ``os.replace``), and hold only tensors and plain containers so that
+``torch.load(weights_only=True)`` reads them: model, optimiser, scheduler, step, the data and λ generator states,
+the current permutation and position, the global RNG state used inside the loop, the sampler state (DHS history),
+history and cost so far. ``resume=True`` continues from an existing checkpoint and reproduces an uninterrupted run.
+The loop runs inside ``torch.random.fork_rng`` seeded from ``settings.seed``, so the caller's global RNG is left
+alone and any randomness inside the model (dropout) is reproducible too.
+
+Callbacks are callables ``cb(event, info)``: ``("start", {step, total, name, resumed})``,
+``("step", {step, total, loss})``, ``("log", {step, total, record})``, ``("checkpoint", {step, path})``,
+``("end", {step, total, cost})``; the CLI turns them into progress bars. ``step`` counts completed steps.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .errors import CheckpointError, ConfigError, DataError, TrainingError
+from .losses import CompositeLoss, LossContext
+from .samplers import LamSampler
+from .timing import CostRecord, DeviceTimer, peak_memory_mb, reset_peak_memory
+
+CHECKPOINT_VERSION = 1
+LR_SCHEDULES = ("constant", "cosine")
+PRECISIONS = ("fp32", "bf16")
+# Settings that must match between a checkpoint and a resumed run (others, e.g. steps, may change).
+_RESUME_MUST_MATCH = ("batch_size", "seed", "lr", "lr_schedule")
+
+Callback = Callable[[str, dict[str, Any]], Any]
+
+
+# ---------------------------------------------------------------------------------------------------- settings
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """How to train. ``checkpoint_every``: 0 or None writes only the final checkpoint."""
+
+    steps: int = 1000
+    batch_size: int = 32
+    lr: float = 1e-3
+    lr_schedule: str = "constant"
+    precision: str = "fp32"
+    channels_last: bool = False
+    grad_clip: float | None = None
+    checkpoint_every: int | None = None
+    seed: int = 0
+    log_every: int = 10
+
+    def __post_init__(self) -> None:
+        def need(ok: bool, rule: str, name: str) -> None:
+            if not ok:
+                raise ConfigError(f"train settings {name}: `{rule}` must hold, but got {name}={getattr(self, name)!r}")
+
+        def is_int(v: Any) -> bool:
+            return isinstance(v, int) and not isinstance(v, bool)
+
+        need(is_int(self.steps) and self.steps >= 1, "steps >= 1", "steps")
+        need(is_int(self.batch_size) and self.batch_size >= 1, "batch_size >= 1", "batch_size")
+        need(isinstance(self.lr, int | float) and math.isfinite(self.lr) and self.lr > 0, "lr > 0", "lr")
+        need(self.lr_schedule in LR_SCHEDULES, f"lr_schedule in {LR_SCHEDULES}", "lr_schedule")
+        need(self.precision in PRECISIONS, f"precision in {PRECISIONS}", "precision")
+        need(isinstance(self.channels_last, bool), "channels_last is true or false", "channels_last")
+        need(self.grad_clip is None or (isinstance(self.grad_clip, int | float) and self.grad_clip > 0),
+             "grad_clip > 0 or none", "grad_clip")
+        need(self.checkpoint_every is None or (is_int(self.checkpoint_every) and self.checkpoint_every >= 0),
+             "checkpoint_every >= 0 or none", "checkpoint_every")
+        need(is_int(self.seed), "seed is an integer", "seed")
+        need(is_int(self.log_every) and self.log_every >= 1, "log_every >= 1", "log_every")
+
+
+# ---------------------------------------------------------------------------------------------------- tasks
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    for p in model.parameters():
+        return p.device
+    return torch.device("cpu")
+
+
+def _to_device(t: Tensor, device: torch.device, channels_last: bool = False) -> Tensor:
+    t = t.to(device, non_blocking=True)
+    if channels_last and t.ndim == 4:
+        t = t.contiguous(memory_format=torch.channels_last)
+    return t
+
+
+def _move_forward_model(forward_model: Any, device: torch.device) -> Any:
+    if forward_model is None or not hasattr(forward_model, "to"):
+        return forward_model
+    moved = forward_model.to(device)
+    return forward_model if moved is None else moved
+
+
+@dataclass
+class ReconTask:
+    """Reconstruction training data and loss.
+
+    inputs: network inputs (N, 2, H, W) (zero-filled image as real/imag); targets: (N, 1, H, W) or None (AO);
+    measurements: y (N, ...) or None; forward_model: has ``data_consistency(x_hat, y) -> (B,)`` or None;
+    loss: the composite loss over k + 1 terms (k = ``n_lams``).
+    """
+
+    inputs: Tensor
+    targets: Tensor | None
+    measurements: Tensor | None
+    forward_model: Any
+    loss: CompositeLoss
+
+    def __post_init__(self) -> None:
+        if self.inputs.ndim != 4 or self.inputs.shape[1] != 2:
+            raise DataError(f"recon task inputs: expected shape (N, 2, H, W), got {tuple(self.inputs.shape)}")
+        n, _, h, w = self.inputs.shape
+        if n < 1:
+            raise DataError("recon task inputs: at least one sample is needed, got N=0")
+        if self.targets is not None and tuple(self.targets.shape) != (n, 1, h, w):
+            raise DataError(f"recon task targets: expected shape {(n, 1, h, w)}, got {tuple(self.targets.shape)}")
+        if self.measurements is not None and self.measurements.shape[0] != n:
+            raise DataError(
+                f"recon task measurements: expected {n} samples (first axis), got shape {tuple(self.measurements.shape)}"
+            )
+        if self.loss.supervised and self.targets is None:
+            raise ConfigError(f"loss terms {self.loss.terms} are supervised, but the task has no targets")
+        if self.loss.needs_measurement and (self.measurements is None or self.forward_model is None):
+            raise ConfigError(f"loss terms {self.loss.terms} need measurements y and a forward model")
+
+    @property
+    def n_samples(self) -> int:
+        return int(self.inputs.shape[0])
+
+    @property
+    def n_lams(self) -> int:
+        return self.loss.n_lams
+
+    @property
+    def has_dc(self) -> bool:
+        return self.loss.has_dc
+
+    def to(self, device: str | torch.device) -> ReconTask:
+        """The same task with the forward model on ``device`` (data stay put; batches move when used)."""
+        return replace(self, forward_model=_move_forward_model(self.forward_model, torch.device(device)))
+
+    def non_finite_data(self, idx: Tensor) -> list[str]:
+        """Names of the data arrays that hold a non-finite value in the samples ``idx``."""
+        named = [("inputs", self.inputs), ("targets", self.targets), ("measurements", self.measurements)]
+        return [name for name, t in named if t is not None and not bool(torch.isfinite(t[idx]).all())]
+
+    def batch_loss(
+        self, model: nn.Module, idx: Tensor, lam: Tensor | None, *, channels_last: bool = False
+    ) -> tuple[Tensor, Tensor | None, dict[str, Tensor]]:
+        """Per-sample losses of the samples ``idx`` at ``lam`` (B, k): ``(total (B,), dc (B,) | None, parts)``."""
+        if lam is None:
+            raise ConfigError(f"loss terms {self.loss.terms} need λ of shape (B, {self.n_lams}), but got none")
+        device = _model_device(model)
+        idx_cpu = idx.cpu()
+        x = _to_device(self.inputs[idx_cpu], device, channels_last)
+        lam = lam.to(device)
+        x_hat = model(x, lam) if getattr(model, "conditional", False) else model(x)
+        if x_hat.ndim != 4 or x_hat.shape[1] != 1 or x_hat.shape[0] != x.shape[0]:
+            raise ConfigError(
+                f"recon task: the model must output (B, 1, H, W) reconstructions, got {tuple(x_hat.shape)}"
+            )
+        ctx = LossContext(
+            x_hat=x_hat,
+            target=None if self.targets is None else _to_device(self.targets[idx_cpu], device),
+            y=None if self.measurements is None else _to_device(self.measurements[idx_cpu], device),
+            forward_model=self.forward_model,
+            model=model,
+            lam=lam,
+        )
+        total, parts = self.loss(ctx)
+        return total, parts.get("dc"), parts
+
+
+@dataclass
+class SegTask:
+    """Segmentation training data: images (N, 1, H, W), integer labels (N, H, W) in [0, n_classes).
+
+    The model outputs logits (B, n_classes, H, W); the loss is the soft Dice loss of their softmax (float32).
+    """
+
+    images: Tensor
+    labels: Tensor
+    n_classes: int
+
+    def __post_init__(self) -> None:
+        if self.images.ndim != 4 or self.images.shape[0] < 1:
+            raise DataError(f"seg task images: expected shape (N, C, H, W), got {tuple(self.images.shape)}")
+        n, _, h, w = self.images.shape
+        if tuple(self.labels.shape) != (n, h, w):
+            raise DataError(f"seg task labels: expected shape {(n, h, w)}, got {tuple(self.labels.shape)}")
+        if self.labels.is_floating_point() or self.labels.is_complex():
+            raise DataError(f"seg task labels: expected integer class labels, got dtype {self.labels.dtype}")
+        if not isinstance(self.n_classes, int) or self.n_classes < 2:
+            raise ConfigError(f"seg task n_classes: `n_classes >= 2` must hold, but got {self.n_classes!r}")
+        lo, hi = int(self.labels.min()), int(self.labels.max())
+        if lo < 0 or hi >= self.n_classes:
+            raise DataError(f"seg task labels: values must lie in [0, {self.n_classes}), got [{lo}, {hi}]")
+
+    n_lams = 0
+    has_dc = False
+
+    @property
+    def n_samples(self) -> int:
+        return int(self.images.shape[0])
+
+    def to(self, device: str | torch.device) -> SegTask:
+        return self
+
+    def non_finite_data(self, idx: Tensor) -> list[str]:
+        return [] if bool(torch.isfinite(self.images[idx]).all()) else ["images"]
+
+    def batch_loss(
+        self, model: nn.Module, idx: Tensor, lam: Tensor | None = None, *, channels_last: bool = False
+    ) -> tuple[Tensor, None, dict[str, Tensor]]:
+        """Soft Dice loss per sample: ``(total (B,), None, {"soft_dice": total})``; ``lam`` is ignored."""
+        from .metrics import soft_dice_loss
+
+        device = _model_device(model)
+        idx_cpu = idx.cpu()
+        logits = model(_to_device(self.images[idx_cpu], device, channels_last))
+        if logits.ndim != 4 or logits.shape[1] != self.n_classes:
+            raise ConfigError(
+                f"seg task: the model must output (B, {self.n_classes}, H, W) logits, got {tuple(logits.shape)}"
+            )
+        with torch.autocast(device_type=device.type, enabled=False):
+            probs = torch.softmax(logits.float(), dim=1)
+            total = soft_dice_loss(probs, self.labels[idx_cpu].to(device))
+        return total, None, {"soft_dice": total}
+
+
+Task = ReconTask | SegTask
+
+
+# ---------------------------------------------------------------------------------------------------- data order
+
+
+class IndexStream:
+    """Endless mini-batches of sample indices: consecutive random permutations of range(N), cut into B."""
+
+    def __init__(self, n: int, batch_size: int, generator: torch.Generator) -> None:
+        self.n, self.batch_size, self.generator = n, batch_size, generator
+        self.perm = torch.randperm(n, generator=generator)
+        self.pos = 0
+
+    def next(self) -> Tensor:
+        chunks, need = [], self.batch_size
+        while need > 0:
+            if self.pos >= self.n:
+                self.perm = torch.randperm(self.n, generator=self.generator)
+                self.pos = 0
+            take = self.perm[self.pos : self.pos + need]
+            chunks.append(take)
+            self.pos += take.numel()
+            need -= take.numel()
+        return torch.cat(chunks)
+
+
+# ---------------------------------------------------------------------------------------------------- checkpoints
+
+
+def save_checkpoint(path: str | os.PathLike[str], payload: dict[str, Any]) -> None:
+    """Write ``payload`` atomically: temp file in the same folder, flush + fsync, ``os.replace``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    try:  # make the rename itself durable (best effort; not possible on every file system)
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError:
+        pass
+
+
+_REQUIRED_KEYS = ("format_version", "step", "model", "optimizer", "scheduler", "data_generator",
+                  "lam_generator", "perm", "perm_pos", "torch_rng", "sampler", "history", "cost", "settings")
+
+
+def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a training checkpoint with ``weights_only=True``; ``CheckpointError`` naming the file if unusable."""
+    path = Path(path)
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError as exc:
+        raise CheckpointError(f"{path}: checkpoint not found") from exc
+    except Exception as exc:  # zip, unpickling, EOF ... errors differ by torch version
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise CheckpointError(f"{path}: corrupt or truncated checkpoint ({type(exc).__name__}: {first})") from exc
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path}: not a training checkpoint (top level is {type(data).__name__})")
+    if data.get("format_version") != CHECKPOINT_VERSION:
+        raise CheckpointError(
+            f"{path}: checkpoint format version {data.get('format_version')!r}, expected {CHECKPOINT_VERSION}"
+        )
+    missing = [k for k in _REQUIRED_KEYS if k not in data]
+    if missing:
+        raise CheckpointError(f"{path}: checkpoint lacks {', '.join(missing)}")
+    return data
+
+
+# ---------------------------------------------------------------------------------------------------- loop
+
+
+@dataclass
+class TrainResult:
+    """``history``: one dict per log (step, loss, lr, mean of every loss part); ``final_step``: steps done."""
+
+    history: list[dict[str, float]]
+    cost: CostRecord
+    final_step: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _lr_factor(settings: TrainSettings) -> Callable[[int], float]:
+    if settings.lr_schedule == "cosine":
+        steps = settings.steps
+        return lambda s: 0.5 * (1.0 + math.cos(math.pi * min(s, steps) / steps))
+    return lambda s: 1.0
+
+
+def _emit(callbacks: Iterable[Callback], event: str, info: dict[str, Any]) -> None:
+    for cb in callbacks:
+        cb(event, info)
+
+
+def _settings_dict(settings: TrainSettings) -> dict[str, Any]:
+    return asdict(settings)
+
+
+def train(
+    model: nn.Module,
+    task: Task,
+    sampler: LamSampler | None,
+    settings: TrainSettings,
+    *,
+    device: str | torch.device = "cpu",
+    checkpoint_path: str | os.PathLike[str] | None = None,
+    resume: bool = True,
+    callbacks: Iterable[Callback] = (),
+    name: str = "model",
+) -> TrainResult:
+    """Train ``model`` in place on ``task`` with λ from ``sampler`` (None for tasks without λ); see module doc."""
+    device = torch.device(device)
+    callbacks = tuple(callbacks)
+    n_lams = task.n_lams
+    if n_lams > 0 and sampler is None:
+        raise ConfigError(f"training '{name}': the loss has k={n_lams} hyperparameters, so a sampler is needed")
+    if sampler is not None:
+        sampler.validate(settings.batch_size)
+    model_lams = getattr(model, "n_lams", None)
+    if getattr(model, "conditional", False) and model_lams is not None and model_lams != n_lams:
+        raise ConfigError(
+            f"training '{name}': the model is built for k={model_lams} hyperparameters, but the loss has k={n_lams}"
+        )
+    model.to(device)
+    if settings.channels_last:
+        model.to(memory_format=torch.channels_last)
+    task = task.to(device)
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ConfigError(f"training '{name}': the model has no trainable parameters")
+    optimizer = torch.optim.Adam(params, lr=settings.lr)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_factor(settings))
+    data_gen = torch.Generator().manual_seed(settings.seed)
+    lam_gen = torch.Generator().manual_seed(settings.seed + 1)
+    stream = IndexStream(task.n_samples, settings.batch_size, data_gen)
+    cost = CostRecord(
+        model_name=name,
+        kind=str(getattr(model, "registry_name", type(model).__name__)),
+        n_params=sum(p.numel() for p in model.parameters()),
+        steps=0,
+        device_seconds=0.0,
+        wall_seconds=0.0,
+        peak_memory_mb=0.0,
+        device=str(device),
+        dtype=settings.precision,
+    )
+    history: list[dict[str, float]] = []
+    start = 0
+    torch_rng: Tensor | None = None
+    cuda_rng: Tensor | None = None
+    ckpt = Path(checkpoint_path) if checkpoint_path is not None else None
+    resumed = False
+
+    if ckpt is not None and resume and ckpt.exists():
+        state = load_checkpoint(ckpt)
+        saved = state["settings"]
+        for key in _RESUME_MUST_MATCH:
+            if saved.get(key) != getattr(settings, key):
+                raise CheckpointError(
+                    f"{ckpt}: written with {key}={saved.get(key)!r}, but the settings say {getattr(settings, key)!r}; "
+                    "resume with the same settings or start afresh (resume=False)"
+                )
+        try:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            data_gen.set_state(state["data_generator"])
+            lam_gen.set_state(state["lam_generator"])
+            if sampler is not None:
+                sampler.load_state_dict(state["sampler"])
+        except (RuntimeError, KeyError, ValueError, TypeError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise CheckpointError(f"{ckpt}: does not fit this model/optimiser ({first})") from exc
+        if state["perm"].numel() != task.n_samples:
+            raise CheckpointError(
+                f"{ckpt}: written for {state['perm'].numel()} training samples, but the task has {task.n_samples}"
+            )
+        stream.perm, stream.pos = state["perm"], int(state["perm_pos"])
+        start = int(state["step"])
+        history = list(state["history"])
+        cost = CostRecord.from_dict({**cost.to_dict(), **state["cost"], "device": str(device)})
+        torch_rng, cuda_rng = state["torch_rng"], state.get("cuda_rng")
+        resumed = True
+
+    was_training = model.training
+    cuda_devices: list[int] = []
+    if device.type == "cuda":
+        cuda_devices = [torch.cuda.current_device() if device.index is None else device.index]
+    autocast = dict(device_type=device.type, dtype=torch.bfloat16, enabled=settings.precision == "bf16")
+    timer = DeviceTimer(device)
+    reset_peak_memory(device)
+    steps_run = 0
+
+    def payload(step: int, cost_now: CostRecord) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "format_version": CHECKPOINT_VERSION,
+            "name": name,
+            "step": step,
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "data_generator": data_gen.get_state(),
+            "lam_generator": lam_gen.get_state(),
+            "perm": stream.perm,
+            "perm_pos": stream.pos,
+            "torch_rng": torch.get_rng_state(),
+            "sampler": sampler.state_dict() if sampler is not None else {},
+            "history": history,
+            "cost": cost_now.to_dict(),
+            "settings": _settings_dict(settings),
+        }
+        if cuda_devices:
+            data["cuda_rng"] = torch.cuda.get_rng_state(device)
+        return data
+
+    def cost_so_far() -> CostRecord:
+        return cost.plus(steps_run, timer.device_seconds, timer.wall_seconds, peak_memory_mb(device))
+
+    with torch.random.fork_rng(devices=cuda_devices):
+        if torch_rng is not None:
+            torch.set_rng_state(torch_rng)
+            if cuda_rng is not None and cuda_devices:
+                torch.cuda.set_rng_state(cuda_rng, device)
+        else:
+            torch.manual_seed(settings.seed + 2)
+        _emit(callbacks, "start", {"step": start, "total": settings.steps, "name": name, "resumed": resumed})
+        model.train()
+        sums: dict[str, Tensor] = {}
+        n_sum = 0
+        timer.start()
+        try:
+            for step in range(start, settings.steps):
+                idx = stream.next()
+                lam = sampler.sample(settings.batch_size, n_lams, lam_gen, step) if n_lams > 0 else None
+                with torch.autocast(**autocast):
+                    total, dc, parts = task.batch_loss(model, idx, lam, channels_last=settings.channels_last)
+                loss = sampler.reduce(total, dc, step) if sampler is not None else total.mean()
+                # One host sync: the reduced loss and the sum of every per-sample total (NaN/inf anywhere shows).
+                loss_value, total_sum = torch.stack([loss.detach().float(), total.detach().float().sum()]).tolist()
+                if not (math.isfinite(loss_value) and math.isfinite(total_sum)):
+                    _raise_non_finite(step + 1, settings.steps, task, idx, parts)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if settings.grad_clip is not None:
+                    torch.nn.utils.clip_grad_norm_(params, settings.grad_clip)
+                optimizer.step()
+                scheduler.step()
+                steps_run += 1
+                done = step + 1
+
+                sums["loss"] = sums.get("loss", 0.0) + loss.detach().float()
+                for key, value in parts.items():
+                    sums[key] = sums.get(key, 0.0) + value.detach().float().mean()
+                n_sum += 1
+                if done % settings.log_every == 0 or done == settings.steps:
+                    record: dict[str, float] = {"step": done, "lr": float(scheduler.get_last_lr()[0])}
+                    record.update({k: float(v) / n_sum for k, v in sums.items()})
+                    history.append(record)
+                    sums, n_sum = {}, 0
+                    _emit(callbacks, "log", {"step": done, "total": settings.steps, "record": record})
+                _emit(callbacks, "step", {"step": done, "total": settings.steps, "loss": loss_value})
+                if (
+                    ckpt is not None
+                    and settings.checkpoint_every
+                    and done % settings.checkpoint_every == 0
+                    and done < settings.steps
+                ):
+                    timer.stop()  # checkpoint I/O is not training cost; this also closes the CUDA span
+                    save_checkpoint(ckpt, payload(done, cost_so_far()))
+                    timer.start()
+                    _emit(callbacks, "checkpoint", {"step": done, "path": str(ckpt)})
+        finally:
+            if timer.running:
+                timer.stop()
+            model.train(was_training)
+        final = max(start, settings.steps)
+        result_cost = cost_so_far() if steps_run > 0 else cost
+        if ckpt is not None and steps_run > 0:
+            save_checkpoint(ckpt, payload(final, result_cost))
+            _emit(callbacks, "checkpoint", {"step": final, "path": str(ckpt)})
+    _emit(callbacks, "end", {"step": final, "total": settings.steps, "cost": result_cost.to_dict()})
+    extra: dict[str, Any] = {}
+    if sampler is not None and hasattr(sampler, "kept_lams"):
+        extra["kept_lams"] = sampler.kept_lams()
+    return TrainResult(history=history, cost=result_cost, final_step=final, extra=extra)
+
+
+def _raise_non_finite(step: int, total_steps: int, task: Task, idx: Tensor, parts: dict[str, Tensor]) -> None:
+    bad_terms = [k for k, v in parts.items() if not bool(torch.isfinite(v.detach()).all())]
+    bad_data = task.non_finite_data(idx.cpu())
+    what = []
+    if bad_data:
+        what.append(f"non-finite values in the batch's {', '.join(bad_data)}")
+    what.append(f"non-finite loss terms: {', '.join(bad_terms)}" if bad_terms else "loss overflow (no single term)")
+    raise TrainingError(f"training stopped at step {step} of {total_steps}: {'; '.join(what)}")
+
+
+__all__ = [
+    "CHECKPOINT_VERSION", "IndexStream", "ReconTask", "SegTask", "TrainResult", "TrainSettings",
+    "load_checkpoint", "save_checkpoint", "train",
+]
