@@ -1,0 +1,261 @@
+"""``fastmri-knee``: a folder (or one file) of fastMRI single-coil knee ``.h5`` volumes.
+
+Schema read (fastMRI single-coil train/val files):
+
+- ``reconstruction_esc`` (slices, 320, 320) float32, the target. ``target="auto"`` falls back to
+  ``reconstruction_rss`` when there is no ESC reconstruction; ``target`` may also name either key explicitly.
+- files without any reconstruction (the challenge test set: undersampled ``kspace`` + ``mask``) raise a
+  ``DataError`` naming the file, unless ``from_kspace=True``: then the target is ``|IFFT2c(kspace)|`` centre-cropped
+  to the header's ``encoding/reconSpace/matrixSize`` (320x320). A file that has a ``mask`` (undersampled) is
+  refused even then: its zero-filled image is not a ground truth.
+- ``ismrmrd_header`` (XML, namespace http://www.ismrm.org/ISMRMRD): the k-space padding
+  ``left = encodedSpace.matrixSize.y // 2 - encodingLimits.kspace_encoding_step_1.center``,
+  ``right = left + kspace_encoding_step_1.maximum + 1`` is read per file and recorded in ``meta["padding"]``
+  (never hard-coded), together with the encoded and recon matrix sizes.
+- attrs ``acquisition`` (CORPD_FBK = PD, CORPDFS_FBK = PDFS) filter the files (``contrast``: PD, PDFS, both; a
+  file without the attribute is kept only for "both"); ``patient_id`` groups files of one patient.
+
+Splits are by patient (``patient_id`` attr, else the file name): never by slice. Each kept slice is padded to a
+square, resized to ``image_size`` with anti-aliasing, divided by its 99th percentile and clipped to [0, 1] (the
+authors' preprocessing); slices without anatomy are dropped (``base.has_anatomy``).
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import DataError
+from .base import DataBundle, anatomy_mask, knee_preprocess, split_groups, stack_split
+from .registry import DATASETS
+from .source import DatasetSource, check_choice, check_range
+
+NS = "{http://www.ismrm.org/ISMRMRD}"
+ACQUISITIONS = {"PD": ("CORPD_FBK",), "PDFS": ("CORPDFS_FBK",), "both": None}
+TARGETS = ("auto", "reconstruction_esc", "reconstruction_rss")
+
+
+def parse_header(xml: str | bytes, where: str) -> dict[str, Any]:
+    """Matrix sizes and k-space padding from an ISMRMRD header string."""
+    try:
+        root = ET.fromstring(xml)
+    except ET.ParseError as exc:
+        raise DataError(
+            f"{where}: ismrmrd_header is not valid XML ({exc}); expected an ISMRMRD header"
+        ) from exc
+
+    def find_int(path: str) -> int:
+        node = root.find("/".join(NS + p for p in path.split("/")))
+        if node is None or node.text is None:
+            raise DataError(f"{where}: ismrmrd_header lacks {path}; expected an ISMRMRD header with it")
+        try:
+            return int(node.text.strip())
+        except ValueError as exc:
+            raise DataError(f"{where}: ismrmrd_header {path} = {node.text!r}; expected an integer") from exc
+
+    enc = [find_int(f"encoding/encodedSpace/matrixSize/{a}") for a in "xyz"]
+    rec = [find_int(f"encoding/reconSpace/matrixSize/{a}") for a in "xyz"]
+    center = find_int("encoding/encodingLimits/kspace_encoding_step_1/center")
+    maximum = find_int("encoding/encodingLimits/kspace_encoding_step_1/maximum")
+    left = enc[1] // 2 - center
+    return {"encoded_size": enc, "recon_size": rec, "padding": [left, left + maximum + 1]}
+
+
+def image_from_kspace(kspace: np.ndarray, crop: tuple[int, int]) -> np.ndarray:
+    """``|IFFT2c(kspace)|`` of (slices, H, W) complex k-space, centre-cropped to ``crop`` -> float32."""
+    img = np.fft.fftshift(np.fft.ifft2(np.fft.ifftshift(kspace, axes=(-2, -1)), norm="ortho"), axes=(-2, -1))
+    h, w = img.shape[-2:]
+    ch, cw = min(crop[0], h), min(crop[1], w)
+    top, left = (h - ch) // 2, (w - cw) // 2
+    return np.abs(img[:, top : top + ch, left : left + cw]).astype(np.float32)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+@DATASETS.register(
+    "fastmri-knee", description="reader: fastMRI single-coil knee .h5 files (PD/PDFS), split by patient"
+)
+class FastMRIKnee(DatasetSource):
+    """fastMRI single-coil knee ``.h5`` reader (reconstruction_esc targets), split by patient."""
+
+    needs_path = True
+    smoke_params = {"slices_per_file": 2}
+
+    def __init__(
+        self,
+        *,
+        image_size: int = 256,
+        seed: int = 0,
+        path: str | None = None,
+        cache_dir: Any = None,
+        contrast: str = "both",
+        target: str = "auto",
+        from_kspace: bool = False,
+        val_fraction: float = 0.15,
+        test_fraction: float = 0.3,
+        max_files: int | None = None,
+        slices_per_file: int | None = None,
+    ) -> None:
+        w = "dataset 'fastmri-knee'"
+        check_choice(w, "contrast", contrast, tuple(ACQUISITIONS))
+        check_choice(w, "target", target, TARGETS)
+        check_choice(w, "from_kspace", from_kspace, (True, False))
+        check_range(w, "val_fraction", val_fraction, 0.0, 0.9)
+        check_range(w, "test_fraction", test_fraction, 0.0, 0.9)
+        for name, v in (("max_files", max_files), ("slices_per_file", slices_per_file)):
+            if v is not None:
+                check_range(w, name, v, 1, integer=True)
+        super().__init__(
+            image_size=image_size,
+            seed=seed,
+            path=path,
+            cache_dir=cache_dir,
+            params=dict(
+                contrast=contrast,
+                target=target,
+                from_kspace=from_kspace,
+                val_fraction=val_fraction,
+                test_fraction=test_fraction,
+                max_files=max_files,
+                slices_per_file=slices_per_file,
+            ),
+        )
+
+    def input_files(self) -> list[Path]:
+        if self.path is None:  # not reachable: needs_path makes the constructor require it
+            return []
+        if self.path.is_file():
+            return [self.path]
+        files = sorted(f for f in self.path.rglob("*") if f.suffix in (".h5", ".hdf5") and f.is_file())
+        if not files:
+            raise DataError(f"{self.path}: no .h5 files found; expected fastMRI single-coil knee volumes")
+        return files
+
+    # -- per file ----------------------------------------------------------------------------------------------
+    def _inspect(self, f: Path) -> dict[str, Any] | None:
+        """Header facts of one file, or None when its acquisition is filtered out."""
+        import h5py
+
+        try:
+            with h5py.File(f, "r") as h:
+                acq = _text(h.attrs["acquisition"]) if "acquisition" in h.attrs else None
+                wanted = ACQUISITIONS[self.params["contrast"]]
+                if wanted is not None and acq not in wanted:
+                    return None
+                if "ismrmrd_header" not in h:
+                    raise DataError(f"{f}: missing dataset 'ismrmrd_header'; expected a fastMRI .h5 file")
+                header = parse_header(h["ismrmrd_header"][()], str(f))
+                key = self._target_key(h, f)
+                patient = _text(h.attrs["patient_id"]) if "patient_id" in h.attrs else f.stem
+                shape = h[key].shape
+        except DataError:
+            raise
+        except (OSError, KeyError, ValueError, RuntimeError) as exc:
+            raise DataError(f"{f}: cannot read HDF5 ({exc}); expected an intact fastMRI .h5 file") from exc
+        return {"file": f, "acquisition": acq, "patient": patient, "key": key, "shape": shape, **header}
+
+    def _target_key(self, h: Any, f: Path) -> str:
+        target = self.params["target"]
+        names = ("reconstruction_esc", "reconstruction_rss") if target == "auto" else (target,)
+        for name in names:
+            if name in h:
+                return name
+        if self.params["from_kspace"] and "kspace" in h:
+            if "mask" in h:
+                raise DataError(
+                    f"{f}: has no {' or '.join(names)} and its kspace is undersampled ('mask' present); "
+                    "expected a fully sampled file to compute a target from kspace"
+                )
+            return "kspace"
+        hint = " (a challenge test file?)" if "mask" in h else ""
+        raise DataError(
+            f"{f}: missing {' and '.join(names)}{hint}; expected a train/val file with a reconstruction, "
+            "or set from_kspace=true for fully sampled kspace"
+        )
+
+    def _read(self, info: dict[str, Any]) -> tuple[np.ndarray, int]:
+        """(target slices (S, H, W) float32, index of the first) of one file (central ``slices_per_file``)."""
+        import h5py
+
+        f, key = info["file"], info["key"]
+        try:
+            with h5py.File(f, "r") as h:
+                ds = h[key]
+                if ds.ndim != 3:
+                    raise DataError(f"{f}: '{key}' has shape {ds.shape}; expected (slices, H, W)")
+                n = ds.shape[0]
+                keep = self.params["slices_per_file"]
+                lo = max(0, (n - keep) // 2) if keep else 0
+                hi = min(n, lo + keep) if keep else n
+                data = ds[lo:hi]
+        except DataError:
+            raise
+        except (OSError, KeyError, ValueError, RuntimeError) as exc:
+            raise DataError(f"{f}: cannot read '{key}' ({exc}); expected an intact fastMRI .h5 file") from exc
+        if key == "kspace":
+            data = image_from_kspace(data, (info["recon_size"][0], info["recon_size"][1]))
+        elif np.iscomplexobj(data):
+            raise DataError(f"{f}: '{key}' is complex; expected real magnitude images")
+        data = np.asarray(data, dtype=np.float32)
+        if not np.all(np.isfinite(data)):
+            raise DataError(f"{f}: '{key}' contains NaN or Inf; expected finite values")
+        return data, lo
+
+    # -- bundle -----------------------------------------------------------------------------------------------
+    def build(self) -> DataBundle:
+        p = self.params
+        files = self.input_files()
+        infos = [i for i in (self._inspect(f) for f in files) if i is not None]
+        if not infos:
+            raise DataError(
+                f"{self.path}: no file with acquisition {ACQUISITIONS[p['contrast']]}; expected PD (CORPD_FBK) "
+                "or PDFS (CORPDFS_FBK) volumes, or contrast='both'"
+            )
+        if p["max_files"]:
+            infos = infos[: p["max_files"]]
+        groups = split_groups(
+            [i["patient"] for i in infos],
+            val_fraction=p["val_fraction"],
+            test_fraction=p["test_fraction"],
+            seed=self.seed,
+            where=str(self.path),
+            unit="patient",
+        )
+        splits, files_meta = {}, {}
+        for name, patients in groups.items():
+            members = set(patients)
+            images, ids = [], []
+            chosen = [i for i in infos if i["patient"] in members]
+            for info in chosen:
+                data, first = self._read(info)
+                keep = anatomy_mask(data)
+                for s in np.flatnonzero(keep):
+                    images.append(knee_preprocess(data[s], self.image_size))
+                    ids.append(f"{info['file'].stem}/{first + s:03d}")
+            splits[name] = stack_split(images, None, ids, self.image_size)
+            files_meta[name] = [str(i["file"]) for i in chosen]
+        return DataBundle(
+            **splits,
+            n_classes=None,
+            class_names=None,
+            source="fastmri-knee",
+            description=f"fastMRI single-coil knee ({p['contrast']}), {len(infos)} files, split by patient",
+            synthetic=False,
+            single_subject=False,
+            image_size=self.image_size,
+            meta={
+                "files": files_meta,
+                "patients": groups,
+                "padding": {str(i["file"]): i["padding"] for i in infos},
+                "encoded_size": {str(i["file"]): i["encoded_size"] for i in infos},
+                "recon_size": {str(i["file"]): i["recon_size"] for i in infos},
+                "acquisition": {str(i["file"]): i["acquisition"] for i in infos},
+                "target": {str(i["file"]): i["key"] for i in infos},
+                "preprocessing": "pad to square, anti-aliased resize to image_size, / 99th percentile, clip [0,1]",
+            },
+        )

@@ -1,0 +1,289 @@
+"""``freesurfer-brain``: T1 brains processed by FreeSurfer (ABIDE style), with aseg labels merged to 5 classes.
+
+Two layouts are accepted under ``path`` (searched recursively; both may be mixed):
+
+1. **Volumes**: one folder per subject holding ``norm.mgz`` (or ``orig.mgz``; ``image`` picks which is preferred,
+   the other is the fallback) and ``aseg.mgz``, directly or in its ``mri/`` sub-folder, or the NIfTI equivalents
+   ``norm.nii[.gz]``, ``orig.nii[.gz]``, ``aseg.nii[.gz]``. Volumes are reoriented to RAS with nibabel and cut
+   into axial slices (anterior up, subject's right on the image right, as ``mni-brain``).
+2. **Slices**: ``<subj>_orig_<NNNN>.npy`` (H, W) next to ``asegs/<subj>_aseg_<NNNN>.npy`` (same shape).
+
+Intensities: negatives clipped to 0, then divided by the subject's maximum (norm.mgz is uint8 0..255).
+Slices are zero-padded (centred) to ``image_size`` if they fit, else padded square and resized (``fit_to_size``).
+Slices without anatomy are dropped. Split by subject (``val_fraction``/``test_fraction``), never by slice.
+
+aseg -> 5 classes (paper: background, gray matter, white matter, CSF, cortex):
+
+- 0 background: {0, 130, 165, 258}
+- 1 gray matter (cerebellar cortex, deep GM, brainstem): {8, 10-13, 16-18, 26, 28, 47, 49-54, 58, 60, 172, 174}
+- 2 white matter: {2, 7, 41, 46}
+- 3 CSF (ventricles, CSF, vessels, choroid plexus): {4, 5, 14, 15, 24, 30, 31, 43, 44, 62, 63, 257}
+- 4 cortex and everything else (cortex 3/42, WM hypointensities 77, optic chiasm 85, ...)
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import DataError
+from .base import DataBundle, fit_to_size, has_anatomy, split_groups, stack_split
+from .registry import DATASETS
+from .source import DatasetSource, check_choice, check_range
+
+CLASS_NAMES = ("background", "gray-matter", "white-matter", "csf", "cortex")
+ASEG_CLASSES: dict[int, tuple[int, ...]] = {
+    0: (0, 130, 165, 258),
+    1: (8, 10, 11, 12, 13, 16, 17, 18, 26, 28, 47, 49, 50, 51, 52, 53, 54, 58, 60, 172, 174),
+    2: (2, 7, 41, 46),
+    3: (4, 5, 14, 15, 24, 30, 31, 43, 44, 62, 63, 257),
+}
+OTHER_CLASS = 4
+VOLUME_EXTS = (".mgz", ".nii.gz", ".nii")
+SLICE_RE = re.compile(r"^(?P<subj>.+)_orig_(?P<idx>\d+)\.npy$")
+
+
+def merge_aseg(aseg: np.ndarray, where: str) -> np.ndarray:
+    """Map FreeSurfer aseg codes (any int array) to the 5 classes above -> uint8, same shape."""
+    if aseg.size == 0:
+        return aseg.astype(np.uint8)
+    if not np.issubdtype(aseg.dtype, np.integer):
+        if not np.all(np.isfinite(aseg)) or not np.all(aseg == np.round(aseg)):
+            raise DataError(f"{where}: aseg has non-integer values; expected FreeSurfer label codes")
+    codes = aseg.astype(np.int64)
+    if codes.min() < 0:
+        raise DataError(
+            f"{where}: aseg has negative value {codes.min()}; expected FreeSurfer label codes >= 0"
+        )
+    lut = np.full(int(codes.max()) + 1, OTHER_CLASS, dtype=np.uint8)
+    for cls, members in ASEG_CLASSES.items():
+        m = np.array([c for c in members if c < lut.size], dtype=np.int64)
+        lut[m] = cls
+    return lut[codes]
+
+
+def _load_volume(f: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(data (X, Y, Z) in RAS axis order, original affine) of an .mgz/.nii[.gz] file."""
+    import nibabel as nib
+
+    try:
+        img = nib.load(str(f))
+        data = np.asarray(img.dataobj)
+    except Exception as exc:  # nibabel raises many kinds (ImageFileError, EOFError, zlib.error ...)
+        raise DataError(
+            f"{f}: cannot read volume ({type(exc).__name__}: {exc}); expected an intact MGH/NIfTI file"
+        ) from exc
+    if data.ndim == 4 and data.shape[3] == 1:
+        data = data[..., 0]
+    if data.ndim != 3:
+        raise DataError(f"{f}: volume has shape {data.shape}; expected a 3-D volume (X, Y, Z)")
+    ornt = nib.orientations.io_orientation(img.affine)
+    return nib.orientations.apply_orientation(data, ornt), img.affine
+
+
+def _axial(vol: np.ndarray, k: int) -> np.ndarray:
+    return np.ascontiguousarray(vol[:, :, k].T[::-1])
+
+
+@DATASETS.register(
+    "freesurfer-brain",
+    description="reader: FreeSurfer/ABIDE T1 (norm/orig + aseg, mgz/nii or npy slices), 5 classes",
+)
+class FreeSurferBrain(DatasetSource):
+    """FreeSurfer-processed T1 brains with aseg merged to 5 classes, axial slices, split by subject."""
+
+    needs_path = True
+    smoke_params = {"max_slices_per_subject": 2}
+
+    def __init__(
+        self,
+        *,
+        image_size: int = 256,
+        seed: int = 0,
+        path: str | None = None,
+        cache_dir: Any = None,
+        image: str = "norm",
+        val_fraction: float = 0.15,
+        test_fraction: float = 0.3,
+        slice_step: int = 1,
+        max_slices_per_subject: int | None = None,
+        max_subjects: int | None = None,
+    ) -> None:
+        w = "dataset 'freesurfer-brain'"
+        check_choice(w, "image", image, ("norm", "orig"))
+        check_range(w, "val_fraction", val_fraction, 0.0, 0.9)
+        check_range(w, "test_fraction", test_fraction, 0.0, 0.9)
+        check_range(w, "slice_step", slice_step, 1, integer=True)
+        for name, v in (("max_slices_per_subject", max_slices_per_subject), ("max_subjects", max_subjects)):
+            if v is not None:
+                check_range(w, name, v, 1, integer=True)
+        super().__init__(
+            image_size=image_size,
+            seed=seed,
+            path=path,
+            cache_dir=cache_dir,
+            params=dict(
+                image=image,
+                val_fraction=val_fraction,
+                test_fraction=test_fraction,
+                slice_step=slice_step,
+                max_slices_per_subject=max_slices_per_subject,
+                max_subjects=max_subjects,
+            ),
+        )
+
+    # -- discovery --------------------------------------------------------------------------------------------
+    def _subjects(self) -> dict[str, dict[str, Any]]:
+        """subject -> {"kind": "volume", "image": Path, "aseg": Path} | {"kind": "slices", "files": [(idx, img, aseg)]}"""
+        root = self.path
+        if root is None:
+            return {}
+        files = [root] if root.is_file() else sorted(f for f in root.rglob("*") if f.is_file())
+        base = root if root.is_dir() else root.parent
+        prefer = [self.params["image"], "orig" if self.params["image"] == "norm" else "norm"]
+        subjects: dict[str, dict[str, Any]] = {}
+        folders = sorted(
+            {f.parent for f in files if f.name.endswith(VOLUME_EXTS) and f.name.split(".")[0] in prefer}
+        )
+        for d in folders:
+            image = next(
+                d / f"{stem}{ext}" for stem in prefer for ext in VOLUME_EXTS if (d / f"{stem}{ext}").is_file()
+            )
+            aseg = next((d / f"aseg{ext}" for ext in VOLUME_EXTS if (d / f"aseg{ext}").is_file()), None)
+            if aseg is None:
+                raise DataError(
+                    f"{d}: has {image.name} but no aseg.mgz/aseg.nii[.gz]; expected both per subject"
+                )
+            subj_dir = d.parent if d.name == "mri" and d != base else d
+            name = subj_dir.relative_to(base).as_posix() if subj_dir != base else base.name
+            subjects[name] = {"kind": "volume", "image": image, "aseg": aseg}
+        for f in files:
+            m = SLICE_RE.match(f.name)
+            if m is None or f.parent.name == "asegs":
+                continue
+            aseg = f.parent / "asegs" / f"{m['subj']}_aseg_{m['idx']}.npy"
+            if not aseg.is_file():
+                raise DataError(f"{f}: no matching label file {aseg}; expected asegs/<subj>_aseg_<NNNN>.npy")
+            entry = subjects.setdefault(m["subj"], {"kind": "slices", "files": []})
+            if entry["kind"] != "slices":
+                raise DataError(
+                    f"{f}: subject '{m['subj']}' also has a volume; expected one layout per subject"
+                )
+            entry["files"].append((int(m["idx"]), f, aseg))
+        if not subjects:
+            raise DataError(
+                f"{root}: no subjects found; expected <subj>/norm.mgz (or orig, .nii[.gz]) + aseg, or "
+                "<subj>_orig_NNNN.npy + asegs/<subj>_aseg_NNNN.npy"
+            )
+        return dict(sorted(subjects.items()))
+
+    def input_files(self) -> list[Path]:
+        out: list[Path] = []
+        for s in self._subjects().values():
+            if s["kind"] == "volume":
+                out += [s["image"], s["aseg"]]
+            else:
+                for _, img, aseg in sorted(s["files"]):
+                    out += [img, aseg]
+        return out
+
+    # -- reading ----------------------------------------------------------------------------------------------
+    def _read_subject(self, s: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, list[int], str]:
+        """(images (N, H, W) float, class labels (N, H, W) uint8, slice indices, file for messages)."""
+        if s["kind"] == "volume":
+            img, _ = _load_volume(s["image"])
+            aseg, _ = _load_volume(s["aseg"])
+            where = str(s["image"])
+            if aseg.shape != img.shape:
+                raise DataError(
+                    f"{s['aseg']}: labels have shape {aseg.shape} but {s['image'].name} {img.shape}; expected equal"
+                )
+            idx = list(range(img.shape[2]))
+            imgs = np.stack([_axial(img, k) for k in idx])
+            labs = np.stack([_axial(aseg, k) for k in idx])
+        else:
+            items = sorted(s["files"])
+            imgs_l, labs_l = [], []
+            for _, f, af in items:
+                a, b = _load_npy(f), _load_npy(af)
+                if a.ndim != 2:
+                    raise DataError(f"{f}: slice has shape {a.shape}; expected a 2-D (H, W) slice")
+                if b.shape != a.shape:
+                    raise DataError(
+                        f"{af}: labels have shape {b.shape} but {f.name} {a.shape}; expected equal"
+                    )
+                if imgs_l and a.shape != imgs_l[0].shape:
+                    raise DataError(
+                        f"{f}: slice has shape {a.shape}, other slices {imgs_l[0].shape}; expected equal"
+                    )
+                imgs_l.append(a)
+                labs_l.append(b)
+            imgs, labs, idx = np.stack(imgs_l), np.stack(labs_l), [i for i, _, _ in items]
+            where = str(items[0][1])
+        if not np.issubdtype(imgs.dtype, np.number) or np.iscomplexobj(imgs):
+            raise DataError(f"{where}: image dtype {imgs.dtype}; expected real numbers")
+        imgs = imgs.astype(np.float32)
+        if not np.all(np.isfinite(imgs)):
+            raise DataError(f"{where}: image contains NaN or Inf; expected finite values")
+        imgs = np.clip(imgs, 0.0, None)
+        peak = float(imgs.max())
+        if peak > 0:
+            imgs /= peak
+        return imgs, merge_aseg(labs, where), idx, where
+
+    def build(self) -> DataBundle:
+        p = self.params
+        subjects = self._subjects()
+        if p["max_subjects"]:
+            subjects = dict(list(subjects.items())[: p["max_subjects"]])
+        groups = split_groups(
+            list(subjects),
+            val_fraction=p["val_fraction"],
+            test_fraction=p["test_fraction"],
+            seed=self.seed,
+            where=str(self.path),
+            unit="subject",
+        )
+        splits = {}
+        for name, members in groups.items():
+            images, labels, ids = [], [], []
+            for subj in members:
+                imgs, labs, idx, _ = self._read_subject(subjects[subj])
+                keep = [i for i in range(len(idx)) if has_anatomy(imgs[i])][:: p["slice_step"]]
+                cap = p["max_slices_per_subject"]
+                if cap is not None and len(keep) > cap:  # evenly spaced through the brain
+                    keep = [keep[j] for j in np.round(np.linspace(0, len(keep) - 1, cap)).astype(int)]
+                for i in keep:
+                    images.append(np.clip(fit_to_size(imgs[i], self.image_size), 0.0, 1.0))
+                    labels.append(fit_to_size(labs[i], self.image_size, labels=True))
+                    ids.append(f"{subj}/z{idx[i]:04d}")
+            splits[name] = stack_split(images, labels, ids, self.image_size)
+        return DataBundle(
+            **splits,
+            n_classes=len(CLASS_NAMES),
+            class_names=CLASS_NAMES,
+            source="freesurfer-brain",
+            description=f"FreeSurfer T1 brains ({len(subjects)} subjects), aseg merged to 5 classes, split by subject",
+            synthetic=False,
+            single_subject=False,
+            image_size=self.image_size,
+            meta={
+                "subjects": groups,
+                "files": {
+                    s: str(v["image"]) if v["kind"] == "volume" else str(sorted(v["files"])[0][1].parent)
+                    for s, v in subjects.items()
+                },
+                "aseg_classes": {CLASS_NAMES[c]: list(m) for c, m in ASEG_CLASSES.items()},
+                "intensity": "negatives clipped, divided by the subject maximum",
+            },
+        )
+
+
+def _load_npy(f: Path) -> np.ndarray:
+    try:
+        return np.load(f, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        raise DataError(f"{f}: cannot read .npy ({exc}); expected an intact numpy array file") from exc
