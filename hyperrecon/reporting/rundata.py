@@ -1,0 +1,207 @@
+"""Read a finished run folder (see :mod:`hyperrecon.study` for its layout) into one validated object.
+
+Required: ``run.json``, ``config.json``, ``results.csv`` and ``costs.csv``. A missing, empty or unreadable one, or
+a results table whose values are all NaN (as a whole or for one model and metric), is a ``RunError`` naming the
+file and what was expected. The other files (search tables, per-model eval outputs, job records) are optional:
+the report leaves out the sections that need them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..errors import RunError
+from .style import model_kind
+
+RESULT_COLUMNS = ["model", "lam1", "lam2", "slice", "metric", "value"]
+COST_COLUMNS = ["model", "kind", "n_params", "device_seconds", "wall_seconds"]
+SEARCH_COLUMNS = ["target", "strategy", "seed", "trial", "cum_cost_seconds", "best_so_far"]
+
+
+def _read_json(path: Path, what: str) -> dict[str, Any]:
+    if not path.exists():
+        raise RunError(f"{path}: missing; expected {what} (is this a run folder of `hrbench run`?)")
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise RunError(f"{path}: unreadable JSON ({exc}); expected {what}") from exc
+    if not isinstance(obj, dict):
+        raise RunError(f"{path}: expected a JSON object with {what}")
+    return obj
+
+
+def read_table(path: Path, columns: list[str], what: str, *, required: bool = True) -> pd.DataFrame | None:
+    """A CSV with at least ``columns`` and one row, else ``RunError`` (None when optional and absent)."""
+    if not path.exists():
+        if required:
+            raise RunError(f"{path}: missing; expected {what} (did the run finish? `hrbench run --resume` completes it)")
+        return None
+    try:
+        frame = pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        raise RunError(f"{path}: empty file; expected {what} with columns {','.join(columns)}") from None
+    except (OSError, ValueError) as exc:
+        raise RunError(f"{path}: unreadable CSV ({exc}); expected {what}") from exc
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise RunError(f"{path}: missing columns {','.join(missing)}; expected {what} with columns {','.join(columns)}")
+    if frame.empty:
+        raise RunError(f"{path}: no rows; expected {what}")
+    return frame
+
+
+def require_table(path: Path, columns: list[str], what: str) -> pd.DataFrame:
+    frame = read_table(path, columns, what, required=True)
+    if frame is None:  # unreachable: required=True raises instead
+        raise RunError(f"{path}: missing; expected {what}")
+    return frame
+
+
+@dataclass
+class RunData:
+    """Everything the report reads from one run folder."""
+
+    run_dir: Path
+    run: dict[str, Any]
+    config: dict[str, Any]  # the resolved study (config.json "study")
+    config_hash: str
+    results: pd.DataFrame
+    costs: pd.DataFrame
+    scales: dict[str, Any] | None = None
+    search: pd.DataFrame | None = None
+    search_summary: pd.DataFrame | None = None
+    summary: dict[str, Any] | None = None
+    _cache: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    # -- study facts -------------------------------------------------------------------------------------------
+
+    @property
+    def kind(self) -> str:
+        """``ao`` or ``sl``."""
+        return str(self.config.get("kind", "ao" if self.n_lams == 2 else "sl"))
+
+    @property
+    def n_lams(self) -> int:
+        return 1 if self.results["lam2"].isna().all() else 2
+
+    @property
+    def models(self) -> list[str]:
+        """Reconstruction models in results order (baselines first as the run lists them)."""
+        return list(dict.fromkeys(self.results["model"]))
+
+    @property
+    def baselines(self) -> list[str]:
+        return [m for m in self.models if model_kind(m) == "baseline"]
+
+    @property
+    def conditional(self) -> list[str]:
+        """λ-conditioned models: HyperRecon variants, then FiLM."""
+        ms = self.models
+        return [m for m in ms if model_kind(m) == "hyper"] + [m for m in ms if model_kind(m) == "film"]
+
+    @property
+    def metrics(self) -> list[str]:
+        return list(dict.fromkeys(self.results["metric"]))
+
+    @property
+    def objective(self) -> str:
+        return str(self.config.get("search", {}).get("objective", "psnr"))
+
+    def baseline_lam(self, model: str) -> tuple[float, ...]:
+        row = self.results[self.results.model == model].iloc[0]
+        return (float(row.lam1),) if self.n_lams == 1 else (float(row.lam1), float(row.lam2))
+
+    # -- optional per-model files ------------------------------------------------------------------------------
+
+    def eval_meta(self, model: str) -> dict[str, Any] | None:
+        path = self.run_dir / "eval" / f"{model}-meta.json"
+        return _read_json(path, "evaluation metadata") if path.exists() else None
+
+    def eval_images(self, model: str) -> dict[str, np.ndarray] | None:
+        path = self.run_dir / "eval" / f"{model}-images.npz"
+        if not path.exists():
+            return None
+        try:
+            with np.load(path) as z:
+                return {k: z[k] for k in z.files}
+        except (OSError, ValueError) as exc:
+            raise RunError(f"{path}: unreadable npz ({exc}); expected example and diverse-pair images") from exc
+
+    def ranges(self, model: str) -> pd.DataFrame | None:
+        return read_table(self.run_dir / "eval" / f"{model}-ranges.csv", ["slice", "n_above", "n_lams"],
+                          "per-slice reconstruction ranges", required=False)
+
+    def dhs_kept(self, model: str) -> np.ndarray | None:
+        path = self.run_dir / "eval" / f"{model}-dhs-kept.npz"
+        if not path.exists():
+            return None
+        try:
+            with np.load(path) as z:
+                lams = np.asarray(z["lams"], dtype=float)
+        except (OSError, ValueError, KeyError) as exc:
+            raise RunError(f"{path}: unreadable ({exc}); expected an array 'lams' of shape (n, k)") from exc
+        return lams.reshape(len(lams), -1) if lams.size else None
+
+    def job(self, name: str) -> dict[str, Any] | None:
+        path = self.run_dir / "jobs" / f"{name}.json"
+        return _read_json(path, "a job record") if path.exists() else None
+
+    def search_test(self, target: str) -> pd.DataFrame | None:
+        return read_table(self.run_dir / "search" / f"{target}-test.csv", ["strategy", "seed", "test_objective"],
+                          "test objective at each search's chosen λ", required=False)
+
+
+def _check_results(results: pd.DataFrame, path: Path) -> pd.DataFrame:
+    results = results.copy()
+    results["value"] = pd.to_numeric(results["value"], errors="coerce")
+    if results["value"].isna().all():
+        raise RunError(f"{path}: every value is NaN; expected finite metric values")
+    groups = results.groupby(["model", "metric"], sort=False)["value"]
+    dead = [f"{m}/{k}" for (m, k), v in groups if v.isna().all()]
+    if dead:
+        raise RunError(f"{path}: all values NaN for {', '.join(dead[:4])}{' ...' if len(dead) > 4 else ''}; "
+                       "expected finite metric values for every model and metric")
+    return results
+
+
+def load_run(run_dir: Path) -> RunData:
+    """Read and validate a run folder; ``RunError`` (one line, naming the file) on anything missing or empty."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise RunError(f"{run_dir}: not a folder; expected a run folder made by `hrbench run`")
+    run = _read_json(run_dir / "run.json", "the run's provenance")
+    cfg = _read_json(run_dir / "config.json", "the resolved study config")
+    if not isinstance(cfg.get("study"), dict):
+        raise RunError(f"{run_dir / 'config.json'}: no 'study' object; expected the resolved study config")
+    results = _check_results(require_table(run_dir / "results.csv", RESULT_COLUMNS, "the test-set results"),
+                             run_dir / "results.csv")
+    costs = require_table(run_dir / "costs.csv", COST_COLUMNS, "one cost row per trained model")
+    for col in ("n_params", "device_seconds", "wall_seconds"):
+        costs[col] = pd.to_numeric(costs[col], errors="coerce")
+    if not np.isfinite(costs["device_seconds"].to_numpy(dtype=float)).any():
+        raise RunError(f"{run_dir / 'costs.csv'}: every device_seconds is NaN; expected measured training costs")
+    scales = _read_json(run_dir / "scales.json", "loss scales") if (run_dir / "scales.json").exists() else None
+    search = read_table(run_dir / "search.csv", SEARCH_COLUMNS, "every search trial", required=False)
+    summary_cols = ["target", "strategy", "best_mean", "regret_mean", "search_cost_mean", "total_cost_mean"]
+    search_summary = read_table(run_dir / "search_summary.csv", summary_cols, "one row per target and strategy",
+                                required=False)
+    summary = _read_json(run_dir / "summary.json", "headline numbers") if (run_dir / "summary.json").exists() else None
+    return RunData(run_dir=run_dir, run=run, config=cfg["study"], config_hash=str(cfg.get("config_hash", "")),
+                   results=results, costs=costs, scales=scales, search=search, search_summary=search_summary,
+                   summary=summary)
+
+
+def finite(x: Any) -> float | None:
+    """A JSON-safe float: None for NaN/inf/None."""
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None

@@ -1,0 +1,99 @@
+"""Names, colours and axis labels shared by every report figure and table, so a model looks the same everywhere.
+
+Model names of a run: ``baseline-<λ>`` (AO ``baseline-<λ1>-<λ2>``), ``hyper-<S|M|L>-<uniform|dhs>``,
+``film-uniform`` and ``seg``. HyperRecon with uniform sampling (UHS) is drawn in blues, with DHS in oranges (darker
+for larger hypernetworks), FiLM in green and the per-λ U-Net baselines in black.
+"""
+
+from __future__ import annotations
+
+_UHS = {"S": "#6baed6", "M": "#2171b5", "L": "#08306b"}
+_DHS = {"S": "#fd8d3c", "M": "#d94801", "L": "#7f2704"}
+_EXTRA = ["#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f"]
+BASELINE_COLOR = "black"
+FILM_COLOR = "#2ca02c"
+
+_STRATEGY_COLORS = {"grid": "#444444", "random": "#1f77b4", "tpe": "#ff7f0e", "gp": "#2ca02c", "qmc": "#9467bd"}
+
+SAMPLER_LABELS = {"uniform": "UHS", "dhs": "DHS"}
+
+METRIC_LABELS = {
+    "psnr": "PSNR (dB)",
+    "rpsnr": "rPSNR (dB)",
+    "ssim": "SSIM",
+    "mae": "MAE (intensity units, images in [0, 1])",
+    "hfen": "HFEN (relative)",
+    "nmse": "NMSE",
+    "mse": "MSE",
+    "dice": "Dice (hard, mean over classes)",
+}
+METRIC_SHORT = {"psnr": "PSNR", "rpsnr": "rPSNR", "ssim": "SSIM", "mae": "MAE", "hfen": "HFEN", "nmse": "NMSE",
+                "mse": "MSE", "dice": "Dice"}
+METRIC_UNITS = {"psnr": "dB", "rpsnr": "dB"}
+
+
+def model_kind(name: str) -> str:
+    """``baseline`` | ``hyper`` | ``film`` | ``seg`` | ``other`` from a run's model name."""
+    for kind in ("baseline", "hyper", "film"):
+        if name.startswith(f"{kind}-"):
+            return kind
+    return "seg" if name == "seg" else "other"
+
+
+def hyper_parts(name: str) -> tuple[str, str] | None:
+    """``hyper-S-dhs`` -> ``("S", "dhs")``; None for other names."""
+    parts = name.split("-")
+    if len(parts) == 3 and parts[0] == "hyper":
+        return parts[1], parts[2]
+    return None
+
+
+def model_label(name: str) -> str:
+    """A reader's name: ``HyperRecon-S (DHS)``, ``FiLM (UHS)``, ``U-Net λ=0.5``."""
+    kind = model_kind(name)
+    if kind == "hyper":
+        parts = hyper_parts(name)
+        if parts is not None:
+            return f"HyperRecon-{parts[0]} ({SAMPLER_LABELS.get(parts[1], parts[1])})"
+    if kind == "film":
+        sampler = name.split("-", 1)[1]
+        return f"FiLM ({SAMPLER_LABELS.get(sampler, sampler)})"
+    if kind == "baseline":
+        values = name.split("-", 1)[1].split("-")
+        return f"U-Net λ={values[0]}" if len(values) == 1 else f"U-Net λ=({', '.join(values)})"
+    return name
+
+
+def model_color(name: str) -> str:
+    kind = model_kind(name)
+    if kind == "baseline":
+        return BASELINE_COLOR
+    if kind == "film":
+        return FILM_COLOR
+    parts = hyper_parts(name)
+    if parts is not None:
+        table = _DHS if parts[1] == "dhs" else _UHS
+        if parts[0] in table:
+            return table[parts[0]]
+    return _EXTRA[sum(map(ord, name)) % len(_EXTRA)]
+
+
+def strategy_color(name: str) -> str:
+    return _STRATEGY_COLORS.get(name, _EXTRA[sum(map(ord, name)) % len(_EXTRA)])
+
+
+def metric_label(metric: str) -> str:
+    return METRIC_LABELS.get(metric, metric)
+
+
+def metric_short(metric: str) -> str:
+    return METRIC_SHORT.get(metric, metric)
+
+
+def higher_is_better(metric: str) -> bool:
+    """Direction of a metric (registered image metrics, plus ``dice``)."""
+    if metric == "dice":
+        return True
+    from ..metrics import METRICS
+
+    return bool(METRICS.get(metric).higher_is_better)
