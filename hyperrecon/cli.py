@@ -7,15 +7,18 @@ usage and config errors, 1 for runtime errors (see :mod:`hyperrecon.errors`).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
+import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from .errors import HyperReconError
@@ -42,21 +45,51 @@ StudyOpt = Annotated[str, typer.Option("--study", "-s", help="a bundled study na
 DataOpt = Annotated[str | None, typer.Option("--data", help="folder or file of real data (replaces data.path)")]
 
 
+def _error_line(message: str) -> None:
+    """Print ``error: message`` as one line (messages may quote file contents: no markup, no line breaks)."""
+    text = " ".join(part.strip() for part in str(message).splitlines() if part.strip())
+    err_console.print(f"[bold red]error:[/] {escape(text)}", highlight=False, soft_wrap=True)
+
+
 def handle_errors(fn: F) -> F:
-    """Turn ``HyperReconError`` into one ``error:`` line and its exit code; keep tracebacks for bugs."""
+    """Turn ``HyperReconError`` (and OS errors: a full disk, a vanished folder) into one ``error:`` line and its
+    exit code; keep tracebacks for bugs."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
         except HyperReconError as exc:
-            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            _error_line(str(exc))
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
-            err_console.print("[bold red]error:[/] interrupted; run again with --resume to continue", highlight=False)
+            _error_line("interrupted; run again with --resume to continue")
             raise typer.Exit(130) from None
+        except OSError as exc:
+            where = f"{exc.filename}: " if exc.filename else ""
+            _error_line(f"{where}{exc.strerror or exc}")
+            raise typer.Exit(1) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """SIGTERM (a scheduler's stop, ``Popen.terminate``) ends a run like Ctrl-C: the running job is requeued at
+    once instead of waiting for its heartbeat to go stale."""
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _print_json(obj: Any) -> None:
@@ -68,6 +101,18 @@ def _overrides(values: list[str] | None, data: str | None = None) -> list[str]:
     if data is not None:
         out.append(f"data.path={json.dumps(data)}")
     return out
+
+
+def _load(study: str, profile: str, set_: list[str] | None, data: str | None):
+    """The study with ``--set`` overrides; ``--data`` replaces data.path and picks the reader for a built-in source."""
+    from .config import load_study
+
+    cfg = load_study(study, profile, _overrides(set_, data))
+    if data is not None:
+        from .resolve import with_data_path
+
+        cfg = with_data_path(cfg)
+    return cfg
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -117,10 +162,9 @@ def validate(
     as_json: JsonOpt = False,
 ) -> None:
     """Load a study, resolve every plugin name, check every value, build the cheap objects; train nothing."""
-    from .config import load_study
     from .resolve import resolve
 
-    cfg = load_study(study, profile, _overrides(set_, data))
+    cfg = _load(study, profile, set_, data)
     summary = resolve(cfg)
     if as_json:
         _print_json({"study": cfg.to_dict(), "config_hash": cfg.config_hash(), "resolved": summary})
@@ -159,10 +203,9 @@ def data_preview(
     as_json: JsonOpt = False,
 ) -> None:
     """Write a PNG montage (target, network input, mask or kernel, labels) and print split statistics."""
-    from .config import load_study
     from .resolve import preview_study
 
-    cfg = load_study(study, profile, _overrides(set_, data))
+    cfg = _load(study, profile, set_, data)
     summary = preview_study(cfg, out)
     if as_json:
         _print_json(summary)
@@ -224,21 +267,26 @@ def run(
     storage: Annotated[str | None, typer.Option("--storage", help="job ledger: a journal file path or postgresql://...")] = None,
     workers: Annotated[int, typer.Option("--workers", "-w", min=1, help="local worker processes")] = 1,
     resume: Annotated[bool, typer.Option("--resume", help="continue the run in --out (or the latest run)")] = False,
+    enqueue_only: Annotated[bool, typer.Option(
+        "--enqueue-only", help="make the run and queue its jobs, run none: start `hrbench worker`s, then "
+        "`--resume` merges the results")] = False,
     set_: SetOpt = None,
     no_report: Annotated[bool, typer.Option("--no-report", help="skip writing report.md")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Run a study: train HyperRecon variants, FiLM, baselines and the segmentation net; evaluate; search; report."""
-    from .config import load_study
     from .study import execute, prepare_run
 
-    cfg = load_study(study, profile, _overrides(set_, data))
+    cfg = _load(study, profile, set_, data)
     t0 = __import__("time").perf_counter()
     run_ = prepare_run(cfg, out=out, resume=resume, storage=storage, device=device)
+    if enqueue_only:
+        _enqueue_only(run_, as_json)
+        return
     if not as_json:
         err_console.print(f"[bold]hrbench run[/] {cfg.name} ({cfg.profile}) -> {run_.run_dir}  "
                           f"device {run_.device} {run_.precision}", highlight=False)
-    with _RunProgress(quiet=as_json) as progress:
+    with _sigterm_interrupts(), _RunProgress(quiet=as_json) as progress:
         summary = execute(run_, workers=workers, progress=progress, device=device)
     if not no_report:
         from .reporting import write_report
@@ -251,6 +299,22 @@ def run(
         console.print(f"[bold green]done[/] in {summary['wall_seconds']} s: {run_.run_dir}")
         if "report" in summary:
             console.print(f"report: {summary['report']}")
+
+
+def _enqueue_only(run_: Any, as_json: bool) -> None:
+    from .storage import _redact
+    from .study import context_for, enqueue
+
+    added = enqueue(run_, context_for(run_))
+    info = {"run_dir": str(run_.run_dir), "run_id": run_.run_id, "storage": _redact(run_.storage), "enqueued": added}
+    if as_json:
+        _print_json(info)
+        return
+    console.print(f"[bold green]queued[/] {len(added)} job(s) of {escape(run_.run_id)} in {escape(info['storage'])}",
+                  highlight=False)
+    console.print(f"start workers: hrbench worker --run-dir {escape(str(run_.run_dir))}  (or --study "
+                  f"{escape(run_.study.name)} --storage URL); then merge: hrbench run --study ... --out "
+                  f"{escape(str(run_.run_dir))} --resume", highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -267,10 +331,11 @@ def worker(
     run_ = run_for_worker(run_dir=run_dir, storage=storage, study_name=study, device=device)
 
     def log(event: str, info: dict[str, Any]) -> None:
-        if event in ("job-start", "job-done"):
-            err_console.print(f"{event} {info['job']}", highlight=False)
+        if event in ("job-start", "job-done", "job-superseded"):
+            err_console.print(f"{event} {escape(info['job'])}", highlight=False)
 
-    n = work(run_, context_for(run_), on_job=log)
+    with _sigterm_interrupts():
+        n = work(run_, context_for(run_), on_job=log)
     console.print(f"worker done: {n} job(s) run")
 
 

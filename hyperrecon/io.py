@@ -9,10 +9,11 @@ import io
 import json
 import os
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any
 
-from .errors import RunError
+from .errors import CheckpointError, RunError
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
@@ -58,12 +59,13 @@ def _jsonable(obj: Any) -> Any:
 
 
 def read_json(path: str | os.PathLike[str]) -> Any:
+    """Parse a JSON file of a run; ``RunError`` naming the file when it is missing, unreadable or corrupt."""
     path = Path(path)
     try:
         return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise
-    except (OSError, ValueError) as exc:
+    except FileNotFoundError as exc:
+        raise RunError(f"{path}: missing; expected a JSON file written by `hrbench run`") from exc
+    except (OSError, ValueError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
         raise RunError(f"{path}: unreadable or corrupt JSON ({exc})") from exc
 
 
@@ -80,3 +82,21 @@ def write_npz(path: str | os.PathLike[str], **arrays: Any) -> Path:
     buf = io.BytesIO()
     np.savez_compressed(buf, **arrays)
     return atomic_write_bytes(path, buf.getvalue())
+
+
+def check_zip(path: str | os.PathLike[str], what: str = "checkpoint") -> None:
+    """Verify the CRC-32 of every member of a ``torch.save`` file (a zip archive).
+
+    ``torch.load`` does not check them: a few flipped bytes inside a tensor load silently as wrong weights. Reading
+    the archive once costs about as much as copying it. ``CheckpointError`` naming the file when it is damaged.
+    """
+    path = Path(path)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except FileNotFoundError:
+        raise
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+        raise CheckpointError(f"{path}: corrupt or truncated {what} (not a readable archive: {exc})") from exc
+    if bad is not None:
+        raise CheckpointError(f"{path}: corrupt {what} (checksum mismatch in {bad})")

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import Study
-from .errors import ConfigError, DataError
+from .errors import ConfigError, DataError, UnknownNameError
 from .plugins import load_plugins, registry
 
 HYPER_SIZES = {"S": 4, "M": 32, "L": 128}
@@ -116,7 +116,41 @@ def check_data(study: Study) -> dict[str, Any]:
     datasets.check_params(study.data.source, dict(study.data.params), where=f"{where} params")
     if study.data.path is not None and not Path(study.data.path).exists():
         raise DataError(f"{study.data.path}: data path does not exist (from --data or {where} path)")
+    needs_path = getattr(datasets.get(study.data.source), "needs_path", None)
+    if needs_path is True and study.data.path is None:
+        raise ConfigError(f"{where} path: dataset '{study.data.source}' reads files; give --data PATH or data.path")
+    if needs_path is False and study.data.path is not None:
+        raise ConfigError(f"{where} path: dataset '{study.data.source}' is built in and takes no path, but got "
+                          f"path={study.data.path}")
     return {"source": study.data.source, "path": study.data.path, "image_size": study.data.image_size}
+
+
+def with_data_path(study: Study) -> Study:
+    """``--data PATH`` on a study whose data source is built in (the knee phantom, the MNI brain): read PATH with
+    the reader its contents call for (:func:`hyperrecon.data.detect_source`: .h5 -> fastmri-knee, .mgz/.nii ->
+    freesurfer-brain, .npy/.npz -> arrays), keeping only the ``data.params`` that reader takes (the others tune the
+    built-in source). A study whose source already reads files, or that has no path, is returned as it is.
+    ``DataError`` when PATH is missing or holds nothing a reader knows."""
+    import dataclasses
+    import inspect
+
+    if study.data.path is None:
+        return study
+    src = study.source_file
+    load_plugins(study.plugins, source=src, search_path=str(Path(src).parent) if src else None)
+    datasets = registry("datasets")
+    try:
+        cls = datasets.get(study.data.source)
+    except UnknownNameError:
+        return study  # resolve() reports the unknown name
+    if getattr(cls, "needs_path", True):
+        return study
+    from .data import detect_source
+
+    reader = detect_source(study.data.path)
+    accepted = inspect.signature(datasets.get(reader)).parameters
+    params = {k: v for k, v in study.data.params.items() if k in accepted}
+    return dataclasses.replace(study, data=dataclasses.replace(study.data, source=reader, params=params))
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -9,8 +9,15 @@ Jobs of phase p are claimed only once every job of the phases before it is compl
 Liveness: a claimed job carries ``worker`` (host:pid:uuid) and a ``heartbeat`` time that a background thread
 refreshes. A RUNNING job is *stale* when its heartbeat is older than the grace period, or at once when its worker
 ran on this host and that process is gone (a SIGKILLed local worker is reclaimed instantly on ``--resume``).
-Reclaiming marks the stale trial FAIL (one caller wins) and enqueues a fresh copy with ``attempt + 1``, up to
-``max_attempts``.
+"This host" is the hostname plus a digest of the kernel boot id and the PID namespace (:func:`host_id`), so that
+containers that share a hostname but not a process table never judge each other's process ids;
+``HRBENCH_HOST_ID`` overrides it. Reclaiming marks the stale trial FAIL (one caller wins) and enqueues a fresh copy
+with ``attempt + 1``, up to ``max_attempts``. A worker whose job was reclaimed while it was in fact still running
+(a stalled heartbeat) hands its result to the waiting retry when it finishes first (:meth:`JobLedger.complete`).
+A job failed with ``retry=False`` (an error that a retry would repeat) counts as failed for good at once.
+
+Environment: ``HRBENCH_HEARTBEAT_S`` (default 10) and ``HRBENCH_GRACE_S`` (default 60) set the beat period and
+the grace period of the ledgers a process opens.
 
 Storage URLs: a path (or ``journal:PATH``) is an Optuna journal file (the default, ``ledger.journal`` in the run
 folder, safe for processes on one machine); ``postgresql://...`` (or any SQLAlchemy URL) is Optuna's RDB storage for
@@ -19,6 +26,8 @@ workers on many machines.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import logging
 import os
@@ -39,6 +48,30 @@ DEFAULT_HEARTBEAT_S = float(os.environ.get("HRBENCH_HEARTBEAT_S", "10"))
 DEFAULT_GRACE_S = float(os.environ.get("HRBENCH_GRACE_S", "60"))
 
 
+def host_id() -> str:
+    """This machine's identity for the same-host dead-process rule: hostname~digest(boot id, PID namespace).
+
+    Two containers with one hostname on different machines (or with separate process tables on one machine) get
+    different ids, so neither reclaims the other's live job because a pid is missing from its own table.
+    """
+    override = os.environ.get("HRBENCH_HOST_ID")
+    if override:
+        return override.replace(":", "_")
+    return f"{socket.gethostname()}~{_machine_digest()}"
+
+
+@functools.cache
+def _machine_digest() -> str:
+    parts = []
+    for read in (lambda: Path("/proc/sys/kernel/random/boot_id").read_text().strip(),
+                 lambda: os.readlink("/proc/self/ns/pid")):
+        try:
+            parts.append(read())
+        except OSError:  # not Linux: the hostname alone
+            parts.append("")
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:8]
+
+
 def _optuna():
     import optuna
 
@@ -54,7 +87,7 @@ def open_storage(url: str):
         if not url.startswith(("postgresql", "mysql", "sqlite")):
             raise ConfigError(f"--storage {url}: expected a file path, journal:PATH or postgresql://... URL")
         try:
-            return optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
+            return optuna.storages.RDBStorage(_with_driver(url), engine_kwargs={"pool_pre_ping": True})
         except ImportError as exc:
             raise ConfigError(
                 f"--storage {url}: the database driver is missing ({exc}); install the extra: pip install 'hyperrecon[postgres]'"
@@ -66,9 +99,25 @@ def open_storage(url: str):
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         backend = optuna.storages.journal.JournalFileBackend(str(path))
+        return optuna.storages.JournalStorage(backend)  # replays the file: a damaged one fails here
     except OSError as exc:
         raise RunError(f"{path}: cannot open the job ledger ({exc.strerror})") from exc
-    return optuna.storages.JournalStorage(backend)
+    except ValueError as exc:  # json.JSONDecodeError, "Invalid log format." ...
+        raise RunError(f"{path}: the job ledger is corrupt ({exc}); expected an Optuna journal file") from exc
+
+
+def _with_driver(url: str) -> str:
+    """``postgresql://`` with the driver that is installed: SQLAlchemy 2.1 means psycopg 3 by it, 2.0 psycopg2
+    (the ``postgres`` extra installs psycopg2-binary). An explicit ``postgresql+driver://`` is kept."""
+    import importlib.util
+
+    scheme, sep, rest = url.partition("://")
+    if scheme != "postgresql":
+        return url
+    for module, driver in (("psycopg", "psycopg"), ("psycopg2", "psycopg2")):
+        if importlib.util.find_spec(module) is not None:
+            return f"postgresql+{driver}{sep}{rest}"
+    return url
 
 
 def _redact(url: str) -> str:
@@ -76,8 +125,8 @@ def _redact(url: str) -> str:
     if "@" in url and "://" in url:
         scheme, rest = url.split("://", 1)
         creds, host = rest.rsplit("@", 1)
-        user = creds.split(":", 1)[0]
-        return f"{scheme}://{user}:***@{host}"
+        user, has_password, _ = creds.partition(":")
+        return f"{scheme}://{user}{':***' if has_password else ''}@{host}"
     return url
 
 
@@ -123,7 +172,7 @@ class JobLedger:
         self.max_attempts = max_attempts
         self.heartbeat_s = DEFAULT_HEARTBEAT_S if heartbeat_s is None else heartbeat_s
         self.grace_s = DEFAULT_GRACE_S if grace_s is None else grace_s
-        self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.worker_id = f"{host_id()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         try:
             if create:
                 self.study = optuna.create_study(storage=self.storage, study_name=self.study_name, load_if_exists=True)
@@ -237,40 +286,76 @@ class JobLedger:
     def _trial_id(self, job: Job) -> int:
         return self.storage.get_trial_id_from_study_id_trial_number(self._study_id, job.number)
 
-    def complete(self, job: Job, result: dict[str, Any] | None = None) -> None:
+    def complete(self, job: Job, result: dict[str, Any] | None = None) -> bool:
+        """Mark a claimed job COMPLETE with its result. Returns False when the job was reclaimed meanwhile and its
+        retry is already running elsewhere (that retry then records the same, deterministic result)."""
+        from optuna.exceptions import UpdateFinishedTrialError
         from optuna.trial import TrialState
 
+        payload = json.dumps(result or {}, default=float)
+        value = float((result or {}).get("device_seconds", 0.0))
         tid = self._trial_id(job)
-        self.storage.set_trial_user_attr(tid, "result", json.dumps(result or {}, default=float))
-        self.storage.set_trial_user_attr(tid, "finished", time.time())
-        self.storage.set_trial_state_values(tid, state=TrialState.COMPLETE, values=[float((result or {}).get("device_seconds", 0.0))])
-
-    def fail(self, job: Job, error: str, *, retry: bool = True) -> bool:
-        """Mark a job failed; re-enqueue it if attempts remain and ``retry``. Returns True if re-enqueued."""
-        from optuna.trial import TrialState
-
-        tid = self._trial_id(job)
-        self.storage.set_trial_user_attr(tid, "error", error[:2000])
         try:
+            self._finish(tid, payload, value)
+            return True
+        except UpdateFinishedTrialError:
+            pass
+        # Reclaimed while alive (a stalled heartbeat): claim the waiting retry and finish it with this result.
+        for t in self._trials(states=(TrialState.WAITING,)):
+            retry = self._job(t)
+            if retry is None or retry.name != job.name:
+                continue
+            rid = self.storage.get_trial_id_from_study_id_trial_number(self._study_id, t.number)
+            try:
+                if self.storage.set_trial_state_values(rid, state=TrialState.RUNNING):
+                    self.storage.set_trial_user_attr(rid, "worker", self.worker_id)
+                    self._finish(rid, payload, value)
+                    return True
+            except UpdateFinishedTrialError:
+                continue
+        return False
+
+    def _finish(self, tid: int, payload: str, value: float) -> None:
+        from optuna.trial import TrialState
+
+        self.storage.set_trial_user_attr(tid, "result", payload)
+        self.storage.set_trial_user_attr(tid, "finished", time.time())
+        self.storage.set_trial_state_values(tid, state=TrialState.COMPLETE, values=[value])
+
+    def fail(self, job: Job, error: str, *, retry: bool = True, count: bool = True) -> bool:
+        """Mark a job failed; re-enqueue it if attempts remain and ``retry``. Returns True if re-enqueued.
+
+        ``retry=False``: the error would recur (bad data, a corrupt checkpoint), so the job is failed for good and
+        every worker stops instead of waiting for it. ``count=False``: not the job's fault (an interrupt); the
+        re-enqueued copy keeps the attempt number.
+        """
+        from optuna.trial import TrialState
+
+        tid = self._trial_id(job)
+        try:
+            self.storage.set_trial_user_attr(tid, "error", error[:2000])
+            if not retry:
+                self.storage.set_trial_user_attr(tid, "final", True)
             self.storage.set_trial_state_values(tid, state=TrialState.FAIL)
         except Exception:  # already finished by a reclaimer
             return False
-        return self._requeue(job, retry)
+        return self._requeue(job, retry, count=count)
 
-    def _requeue(self, job: Job, retry: bool) -> bool:
-        if retry and job.attempt < self.max_attempts:
-            self.enqueue(job.name, job.phase, job.spec, attempt=job.attempt + 1)
+    def _requeue(self, job: Job, retry: bool, count: bool = True) -> bool:
+        if retry and (job.attempt < self.max_attempts or not count):
+            self.enqueue(job.name, job.phase, job.spec, attempt=job.attempt + 1 if count else job.attempt)
             return True
         return False
 
     def failed_for_good(self) -> dict[str, str]:
-        """Jobs whose every attempt failed and that have no attempts left: name -> last error."""
+        """Jobs whose latest attempt failed and that will not be retried: name -> last error."""
         status = self.status()
-        out = {}
+        latest: dict[str, Job] = {}
         for j in self.jobs():
-            if status[j.name] == "FAIL" and j.attempt >= self.max_attempts:
-                out[j.name] = j.user_attrs.get("error", "failed")
-        return out
+            if j.name not in latest or j.number > latest[j.name].number:
+                latest[j.name] = j
+        return {name: j.user_attrs.get("error", "failed") for name, j in latest.items()
+                if status[name] == "FAIL" and (j.attempt >= self.max_attempts or j.user_attrs.get("final"))}
 
     # -- liveness -----------------------------------------------------------------------------------------
 
@@ -299,7 +384,7 @@ class JobLedger:
         now = time.time() if now is None else now
         worker = str(job.user_attrs.get("worker", ""))
         host, _, rest = worker.partition(":")
-        if host == socket.gethostname() and rest:
+        if host == host_id() and rest:
             pid = int(rest.split(":")[0])
             if pid != os.getpid() and not _pid_alive(pid):
                 return True

@@ -2,7 +2,9 @@
 
 Run folder (``runs/<study>/<timestamp>/`` unless ``--out``)::
 
-    run.json            format version, run id, storage URL, provenance (versions, git SHA, device, date)
+    run.json            format version, run id, storage URL (``ledger``: the journal's name inside the folder, so
+                        that a moved or copied run folder keeps its own ledger), provenance (versions, git SHA,
+                        device, date)
     config.json         the fully resolved study (``--resume`` refuses a different one)
     ledger.journal      the job ledger (Optuna journal file) unless --storage names a database
     scales.json         loss scales in use (given, or computed by the ``scales`` job)
@@ -16,6 +18,11 @@ Run folder (``runs/<study>/<timestamp>/`` unless ``--out``)::
 
 Every job is deterministic given the study seed and its name, so a job that is retried after a crash gives the
 same result as one that ran once.
+
+Faults: a new run reads its data before the run folder is made, and ``--resume`` checks the folder (format, config,
+ledger, the checkpoints and weights its unfinished jobs will read) before it writes anything, so bad input fails
+with one line and leaves what is on disk as it was. Every result file is written atomically (:mod:`hyperrecon.io`,
+:func:`hyperrecon.training.save_checkpoint`): a run killed at any moment resumes from complete files.
 """
 
 from __future__ import annotations
@@ -33,8 +40,8 @@ from pathlib import Path
 from typing import Any
 
 from .config import Study, study_from_dict
-from .errors import CheckpointError, ConfigError, HyperReconError, RunError
-from .io import read_json, write_csv, write_json
+from .errors import CheckpointError, ConfigError, DataError, HyperReconError, RunError, TrainingError
+from .io import check_zip, read_json, write_csv, write_json
 from .jobs import job_seed, lam_label, recon_models, study_jobs
 from .plugins import load_plugins
 from .resolve import (
@@ -45,9 +52,10 @@ from .resolve import (
     resolve_device,
     resolve_precision,
 )
-from .storage import JobLedger, find_runs
+from .storage import JobLedger, find_runs, open_storage
 
 RUN_FORMAT = 1
+LEDGER_FILE = "ledger.journal"
 Progress = Callable[[str, dict[str, Any]], None]
 
 
@@ -119,11 +127,7 @@ class RunContext:
 
     @cached_property
     def bundle(self):
-        from .data import load_data
-
-        s = self.study
-        return load_data(s.data.source, image_size=s.data.image_size, seed=s.seed, path=s.data.path,
-                         params=dict(s.data.params), where=f"{s.source_file} [data]")
+        return load_bundle(self.study)
 
     @cached_property
     def forward_model(self):
@@ -208,19 +212,47 @@ class RunContext:
         raise RunError(f"no model named '{name}' in study {self.study.name}")
 
     def load_model(self, name: str):
-        import torch
-
         path = self.model_path(name)
         model = self.build_model(name)
+        state = load_weights(path)
         try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
             model.load_state_dict(state)
-        except FileNotFoundError as exc:
-            raise RunError(f"{path}: model weights missing (its training job has not finished)") from exc
         except Exception as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise CheckpointError(f"{path}: corrupt or incompatible model weights ({first})") from exc
+            raise CheckpointError(f"{path}: model weights do not fit model '{name}' ({_first_line(exc)})") from exc
         return model.to(self.device).eval()
+
+
+def load_bundle(study: Study):
+    """The study's validated data (``DataError`` naming the file on bad data)."""
+    from .data import load_data
+
+    s = study
+    return load_data(s.data.source, image_size=s.data.image_size, seed=s.seed, path=s.data.path,
+                     params=dict(s.data.params), where=f"{s.source_file} [data]")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def load_weights(path: Path) -> dict[str, Any]:
+    """A state dict saved by :func:`_save_model`, read with ``weights_only=True`` (no code runs on load)."""
+    import torch
+
+    try:
+        check_zip(path, "model weights")
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError as exc:
+        raise RunError(f"{path}: model weights missing (its training job has not finished)") from exc
+    except CheckpointError:
+        raise
+    except Exception as exc:  # zip, unpickling, EOF ... errors differ by torch version
+        raise CheckpointError(f"{path}: corrupt or truncated model weights ({type(exc).__name__}: "
+                              f"{_first_line(exc)})") from exc
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{path}: not a model state dict (expected a mapping of names to tensors)")
+    return state
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -236,16 +268,24 @@ def _save_model(path: Path, model) -> None:
 def _train_job(ctx: RunContext, name: str, model, task, sampler, steps: int) -> dict[str, Any]:
     from .training import train
 
+    started: dict[str, Any] = {}
+
     def callback(event: str, info: dict[str, Any]) -> None:
+        if event == "start":
+            started.update(info)
         if ctx.progress is not None:
             ctx.progress(event, {"job": name, **info})
 
-    result = train(model, task, sampler, ctx.settings(name, steps), device=ctx.device,
-                   checkpoint_path=ctx.run_dir / "checkpoints" / f"{name}.pt", resume=True,
+    ckpt = ctx.run_dir / "checkpoints" / f"{name}.pt"
+    if ckpt.exists():
+        check_zip(ckpt)  # torch.load would take a damaged tensor silently
+    result = train(model, task, sampler, ctx.settings(name, steps), device=ctx.device, checkpoint_path=ckpt, resume=True,
                    callbacks=[callback], name=name)
     _save_model(ctx.model_path(name), model)
     out = {"cost": result.cost.to_dict(), "final_loss": result.history[-1]["loss"] if result.history else None,
-           "device_seconds": result.cost.device_seconds, "history": result.history}
+           "device_seconds": result.cost.device_seconds, "history": result.history,
+           # the step a checkpoint of an interrupted attempt let this one start from (0: trained from scratch)
+           "resumed_from_step": int(started.get("step", 0)) if started.get("resumed") else 0}
     kept = getattr(sampler, "kept_lams", None)
     if callable(kept):
         lams = kept()
@@ -468,6 +508,36 @@ class Run:
     storage: str
     device: str
     precision: str
+    bundle: Any = field(default=None, repr=False, compare=False)
+    """The data, when already loaded (a new run reads them before it makes its folder)."""
+
+
+def ledger_url(run_dir: Path, info: dict[str, Any]) -> str:
+    """The ledger of a run: its own journal file when it has one (found relative to the folder, wherever the folder
+    now is), else the storage URL it was made with."""
+    if isinstance(info.get("ledger"), str):
+        return str((Path(run_dir) / info["ledger"]).resolve())
+    return info["storage"]
+
+
+def read_run_info(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``run.json`` and ``config.json`` of a run folder, checked; ``RunError`` naming the file otherwise."""
+    run_dir = Path(run_dir)
+    for name in ("run.json", "config.json"):
+        if not (run_dir / name).is_file():
+            raise RunError(f"{run_dir / name}: missing; expected a run folder made by `hrbench run`")
+    info = read_json(run_dir / "run.json")
+    fmt = info.get("format") if isinstance(info, dict) else None
+    if fmt != RUN_FORMAT:
+        raise RunError(f"{run_dir / 'run.json'}: run folder format {fmt!r} is not this version's ({RUN_FORMAT}); "
+                       "start a new run")
+    missing = [k for k in ("run_id", "storage") if not isinstance(info.get(k), str)]
+    if missing:
+        raise RunError(f"{run_dir / 'run.json'}: lacks {', '.join(missing)}; expected a run folder made by `hrbench run`")
+    saved = read_json(run_dir / "config.json")
+    if not isinstance(saved, dict) or not isinstance(saved.get("study"), dict):
+        raise RunError(f"{run_dir / 'config.json'}: no 'study' object; expected the resolved study config")
+    return info, saved
 
 
 def prepare_run(study: Study, *, out: Path | None, resume: bool, storage: str | None, device: str) -> Run:
@@ -481,19 +551,27 @@ def prepare_run(study: Study, *, out: Path | None, resume: bool, storage: str | 
             where = run_dir if run_dir is not None else f"runs/{study.name}/"
             raise RunError(f"{where}: no run to resume (expected a run folder with run.json)")
         run_dir = Path(run_dir)
-        info = read_json(run_dir / "run.json")
-        if info.get("format") != RUN_FORMAT:
-            raise RunError(f"{run_dir / 'run.json'}: run folder format {info.get('format')!r} is not this version's "
-                           f"({RUN_FORMAT}); start a new run")
-        saved = read_json(run_dir / "config.json")
+        info, saved = read_run_info(run_dir)
         if saved.get("config_hash") != study.config_hash():
             raise RunError(f"{run_dir / 'config.json'}: this run was made with a different study config "
                            f"(hash {saved.get('config_hash')} vs {study.config_hash()}); resume with the same study, "
                            "profile and --set values, or start a new run")
-        return Run(run_dir, study, info["run_id"], info["storage"], dev, precision)
+        run = Run(run_dir, study, info["run_id"], ledger_url(run_dir, info), dev, precision)
+        if storage is not None and storage not in (run.storage, info["storage"]):
+            from .storage import _redact
+
+            raise ConfigError(f"--storage {_redact(storage)}: this run keeps its jobs in {_redact(run.storage)}; "
+                              "resume without --storage")
+        check_resumable(run)
+        return run
     run_dir = Path(out) if out is not None else default_run_dir(study)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunError(f"{run_dir}: exists and is not a folder; expected a new or empty folder for the run")
     if run_dir.exists() and any(run_dir.iterdir()):
         raise RunError(f"{run_dir}: folder exists and is not empty; use --resume to continue it or choose another --out")
+    if storage is not None:
+        open_storage(storage)  # a bad URL or an unreachable database fails before anything is written
+    bundle = load_bundle(study)  # so do bad data
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         probe = run_dir / ".write-test"
@@ -502,28 +580,70 @@ def prepare_run(study: Study, *, out: Path | None, resume: bool, storage: str | 
     except OSError as exc:
         raise RunError(f"{run_dir}: cannot create the run folder ({exc.strerror})") from exc
     run_id = f"{study.name}-{run_dir.name}-{os.urandom(3).hex()}"
-    storage_url = storage or str((run_dir / "ledger.journal").resolve())
+    storage_url = storage or str((run_dir / LEDGER_FILE).resolve())
     write_json(run_dir / "config.json", {"config_hash": study.config_hash(), "study": study.to_dict()})
     write_json(run_dir / "run.json", {"format": RUN_FORMAT, "run_id": run_id, "storage": storage_url,
+                                      **({} if storage else {"ledger": LEDGER_FILE}),
                                       "study": study.name, "profile": study.profile,
                                       "provenance": provenance(dev, precision)})
     if not isinstance(study.loss.scales, str):
         write_json(run_dir / "scales.json", {"terms": list(study.loss.terms), "scales": list(study.loss.scales),
                                              "rule": "given in the study file"})
-    return Run(run_dir, study, run_id, storage_url, dev, precision)
+    return Run(run_dir, study, run_id, storage_url, dev, precision, bundle=bundle)
+
+
+def check_resumable(run: Run) -> None:
+    """Before a resumed run writes anything: its ledger opens, and every file that its unfinished jobs will read
+    (training checkpoints, model weights, job records, scales) is intact. ``RunError``/``CheckpointError`` naming
+    the file otherwise, with the folder left as it was."""
+    from .training import load_checkpoint
+
+    url = run.storage
+    if "://" not in url or url.startswith("journal:"):
+        path = Path(url.removeprefix("journal:"))
+        if not path.is_file():  # opening it would create an empty ledger in the run folder
+            raise RunError(f"{path}: the job ledger of this run is missing; expected the journal named in run.json")
+    status = JobLedger(url, run.run_id).status()
+
+    def unfinished(*jobs: str) -> bool:
+        return any(status.get(j) not in (None, "COMPLETE") for j in jobs)
+
+    d, s = run.run_dir, run.study
+    for path in sorted((d / "jobs").glob("*.json")) + [d / "scales.json"]:
+        if path.exists():
+            read_json(path)
+    models = [m for m, _, _ in recon_models(s)]
+    for name in [*models, "seg"]:
+        ckpt = d / "checkpoints" / f"{name}.pt"
+        if unfinished(name) and ckpt.exists():
+            check_zip(ckpt)
+            load_checkpoint(ckpt)  # the job will resume from it
+    readers = [j for j in status if j.startswith(("eval-", "search-"))]
+    for name in [*models, "seg"]:
+        consumers = readers + ["scales"] if name == "seg" else [f"eval-{name}", f"search-{name}", "scales"]
+        path = d / "models" / f"{name}.pt"
+        if path.exists() and unfinished(*consumers):
+            load_weights(path)
 
 
 def open_ledger(run: Run, *, create: bool = False) -> JobLedger:
-    ledger = JobLedger(run.storage, run.run_id, create=create)
-    if create:
-        ledger.set_meta("run_dir", str(run.run_dir.resolve()))
-        ledger.set_meta("study", run.study.to_dict())
+    if not create:
+        return JobLedger(run.storage, run.run_id)
+    try:
+        ledger = JobLedger(run.storage, run.run_id)
+    except RunError:
+        ledger = JobLedger(run.storage, run.run_id, create=True)
+    meta = ledger.meta()
+    for key, value in (("run_dir", str(run.run_dir.resolve())), ("study", run.study.to_dict())):
+        if meta.get(key) != value:  # a resumed run appends nothing it already has
+            ledger.set_meta(key, value)
     return ledger
 
 
 def enqueue(run: Run, ctx: RunContext) -> list[str]:
-    ledger = open_ledger(run, create=True)
+    # The data first: bad data stop the run before the ledger is touched.
     has_labels = ctx.bundle.train.labels is not None and ctx.bundle.n_classes is not None
+    ledger = open_ledger(run, create=True)
     return ledger.enqueue_missing([j.as_tuple() for j in study_jobs(run.study, has_labels=has_labels)])
 
 
@@ -535,8 +655,11 @@ def work(run: Run, ctx: RunContext, *, poll_s: float = 0.5, on_job: Progress | N
          stop_when_idle: bool = False, max_jobs: int | None = None) -> int:
     """Claim and run jobs until every job is complete (or ``max_jobs`` ran). Returns the number this worker ran.
 
-    A job that raises a ``HyperReconError`` other than a config error is retried by the ledger (up to its
-    attempts); a config error or a bug stops this worker (the job is marked failed and requeued for others).
+    Failures: a ``RunError`` is retried by the ledger (up to its attempts) and this worker goes on. A config or
+    data error, or a bug, stops this worker; the job is requeued for the others (another machine may have the
+    plugin or the data). A corrupt checkpoint or a diverged training would fail the same way on every retry (jobs
+    are deterministic): the job is failed for good and every worker stops. An interrupt requeues the job without
+    counting an attempt.
     """
     ledger = open_ledger(run)
     ran = 0
@@ -549,7 +672,8 @@ def work(run: Run, ctx: RunContext, *, poll_s: float = 0.5, on_job: Progress | N
             failed = ledger.failed_for_good()
             if failed:
                 name, err = next(iter(failed.items()))
-                raise RunError(f"job '{name}' failed {ledger.max_attempts} times; last error: {err}")
+                raise RunError(f"job '{name}' failed and is not retried; last error: {err} (fix the cause, then "
+                               "continue with --resume)")
             if stop_when_idle:
                 return ran
             time.sleep(poll_s)
@@ -559,8 +683,11 @@ def work(run: Run, ctx: RunContext, *, poll_s: float = 0.5, on_job: Progress | N
         try:
             with ledger.heartbeat(job):
                 result = run_job(ctx, job.name, job.spec)
-        except ConfigError as exc:
+        except (CheckpointError, TrainingError) as exc:
             ledger.fail(job, str(exc), retry=False)
+            raise
+        except (ConfigError, DataError) as exc:
+            ledger.fail(job, str(exc))
             raise
         except HyperReconError as exc:
             requeued = ledger.fail(job, str(exc))
@@ -570,11 +697,15 @@ def work(run: Run, ctx: RunContext, *, poll_s: float = 0.5, on_job: Progress | N
         except BaseException as exc:
             # A bug or an interrupt: record it; the job goes back to the queue for a later attempt.
             try:
-                ledger.fail(job, f"{type(exc).__name__}: {exc}")
+                ledger.fail(job, f"{type(exc).__name__}: {exc}", count=not isinstance(exc, KeyboardInterrupt))
             except Exception:
                 pass
             raise
-        ledger.complete(job, result)
+        if not ledger.complete(job, result):
+            # Reclaimed while this worker still ran it, and the retry is running elsewhere: it records the result.
+            if on_job is not None:
+                on_job("job-superseded", {"job": job.name})
+            continue
         ran += 1
         if on_job is not None:
             on_job("job-done", {"job": job.name, "result": result})
@@ -584,7 +715,10 @@ def work(run: Run, ctx: RunContext, *, poll_s: float = 0.5, on_job: Progress | N
 def context_for(run: Run, progress: Progress | None = None) -> RunContext:
     load_plugins(run.study.plugins, source=run.study.source_file,
                  search_path=str(Path(run.study.source_file).parent) if run.study.source_file else None)
-    return RunContext(run.run_dir, run.study, run.device, run.precision, progress=progress)
+    ctx = RunContext(run.run_dir, run.study, run.device, run.precision, progress=progress)
+    if run.bundle is not None:
+        ctx.bundle = run.bundle  # fills the cached property
+    return ctx
 
 
 def run_for_worker(*, run_dir: Path | None, storage: str | None, study_name: str | None, device: str) -> Run:
@@ -598,11 +732,12 @@ def run_for_worker(*, run_dir: Path | None, storage: str | None, study_name: str
         ledger = JobLedger(storage, runs[-1])
         run_dir = Path(ledger.meta()["run_dir"])
     run_dir = Path(run_dir)
-    info = read_json(run_dir / "run.json")
-    saved = read_json(run_dir / "config.json")
+    if not run_dir.is_dir():
+        raise RunError(f"{run_dir}: no such run folder (a worker needs the run folder on a shared file system)")
+    info, saved = read_run_info(run_dir)
     study = study_from_dict_resolved(saved["study"])
     dev = resolve_device(device)
-    return Run(run_dir, study, info["run_id"], storage or info["storage"], dev,
+    return Run(run_dir, study, info["run_id"], storage or ledger_url(run_dir, info), dev,
                resolve_precision(study.train.precision, dev))
 
 
@@ -648,7 +783,7 @@ def finalize(run: Run, ctx: RunContext) -> dict[str, Any]:
     from .search import summarise
 
     d, s = run.run_dir, run.study
-    frames = [pd.read_csv(d / "eval" / f"{name}.csv") for name, _, _ in recon_models(s)]
+    frames = [_read_csv(d / "eval" / f"{name}.csv") for name, _, _ in recon_models(s)]
     results = pd.concat(frames, ignore_index=True)
     write_csv(d / "results.csv", results)
 
@@ -679,7 +814,7 @@ def finalize(run: Run, ctx: RunContext) -> dict[str, Any]:
     costs = pd.DataFrame(cost_rows)
     write_csv(d / "costs.csv", costs)
 
-    trials = [pd.read_csv(p) for p in sorted((d / "search").glob("*.csv")) if not p.name.endswith("-test.csv")]
+    trials = [_read_csv(p) for p in sorted((d / "search").glob("*.csv")) if not p.name.endswith("-test.csv")]
     search = pd.concat(trials, ignore_index=True)
     write_csv(d / "search.csv", search)
 
@@ -689,7 +824,7 @@ def finalize(run: Run, ctx: RunContext) -> dict[str, Any]:
     # Grid optimum: the best validation objective among the trained baselines.
     grid_vals = [read_json(d / "jobs" / f"eval-{m}.json")["val_objective"] for m, k, _ in recon_models(s) if k == "baseline"]
     grid_optimum = max(grid_vals) if maximize else min(grid_vals)
-    test_tables = {p.name[:-len("-test.csv")]: pd.read_csv(p) for p in (d / "search").glob("*-test.csv")}
+    test_tables = {p.name[:-len("-test.csv")]: _read_csv(p) for p in (d / "search").glob("*-test.csv")}
     baseline_test = results[(results.metric == objective) & results.model.str.startswith("baseline-")]
 
     def test_metric(target: str, lam: Any, strategy: str | None = None, seed: int | None = None) -> float:
@@ -716,6 +851,18 @@ def finalize(run: Run, ctx: RunContext) -> dict[str, Any]:
                "baseline_trials": len(baseline_val)}
     write_json(d / "summary.json", summary)
     return summary
+
+
+def _read_csv(path: Path):
+    """A result table written by a job; ``RunError`` naming the file when it is missing or damaged."""
+    import pandas as pd
+
+    try:
+        return pd.read_csv(path)
+    except FileNotFoundError as exc:
+        raise RunError(f"{path}: missing; expected the output of a finished job (run --resume to redo it)") from exc
+    except (OSError, ValueError) as exc:  # pandas' ParserError and EmptyDataError are ValueErrors
+        raise RunError(f"{path}: unreadable or corrupt table ({_first_line(exc)})") from exc
 
 
 def execute(run: Run, *, workers: int = 1, progress: Progress | None = None, device: str = "auto") -> dict[str, Any]:
