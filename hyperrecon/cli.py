@@ -238,9 +238,9 @@ class _RunProgress:
 
     def __call__(self, event: str, info: dict[str, Any]) -> None:
         if event == "enqueued":
-            self.n_jobs = len(info["jobs"])
+            self.n_jobs = int(info.get("total", len(info["jobs"])))
             if self.jobs_task is None:
-                self.jobs_task = self.bar.add_task("jobs", total=max(self.n_jobs, 1))
+                self.jobs_task = self.bar.add_task("jobs", total=max(self.n_jobs, 1), completed=int(info.get("done", 0)))
         elif event == "job-start":
             if self.step_task is not None:
                 self.bar.remove_task(self.step_task)

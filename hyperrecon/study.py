@@ -276,9 +276,7 @@ def _train_job(ctx: RunContext, name: str, model, task, sampler, steps: int) -> 
         if ctx.progress is not None:
             ctx.progress(event, {"job": name, **info})
 
-    ckpt = ctx.run_dir / "checkpoints" / f"{name}.pt"
-    if ckpt.exists():
-        check_zip(ckpt)  # torch.load would take a damaged tensor silently
+    ckpt = ctx.run_dir / "checkpoints" / f"{name}.pt"  # train's load_checkpoint verifies its zip checksums
     result = train(model, task, sampler, ctx.settings(name, steps), device=ctx.device, checkpoint_path=ckpt, resume=True,
                    callbacks=[callback], name=name)
     _save_model(ctx.model_path(name), model)
@@ -616,8 +614,7 @@ def check_resumable(run: Run) -> None:
     for name in [*models, "seg"]:
         ckpt = d / "checkpoints" / f"{name}.pt"
         if unfinished(name) and ckpt.exists():
-            check_zip(ckpt)
-            load_checkpoint(ckpt)  # the job will resume from it
+            load_checkpoint(ckpt)  # the job will resume from it (checksums verified, as torch.load does not)
     readers = [j for j in status if j.startswith(("eval-", "search-"))]
     for name in [*models, "seg"]:
         consumers = readers + ["scales"] if name == "seg" else [f"eval-{name}", f"search-{name}", "scales"]
@@ -870,7 +867,9 @@ def execute(run: Run, *, workers: int = 1, progress: Progress | None = None, dev
     ctx = context_for(run, progress)
     added = enqueue(run, ctx)
     if progress is not None:
-        progress("enqueued", {"jobs": added, "ledger": run.storage})
+        status = open_ledger(run).status()
+        progress("enqueued", {"jobs": added, "ledger": run.storage, "total": len(status),
+                              "done": sum(1 for v in status.values() if v == "COMPLETE")})
     if workers <= 1:
         work(run, ctx, on_job=progress)
     else:
