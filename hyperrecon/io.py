@@ -16,7 +16,20 @@ from typing import Any
 from .errors import CheckpointError, RunError
 
 
+def shareable_mode() -> int:
+    """The mode ``open()`` would give a new file: ``0o666`` less the process umask (mkstemp makes 0600 files)."""
+    try:  # Linux >= 4.7 reports it without changing it (os.umask would, for a moment, for every thread)
+        with open("/proc/self/status", encoding="ascii") as fh:
+            umask = next(int(line.split()[1], 8) for line in fh if line.startswith("Umask:"))
+    except (OSError, StopIteration, ValueError, IndexError):
+        umask = os.umask(0o022)
+        os.umask(umask)
+    return 0o666 & ~umask
+
+
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
+    """Write ``data`` to ``path`` via a temp file in the same folder (fsync, ``os.replace``), with the permissions
+    of an ordinary new file (``0o666 & ~umask``), so that reports and results can be shared."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -28,6 +41,7 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, shareable_mode())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -16,7 +16,9 @@ Checkpoints (``checkpoint_path``) are written every ``checkpoint_every`` steps a
 in the same folder, fsync, ``os.replace``), and hold only tensors and plain containers so that
 ``torch.load(weights_only=True)`` reads them: model, optimiser, scheduler, step, the data and λ generator states,
 the current permutation and position, the global RNG state used inside the loop, the sampler state (DHS history),
-history and cost so far. ``resume=True`` continues from an existing checkpoint and reproduces an uninterrupted run.
+history, the running loss sums of the current log window and cost so far. ``resume=True`` continues from an existing
+checkpoint and reproduces an uninterrupted run, loss history included. ``load_checkpoint`` verifies the archive's
+CRC-32 checksums before loading. Checkpoints get the mode of an ordinary new file (``0o666 & ~umask``).
 The loop runs inside ``torch.random.fork_rng`` seeded from ``settings.seed``, so the caller's global RNG is left
 alone and any randomness inside the model (dropout) is reproducible too.
 
@@ -39,6 +41,7 @@ import torch
 from torch import Tensor, nn
 
 from .errors import CheckpointError, ConfigError, DataError, TrainingError
+from .io import check_zip, shareable_mode
 from .losses import CompositeLoss, LossContext
 from .samplers import LamSampler
 from .timing import CostRecord, DeviceTimer, peak_memory_mb, reset_peak_memory
@@ -292,6 +295,7 @@ def save_checkpoint(path: str | os.PathLike[str], payload: dict[str, Any]) -> No
             torch.save(payload, f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, shareable_mode())  # mkstemp makes 0600 files; give the usual 0666 & ~umask
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -311,12 +315,19 @@ _REQUIRED_KEYS = ("format_version", "step", "model", "optimizer", "scheduler", "
 
 
 def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read a training checkpoint with ``weights_only=True``; ``CheckpointError`` naming the file if unusable."""
+    """Read a training checkpoint with ``weights_only=True``; ``CheckpointError`` naming the file if unusable.
+
+    The CRC-32 of every archive member is verified first (:func:`hyperrecon.io.check_zip`): ``torch.load`` does not
+    check them, so a few flipped bytes inside a tensor would otherwise load silently as wrong weights.
+    """
     path = Path(path)
     try:
+        check_zip(path)
         data = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError as exc:
         raise CheckpointError(f"{path}: checkpoint not found") from exc
+    except CheckpointError:
+        raise
     except Exception as exc:  # zip, unpickling, EOF ... errors differ by torch version
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         raise CheckpointError(f"{path}: corrupt or truncated checkpoint ({type(exc).__name__}: {first})") from exc
@@ -411,6 +422,10 @@ def train(
         dtype=settings.precision,
     )
     history: list[dict[str, float]] = []
+    # Running sums (float32 scalars on the device) of the loss and its parts since the last log record, and how
+    # many steps they hold; checkpointed, so that the history of a resumed run equals an uninterrupted one.
+    sums: dict[str, Tensor] = {}
+    n_sum = 0
     start = 0
     torch_rng: Tensor | None = None
     cuda_rng: Tensor | None = None
@@ -434,7 +449,11 @@ def train(
             lam_gen.set_state(state["lam_generator"])
             if sampler is not None:
                 sampler.load_state_dict(state["sampler"])
-        except (RuntimeError, KeyError, ValueError, TypeError) as exc:
+            # The running sums of the log window the checkpoint fell in (absent from checkpoints that predate
+            # them: then the first record after the resume averages only the steps run since).
+            sums = {str(k): v.to(device) for k, v in state.get("log_sums", {}).items()}
+            n_sum = int(state.get("log_count", 0))
+        except (RuntimeError, KeyError, ValueError, TypeError, AttributeError) as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise CheckpointError(f"{ckpt}: does not fit this model/optimiser ({first})") from exc
         if state["perm"].numel() != task.n_samples:
@@ -472,6 +491,8 @@ def train(
             "torch_rng": torch.get_rng_state(),
             "sampler": sampler.state_dict() if sampler is not None else {},
             "history": history,
+            "log_sums": {k: v.detach().cpu() for k, v in sums.items()},
+            "log_count": n_sum,
             "cost": cost_now.to_dict(),
             "settings": _settings_dict(settings),
         }
@@ -491,8 +512,6 @@ def train(
             torch.manual_seed(settings.seed + 2)
         _emit(callbacks, "start", {"step": start, "total": settings.steps, "name": name, "resumed": resumed})
         model.train()
-        sums: dict[str, Tensor] = {}
-        n_sum = 0
         timer.start()
         try:
             for step in range(start, settings.steps):

@@ -314,14 +314,12 @@ def test_data_mgz_garbled(tmp_path: Path) -> None:
     _data_error(tmp_path, d, str(f), "cannot read volume", study=BRAIN)
 
 
-@pytest.mark.xfail(strict=True, reason="hyperrecon/data/freesurfer.py reads a .mgz through nibabel, which stops "
-                   "before the gzip CRC: a few garbled bytes inside the stream give wrong voxels and no error "
-                   "(asked of the lead); remove this mark once the CRC is checked")
 def test_data_mgz_garbled_inside_the_stream(tmp_path: Path) -> None:
     d = brain_folder(tmp_path / "brain")
     f = d / "subj0" / "mri" / "aseg.mgz"
     garble(f, at=0.3, n=64)  # deflate still decodes: 2931 voxels change
-    error_line(["data", "preview", *BRAIN, "--data", d, "--out", tmp_path / "preview"], 2, str(f))
+    error_line(["data", "preview", *BRAIN, "--data", d, "--out", tmp_path / "preview"], 2, str(f),
+               "cannot read volume", "gzip stream")
 
 
 def test_data_npy_four_dims_with_channels(tmp_path: Path) -> None:
@@ -527,13 +525,11 @@ def test_report_with_an_empty_results_table(finished_run: Path, copy_run) -> Non
     check_unchanged(run, ["report", run], 1, str(run / "results.csv"), "empty")
 
 
-@pytest.mark.xfail(strict=True, reason="hyperrecon/reporting/rundata.py eval_images() does not catch "
-                   "zipfile.BadZipFile (asked of the lead); remove this mark once it does")
 def test_report_with_truncated_evaluation_images(finished_run: Path, copy_run) -> None:
     run = copy_run(finished_run)
     images = run / "eval" / "baseline-0-images.npz"
     truncate(images)
-    check_unchanged(run, ["report", run], 1, str(images))
+    check_unchanged(run, ["report", run], 1, str(images), "corrupt or truncated")
 
 
 def test_messages_with_brackets_are_printed_whole(tmp_path: Path) -> None:

@@ -402,6 +402,7 @@ def test_preview_png_and_summary(mni, knee, tmp_path):
     s = preview(mni, fm, tmp_path / "mni", n=3)
     png = Path(s["preview"])
     assert png.name == "preview.png" and mpimg.imread(png).shape[0] > 100
+    assert [f.name for f in png.parent.iterdir()] == ["preview.png"]  # written atomically: no temp file left
     assert s["splits"]["train"]["count"] == len(mni.train) and s["splits"]["test"]["shape"] == [
         len(mni.test),
         64,

@@ -5,6 +5,8 @@ Expected pixels are computed independently with numpy / scikit-image, not with t
 
 from __future__ import annotations
 
+import gzip
+import re
 from pathlib import Path
 
 import h5py
@@ -470,6 +472,29 @@ def test_freesurfer_bad_inputs(brain_dir, tmp_path):
     np.save(d / "a_orig_0001.npy", np.ones((4, 4)))
     with pytest.raises(DataError, match=r"a_orig_0001\.npy: no matching label file"):
         load_data("freesurfer-brain", image_size=SIZE, seed=0, path=d, cache_dir=False)
+
+
+@pytest.mark.parametrize("damage", ["inside-the-stream", "crc-trailer"])
+def test_freesurfer_gzip_checksum_is_verified(brain_dir, damage):
+    """nibabel stops before the gzip trailer: a damaged stream that still decodes loads as wrong voxels there, so
+    the reader checks the CRC-32 itself."""
+    root, _ = brain_dir
+    for f in (root / "sub0" / "norm.mgz", root / "sub3" / "aseg.nii.gz"):
+        intact = f.read_bytes()
+        good = np.asarray(nib.load(f).dataobj)
+        # Stored (uncompressed) deflate blocks: a flipped byte in the middle changes one voxel and decodes fine.
+        data = bytearray(gzip.compress(gzip.decompress(intact), compresslevel=0, mtime=0))
+        if damage == "inside-the-stream":
+            data[len(data) // 2] ^= 0xFF
+        else:
+            data[-8:-4] = bytes(b ^ 0xFF for b in data[-8:-4])  # the CRC-32 of the trailer
+        f.write_bytes(bytes(data))
+        got = np.asarray(nib.load(f).dataobj)  # nibabel alone: no error
+        assert (got != good).sum() == (1 if damage == "inside-the-stream" else 0)
+        with pytest.raises(DataError, match=rf"^{re.escape(str(f))}: cannot read volume \(corrupt or truncated gzip "
+                                            r"stream: BadGzipFile: CRC check failed"):
+            load_data("freesurfer-brain", image_size=SIZE, seed=0, path=root, cache_dir=False)
+        f.write_bytes(intact)
 
 
 # ------------------------------------------------------------------------------------------------------------

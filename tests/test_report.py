@@ -256,6 +256,9 @@ def test_synthetic_ao_landscape_numbers_by_hand(tmp_path: Path) -> None:
         ("results-bad-columns", "results.csv: missing columns"),
         ("costs-empty", "costs.csv: empty file"),
         ("run-json-missing", "run.json: missing"),
+        ("run-json-other-format", "run.json: run folder format 2; expected format 1"),
+        ("eval-images-truncated", "hyper-S-uniform-images.npz: corrupt or truncated npz"),
+        ("eval-images-garbled", "film-uniform-images.npz: corrupt or truncated npz"),
         ("config-corrupt", "config.json: unreadable JSON"),
         ("not-a-folder", "not a folder"),
     ],
@@ -282,6 +285,20 @@ def test_bad_runs_fail_with_one_line_run_error(sl_run: Path, case: str, needle: 
         (sl_run / "costs.csv").write_text("")
     elif case == "run-json-missing":
         (sl_run / "run.json").unlink()
+    elif case == "run-json-other-format":
+        run_json = json.loads((sl_run / "run.json").read_text())
+        (sl_run / "run.json").write_text(json.dumps({**run_json, "format": 2}))
+    elif case.startswith("eval-images"):
+        (sl_run / "eval").mkdir()
+        images = sl_run / "eval" / ("hyper-S-uniform-images.npz" if case.endswith("truncated")
+                                    else "film-uniform-images.npz")
+        np.savez_compressed(images, example_recons=np.linspace(0, 1, 5 * 32 * 32).reshape(5, 32, 32))
+        data = bytearray(images.read_bytes())
+        if case.endswith("truncated"):
+            del data[len(data) // 2 :]
+        else:  # a few bytes inside the deflate stream: only the member's CRC-32 tells
+            data[len(data) // 3 : len(data) // 3 + 8] = bytes(8)
+        images.write_bytes(bytes(data))
     elif case == "config-corrupt":
         (sl_run / "config.json").write_text("{not json")
     target = sl_run / "nope" if case == "not-a-folder" else sl_run
@@ -290,6 +307,7 @@ def test_bad_runs_fail_with_one_line_run_error(sl_run: Path, case: str, needle: 
     msg = str(info.value)
     assert needle in msg and "\n" not in msg and ("expected" in msg or "missing" in msg)
     assert not (sl_run / "report.md").exists()
+    assert not (sl_run / "figures").exists()  # checked before any figure is drawn
 
 
 def test_cli_report_on_empty_results_prints_one_error_line(sl_run: Path) -> None:

@@ -8,6 +8,7 @@ new server socket or a new direct file write fails here with the file and line.
 from __future__ import annotations
 
 import ast
+import os
 import sys
 from pathlib import Path
 
@@ -172,12 +173,12 @@ WRITERS = {
     ("hyperrecon/masks.py", "_save"): "mask cache: mkstemp, os.replace",
     ("hyperrecon/data/cache.py", "save_bundle"): "data cache: mkstemp, os.replace",
     ("hyperrecon/reporting/figures.py", "save"): "to a BytesIO, then atomic_write_bytes",
+    ("hyperrecon/data/preview.py", "preview"): "the data preview PNG: to a BytesIO, then atomic_write_bytes",
 }
 # Writes that are not results, with why.
 NOT_RESULTS = {
     ("hyperrecon/study.py", "prepare_run"): "an empty probe file that tests the folder is writable",
     ("hyperrecon/study.py", "spawn_workers"): "worker logs, appended to",
-    ("hyperrecon/data/preview.py", "preview"): "the data preview PNG of `hrbench data preview` (not a run result)",
 }
 
 
@@ -206,6 +207,21 @@ def test_every_file_write_is_atomic_or_not_a_result() -> None:
     for key, how in WRITERS.items():
         body = bodies[key]
         assert "os.replace" in body or "BytesIO" in body or "StringIO" in body, f"{key}: {how}"
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027, 0o002])
+def test_atomic_write_gives_the_mode_of_an_ordinary_new_file(tmp_path: Path, umask: int) -> None:
+    from hyperrecon.io import atomic_write_bytes
+
+    old = os.umask(umask)
+    try:
+        atomic_write_bytes(tmp_path / "result.bin", b"x")
+        with open(tmp_path / "reference.bin", "wb") as fh:  # what open() makes under this umask
+            fh.write(b"x")
+    finally:
+        os.umask(old)
+    mode = (tmp_path / "result.bin").stat().st_mode & 0o777
+    assert mode == (tmp_path / "reference.bin").stat().st_mode & 0o777 == 0o666 & ~umask
 
 
 def test_atomic_write_leaves_no_partial_file(tmp_path: Path) -> None:

@@ -8,6 +8,9 @@ Two layouts are accepted under ``path`` (searched recursively; both may be mixed
    into axial slices (anterior up, subject's right on the image right, as ``mni-brain``).
 2. **Slices**: ``<subj>_orig_<NNNN>.npy`` (H, W) next to ``asegs/<subj>_aseg_<NNNN>.npy`` (same shape).
 
+Compressed volumes (``.mgz``, ``.nii.gz``) are decompressed once to the end before nibabel reads them, so that a
+damaged gzip stream (bad CRC-32 or length) is a ``DataError`` rather than silently wrong voxels.
+
 Intensities: negatives clipped to 0, then divided by the subject's maximum (norm.mgz is uint8 0..255).
 Slices are zero-padded (centred) to ``image_size`` if they fit, else padded square and resized (``fit_to_size``).
 Slices without anatomy are dropped. Split by subject (``val_fraction``/``test_fraction``), never by slice.
@@ -23,7 +26,9 @@ aseg -> 5 classes (paper: background, gray matter, white matter, CSF, cortex):
 
 from __future__ import annotations
 
+import gzip
 import re
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -65,10 +70,27 @@ def merge_aseg(aseg: np.ndarray, where: str) -> np.ndarray:
     return lut[codes]
 
 
+def check_gzip(f: Path) -> None:
+    """Decompress a gzip file (``.mgz``, ``.nii.gz``) to its end, in chunks, so that its CRC-32 and length are
+    checked: nibabel stops reading at the last voxel, before the gzip trailer, so garbled bytes inside the deflate
+    stream would give wrong voxels and no error. ``DataError`` naming the file when the stream is damaged."""
+    try:
+        with gzip.open(f, "rb") as fh:
+            while fh.read(1 << 20):
+                pass
+    except (OSError, EOFError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
+        raise DataError(
+            f"{f}: cannot read volume (corrupt or truncated gzip stream: {type(exc).__name__}: {exc}); "
+            "expected an intact MGH/NIfTI file"
+        ) from exc
+
+
 def _load_volume(f: Path) -> tuple[np.ndarray, np.ndarray]:
-    """(data (X, Y, Z) in RAS axis order, original affine) of an .mgz/.nii[.gz] file."""
+    """(data (X, Y, Z) in RAS axis order, original affine) of an .mgz/.nii[.gz] file (gzip checksum verified)."""
     import nibabel as nib
 
+    if f.name.endswith((".mgz", ".gz")):
+        check_gzip(f)
     try:
         img = nib.load(str(f))
         data = np.asarray(img.dataobj)

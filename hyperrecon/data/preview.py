@@ -15,12 +15,14 @@ here only, because the forward models are torch.
 
 from __future__ import annotations
 
+import io
 import textwrap
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ..io import atomic_write_bytes
 from .base import DataBundle
 
 
@@ -168,7 +170,9 @@ def preview(
         fig.text(0.5, 0.955, warn, color="red", ha="center", va="top", fontsize=10, weight="bold")
     fig.tight_layout(rect=(0, 0.03 if test.labels is not None else 0, 1, 0.93))
     path = out / "preview.png"
-    fig.savefig(path)
+    buf = io.BytesIO()  # rendered in memory, then written atomically: never a half-written preview.png
+    fig.savefig(buf, format="png")
+    atomic_write_bytes(path, buf.getvalue())
     summary["preview"] = str(path)
     summary["shown"] = [test.ids[i] for i in idx]
     summary["notice"] = warn

@@ -517,13 +517,32 @@ def build_markdown(data: RunData, s: dict[str, Any], fig_dir: Path, md_dir: Path
     return "\n".join(lines).rstrip() + "\n"
 
 
+def _read_everything(data: RunData, s: dict[str, Any]) -> None:
+    """Read the files that the sections read while drawing (beyond :func:`analyse`), so that a bad one fails
+    before any figure is written."""
+    if s["search"] and data.search_summary is not None:
+        for _, row in data.search_summary.iterrows():
+            _test_metric(data, row)  # reads search/<target>-test.csv where the summary lacks the number
+
+
 def write_report(run_dir: Path, out: Path | None = None) -> Path:
-    """Write ``report.md`` (or ``out``) and its figures in ``run_dir/figures/``; returns the markdown path."""
+    """Write ``report.md`` (or ``out``) and its figures in ``run_dir/figures/``; returns the markdown path.
+
+    Everything is read and checked first (run folder format, tables, evaluation outputs, the report's folder), so
+    a ``RunError`` leaves the run folder as it was; figures and markdown are each written atomically.
+    """
     run_dir = Path(run_dir)
     data = load_run(run_dir)
     s = analyse(data)
+    _read_everything(data, s)
     md_path = Path(out) if out is not None else run_dir / "report.md"
+    try:
+        md_path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RunError(f"{md_path.parent}: cannot write the report here ({exc.strerror}); expected a folder") from exc
     fig_dir = run_dir / "figures"
+    if fig_dir.exists() and not fig_dir.is_dir():
+        raise RunError(f"{fig_dir}: not a folder; expected the report's figure folder")
     text = build_markdown(data, s, fig_dir, md_path.parent)
     path = atomic_write_text(md_path, text)
     linked = {Path(p).name for p in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)}

@@ -1,15 +1,19 @@
 """Read a finished run folder (see :mod:`hyperrecon.study` for its layout) into one validated object.
 
-Required: ``run.json``, ``config.json``, ``results.csv`` and ``costs.csv``. A missing, empty or unreadable one, or
-a results table whose values are all NaN (as a whole or for one model and metric), is a ``RunError`` naming the
-file and what was expected. The other files (search tables, per-model eval outputs, job records) are optional:
-the report leaves out the sections that need them.
+Required: ``run.json`` (of this version's run folder format, :data:`hyperrecon.study.RUN_FORMAT`),
+``config.json``, ``results.csv`` and ``costs.csv``. A missing, empty or unreadable one, or a results table whose
+values are all NaN (as a whole or for one model and metric), is a ``RunError`` naming the file and what was
+expected. The other files (search tables, per-model eval outputs, job records) are optional: the report leaves out
+the sections that need them; but one that is there and truncated or corrupt is a ``RunError`` too (an ``.npz`` is
+read in full, so the CRC-32 of every member is checked).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +39,20 @@ def _read_json(path: Path, what: str) -> dict[str, Any]:
     if not isinstance(obj, dict):
         raise RunError(f"{path}: expected a JSON object with {what}")
     return obj
+
+
+def read_npz(path: Path, what: str) -> dict[str, np.ndarray]:
+    """Every array of an ``.npz`` file, read in full (so that each member's CRC-32 is checked); ``RunError``
+    naming the file when it is truncated or corrupt (not a zip, bad checksum, broken deflate stream, pickles)."""
+    try:
+        archive = np.load(path, allow_pickle=False)
+        if not isinstance(archive, np.lib.npyio.NpzFile):  # a bare .npy under an .npz name
+            raise ValueError("a single array, not an npz archive")
+        with archive as z:
+            return {k: z[k] for k in z.files}
+    except (zipfile.BadZipFile, zlib.error, OSError, ValueError, EOFError) as exc:
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise RunError(f"{path}: corrupt or truncated npz ({type(exc).__name__}: {detail}); expected {what}") from exc
 
 
 def read_table(path: Path, columns: list[str], what: str, *, required: bool = True) -> pd.DataFrame | None:
@@ -128,11 +146,7 @@ class RunData:
         path = self.run_dir / "eval" / f"{model}-images.npz"
         if not path.exists():
             return None
-        try:
-            with np.load(path) as z:
-                return {k: z[k] for k in z.files}
-        except (OSError, ValueError) as exc:
-            raise RunError(f"{path}: unreadable npz ({exc}); expected example and diverse-pair images") from exc
+        return read_npz(path, "example and diverse-pair images")
 
     def ranges(self, model: str) -> pd.DataFrame | None:
         return read_table(self.run_dir / "eval" / f"{model}-ranges.csv", ["slice", "n_above", "n_lams"],
@@ -142,11 +156,13 @@ class RunData:
         path = self.run_dir / "eval" / f"{model}-dhs-kept.npz"
         if not path.exists():
             return None
+        arrays = read_npz(path, "an array 'lams' of shape (n, k)")
+        if "lams" not in arrays:
+            raise RunError(f"{path}: no array 'lams'; expected an array 'lams' of shape (n, k)")
         try:
-            with np.load(path) as z:
-                lams = np.asarray(z["lams"], dtype=float)
-        except (OSError, ValueError, KeyError) as exc:
-            raise RunError(f"{path}: unreadable ({exc}); expected an array 'lams' of shape (n, k)") from exc
+            lams = np.asarray(arrays["lams"], dtype=float)
+        except (TypeError, ValueError) as exc:
+            raise RunError(f"{path}: 'lams' is not numeric ({exc}); expected an array of shape (n, k)") from exc
         return lams.reshape(len(lams), -1) if lams.size else None
 
     def job(self, name: str) -> dict[str, Any] | None:
@@ -154,8 +170,12 @@ class RunData:
         return _read_json(path, "a job record") if path.exists() else None
 
     def search_test(self, target: str) -> pd.DataFrame | None:
-        return read_table(self.run_dir / "search" / f"{target}-test.csv", ["strategy", "seed", "test_objective"],
-                          "test objective at each search's chosen λ", required=False)
+        key = f"search-test:{target}"
+        if key not in self._cache:  # read once: write_report checks it before drawing, the section reuses it
+            self._cache[key] = read_table(self.run_dir / "search" / f"{target}-test.csv",
+                                          ["strategy", "seed", "test_objective"],
+                                          "test objective at each search's chosen λ", required=False)
+        return self._cache[key]
 
 
 def _check_results(results: pd.DataFrame, path: Path) -> pd.DataFrame:
@@ -177,6 +197,11 @@ def load_run(run_dir: Path) -> RunData:
     if not run_dir.is_dir():
         raise RunError(f"{run_dir}: not a folder; expected a run folder made by `hrbench run`")
     run = _read_json(run_dir / "run.json", "the run's provenance")
+    from ..study import RUN_FORMAT  # light (no torch); imported here to keep the reporting package standalone
+
+    if run.get("format") != RUN_FORMAT:
+        raise RunError(f"{run_dir / 'run.json'}: run folder format {run.get('format')!r}; expected format "
+                       f"{RUN_FORMAT} (a run folder made by this version of `hrbench run`)")
     cfg = _read_json(run_dir / "config.json", "the resolved study config")
     if not isinstance(cfg.get("study"), dict):
         raise RunError(f"{run_dir / 'config.json'}: no 'study' object; expected the resolved study config")
