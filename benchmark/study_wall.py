@@ -58,6 +58,21 @@ def run_study(study: str, profile: str, out: Path, extra: list[str]) -> dict:
             "other_s": round(other, 1)}
 
 
+KEEP = ("report.md", "results.csv", "costs.csv", "search.csv", "search_summary.csv", "summary.json", "run.json",
+        "config.json", "scales.json")
+
+
+def keep_report(run_dir: Path, dest: Path) -> None:
+    """Copy what a reader of the report needs (not weights or checkpoints) into ``dest``."""
+    shutil.rmtree(dest, ignore_errors=True)
+    dest.mkdir(parents=True)
+    for name in KEEP:
+        if (run_dir / name).exists():
+            shutil.copy2(run_dir / name, dest / name)
+    if (run_dir / "figures").is_dir():
+        shutil.copytree(run_dir / "figures", dest / "figures")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--studies", default="ao-knee", help="comma-separated names or 'all'")
@@ -78,9 +93,7 @@ def main() -> None:
             print(f"{study:18s} {row['wall_s']:7.1f} s  (train {row['training_s']}, eval {row['evaluation_s']}, "
                   f"search {row['search_s']}, other {row['other_s']})", flush=True)
             if args.keep_runs is not None:
-                dest = args.keep_runs / study
-                shutil.rmtree(dest, ignore_errors=True)
-                shutil.copytree(out, dest)
+                keep_report(out, args.keep_runs / study)
     import torch
 
     header = (f"device: {cpu_name()} (CPU), torch {torch.__version__}, {os.cpu_count()} cores, "

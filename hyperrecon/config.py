@@ -52,6 +52,15 @@ class ForwardConfig:
 
 
 @dataclass(frozen=True)
+class ModelConfig:
+    width: int = 32
+    """Channels of every U-Net layer (the paper: 32 -> 149,409 parameters)."""
+    residual: bool = False
+    """Add |zero-filled| to the network output. The authors' code has it, their scripts turn it off (the paper's
+    setting); short trainings (the quick profile) start from the zero-filled image with it instead of from noise."""
+
+
+@dataclass(frozen=True)
 class LossConfig:
     terms: tuple[str, ...] = ("dc", "l1_weights", "tv")
     scales: tuple[float, ...] | str = "auto"
@@ -129,6 +138,7 @@ class Study:
     plugins: tuple[str, ...] = ()
     data: DataConfig = field(default_factory=DataConfig)
     forward: ForwardConfig = field(default_factory=ForwardConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     hyper: HyperConfig = field(default_factory=HyperConfig)
@@ -158,6 +168,7 @@ class Study:
 SECTIONS: dict[str, type] = {
     "data": DataConfig,
     "forward": ForwardConfig,
+    "model": ModelConfig,
     "loss": LossConfig,
     "train": TrainConfig,
     "hyper": HyperConfig,
@@ -174,6 +185,7 @@ _TOP_KEYS = ("name", "kind", "description", "seed", "plugins", "profiles")
 _CHECKS: dict[tuple[str, str], tuple[typing.Callable[[Any], bool], str]] = {
     ("", "seed"): (lambda v: v >= 0, "seed >= 0"),
     ("data", "image_size"): (lambda v: 16 <= v <= 1024 and v % 8 == 0, "16 <= image_size <= 1024 and image_size % 8 == 0"),
+    ("model", "width"): (lambda v: 1 <= v <= 512, "1 <= width <= 512"),
     ("train", "steps"): (lambda v: v >= 1, "steps >= 1"),
     ("train", "batch_size"): (lambda v: v >= 1, "batch_size >= 1"),
     ("train", "lr"): (lambda v: 0 < v < 1, "0 < lr < 1"),

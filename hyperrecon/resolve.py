@@ -86,12 +86,13 @@ def _accepts(obj: Any, name: str) -> bool:
 def build_recon_model(kind: str, study: Study, size: str | None = None):
     """``kind`` in {"unet", "hyperunet", "film-unet"}; ``size`` S/M/L for hypernetworks."""
     models = registry("models")
+    common = {"width": study.model.width, "residual": study.model.residual}
     if kind == "unet":
-        return models.build("unet", {})
+        return models.build("unet", common)
     if kind == "hyperunet":
-        return models.build("hyperunet", {"n_lams": study.n_lams, "size": size})
+        return models.build("hyperunet", {"n_lams": study.n_lams, "size": size, **common})
     if kind == "film-unet":
-        return models.build("film-unet", {"n_lams": study.n_lams})
+        return models.build("film-unet", {"n_lams": study.n_lams, **common})
     raise ValueError(kind)
 
 
