@@ -49,8 +49,7 @@ def run_study(study: str, profile: str, out: Path, extra: list[str]) -> dict:
     for path in (out / "jobs").glob("*.json"):
         info = json.loads(path.read_text())
         kind = info["spec"]["kind"]
-        cost = info.get("cost")
-        seconds = cost["wall_seconds"] if cost else (info.get("seconds") or {}).get("wall_seconds", info.get("wall_seconds", 0.0))
+        seconds = info.get("job_wall_seconds", 0.0)
         by_phase[PHASES.get(kind, "training")] += float(seconds or 0.0)
     other = wall - sum(by_phase.values())
     return {"study": study, "profile": profile, "wall_s": round(wall, 1),

@@ -300,6 +300,7 @@ def run_job(ctx: RunContext, name: str, spec: dict[str, Any]) -> dict[str, Any]:
 
     kind = spec["kind"]
     s = ctx.study
+    started = time.perf_counter()
     torch.manual_seed(job_seed(s, name))
     if kind == "seg":
         from .models import UNet
@@ -332,6 +333,7 @@ def run_job(ctx: RunContext, name: str, spec: dict[str, Any]) -> dict[str, Any]:
     else:
         raise RunError(f"job '{name}': unknown kind '{kind}'")
     result.setdefault("device_seconds", 0.0)
+    result["job_wall_seconds"] = time.perf_counter() - started
     write_json(ctx.run_dir / "jobs" / f"{name}.json", {"job": name, "spec": spec, **result})
     # The ledger keeps a small result; the history lives in jobs/<name>.json.
     return {k: v for k, v in result.items() if k != "history"}
