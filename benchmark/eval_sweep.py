@@ -1,13 +1,11 @@
 """λ-sweep reconstruction throughput (slices/s) of each model against plain U-Net inference, in the same run.
 
-A sweep reconstructs ``--batches`` batches of ``--batch`` slices for each of ``--lams`` λ values (eval mode,
-inference mode; λ outer, batches inner, as ``hyperrecon.evaluation`` does). A conditional model gets each batch at
-one λ, so the hypernetwork generates the conv weights once per λ (cached across that λ's batches) and runs dense
-convolutions; the plain U-Net runs the same number of forwards (one per-λ baseline each). Models are interleaved
-round-robin within each repeat. ``bf16`` = autocast bfloat16 + channels_last. ``--batches 1,4`` measures both
-the worst case (weights generated for every batch) and a test set of 4 batches per λ.
+A sweep reconstructs one batch of ``--batch`` slices for each of ``--lams`` λ values (eval mode, inference mode).
+A conditional model gets the whole batch at one λ, so the hypernetwork generates the conv weights once per λ and
+runs dense convolutions; the plain U-Net runs the same number of forwards (one per-λ baseline each). Models are
+interleaved round-robin within each repeat. ``bf16`` = autocast bfloat16 + channels_last.
 
-    python benchmark/eval_sweep.py --sizes 64 --batch 32 --batches 1,4 --lams 8 --threads 2 --repeats 10
+    python benchmark/eval_sweep.py --sizes 64 --batch 32 --lams 8 --threads 2 --repeats 10
 
 Writes ``<out>.csv`` and ``<out>.md`` (default ``reports/benchmarks/eval_sweep``); ``ratio_vs_best_unet`` is the
 throughput divided by the U-Net's in its fastest precision (>= 1 means at least as fast); ``cpu_*`` columns use
@@ -42,7 +40,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--sizes", default="64", help="image sizes H=W, comma separated")
     p.add_argument("--batch", type=int, default=32, help="slices reconstructed per λ")
-    p.add_argument("--batches", default="1,4", help="batches per λ, comma separated")
     p.add_argument("--lams", type=int, default=8, help="λ values per sweep")
     p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--warmup", type=int, default=1)
@@ -58,14 +55,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 class Sweep:
-    def __init__(self, args: argparse.Namespace, size: int, batches: int, model: str, precision: str) -> None:
+    def __init__(self, args: argparse.Namespace, size: int, model: str, precision: str) -> None:
         self.device = torch.device(args.device)
         self.model_name, self.precision = model, precision
         fmt = memory_format(precision)
         self.net = build_model(model, args.path).to(self.device).to(memory_format=fmt).eval()
         g = torch.Generator().manual_seed(0)
-        x = torch.randn(batches * args.batch, 2, size, size, generator=g).to(self.device)
-        self.xs = [t.contiguous(memory_format=fmt) for t in x.split(args.batch)]
+        self.x = torch.randn(args.batch, 2, size, size, generator=g).to(self.device).contiguous(memory_format=fmt)
         self.lams = torch.linspace(0, 1, args.lams, device=self.device)
         self.conditional = getattr(self.net, "conditional", False)
         self.times: list[float] = []
@@ -73,14 +69,13 @@ class Sweep:
         self.now = timer(self.device)
 
     def run(self) -> float:
-        b = self.xs[0].shape[0]
+        b = self.x.shape[0]
         c0 = time.process_time()
         t0 = self.now()
         with torch.inference_mode(), precision_context(self.precision, self.device):
             for lv in self.lams:
                 lam = lv.reshape(1, 1).expand(b, 1) if self.conditional else None
-                for x in self.xs:
-                    self.net(x, lam)
+                self.net(self.x, lam)
         dt = self.now() - t0
         self.cpu_times.append(time.process_time() - c0)
         return dt
@@ -93,10 +88,8 @@ def main(argv: list[str] | None = None) -> None:
     malloc = "keep" if args.malloc == "keep" and keep_freed_memory() else "default"
     device = torch.device(args.device)
     rows = []
-    for size, batches in [(s, b) for s in parse_list(args.sizes, int) for b in parse_list(args.batches, int)]:
-        sweeps = [
-            Sweep(args, size, batches, m, p) for m in parse_list(args.models) for p in parse_list(args.precisions)
-        ]
+    for size in parse_list(args.sizes, int):
+        sweeps = [Sweep(args, size, m, p) for m in parse_list(args.models) for p in parse_list(args.precisions)]
         for s in sweeps:
             for _ in range(args.warmup):
                 s.run()
@@ -104,7 +97,7 @@ def main(argv: list[str] | None = None) -> None:
         for r in range(args.repeats):
             for s in rotated(sweeps, r):
                 s.times.append(s.run())
-        n = args.batch * args.lams * batches
+        n = args.batch * args.lams
         unet = {s.precision: n / quartiles(s.times)[1] for s in sweeps if s.model_name == "unet"}
         best = max(unet.values()) if unet else float("nan")
         unet_cpu = {s.precision: n / quartiles(s.cpu_times)[1] for s in sweeps if s.model_name == "unet"}
@@ -112,8 +105,7 @@ def main(argv: list[str] | None = None) -> None:
         for s in sweeps:
             q1, med, q3 = quartiles(s.times)
             rows.append({
-                "size": size, "batch": args.batch, "batches_per_lam": batches, "lams": args.lams,
-                "model": s.model_name,
+                "size": size, "batch": args.batch, "lams": args.lams, "model": s.model_name,
                 "precision": s.precision, "sweep_median_ms": round(med * 1e3, 1),
                 "sweep_iqr_ms": round((q3 - q1) * 1e3, 1), "slices_per_s": round(n / med, 1),
                 "ratio_vs_best_unet": round(n / med / best, 3),
@@ -125,11 +117,11 @@ def main(argv: list[str] | None = None) -> None:
             })
     meta = {
         "device": device_name(device), "torch": torch.__version__, "threads": torch.get_num_threads(),
-        "batch size": args.batch, "batches per λ": args.batches, "λ per sweep": args.lams, "repeats": args.repeats,
+        "batch (slices per λ)": args.batch, "λ per sweep": args.lams, "repeats": args.repeats,
         "date": time.strftime("%Y-%m-%d %H:%M"), "malloc": malloc,
         "precisions": "fp32 = float32 NCHW; bf16 = autocast bfloat16 + channels_last",
     }
-    cols = ["size", "batches_per_lam", "model", "precision", "sweep_median_ms", "sweep_iqr_ms", "slices_per_s", "ratio_vs_best_unet",
+    cols = ["size", "model", "precision", "sweep_median_ms", "sweep_iqr_ms", "slices_per_s", "ratio_vs_best_unet",
             "ratio_same_prec", "cpu_slices_per_s", "cpu_ratio_vs_best_unet"]
     print(write_outputs(rows, Path(args.out), "λ-sweep reconstruction throughput (eval, inference mode)", meta, cols))
 

@@ -44,7 +44,6 @@ defaults would give the 3x3 kernels more than twice the He variance (small d), e
 from __future__ import annotations
 
 import math
-from itertools import chain
 
 import torch
 import torch.nn.functional as F
@@ -212,32 +211,9 @@ class HyperUNet(nn.Module):
 
         return self.skeleton.run(x, conv)
 
-    def _weights_state(self) -> tuple:
-        """Storage address and in-place version counter of every hypernetwork parameter: an optimiser step,
-        ``load_state_dict`` or a move to another device/dtype changes it."""
-        params = chain(self.embed.parameters(), self.kernel_heads.parameters(), self.bias_heads.parameters())
-        return tuple((p.data_ptr(), p._version) for p in params)
-
-    def _inference_weights(self, lam_row: Tensor) -> Weights:
-        """Weights for one λ with gradients off, cached while λ and the parameters stay the same.
-
-        An evaluation sweep runs many batches per λ; the cache makes weight generation once per λ (for L it
-        reads all 19M head parameters, ~8 ms on 2 CPU threads).
-        """
-        key = (tuple(lam_row.reshape(-1).tolist()), lam_row.device, self._weights_state())
-        cached = self.__dict__.get("_weight_cache")
-        if cached is None or cached[0] != key:
-            cached = (key, self.weights_for(lam_row))
-            self.__dict__["_weight_cache"] = cached  # plain attribute: not a buffer, not in state_dict
-        return cached[1]
-
     def _forward_grouped(self, x: Tensor, lam: Tensor, grouping: tuple[Tensor, Tensor, list[int], Tensor]) -> Tensor:
         perm, first, sizes, _ = grouping
-        if len(sizes) == 1 and not torch.is_grad_enabled():
-            weights = self._inference_weights(lam[:1])
-        else:
-            self.__dict__.pop("_weight_cache", None)
-            weights = self.weights_for(lam[first])
+        weights = self.weights_for(lam[first])
         if len(sizes) == 1:  # one λ (evaluation sweeps): plain dense convs, no reordering
 
             def conv1(i: int, h: Tensor) -> Tensor:
