@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from hyperrecon.coefficients import coefficients
 from hyperrecon.errors import ConfigError, DataError
 from hyperrecon.models import MODELS, FiLMUNet, HyperUNet, InputShapeError, UNet, count_parameters
-from hyperrecon.models.hyper import PATHS
+from hyperrecon.models.hyper import PATHS, _TallLinear
 
 FAST_PATHS = [p for p in PATHS if p not in ("auto", "reference")]
 
@@ -323,3 +323,51 @@ def test_bad_constructor_arguments_are_config_errors():
         MODELS.build("film-unet", {"n_lams": 3})
     with pytest.raises(ConfigError, match="did you mean 'width'"):
         MODELS.build("unet", {"widht": 8})
+
+
+def test_film_inference_fold_equals_bn_then_modulation(gen):
+    torch.manual_seed(11)
+    film = FiLMUNet(2, width=4, hidden=8)
+    torch.nn.init.normal_(film.film[-1].weight, std=0.3)
+    for n in film.skeleton.norms:  # non-trivial running statistics and affine parameters
+        n.running_mean.uniform_(-0.5, 0.5)
+        n.running_var.uniform_(0.5, 2.0)
+        torch.nn.init.normal_(n.weight, 1.0, 0.2)
+        torch.nn.init.normal_(n.bias, 0.0, 0.2)
+    film.eval()
+    x = torch.randn(3, 2, 8, 8, generator=gen)
+    lam = torch.rand(3, 2, generator=gen)
+    scale, shift = film.modulation(lam)
+    unfolded = film.skeleton.run(
+        x, lambda i, h: film.convs[i](h),
+        lambda j, h: h * scale[:, j, :, None, None] + shift[:, j, :, None, None],
+    )
+    torch.testing.assert_close(film(x, lam), unfolded, atol=1e-5, rtol=1e-5)
+
+
+def test_tall_linear_matches_linear_and_its_gradients(gen):
+    e = torch.randn(4, 5, generator=gen, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(30, 5, generator=gen, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(30, generator=gen, dtype=torch.float64, requires_grad=True)
+    torch.testing.assert_close(_TallLinear.apply(e, w, b), F.linear(e, w, b))
+    assert torch.autograd.gradcheck(_TallLinear.apply, (e, w, b))
+
+
+def test_inference_under_autocast_tracks_parameter_updates(gen):
+    torch.manual_seed(12)
+    model = HyperUNet(1, hnet_width=4, width=8).eval()
+    x = torch.randn(2, 2, 8, 8, generator=gen)
+    lam = torch.full((2, 1), 0.4)
+    with torch.no_grad():
+        ref = model(x, lam)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            first = model(x, lam).float()
+            again = model(x, lam).float()  # cached cast of the head weights
+        torch.testing.assert_close(again, first)
+        assert (first - ref).norm() / ref.norm() < 0.05
+        model.kernel_heads[14].bias.add_(1.0)  # in-place update, as an optimiser step: the cast copy is stale
+        ref2 = model(x, lam)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            upd = model(x, lam).float()
+    assert (ref2 - ref).abs().max() > 0.5
+    assert (upd - ref2).norm() / ref2.norm() < 0.05

@@ -9,7 +9,8 @@ scale and shift applied right after the BatchNorm (before its ReLU)::
 
 The MLP is ``Linear(k+1, hidden) -> ReLU -> Linear(hidden, hidden) -> ReLU -> Linear(hidden, 2 * 14 * width)``;
 its last layer starts at zero so the untrained model is exactly a plain U-Net (modulation learned from there).
-Cost over a plain U-Net: one tiny MLP and one multiply-add per BN output.
+Cost over a plain U-Net: one tiny MLP and one multiply-add per BN output in training; at inference (BN on running
+statistics) BN and FiLM fold into one per-sample affine map, the cost of the plain U-Net's BN.
 
 ``weight_l1`` is the L1 of the shared conv weights, identical for every sample (the modulation is not a conv
 weight; an AO R1 term on this model therefore does not depend on λ except through its coefficient).
@@ -69,6 +70,21 @@ class FiLMUNet(nn.Module):
         def modulate(j: int, h: Tensor) -> Tensor:
             return torch.addcmul(shift[:, j, :, None, None].to(h.dtype), h, scale[:, j, :, None, None].to(h.dtype))
 
+        norms = self.skeleton.norms
+        if not self.training and all(n.running_mean is not None for n in norms):
+            # inference: BN is a fixed per-channel affine map a x + c; fold FiLM into it (one pass per layer):
+            # (a x + c)(1 + γ) + β = x [a (1 + γ)] + [c (1 + γ) + β]
+            folded = []
+            for j, n in enumerate(norms):
+                a = n.weight / torch.sqrt(n.running_var + n.eps)
+                c = n.bias - n.running_mean * a
+                folded.append((a * scale[:, j], c * scale[:, j] + shift[:, j]))
+
+            def norm(j: int, h: Tensor) -> Tensor:
+                mul, add = folded[j]
+                return torch.addcmul(add[:, :, None, None].to(h.dtype), h, mul[:, :, None, None].to(h.dtype))
+
+            return self.skeleton.run(x, lambda i, h: self.convs[i](h), norm=norm)
         return self.skeleton.run(x, lambda i, h: self.convs[i](h), modulate)
 
     def weight_l1(self, lam: Tensor | None = None, batch_size: int | None = None) -> Tensor:

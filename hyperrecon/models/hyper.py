@@ -28,8 +28,18 @@ channels_last, B=32, 64x64, CPU time, 1 thread): relative to a plain U-Net step,
 1.21x / 1.33x at G = 1 / 4 / 8 / 16 and ~1.66x at G = 32, where the grouped conv also costs ~1.65x;
 factorised costs ~5x for S (d+1 = 5 times the conv work) and ~45x for M, so ``auto`` never picks it.
 
-Generated weights are computed in float32 with autocast off (cheaper than casting the large head matrices to
-bf16 every step); autocast then casts each generated kernel when the conv runs.
+Under bf16 autocast the weight-generating heads are bf16 matmuls like any ``nn.Linear`` under mixed precision
+(float32 parameters, gradients accumulated in float32): for L on this CPU, forward + backward of the heads cost
+~15 ms in bf16 against ~23 ms in float32 (1 thread, G = 4) and generating one λ for evaluation ~1.5 ms against
+~8 ms, because MKL's float32 kernels are slow for these skinny shapes (float32 uses :class:`_TallLinear`, which
+picks the fast orientations). The MLP on the coefficients always runs in float32.
+
+Training step against a plain U-Net (both bf16 + channels_last, B=32, 4 distinct λ per batch, fused Adam, 2
+threads; reports/benchmarks/train_step*.md): S/M/L 1.23x/1.28x/1.43x at 64x64, 1.03x/1.01x/1.00x at 128x128.
+What is left is ~3-5% per extra group (smaller convs; split and concatenation for BatchNorm, ~10 ms a step at
+64x64) plus, for L, streaming the 19M head parameters through the head matmuls and Adam (memory-bound, so the
+ratio shrinks as images grow). ``torch.compile`` (inductor, CPU) made both the U-Net and the
+grouped HyperUNet step 1.3-1.4x slower (1 thread) after 30-70 s of compilation; not used.
 
 Initialisation (``init=``): ``"kaiming"`` draws the heads so that generated kernels have He variance
 ``2 / fan_in`` for every λ, 80% of it from the λ-independent head bias ``a_l`` and 20% from ``A_l e``
@@ -59,6 +69,39 @@ LAMBDA_VARIANCE_SHARE = 0.2  # "kaiming" init: share of the He variance that dep
 GROUPED_MIN_G = 8  # auto: dense convs per distinct λ while G <= max(GROUPED_MIN_G, B // 2)
 
 Weights = list[tuple[Tensor, Tensor]]  # per conv: kernel (G, out, in, k, k), bias (G, out)
+
+
+class _TallLinear(torch.autograd.Function):
+    """``F.linear(e, A, a)`` for few rows ``e`` (G, d) and a tall ``A`` (n, d): the same maths and gradients.
+
+    MKL's float32 kernels are slow for ``e @ A.T`` with G = 4 on this project's AMD CPU (7.7 ms for the 19M
+    parameters of L, 2 threads) but fast as ``A @ e.T`` (~2 ms); the backward keeps the two fast forms ``g @ A``
+    and ``g.T @ e`` (autograd of ``A @ e.T`` would run ``A.T @ g.T``: ~50 ms).
+    """
+
+    @staticmethod
+    def forward(ctx, e: Tensor, weight: Tensor, bias: Tensor) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(e, weight)
+        return torch.addmm(bias[:, None], weight, e.t()).t().contiguous()
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None, Tensor | None]:  # type: ignore[override]
+        e, weight = ctx.saved_tensors
+        grad = grad.contiguous()
+        ge = grad @ weight if ctx.needs_input_grad[0] else None
+        gw = grad.t() @ e if ctx.needs_input_grad[1] else None
+        gb = grad.sum(0) if ctx.needs_input_grad[2] else None
+        return ge, gw, gb
+
+
+def head(lin: nn.Linear, emb: Tensor) -> Tensor:
+    """``lin(emb)`` for a weight-generating head. Under autocast: an ordinary (bf16) Linear; in float32 on the
+    CPU with 2..8 rows: :class:`_TallLinear`; otherwise ``lin(emb)``."""
+    if torch.is_autocast_enabled(emb.device.type):
+        return lin(emb)
+    if emb.device.type == "cpu" and emb.dtype == torch.float32 and 2 <= emb.shape[0] <= 8:
+        return _TallLinear.apply(emb, lin.weight, lin.bias)
+    return lin(emb)
 
 
 class HyperUNet(nn.Module):
@@ -146,13 +189,39 @@ class HyperUNet(nn.Module):
             return self.embed(coefficients(lam.to(dtype)))
 
     def generate(self, emb: Tensor) -> Weights:
-        """Main-network conv weights for ``G`` embeddings: per conv ``(G, out, in, k, k)`` and ``(G, out)``."""
+        """Main-network conv weights for ``G`` embeddings: per conv ``(G, out, in, k, k)`` and ``(G, out)``.
+
+        Under autocast the heads run like any ``nn.Linear`` (bf16 matmuls; float32 parameters and gradients);
+        with gradients off too, on a cached cast copy of the head weights (:meth:`_cast_heads`).
+        """
         out: Weights = []
-        with torch.autocast(emb.device.type, enabled=False):  # fp32 matmul beats casting big heads to bf16
-            for (cin, cout, k), kh, bh in zip(self.skeleton.specs, self.kernel_heads, self.bias_heads, strict=True):
-                w = kh(emb).view(-1, cout, cin, k, k)
-                out.append((w, bh(emb)))
+        device = emb.device.type
+        if torch.is_autocast_enabled(device) and not torch.is_grad_enabled():
+            e = emb.to(torch.get_autocast_dtype(device))
+            for (cin, cout, k), (kw, kb, bw, bb) in zip(self.skeleton.specs, self._cast_heads(e.dtype), strict=True):
+                out.append((F.linear(e, kw, kb).view(-1, cout, cin, k, k), F.linear(e, bw, bb)))
+            return out
+        self.__dict__.pop("_cast_heads_cache", None)  # training: free the inference copy
+        for (cin, cout, k), kh, bh in zip(self.skeleton.specs, self.kernel_heads, self.bias_heads, strict=True):
+            out.append((head(kh, emb).view(-1, cout, cin, k, k), head(bh, emb)))
         return out
+
+    def _cast_heads(self, dtype: torch.dtype) -> list[tuple[Tensor, Tensor, Tensor, Tensor]]:
+        """Head weights cast to the autocast dtype for inference, kept until a parameter changes.
+
+        Autocast would cast the 19M head parameters of L for every λ (~2 ms of ~4 ms per generation here); a λ
+        sweep reuses the cast copy. The key is each parameter's storage address and in-place version counter
+        (an optimiser step, ``load_state_dict`` or a move changes it). Not a buffer: not saved.
+        """
+        params = [p for pair in zip(self.kernel_heads, self.bias_heads, strict=True) for m in pair
+                  for p in (m.weight, m.bias)]
+        key = (dtype, tuple((p.data_ptr(), p._version) for p in params))
+        cached = self.__dict__.get("_cast_heads_cache")
+        if cached is None or cached[0] != key:
+            cast = [p.detach().to(dtype) for p in params]
+            cached = (key, [tuple(cast[i : i + 4]) for i in range(0, len(cast), 4)])
+            self.__dict__["_cast_heads_cache"] = cached
+        return cached[1]
 
     def weights_for(self, lam: Tensor) -> Weights:
         """Generated weights for each row of ``lam`` ``(G, n_lams)`` (no uniqueness handling)."""

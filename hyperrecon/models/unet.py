@@ -114,29 +114,40 @@ class UNetSkeleton(nn.Module):
         self.specs = conv_specs(in_channels, out_channels, width)
         self.norms = nn.ModuleList(nn.BatchNorm2d(width) for _ in range(N_NORMS))
 
-    def _block(self, h: Tensor, level: int, conv: ConvFn, modulate: ModulateFn | None) -> Tensor:
+    def _block(
+        self, h: Tensor, level: int, conv: ConvFn, modulate: ModulateFn | None, norm: ModulateFn | None
+    ) -> Tensor:
         for i in (2 * level, 2 * level + 1):
-            h = self.norms[i](conv(i, h))
-            if modulate is not None:
-                h = modulate(i, h)
+            h = conv(i, h)
+            if norm is not None:
+                h = norm(i, h)
+            else:
+                h = self.norms[i](h)
+                if modulate is not None:
+                    h = modulate(i, h)
             h = F.relu(h, inplace=True)  # in place: BN backward needs its input, not its output
         return h
 
-    def run(self, x: Tensor, conv: ConvFn, modulate: ModulateFn | None = None) -> Tensor:
-        """``(B, in, H, W) -> (B, out, H, W)``; shapes are checked here."""
+    def run(
+        self, x: Tensor, conv: ConvFn, modulate: ModulateFn | None = None, norm: ModulateFn | None = None
+    ) -> Tensor:
+        """``(B, in, H, W) -> (B, out, H, W)``; shapes are checked here.
+
+        ``norm(j, h)``, if given, replaces BatchNorm ``j`` and the modulation (for a caller that folds both into
+        one affine map, e.g. FiLM at inference)."""
         check_image(x, self.in_channels)
         skips = []
         h = x
         for level in range(N_LEVELS):
             if level:
                 h = F.max_pool2d(h, 2)
-            h = self._block(h, level, conv, modulate)
+            h = self._block(h, level, conv, modulate, norm)
             skips.append(h)
         skips.pop()  # the bottleneck is not a skip
         for level in range(N_LEVELS, 2 * N_LEVELS - 1):
             h = F.interpolate(h, scale_factor=2.0, mode="bilinear", align_corners=True)
             h = torch.cat([h, skips.pop()], dim=1)
-            h = self._block(h, level, conv, modulate)
+            h = self._block(h, level, conv, modulate, norm)
         out = conv(N_CONVS - 1, h)
         if self.residual:
             out = out + magnitude(x).to(out.dtype)
