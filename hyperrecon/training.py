@@ -405,7 +405,10 @@ def train(
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ConfigError(f"training '{name}': the model has no trainable parameters")
-    optimizer = torch.optim.Adam(params, lr=settings.lr)
+    # Fused Adam: one kernel over all parameters instead of a Python loop of small ops (HyperRecon-L's 19M head
+    # parameters: 18 ms vs 89 ms a step on the 2-core CPU; reports/benchmarks/README.md).
+    fused = device.type in ("cpu", "cuda") and all(p.dtype.is_floating_point for p in params)
+    optimizer = torch.optim.Adam(params, lr=settings.lr, fused=fused or None)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_factor(settings))
     data_gen = torch.Generator().manual_seed(settings.seed)
     lam_gen = torch.Generator().manual_seed(settings.seed + 1)

@@ -197,6 +197,51 @@ def test_hyper_weight_l1_equals_hand_computation_and_is_differentiable():
     assert model.kernel_heads[0].weight.grad.abs().sum() > 0 and model.embed[0].weight.grad.abs().sum() > 0
 
 
+
+def _count_head_calls(model: HyperUNet) -> list[int]:
+    calls = [0]
+    model.kernel_heads[0].register_forward_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
+    return calls
+
+
+def test_weight_l1_after_forward_reuses_generated_weights_with_identical_values_and_gradients(gen):
+    """The AO step runs forward then weight_l1 on the same λ: one weight generation, the same loss and gradients."""
+    x = torch.randn(6, 2, 16, 16, generator=gen, dtype=torch.float64)
+    lam = mixed_lam(2)
+    grads, losses = [], []
+    for reuse in (True, False):
+        torch.manual_seed(3)
+        model = HyperUNet(2, hnet_width=3, width=4).double().train()
+        model.reuse_weights_for_l1 = reuse
+        calls = _count_head_calls(model)
+        loss = model(x, lam, path="grouped").square().mean() + 1e-3 * model.weight_l1(lam, 6).sum()
+        loss.backward()
+        assert calls[0] == (1 if reuse else 2)
+        losses.append(loss.detach())
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
+    torch.testing.assert_close(losses[0], losses[1], rtol=0, atol=0)
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-12, atol=1e-15)
+
+
+def test_weight_l1_regenerates_for_another_or_modified_lambda(gen):
+    torch.manual_seed(4)
+    model = HyperUNet(1, hnet_width=3, width=4).double().train()
+    x = torch.randn(6, 2, 16, 16, generator=gen, dtype=torch.float64)
+    lam = mixed_lam(1)
+    calls = _count_head_calls(model)
+    model(x, lam, path="grouped")
+    other = torch.full_like(lam, 0.3)
+    fresh = HyperUNet.weight_l1(model, other.clone(), 6)  # a different tensor: its own weights
+    assert calls[0] == 2
+    torch.testing.assert_close(model.weight_l1(other, 6), fresh)  # the stored weights were handed out once only
+    model(x, lam, path="grouped")
+    lam.fill_(0.3)  # modified in place after the forward: the stored weights no longer belong to it
+    torch.testing.assert_close(model.weight_l1(lam, 6), fresh)
+    with torch.no_grad():  # inference never stores or reuses
+        model(x, lam, path="grouped")
+        before = calls[0]
+        model.weight_l1(lam, 6)
+        assert calls[0] == before + 1
 @pytest.mark.parametrize("cls", [UNet, FiLMUNet])
 def test_shared_weight_l1_is_sum_of_conv_parameters(cls):
     model = cls(width=4)
