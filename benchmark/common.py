@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import os
-import platform
 import statistics
 import sys
 import time
@@ -18,6 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as `python benchmark/x.py` from a source checkout
     sys.path.insert(0, str(ROOT))
 
+from hyperrecon import context  # noqa: E402
 from hyperrecon.models import FiLMUNet, HyperUNet, UNet, keep_freed_memory  # noqa: E402
 
 __all__ = ["keep_freed_memory"]  # re-exported for the scripts
@@ -27,16 +27,8 @@ PRECISIONS = ("fp32", "bf16")  # bf16 = autocast bf16 + channels_last
 
 
 def device_name(device: torch.device) -> str:
-    """CPU model from /proc/cpuinfo (or platform), or the CUDA device name."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    """CPU model (from /proc/cpuinfo where there is one) or the CUDA device name, as run reports name it."""
+    return context.device_name(str(device))
 
 
 def build_model(name: str, path: str) -> torch.nn.Module:

@@ -13,7 +13,6 @@ import argparse
 import csv
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -21,20 +20,12 @@ import tempfile
 import time
 from pathlib import Path
 
+from hyperrecon.context import device_name
+
 ROOT = Path(__file__).resolve().parents[1]
 STUDIES = ["ao-knee", "ao-brain", "sl-brain-cs", "sl-knee-cs", "sl-knee-denoise", "sl-knee-sr"]
 PHASES = {"seg": "training", "baseline": "training", "hyper": "training", "film": "training",
           "scales": "training", "eval": "evaluation", "search": "search"}
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def run_study(study: str, profile: str, out: Path, extra: list[str]) -> dict:
@@ -95,7 +86,7 @@ def main() -> None:
                 keep_report(out, args.keep_runs / study)
     import torch
 
-    header = (f"device: {cpu_name()} (CPU), torch {torch.__version__}, {os.cpu_count()} cores, "
+    header = (f"device: {device_name('cpu')} (CPU), torch {torch.__version__}, {os.cpu_count()} cores, "
               f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, profile {args.profile}, "
               f"date {time.strftime('%Y-%m-%d')}")
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -55,6 +55,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    "per-sample-grouped-conv, reference")
     p.add_argument("--groups", type=int, default=4, help="distinct λ per mini-batch (0: every sample its own)")
     p.add_argument("--adam", default="fused", help="Adam implementation(s): fused, foreach (comma list; same for every model)")
+    p.add_argument("--compile", default="off", help="torch.compile the model (inductor): off, on or off,on")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--malloc", choices=("keep", "default"), default="keep",
                    help="keep: glibc keeps freed memory (hyperrecon.models.keep_freed_memory), no page faults per step")
@@ -71,9 +72,11 @@ class Config:
     """One model x precision x path with its own optimiser and data."""
 
     def __init__(
-        self, args: argparse.Namespace, size: int, model: str, precision: str, path: str, adam: str
+        self, args: argparse.Namespace, size: int, model: str, precision: str, path: str, adam: str,
+        compiled: str = "off",
     ) -> None:
         self.size, self.model_name, self.precision, self.path, self.adam = size, model, precision, path, adam
+        self.compiled = compiled
         self.device = torch.device(args.device)
         fmt = memory_format(precision)
         self.net = build_model(model, path).to(self.device).to(memory_format=fmt).train()
@@ -81,6 +84,9 @@ class Config:
             raise SystemExit(f"error: --adam: expected foreach or fused, got {adam!r}")
         kw = {"fused": True} if adam == "fused" else {"foreach": True}
         self.opt = torch.optim.Adam(self.net.parameters(), lr=1e-3, **kw)
+        if compiled not in ("off", "on"):
+            raise SystemExit(f"error: --compile: expected off or on, got {compiled!r}")
+        self.run = torch.compile(self.net) if compiled == "on" else self.net
         g = torch.Generator().manual_seed(args.seed)
         self.x = torch.randn(args.batch, 2, size, size, generator=g).to(self.device).contiguous(memory_format=fmt)
         self.y = torch.rand(args.batch, 1, size, size, generator=g).to(self.device)
@@ -99,7 +105,7 @@ class Config:
         t0 = self.now()
         self.opt.zero_grad(set_to_none=True)
         with precision_context(self.precision, self.device):
-            out = self.net(self.x, lam)
+            out = self.run(self.x, lam)
         loss = F.mse_loss(out.float(), self.y)
         loss.backward()
         self.opt.step()
@@ -120,11 +126,12 @@ def main(argv: list[str] | None = None) -> None:
     rows = []
     for size in parse_list(args.sizes, int):
         configs = [
-            Config(args, size, m, prec, path, adam)
+            Config(args, size, m, prec, path, adam, comp)
             for m in models
             for prec in precisions
             for path in (paths if m.startswith("hyper-") else ["-"])
             for adam in adams
+            for comp in parse_list(args.compile)
         ]
         for c in configs:
             for _ in range(args.warmup):
@@ -147,13 +154,15 @@ def main(argv: list[str] | None = None) -> None:
         print(f"size {size}: {len(configs)} configurations x {args.repeats} repeats in "
               f"{time.perf_counter() - t_start:.1f}s")
         # the U-Net reference of a configuration: same Adam, fastest precision (or the same precision)
-        unet = {(c.precision, c.adam): quartiles(c.times)[1] for c in configs if c.model_name == "unet"}
-        unet_cpu = {(c.precision, c.adam): quartiles(c.cpu_times)[1] for c in configs if c.model_name == "unet"}
+        # (a compiled configuration is compared with the compiled U-Net of its precision, the best with the best)
+        unet = {(c.precision, c.adam, c.compiled): quartiles(c.times)[1] for c in configs if c.model_name == "unet"}
+        unet_cpu = {(c.precision, c.adam, c.compiled): quartiles(c.cpu_times)[1]
+                    for c in configs if c.model_name == "unet"}
         for c in configs:
             q1, med, q3 = quartiles(c.times)
-            same = unet.get((c.precision, c.adam), float("nan"))
-            best = min((v for (_, a), v in unet.items() if a == c.adam), default=float("nan"))
-            best_cpu = min((v for (_, a), v in unet_cpu.items() if a == c.adam), default=float("nan"))
+            same = unet.get((c.precision, c.adam, c.compiled), float("nan"))
+            best = min((v for (_, a, _), v in unet.items() if a == c.adam), default=float("nan"))
+            best_cpu = min((v for (_, a, _), v in unet_cpu.items() if a == c.adam), default=float("nan"))
             cpu = quartiles(c.cpu_times)[1]
             rows.append({
                 "size": size, "batch": args.batch, "model": c.model_name, "precision": c.precision,
@@ -165,18 +174,18 @@ def main(argv: list[str] | None = None) -> None:
                 "ratio_vs_best_unet": round(med / best, 3), "ratio_same_prec": round(med / same, 3),
                 "cpu_median_ms": round(cpu * 1e3, 1), "cpu_ratio_vs_best_unet": round(cpu / best_cpu, 3),
                 "device": device_name(device), "torch": torch.__version__, "threads": torch.get_num_threads(),
-                "adam": c.adam,
+                "adam": c.adam, "compiled": c.compiled,
             })
     meta = {
         "device": device_name(device), "torch": torch.__version__, "threads": torch.get_num_threads(),
         "batch": args.batch, "repeats": args.repeats, "warmup": args.warmup, "groups (distinct λ/batch)": args.groups,
-        "adam": args.adam, "date": time.strftime("%Y-%m-%d %H:%M"), "malloc": malloc,
+        "adam": args.adam, "compile": args.compile, "date": time.strftime("%Y-%m-%d %H:%M"), "malloc": malloc,
         "clean step": f"other processes used < {args.quiet:.0%} of the CPUs during it (else retried up to "
                       f"{args.retries}x; `unclean` counts kept steps that never got a quiet slot; `others_load` is the mean "
                       "fraction of all CPUs other processes used during the kept steps)",
         "precisions": "fp32 = float32 NCHW; bf16 = autocast bfloat16 + channels_last",
     }
-    cols = ["size", "model", "precision", "path", "chosen_path", "adam", "median_ms", "iqr_ms", "unclean", "others_load",
+    cols = ["size", "model", "precision", "path", "chosen_path", "adam", "compiled", "median_ms", "iqr_ms", "unclean", "others_load",
             "ratio_vs_best_unet",
             "ratio_same_prec", "cpu_median_ms", "cpu_ratio_vs_best_unet"]
     print(write_outputs(rows, Path(args.out), "Training step time (forward + backward + Adam)", meta, cols))

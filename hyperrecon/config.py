@@ -4,7 +4,7 @@ A study file has top-level keys (``name``, ``description``, ``kind``, ``seed``, 
 section below. ``[profiles.<name>]`` tables (``smoke``, ``quick``, ``paper``) hold overrides that are deep-merged
 into the base before validation; ``--set a.b=v`` overrides are applied last. Keys are strict: an unknown key is an
 error that names the file, the table and the closest valid key. Plugin names (datasets, losses ...) are checked
-against their registries by :func:`hyperrecon.study.resolve`, not here, so this module imports neither torch nor
+against their registries by :func:`hyperrecon.resolve.resolve`, not here, so this module imports neither torch nor
 any plugin.
 
 Messages follow one shape: ``<file> [<table>] <key>: `<condition>` must hold, but got <key>=<value>``.

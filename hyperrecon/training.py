@@ -314,23 +314,29 @@ _REQUIRED_KEYS = ("format_version", "step", "model", "optimizer", "scheduler", "
                   "lam_generator", "perm", "perm_pos", "torch_rng", "sampler", "history", "cost", "settings")
 
 
-def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read a training checkpoint with ``weights_only=True``; ``CheckpointError`` naming the file if unusable.
+def read_torch_file(path: str | os.PathLike[str], what: str = "checkpoint") -> Any:
+    """``torch.load(path, weights_only=True)`` after verifying the archive; ``CheckpointError`` naming the file.
 
     The CRC-32 of every archive member is verified first (:func:`hyperrecon.io.check_zip`): ``torch.load`` does not
-    check them, so a few flipped bytes inside a tensor would otherwise load silently as wrong weights.
+    check them, so a few flipped bytes inside a tensor would otherwise load silently as wrong weights. ``what``
+    names the file's role in the messages ("checkpoint", "model weights").
     """
     path = Path(path)
     try:
-        check_zip(path)
-        data = torch.load(path, map_location="cpu", weights_only=True)
+        check_zip(path, what)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError as exc:
-        raise CheckpointError(f"{path}: checkpoint not found") from exc
+        raise CheckpointError(f"{path}: {what} not found") from exc
     except CheckpointError:
         raise
     except Exception as exc:  # zip, unpickling, EOF ... errors differ by torch version
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise CheckpointError(f"{path}: corrupt or truncated checkpoint ({type(exc).__name__}: {first})") from exc
+        raise CheckpointError(f"{path}: corrupt or truncated {what} ({type(exc).__name__}: {first})") from exc
+
+
+def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a training checkpoint (:func:`read_torch_file`); ``CheckpointError`` naming the file if unusable."""
+    data = read_torch_file(path)
     if not isinstance(data, dict):
         raise CheckpointError(f"{path}: not a training checkpoint (top level is {type(data).__name__})")
     if data.get("format_version") != CHECKPOINT_VERSION:

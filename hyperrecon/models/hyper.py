@@ -35,11 +35,12 @@ Under bf16 autocast the weight-generating heads are bf16 matmuls like any ``nn.L
 picks the fast orientations). The MLP on the coefficients always runs in float32.
 
 Training step against a plain U-Net (both bf16 + channels_last, B=32, 4 distinct λ per batch, fused Adam, 2
-threads; reports/benchmarks/train_step*.md): S/M/L 1.23x/1.28x/1.43x at 64x64, 1.03x/1.01x/1.00x at 128x128.
-What is left is ~3-5% per extra group (smaller convs; split and concatenation for BatchNorm, ~10 ms a step at
+threads; reports/benchmarks/train_step*.md): S/M/L 1.23x/1.28x/1.43x at 64x64, 1.03x/1.01x/1.00x at 128x128,
+1.10x/1.06x/1.09x at 256x256. What is left is ~3-5% per extra group (smaller convs; split and concatenation for BatchNorm, ~10 ms a step at
 64x64) plus, for L, streaming the 19M head parameters through the head matmuls and Adam (memory-bound, so the
 ratio shrinks as images grow). ``torch.compile`` (inductor, CPU) made both the U-Net and the
-grouped HyperUNet step 1.3-1.4x slower (1 thread) after 30-70 s of compilation; not used.
+grouped HyperUNet step 1.36-1.44x slower (2 threads, reports/benchmarks/train_step_compile.md) after 30-70 s of
+compilation; not used.
 
 Initialisation (``init=``): ``"kaiming"`` draws the heads so that generated kernels have He variance
 ``2 / fan_in`` for every λ, 80% of it from the λ-independent head bias ``a_l`` and 20% from ``A_l e``

@@ -1,0 +1,244 @@
+"""Job executors: what one job of a run does (train a model, compute loss scales, evaluate, search).
+
+:func:`run_job` dispatches on the job kind, seeds torch from the study seed and the job name (a retried job gives
+the same result), and writes ``jobs/<name>.json``; the ledger keeps the small result.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from .config import Study
+from .context import RunContext
+from .errors import RunError
+from .io import read_json, write_csv, write_json
+from .jobs import job_seed, lam_label, recon_models
+from .resolve import build_recon_model, build_sampler
+
+
+def _save_model(path: Path, model) -> None:
+    from .training import save_checkpoint
+
+    save_checkpoint(path, {k: v.detach().cpu() for k, v in model.state_dict().items()})
+
+
+def _train_job(ctx: RunContext, name: str, model, task, sampler, steps: int) -> dict[str, Any]:
+    from .training import train
+
+    started: dict[str, Any] = {}
+
+    def callback(event: str, info: dict[str, Any]) -> None:
+        if event == "start":
+            started.update(info)
+        if ctx.progress is not None:
+            ctx.progress(event, {"job": name, **info})
+
+    ckpt = ctx.run_dir / "checkpoints" / f"{name}.pt"  # train's load_checkpoint verifies its zip checksums
+    result = train(model, task, sampler, ctx.settings(name, steps), device=ctx.device, checkpoint_path=ckpt, resume=True,
+                   callbacks=[callback], name=name)
+    _save_model(ctx.model_path(name), model)
+    out = {"cost": result.cost.to_dict(), "final_loss": result.history[-1]["loss"] if result.history else None,
+           "device_seconds": result.cost.device_seconds, "history": result.history,
+           # the step a checkpoint of an interrupted attempt let this one start from (0: trained from scratch)
+           "resumed_from_step": int(started.get("step", 0)) if started.get("resumed") else 0}
+    kept = getattr(sampler, "kept_lams", None)
+    if callable(kept):
+        lams = kept()
+        if lams is not None and len(lams):
+            from .io import write_npz
+
+            write_npz(ctx.run_dir / "eval" / f"{name}-dhs-kept.npz", lams=lams.numpy())
+    return out
+
+
+def run_job(ctx: RunContext, name: str, spec: dict[str, Any]) -> dict[str, Any]:
+    """Execute one job and return its JSON-able result (also written to ``jobs/<name>.json``)."""
+    import torch
+
+    kind = spec["kind"]
+    s = ctx.study
+    started = time.perf_counter()
+    torch.manual_seed(job_seed(s, name))
+    if kind == "seg":
+        from .models import UNet
+
+        model = UNet(in_channels=1, out_channels=int(ctx.bundle.n_classes))
+        result = _train_job(ctx, name, model, ctx.seg_task(), None, s.segmentation.steps)
+    elif kind == "scales":
+        result = _scales_job(ctx, name)
+    elif kind == "baseline":
+        from .samplers import FixedSampler
+
+        lam = tuple(spec["lam"])
+        # A single-term baseline of an SL study with auto scales runs before the scales exist; one term alone
+        # makes the scale a constant factor, which Adam does not see.
+        auto_first = isinstance(s.loss.scales, str) and s.kind == "sl" and lam in ((0.0,), (1.0,))
+        scales = [1.0] * len(s.loss.terms) if auto_first else ctx.scales()
+        model = build_recon_model("unet", s)
+        result = _train_job(ctx, name, model, ctx.recon_task(scales), FixedSampler(list(lam)),
+                            s.baselines.steps or s.train.steps)
+        result["lam"] = list(lam)
+    elif kind in ("hyper", "film"):
+        model = (build_recon_model("hyperunet", s, spec["size"]) if kind == "hyper"
+                 else build_recon_model("film-unet", s))
+        sampler = build_sampler(s, spec["sampler"])
+        result = _train_job(ctx, name, model, ctx.recon_task(ctx.scales()), sampler, s.hyper.steps or s.train.steps)
+    elif kind == "eval":
+        result = _eval_job(ctx, name, spec)
+    elif kind == "search":
+        result = _search_job(ctx, name, spec)
+    else:
+        raise RunError(f"job '{name}': unknown kind '{kind}'")
+    result.setdefault("device_seconds", 0.0)
+    result["job_wall_seconds"] = time.perf_counter() - started
+    write_json(ctx.run_dir / "jobs" / f"{name}.json", {"job": name, "spec": spec, **result})
+    # The ledger keeps a small result; the history lives in jobs/<name>.json.
+    return {k: v for k, v in result.items() if k != "history"}
+
+
+def _scales_job(ctx: RunContext, name: str) -> dict[str, Any]:
+    """Loss scales: SL from the single-term baselines (paper 4.4); AO by the two-pass median rule (scales.py)."""
+    from .scales import ao_auto_scales, sl_auto_scales
+    from .timing import DeviceTimer
+
+    s = ctx.study
+    timer = DeviceTimer(ctx.device).start()
+    unit = [1.0] * len(s.loss.terms)
+    val_task = ctx.recon_task(unit, split="val", limit=s.search.n_val)
+    if s.kind == "sl":
+        models = {0.0: ctx.load_model(f"baseline-{lam_label((0.0,))}"), 1.0: ctx.load_model(f"baseline-{lam_label((1.0,))}")}
+        scales = sl_auto_scales(models, val_task.to(ctx.device))
+        rule = "SL: s_i = mean validation value of term i for the baseline trained on term i alone (paper 4.4)"
+    else:
+        # Pass 1: a fresh U-Net; pass 2: a U-Net trained briefly at the equal-weight λ with the pass-1 scales.
+        from .samplers import FixedSampler
+        from .scales import equal_weight_lam
+        from .training import train
+
+        model = build_recon_model("unet", s).to(ctx.device)
+        first = ao_auto_scales(model, val_task.to(ctx.device))
+        lam = equal_weight_lam(s.n_lams)[0].tolist()
+        steps = max(1, min(100, (s.baselines.steps or s.train.steps) // 3))
+        train(model, ctx.recon_task(first), FixedSampler(lam), ctx.settings(name, steps), device=ctx.device, name=name)
+        scales = ao_auto_scales(model, ctx.recon_task(first, split="val", limit=s.search.n_val).to(ctx.device))
+        rule = ("AO: s_i = median over validation slices of term i for a U-Net briefly trained at equal weights "
+                "(two passes; see hyperrecon/scales.py)")
+    timer.stop()
+    scales = [float(v) for v in scales]
+    write_json(ctx.run_dir / "scales.json", {"terms": list(s.loss.terms), "scales": scales, "rule": rule})
+    return {"scales": scales, "device_seconds": timer.device_seconds, "wall_seconds": timer.wall_seconds}
+
+
+def _objective_is_dice(study: Study) -> bool:
+    return study.search.objective == "dice"
+
+
+def _eval_job(ctx: RunContext, name: str, spec: dict[str, Any]) -> dict[str, Any]:
+    import numpy as np
+
+    from .evaluation import evaluate_model, lam_grid
+    from .io import write_npz
+
+    s = ctx.study
+    model_name = spec["model"]
+    model = ctx.load_model(model_name)
+    seg = ctx.load_model("seg") if (ctx.run_dir / "models" / "seg.pt").exists() else None
+    n_classes = int(ctx.bundle.n_classes) if seg is not None else None
+    if spec["model_kind"] == "baseline":
+        lam = next(p["lam"] for m, _, p in recon_models(s) if m == model_name)
+        lams = np.array([lam], dtype=float)
+    else:
+        lams = lam_grid(s.n_lams, s.evaluation.grid_points)
+    metrics = list(dict.fromkeys([*s.evaluation.metrics, *([] if _objective_is_dice(s) else [s.search.objective])]))
+    common = dict(seg_model=seg, n_classes=n_classes, device=ctx.device, precision=ctx.precision,
+                  batch_size=s.train.batch_size)
+    test = ctx.eval_data("test", s.evaluation.n_test)
+
+    def progress(done: int, total: int) -> None:
+        if ctx.progress is not None:
+            ctx.progress("eval", {"job": name, "done": done, "total": total})
+
+    res = evaluate_model(model, model_name, test, lams, metrics, range_slices=4,
+                         rpsnr_threshold=s.evaluation.rpsnr_threshold, diverse_quantile=s.evaluation.diverse_quantile,
+                         progress=progress, **common)
+    out_dir = ctx.run_dir / "eval"
+    write_csv(out_dir / f"{model_name}.csv", res.table)
+    write_csv(out_dir / f"{model_name}-ranges.csv", res.ranges)
+    arrays = {f"example_{k}": np.asarray(v) for k, v in res.examples.items() if _is_array(v)}
+    arrays.update({f"diverse_{k}": np.asarray(v) for k, v in res.diverse.items() if _is_array(v)})
+    write_npz(out_dir / f"{model_name}-images.npz", **arrays)
+    meta = {"examples": {k: v for k, v in res.examples.items() if not _is_array(v)},
+            "diverse": {k: v for k, v in res.diverse.items() if not _is_array(v)},
+            "seconds": res.seconds}
+    result: dict[str, Any] = {"model": model_name, "seconds": res.seconds,
+                              "device_seconds": float(res.seconds.get("device_seconds", 0.0))}
+    if spec["model_kind"] == "baseline":
+        # The validation objective of this baseline, for the search comparison replayed from the grid.
+        val = ctx.eval_data("val", s.search.n_val)
+        vres = evaluate_model(model, model_name, val, lams, [] if _objective_is_dice(s) else [s.search.objective],
+                              range_slices=0, **common)
+        vt = vres.table
+        result["val_objective"] = float(vt[vt.metric == s.search.objective].value.mean())
+    write_json(out_dir / f"{model_name}-meta.json", {**meta, **{k: v for k, v in result.items() if k != "seconds"}})
+    return result
+
+
+def _is_array(v: Any) -> bool:
+    return hasattr(v, "shape") and getattr(v, "ndim", 0) >= 1
+
+
+def higher_is_better(study: Study) -> bool:
+    if _objective_is_dice(study):
+        return True
+    from .metrics import METRICS
+
+    return bool(METRICS.get(study.search.objective).higher_is_better)
+
+
+def _search_job(ctx: RunContext, name: str, spec: dict[str, Any]) -> dict[str, Any]:
+    import pandas as pd
+
+    from .search import make_model_objective, search_model, search_replay
+
+    s = ctx.study
+    seeds = [s.seed + i for i in range(s.search.seeds)]
+    maximize = higher_is_better(s)
+    target = spec["target"]
+    if target == "baselines":
+        rows = []
+        for model_name, kind, params in recon_models(s):
+            if kind != "baseline":
+                continue
+            ev = read_json(ctx.run_dir / "jobs" / f"eval-{model_name}.json")
+            tr = read_json(ctx.run_dir / "jobs" / f"{model_name}.json")
+            lam = params["lam"]
+            rows.append({"lam1": lam[0], **({"lam2": lam[1]} if len(lam) > 1 else {}),
+                         "objective": ev["val_objective"], "cost_seconds": tr["cost"]["device_seconds"]})
+        table = pd.DataFrame(rows)
+        trials = search_replay(table, list(s.search.strategies), budget=s.search.budget, seeds=seeds,
+                               n_lams=s.n_lams, maximize=maximize)
+    else:
+        model = ctx.load_model(target)
+        seg = ctx.load_model("seg") if _objective_is_dice(s) else None
+        val = ctx.eval_data("val", s.search.n_val)
+        fn = make_model_objective(model, val, s.search.objective, device=ctx.device, precision=ctx.precision,
+                                  batch_size=s.train.batch_size, seg_model=seg,
+                                  n_classes=int(ctx.bundle.n_classes) if seg is not None else None)
+        trials = search_model(fn, list(s.search.strategies), budget=s.search.budget, seeds=seeds, n_lams=s.n_lams,
+                              maximize=maximize, target=target)
+        # The test metric at each strategy's chosen λ (one forward pass over the test set each).
+        test = ctx.eval_data("test", s.evaluation.n_test)
+        test_fn = make_model_objective(model, test, s.search.objective, device=ctx.device, precision=ctx.precision,
+                                       batch_size=s.train.batch_size, seg_model=seg,
+                                       n_classes=int(ctx.bundle.n_classes) if seg is not None else None)
+        chosen = trials.groupby(["strategy", "seed"]).tail(1)
+        tests = []
+        for _, row in chosen.iterrows():
+            lam = [row["best_lam1"]] + ([row["best_lam2"]] if s.n_lams > 1 else [])
+            tests.append({"strategy": row["strategy"], "seed": row["seed"], "test_objective": test_fn(lam)[0]})
+        write_csv(ctx.run_dir / "search" / f"{target}-test.csv", pd.DataFrame(tests))
+    write_csv(ctx.run_dir / "search" / f"{target}.csv", trials)
+    return {"target": target, "n_trials": len(trials), "device_seconds": float(trials["cost_seconds"].sum())
+            if target != "baselines" else 0.0}
