@@ -72,8 +72,9 @@ def measure(source: str, size: int, path: str | None, params: dict, cache: Path)
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--size", type=int, default=256)
-    ap.add_argument("--out", type=Path, default=ROOT / "reports" / "benchmarks" / "data_throughput")
+    ap.add_argument("--size", type=int, default=256, help="image size H=W the slices are prepared at")
+    ap.add_argument("--out", type=Path, default=ROOT / "reports" / "benchmarks" / "data_throughput",
+                    help="output stem (.csv, .md)")
     args = ap.parse_args()
     rng = np.random.default_rng(0)
     rows = []

@@ -82,11 +82,11 @@ def run(size: str, init: str, seed: int, steps: int, train: torch.Tensor, val: t
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--steps", type=int, default=300)
-    p.add_argument("--seeds", default="0,1")
-    p.add_argument("--sizes", default="S,M")
-    p.add_argument("--threads", type=int, default=0)
-    p.add_argument("--out", default=str(ROOT / "reports/benchmarks/hyper_init"))
+    p.add_argument("--steps", type=int, default=300, help="training steps per configuration")
+    p.add_argument("--seeds", default="0,1", help="seeds, comma separated (one training each)")
+    p.add_argument("--sizes", default="S,M", help="HyperUNet sizes from S, M, L")
+    p.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: leave as is)")
+    p.add_argument("--out", default=str(ROOT / "reports/benchmarks/hyper_init"), help="output stem (.csv, .md)")
     args = p.parse_args()
     if args.threads > 0:
         torch.set_num_threads(args.threads)

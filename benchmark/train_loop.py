@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import re
 import tempfile
 import time
 from pathlib import Path
@@ -36,6 +37,7 @@ from common import (
 )
 
 from hyperrecon.config import load_study
+from hyperrecon.errors import HyperReconError
 from hyperrecon.resolve import build_recon_model, build_sampler, resolve
 from hyperrecon.samplers import FixedSampler
 from hyperrecon.study import RunContext
@@ -96,15 +98,28 @@ def build(ctx: RunContext, job: str):
     if kind == "hyper":
         size, sampler = rest
         return build_recon_model("hyperunet", s, size), build_sampler(s, sampler)
-    if kind == "film":
-        return build_recon_model("film-unet", s), build_sampler(s, rest[0])
-    raise SystemExit(f"error: --jobs: unknown job {job!r}; valid: {', '.join(JOBS)}")
+    return build_recon_model("film-unet", s), build_sampler(s, rest[0])
+
+
+def check_jobs(jobs: list[str]) -> None:
+    """``baseline``, ``hyper-<S|M|L>-<sampler>`` or ``film-<sampler>``; one error line otherwise."""
+    for job in jobs:
+        if not re.fullmatch(r"baseline|hyper-[SML]-[\w-]+|film-[\w-]+", job):
+            raise SystemExit(f"error: --jobs: unknown job {job!r}; expected baseline, hyper-<S|M|L>-<sampler> or "
+                             f"film-<sampler>, e.g. {', '.join(JOBS)}")
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
+    try:
+        run(parse_args(argv))
+    except HyperReconError as exc:  # a bad study, profile or sampler name: one line, no traceback
+        raise SystemExit(f"error: {exc}") from None
+
+
+def run(args: argparse.Namespace) -> None:
     if args.threads > 0:
         torch.set_num_threads(args.threads)
+    check_jobs(parse_list(args.jobs))
     malloc = "keep" if args.malloc == "keep" and keep_freed_memory() else "default"
     study = load_study(args.study, profile=args.profile)
     resolve(study)
