@@ -184,7 +184,7 @@ def _closest(gaps: list[dict[str, Any]], metric: str) -> dict[str, Any] | None:
 def sl_analysis(data: RunData) -> dict[str, Any] | None:
     if data.n_lams != 1:
         return None
-    from ..evaluation import curve
+    from ..landscapes import curve
 
     metrics = [m for m in SL_METRICS if m in data.metrics]
     if not metrics:
@@ -233,7 +233,7 @@ def landscapes(data: RunData, metric: str) -> dict[str, Any] | None:
     (lo1, hi1, lo2, hi2)), ``inside`` (n, n) bool: the cells within that span (no extrapolation), and
     ``baseline_plot``: the baseline landscape with NaN outside that span.
     """
-    from ..evaluation import interpolate_baselines, landscape
+    from ..landscapes import interpolate_baselines, landscape
 
     if data.n_lams != 2 or not data.conditional or not data.baselines:
         return None
@@ -299,7 +299,7 @@ def ao_analysis(data: RunData) -> dict[str, Any] | None:
     study_thr = float(data.config.get("evaluation", {}).get("rpsnr_threshold", 0.0))
     labelled = thresholds_for(base[inside], study_thr)
     thresholds = [v for v, _ in labelled]
-    from ..evaluation import fraction_above
+    from ..landscapes import fraction_above
 
     top = top_region(base, inside, TOP_FRACTION, maximize)
     per_model: dict[str, dict[str, Any]] = {}
@@ -444,7 +444,7 @@ def dice_analysis(data: RunData) -> dict[str, Any] | None:
         best["baselines"] = {"lam": list(data.baseline_lam(b)), "value": trained[b], "model": b}
     out: dict[str, Any] = {"best": best, "n_lams": data.n_lams}
     if data.n_lams == 1:
-        from ..evaluation import curve
+        from ..landscapes import curve
 
         out["curves"] = {}
         for m in data.conditional:
