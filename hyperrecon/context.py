@@ -115,7 +115,7 @@ class RunContext:
         import torch
 
         from .losses import CompositeLoss
-        from .training import ReconTask
+        from .tasks import ReconTask
 
         key = f"xy-{split}-{limit}"
         if key not in self._cache:
@@ -132,7 +132,7 @@ class RunContext:
     def seg_task(self):
         import torch
 
-        from .training import SegTask
+        from .tasks import SegTask
 
         tr = self.bundle.train
         return SegTask(images=torch.from_numpy(tr.images).unsqueeze(1).float(),
@@ -205,7 +205,7 @@ def load_weights(path: Path) -> dict[str, Any]:
     """A state dict saved by a training job (:mod:`hyperrecon.executors`), read with ``weights_only=True``."""
     import torch
 
-    from .training import read_torch_file
+    from .checkpoints import read_torch_file
 
     if not Path(path).exists():
         raise RunError(f"{path}: model weights missing (its training job has not finished)")

@@ -19,7 +19,7 @@ from .resolve import build_recon_model, build_sampler
 
 
 def _save_model(path: Path, model) -> None:
-    from .training import save_checkpoint
+    from .checkpoints import save_checkpoint
 
     save_checkpoint(path, {k: v.detach().cpu() for k, v in model.state_dict().items()})
 

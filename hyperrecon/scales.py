@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from .coefficients import coefficients
 from .errors import ConfigError, TrainingError
-from .training import ReconTask
+from .tasks import ReconTask
 
 
 def scales_from_single_term_values(values: Sequence[float] | Mapping[str, float]) -> list[float]:

@@ -22,7 +22,7 @@ same result as one that ran once.
 Faults: a new run reads its data before the run folder is made, and ``--resume`` checks the folder (format, config,
 ledger, the checkpoints and weights its unfinished jobs will read) before it writes anything, so bad input fails
 with one line and leaves what is on disk as it was. Every result file is written atomically (:mod:`hyperrecon.io`,
-:func:`hyperrecon.training.save_checkpoint`): a run killed at any moment resumes from complete files.
+:func:`hyperrecon.checkpoints.save_checkpoint`): a run killed at any moment resumes from complete files.
 """
 
 from __future__ import annotations
@@ -164,7 +164,7 @@ def check_resumable(run: Run) -> None:
     """Before a resumed run writes anything: its ledger opens, and every file that its unfinished jobs will read
     (training checkpoints, model weights, job records, scales) is intact. ``RunError``/``CheckpointError`` naming
     the file otherwise, with the folder left as it was."""
-    from .training import load_checkpoint
+    from .checkpoints import load_checkpoint
 
     url = run.storage
     if "://" not in url or url.startswith("journal:"):

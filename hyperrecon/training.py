@@ -31,28 +31,30 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from .errors import CheckpointError, ConfigError, DataError, TrainingError
-from .io import check_zip, shareable_mode
-from .losses import CompositeLoss, LossContext
+from .checkpoints import CHECKPOINT_VERSION, load_checkpoint, read_torch_file, save_checkpoint
+from .errors import CheckpointError, ConfigError, TrainingError
 from .samplers import LamSampler
+from .tasks import ReconTask, SegTask, Task
 from .timing import CostRecord, DeviceTimer, peak_memory_mb, reset_peak_memory
 
-CHECKPOINT_VERSION = 1
 LR_SCHEDULES = ("constant", "cosine")
 PRECISIONS = ("fp32", "bf16")
 # Settings that must match between a checkpoint and a resumed run (others, e.g. steps, may change).
 _RESUME_MUST_MATCH = ("batch_size", "seed", "lr", "lr_schedule")
 
 Callback = Callable[[str, dict[str, Any]], Any]
+
+# Tasks and checkpoint I/O live in their own modules; their names stay importable from here.
+__all__ = ["CHECKPOINT_VERSION", "Callback", "IndexStream", "ReconTask", "SegTask", "Task", "TrainResult",
+           "TrainSettings", "load_checkpoint", "read_torch_file", "save_checkpoint", "train"]
 
 
 # ---------------------------------------------------------------------------------------------------- settings
@@ -95,169 +97,6 @@ class TrainSettings:
         need(is_int(self.log_every) and self.log_every >= 1, "log_every >= 1", "log_every")
 
 
-# ---------------------------------------------------------------------------------------------------- tasks
-
-
-def _model_device(model: nn.Module) -> torch.device:
-    for p in model.parameters():
-        return p.device
-    return torch.device("cpu")
-
-
-def _to_device(t: Tensor, device: torch.device, channels_last: bool = False) -> Tensor:
-    t = t.to(device, non_blocking=True)
-    if channels_last and t.ndim == 4:
-        t = t.contiguous(memory_format=torch.channels_last)
-    return t
-
-
-def _move_forward_model(forward_model: Any, device: torch.device) -> Any:
-    if forward_model is None or not hasattr(forward_model, "to"):
-        return forward_model
-    moved = forward_model.to(device)
-    return forward_model if moved is None else moved
-
-
-@dataclass
-class ReconTask:
-    """Reconstruction training data and loss.
-
-    inputs: network inputs (N, 2, H, W) (zero-filled image as real/imag); targets: (N, 1, H, W) or None (AO);
-    measurements: y (N, ...) or None; forward_model: has ``data_consistency(x_hat, y) -> (B,)`` or None;
-    loss: the composite loss over k + 1 terms (k = ``n_lams``).
-    """
-
-    inputs: Tensor
-    targets: Tensor | None
-    measurements: Tensor | None
-    forward_model: Any
-    loss: CompositeLoss
-
-    def __post_init__(self) -> None:
-        if self.inputs.ndim != 4 or self.inputs.shape[1] != 2:
-            raise DataError(f"recon task inputs: expected shape (N, 2, H, W), got {tuple(self.inputs.shape)}")
-        n, _, h, w = self.inputs.shape
-        if n < 1:
-            raise DataError("recon task inputs: at least one sample is needed, got N=0")
-        if self.targets is not None and tuple(self.targets.shape) != (n, 1, h, w):
-            raise DataError(f"recon task targets: expected shape {(n, 1, h, w)}, got {tuple(self.targets.shape)}")
-        if self.measurements is not None and self.measurements.shape[0] != n:
-            raise DataError(
-                f"recon task measurements: expected {n} samples (first axis), got shape {tuple(self.measurements.shape)}"
-            )
-        if self.loss.supervised and self.targets is None:
-            raise ConfigError(f"loss terms {self.loss.terms} are supervised, but the task has no targets")
-        if self.loss.needs_measurement and (self.measurements is None or self.forward_model is None):
-            raise ConfigError(f"loss terms {self.loss.terms} need measurements y and a forward model")
-
-    @property
-    def n_samples(self) -> int:
-        return int(self.inputs.shape[0])
-
-    @property
-    def n_lams(self) -> int:
-        return self.loss.n_lams
-
-    @property
-    def has_dc(self) -> bool:
-        return self.loss.has_dc
-
-    def to(self, device: str | torch.device) -> ReconTask:
-        """The same task with the forward model on ``device`` (data stay put; batches move when used)."""
-        return replace(self, forward_model=_move_forward_model(self.forward_model, torch.device(device)))
-
-    def non_finite_data(self, idx: Tensor) -> list[str]:
-        """Names of the data arrays that hold a non-finite value in the samples ``idx``."""
-        named = [("inputs", self.inputs), ("targets", self.targets), ("measurements", self.measurements)]
-        return [name for name, t in named if t is not None and not bool(torch.isfinite(t[idx]).all())]
-
-    def batch_loss(
-        self, model: nn.Module, idx: Tensor, lam: Tensor | None, *, channels_last: bool = False
-    ) -> tuple[Tensor, Tensor | None, dict[str, Tensor]]:
-        """Per-sample losses of the samples ``idx`` at ``lam`` (B, k): ``(total (B,), dc (B,) | None, parts)``."""
-        if lam is None:
-            raise ConfigError(f"loss terms {self.loss.terms} need λ of shape (B, {self.n_lams}), but got none")
-        device = _model_device(model)
-        idx_cpu = idx.cpu()
-        x = _to_device(self.inputs[idx_cpu], device, channels_last)
-        lam = lam.to(device)
-        x_hat = model(x, lam) if getattr(model, "conditional", False) else model(x)
-        if x_hat.ndim != 4 or x_hat.shape[1] != 1 or x_hat.shape[0] != x.shape[0]:
-            raise ConfigError(
-                f"recon task: the model must output (B, 1, H, W) reconstructions, got {tuple(x_hat.shape)}"
-            )
-        ctx = LossContext(
-            x_hat=x_hat,
-            target=None if self.targets is None else _to_device(self.targets[idx_cpu], device),
-            y=None if self.measurements is None else _to_device(self.measurements[idx_cpu], device),
-            forward_model=self.forward_model,
-            model=model,
-            lam=lam,
-        )
-        total, parts = self.loss(ctx)
-        return total, parts.get("dc"), parts
-
-
-@dataclass
-class SegTask:
-    """Segmentation training data: images (N, 1, H, W), integer labels (N, H, W) in [0, n_classes).
-
-    The model outputs logits (B, n_classes, H, W); the loss is the soft Dice loss of their softmax (float32).
-    """
-
-    images: Tensor
-    labels: Tensor
-    n_classes: int
-
-    def __post_init__(self) -> None:
-        if self.images.ndim != 4 or self.images.shape[0] < 1:
-            raise DataError(f"seg task images: expected shape (N, C, H, W), got {tuple(self.images.shape)}")
-        n, _, h, w = self.images.shape
-        if tuple(self.labels.shape) != (n, h, w):
-            raise DataError(f"seg task labels: expected shape {(n, h, w)}, got {tuple(self.labels.shape)}")
-        if self.labels.is_floating_point() or self.labels.is_complex():
-            raise DataError(f"seg task labels: expected integer class labels, got dtype {self.labels.dtype}")
-        if not isinstance(self.n_classes, int) or self.n_classes < 2:
-            raise ConfigError(f"seg task n_classes: `n_classes >= 2` must hold, but got {self.n_classes!r}")
-        lo, hi = int(self.labels.min()), int(self.labels.max())
-        if lo < 0 or hi >= self.n_classes:
-            raise DataError(f"seg task labels: values must lie in [0, {self.n_classes}), got [{lo}, {hi}]")
-
-    n_lams = 0
-    has_dc = False
-
-    @property
-    def n_samples(self) -> int:
-        return int(self.images.shape[0])
-
-    def to(self, device: str | torch.device) -> SegTask:
-        return self
-
-    def non_finite_data(self, idx: Tensor) -> list[str]:
-        return [] if bool(torch.isfinite(self.images[idx]).all()) else ["images"]
-
-    def batch_loss(
-        self, model: nn.Module, idx: Tensor, lam: Tensor | None = None, *, channels_last: bool = False
-    ) -> tuple[Tensor, None, dict[str, Tensor]]:
-        """Soft Dice loss per sample: ``(total (B,), None, {"soft_dice": total})``; ``lam`` is ignored."""
-        from .metrics import soft_dice_loss
-
-        device = _model_device(model)
-        idx_cpu = idx.cpu()
-        logits = model(_to_device(self.images[idx_cpu], device, channels_last))
-        if logits.ndim != 4 or logits.shape[1] != self.n_classes:
-            raise ConfigError(
-                f"seg task: the model must output (B, {self.n_classes}, H, W) logits, got {tuple(logits.shape)}"
-            )
-        with torch.autocast(device_type=device.type, enabled=False):
-            probs = torch.softmax(logits.float(), dim=1)
-            total = soft_dice_loss(probs, self.labels[idx_cpu].to(device))
-        return total, None, {"soft_dice": total}
-
-
-Task = ReconTask | SegTask
-
-
 # ---------------------------------------------------------------------------------------------------- data order
 
 
@@ -280,73 +119,6 @@ class IndexStream:
             self.pos += take.numel()
             need -= take.numel()
         return torch.cat(chunks)
-
-
-# ---------------------------------------------------------------------------------------------------- checkpoints
-
-
-def save_checkpoint(path: str | os.PathLike[str], payload: dict[str, Any]) -> None:
-    """Write ``payload`` atomically: temp file in the same folder, flush + fsync, ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, shareable_mode())  # mkstemp makes 0600 files; give the usual 0666 & ~umask
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    try:  # make the rename itself durable (best effort; not possible on every file system)
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except OSError:
-        pass
-
-
-_REQUIRED_KEYS = ("format_version", "step", "model", "optimizer", "scheduler", "data_generator",
-                  "lam_generator", "perm", "perm_pos", "torch_rng", "sampler", "history", "cost", "settings")
-
-
-def read_torch_file(path: str | os.PathLike[str], what: str = "checkpoint") -> Any:
-    """``torch.load(path, weights_only=True)`` after verifying the archive; ``CheckpointError`` naming the file.
-
-    The CRC-32 of every archive member is verified first (:func:`hyperrecon.io.check_zip`): ``torch.load`` does not
-    check them, so a few flipped bytes inside a tensor would otherwise load silently as wrong weights. ``what``
-    names the file's role in the messages ("checkpoint", "model weights").
-    """
-    path = Path(path)
-    try:
-        check_zip(path, what)
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError as exc:
-        raise CheckpointError(f"{path}: {what} not found") from exc
-    except CheckpointError:
-        raise
-    except Exception as exc:  # zip, unpickling, EOF ... errors differ by torch version
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise CheckpointError(f"{path}: corrupt or truncated {what} ({type(exc).__name__}: {first})") from exc
-
-
-def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read a training checkpoint (:func:`read_torch_file`); ``CheckpointError`` naming the file if unusable."""
-    data = read_torch_file(path)
-    if not isinstance(data, dict):
-        raise CheckpointError(f"{path}: not a training checkpoint (top level is {type(data).__name__})")
-    if data.get("format_version") != CHECKPOINT_VERSION:
-        raise CheckpointError(
-            f"{path}: checkpoint format version {data.get('format_version')!r}, expected {CHECKPOINT_VERSION}"
-        )
-    missing = [k for k in _REQUIRED_KEYS if k not in data]
-    if missing:
-        raise CheckpointError(f"{path}: checkpoint lacks {', '.join(missing)}")
-    return data
 
 
 # ---------------------------------------------------------------------------------------------------- loop

@@ -169,7 +169,7 @@ WRITERS = {
     ("hyperrecon/io.py", "atomic_write_bytes"): "mkstemp in the target folder, fsync, os.replace",
     ("hyperrecon/io.py", "write_csv"): "to a StringIO, then atomic_write_text",
     ("hyperrecon/io.py", "write_npz"): "to a BytesIO, then atomic_write_bytes",
-    ("hyperrecon/training.py", "save_checkpoint"): "mkstemp in the target folder, fsync, os.replace",
+    ("hyperrecon/checkpoints.py", "save_checkpoint"): "mkstemp in the target folder, fsync, os.replace",
     ("hyperrecon/masks.py", "_save"): "mask cache: mkstemp, os.replace",
     ("hyperrecon/data/cache.py", "save_bundle"): "data cache: mkstemp, os.replace",
     ("hyperrecon/reporting/figures.py", "save"): "to a BytesIO, then atomic_write_bytes",
@@ -203,7 +203,7 @@ def test_every_file_write_is_atomic_or_not_a_result() -> None:
             key = (path, func)
             assert key in WRITERS or key in NOT_RESULTS, (
                 f"{path}:{node.lineno}: {name}() in {func}() writes a file directly; write results through "
-                "hyperrecon.io (temp file + rename) or training.save_checkpoint")
+                "hyperrecon.io (temp file + rename) or checkpoints.save_checkpoint")
     for key, how in WRITERS.items():
         body = bodies[key]
         assert "os.replace" in body or "BytesIO" in body or "StringIO" in body, f"{key}: {how}"
