@@ -21,9 +21,12 @@ from pathlib import Path
 import torch
 from common import (
     MODEL_NAMES,
+    PRECISION_HELP,
     PRECISIONS,
     ROOT,
+    add_machine_args,
     build_model,
+    check_precisions,
     device_name,
     keep_freed_memory,
     memory_format,
@@ -45,17 +48,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lams", type=int, default=8, help="λ values per sweep")
     p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--warmup", type=int, default=1)
-    p.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: leave as is)")
     p.add_argument("--models", default=",".join(MODEL_NAMES))
-    p.add_argument("--precisions", default=",".join(PRECISIONS))
+    p.add_argument("--precisions", default=",".join(PRECISIONS), help=PRECISION_HELP)
     p.add_argument("--path", default="auto", help="HyperUNet path")
-    p.add_argument("--quiet", type=float, default=0.1, help="a sweep is clean if other processes used less than "
-                   "this fraction of the CPUs meanwhile; unclean sweeps are retried")
-    p.add_argument("--retries", type=int, default=1, help="retries of an unclean sweep (0: keep every sweep)")
-    p.add_argument("--wait-quiet", type=float, default=5.0, help="seconds to wait for a quiet machine per round")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--malloc", choices=("keep", "default"), default="keep",
-                   help="keep: glibc keeps freed memory (hyperrecon.models.keep_freed_memory), no page faults per step")
+    add_machine_args(p, "sweep")
     p.add_argument("--out", default=str(ROOT / "reports/benchmarks/eval_sweep"))
     return p.parse_args(argv)
 
@@ -96,7 +92,7 @@ def main(argv: list[str] | None = None) -> None:
     device = torch.device(args.device)
     rows = []
     for size in parse_list(args.sizes, int):
-        sweeps = [Sweep(args, size, m, p) for m in parse_list(args.models) for p in parse_list(args.precisions)]
+        sweeps = [Sweep(args, size, m, p) for m in parse_list(args.models) for p in check_precisions(parse_list(args.precisions))]
         for s in sweeps:
             for _ in range(args.warmup):
                 s.run()
@@ -137,7 +133,7 @@ def main(argv: list[str] | None = None) -> None:
         "device": device_name(device), "torch": torch.__version__, "threads": torch.get_num_threads(),
         "batch (slices per λ)": args.batch, "λ per sweep": args.lams, "repeats": args.repeats,
         "date": time.strftime("%Y-%m-%d %H:%M"), "malloc": malloc,
-        "precisions": "fp32 = float32 NCHW; bf16 = autocast bfloat16 + channels_last",
+        "precisions": PRECISION_HELP,
     }
     cols = ["size", "model", "precision", "sweep_median_ms", "sweep_iqr_ms", "unclean", "slices_per_s", "ratio_vs_best_unet",
             "ratio_same_prec", "cpu_slices_per_s", "cpu_ratio_vs_best_unet"]

@@ -24,9 +24,12 @@ import torch
 import torch.nn.functional as F
 from common import (
     MODEL_NAMES,
+    PRECISION_HELP,
     PRECISIONS,
     ROOT,
+    add_machine_args,
     build_model,
+    check_precisions,
     device_name,
     keep_freed_memory,
     lam_batch,
@@ -48,22 +51,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--repeats", type=int, default=10, help="timed steps per configuration")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps per configuration first")
-    p.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: leave as is)")
     p.add_argument("--models", default=",".join(MODEL_NAMES), help=f"from {', '.join(MODEL_NAMES)}")
-    p.add_argument("--precisions", default=",".join(PRECISIONS), help="fp32, bf16 (autocast + channels_last)")
+    p.add_argument("--precisions", default=",".join(PRECISIONS), help=PRECISION_HELP)
     p.add_argument("--paths", default="auto", help="HyperUNet paths: auto, grouped, factorised, "
                    "per-sample-grouped-conv, reference")
     p.add_argument("--groups", type=int, default=4, help="distinct λ per mini-batch (0: every sample its own)")
     p.add_argument("--adam", default="fused", help="Adam implementation(s): fused, foreach (comma list; same for every model)")
     p.add_argument("--compile", default="off", help="torch.compile the model (inductor): off, on or off,on")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--malloc", choices=("keep", "default"), default="keep",
-                   help="keep: glibc keeps freed memory (hyperrecon.models.keep_freed_memory), no page faults per step")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--quiet", type=float, default=0.1, help="a step is clean if other processes used less than "
-                   "this fraction of the CPUs meanwhile (shared machines); unclean steps are retried")
-    p.add_argument("--retries", type=int, default=1, help="retries of an unclean step (0: keep every step)")
-    p.add_argument("--wait-quiet", type=float, default=5.0, help="seconds to wait for a quiet machine per round")
+    add_machine_args(p, "step")
     p.add_argument("--out", default=str(ROOT / "reports/benchmarks/train_step"), help="output stem (.csv, .md)")
     return p.parse_args(argv)
 
@@ -121,7 +117,7 @@ def main(argv: list[str] | None = None) -> None:
     malloc = "keep" if args.malloc == "keep" and keep_freed_memory() else "default"
     torch.manual_seed(args.seed)
     device = torch.device(args.device)
-    models, precisions, paths = parse_list(args.models), parse_list(args.precisions), parse_list(args.paths)
+    models, precisions, paths = parse_list(args.models), check_precisions(parse_list(args.precisions)), parse_list(args.paths)
     adams = parse_list(args.adam)
     rows = []
     for size in parse_list(args.sizes, int):
@@ -183,7 +179,7 @@ def main(argv: list[str] | None = None) -> None:
         "clean step": f"other processes used < {args.quiet:.0%} of the CPUs during it (else retried up to "
                       f"{args.retries}x; `unclean` counts kept steps that never got a quiet slot; `others_load` is the mean "
                       "fraction of all CPUs other processes used during the kept steps)",
-        "precisions": "fp32 = float32 NCHW; bf16 = autocast bfloat16 + channels_last",
+        "precisions": PRECISION_HELP,
     }
     cols = ["size", "model", "precision", "path", "chosen_path", "adam", "compiled", "median_ms", "iqr_ms", "unclean", "others_load",
             "ratio_vs_best_unet",

@@ -115,3 +115,31 @@ def test_study_wall_splits_a_run_into_phases(tmp_path):
     assert float(row["training_s"]) > 0 and float(row["evaluation_s"]) > 0
     # the parts add up to the wall time (rounded to 0.1 s each)
     assert phases + float(row["other_s"]) == pytest.approx(float(row["wall_s"]), abs=0.25)
+
+
+def test_timing_scripts_reject_an_unknown_precision_in_one_line(tmp_path):
+    for name in ("train_step.py", "eval_sweep.py"):
+        proc = subprocess.run([sys.executable, str(BENCH / name), "--precisions", "fp32,fp16", "--sizes", "16",
+                               "--out", str(tmp_path / "x")], capture_output=True, text=True, cwd=ROOT, timeout=120)
+        assert proc.returncode != 0 and proc.stderr.strip() == (
+            "error: --precisions: unknown 'fp16'; valid: fp32, fp32-cl, bf16-nchw, bf16")
+        assert not (tmp_path / "x.csv").exists()
+
+
+def test_memory_format_and_precision_vary_independently(tmp_path):
+    stem = tmp_path / "fmt"
+    run_script("train_step.py", "--sizes", "16", "--batch", "2", "--repeats", "1", "--warmup", "0", "--threads", "1",
+               "--models", "unet", "--precisions", "fp32,fp32-cl,bf16-nchw,bf16", "--wait-quiet", "0",
+               "--retries", "0", "--out", str(stem))
+    assert [r["precision"] for r in read_rows(stem)] == ["fp32", "fp32-cl", "bf16-nchw", "bf16"]
+    sys.path.insert(0, str(BENCH))
+    try:
+        import torch
+        from common import memory_format, precision_context
+    finally:
+        sys.path.remove(str(BENCH))
+    assert memory_format("fp32-cl") == torch.channels_last and memory_format("bf16-nchw") == torch.contiguous_format
+    with precision_context("bf16-nchw", torch.device("cpu")):
+        assert torch.is_autocast_enabled("cpu")
+    with precision_context("fp32-cl", torch.device("cpu")):
+        assert not torch.is_autocast_enabled("cpu")
