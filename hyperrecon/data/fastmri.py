@@ -15,7 +15,11 @@ Schema read (fastMRI single-coil train/val files):
 - attrs ``acquisition`` (CORPD_FBK = PD, CORPDFS_FBK = PDFS) filter the files (``contrast``: PD, PDFS, both; a
   file without the attribute is kept only for "both"); ``patient_id`` groups files of one patient.
 
-Splits are by patient (``patient_id`` attr, else the file name): never by slice. Each kept slice is padded to a
+Identity (``identity.py``): a volume's id is its path relative to the data folder without suffix
+(``siteA/file1``), slice ids are ``<id>/<NNN>``; splits are by patient (``patient_id`` attr, else the volume id, so
+same-named files of two sites are two patients): never by slice. A file reached twice (symlink, hard link) is read
+once; two files with one id stop with an error naming both. A file another process holds open for writing raises
+``DataBusyError`` (exit 1) saying so, not that the file is damaged. Each kept slice is padded to a
 square, resized to ``image_size`` with anti-aliasing, divided by its 99th percentile and clipped to [0, 1] (the
 authors' preprocessing); slices without anatomy are dropped (``base.has_anatomy``).
 """
@@ -28,8 +32,9 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import DataError
+from ..errors import DataBusyError, DataError
 from .base import DataBundle, anatomy_mask, knee_preprocess, split_groups, stack_split
+from .identity import Found, check_unique, data_root, find_files, relative_id
 from .registry import DATASETS
 from .source import DatasetSource, check_choice, check_range
 
@@ -71,6 +76,26 @@ def image_from_kspace(kspace: np.ndarray, crop: tuple[int, int]) -> np.ndarray:
     ch, cw = min(crop[0], h), min(crop[1], w)
     top, left = (h - ch) // 2, (w - cw) // 2
     return np.abs(img[:, top : top + ch, left : left + cw]).astype(np.float32)
+
+
+def h5_open_error(f: Path, exc: Exception, what: str) -> DataError:
+    """The error for an h5py failure to open or read ``f``: ``DataBusyError`` when another process holds the file
+    open for writing (HDF5 file lock, errno 11, or the superblock's open-for-write flag), else ``DataError``
+    saying the file cannot be read (``what``: e.g. "HDF5" or "'reconstruction_esc'")."""
+    import errno
+
+    text = str(exc)
+    if getattr(exc, "errno", None) in (errno.EAGAIN, errno.EWOULDBLOCK) or "unable to lock file" in text:
+        return DataBusyError(
+            f"{f}: locked by another process that has it open for writing; wait until that process has "
+            "finished (or close the file there) and run again"
+        )
+    if "already open for write" in text:
+        return DataBusyError(
+            f"{f}: marked as open for writing by another process (or by one that crashed before closing it); "
+            f"wait until the writer has finished, or if none is running clear the flag with `h5clear -s {f}`"
+        )
+    return DataError(f"{f}: cannot read {what} ({exc}); expected an intact fastMRI .h5 file")
 
 
 def _text(value: Any) -> str:
@@ -125,16 +150,21 @@ class FastMRIKnee(DatasetSource):
                 slices_per_file=slices_per_file,
             ),
         )
+        self._found_cache: Found | None = None
+
+    def _found(self) -> Found:
+        """The distinct .h5 files under the path (identity.find_files), computed once."""
+        if self._found_cache is None:
+            if self.path is None:  # not reachable: needs_path makes the constructor require it
+                raise DataError("fastmri-knee: no path")
+            found = find_files(self.path, lambda f: f.suffix in (".h5", ".hdf5"))
+            if not found.files:
+                raise DataError(f"{self.path}: no .h5 files found; expected fastMRI single-coil knee volumes")
+            self._found_cache = found
+        return self._found_cache
 
     def input_files(self) -> list[Path]:
-        if self.path is None:  # not reachable: needs_path makes the constructor require it
-            return []
-        if self.path.is_file():
-            return [self.path]
-        files = sorted(f for f in self.path.rglob("*") if f.suffix in (".h5", ".hdf5") and f.is_file())
-        if not files:
-            raise DataError(f"{self.path}: no .h5 files found; expected fastMRI single-coil knee volumes")
-        return files
+        return list(self._found().files)
 
     # -- per file ----------------------------------------------------------------------------------------------
     def _inspect(self, f: Path) -> dict[str, Any] | None:
@@ -151,13 +181,14 @@ class FastMRIKnee(DatasetSource):
                     raise DataError(f"{f}: missing dataset 'ismrmrd_header'; expected a fastMRI .h5 file")
                 header = parse_header(h["ismrmrd_header"][()], str(f))
                 key = self._target_key(h, f)
-                patient = _text(h.attrs["patient_id"]) if "patient_id" in h.attrs else f.stem
+                vid = relative_id(f, data_root(self.path) if self.path else f.parent)
+                patient = _text(h.attrs["patient_id"]) if "patient_id" in h.attrs else vid
                 shape = h[key].shape
         except DataError:
             raise
         except (OSError, KeyError, ValueError, RuntimeError) as exc:
-            raise DataError(f"{f}: cannot read HDF5 ({exc}); expected an intact fastMRI .h5 file") from exc
-        return {"file": f, "acquisition": acq, "patient": patient, "key": key, "shape": shape, **header}
+            raise h5_open_error(f, exc, "HDF5") from exc
+        return {"file": f, "id": vid, "acquisition": acq, "patient": patient, "key": key, "shape": shape, **header}
 
     def _target_key(self, h: Any, f: Path) -> str:
         target = self.params["target"]
@@ -196,7 +227,7 @@ class FastMRIKnee(DatasetSource):
         except DataError:
             raise
         except (OSError, KeyError, ValueError, RuntimeError) as exc:
-            raise DataError(f"{f}: cannot read '{key}' ({exc}); expected an intact fastMRI .h5 file") from exc
+            raise h5_open_error(f, exc, f"'{key}'") from exc
         if key == "kspace":
             data = image_from_kspace(data, (info["recon_size"][0], info["recon_size"][1]))
         elif np.iscomplexobj(data):
@@ -209,8 +240,9 @@ class FastMRIKnee(DatasetSource):
     # -- bundle -----------------------------------------------------------------------------------------------
     def build(self) -> DataBundle:
         p = self.params
-        files = self.input_files()
-        infos = [i for i in (self._inspect(f) for f in files) if i is not None]
+        found = self._found()
+        infos = [i for i in (self._inspect(f) for f in found.files) if i is not None]
+        check_unique((i["id"], i["file"]) for i in infos)
         if not infos:
             raise DataError(
                 f"{self.path}: no file with acquisition {ACQUISITIONS[p['contrast']]}; expected PD (CORPD_FBK) "
@@ -236,7 +268,7 @@ class FastMRIKnee(DatasetSource):
                 keep = anatomy_mask(data)
                 for s in np.flatnonzero(keep):
                     images.append(knee_preprocess(data[s], self.image_size))
-                    ids.append(f"{info['file'].stem}/{first + s:03d}")
+                    ids.append(f"{info['id']}/{first + s:03d}")
             splits[name] = stack_split(images, None, ids, self.image_size)
             files_meta[name] = [str(i["file"]) for i in chosen]
         return DataBundle(
@@ -251,6 +283,8 @@ class FastMRIKnee(DatasetSource):
             meta={
                 "files": files_meta,
                 "patients": groups,
+                "volume_ids": {str(i["file"]): i["id"] for i in infos},
+                "duplicates": found.duplicates,
                 "padding": {str(i["file"]): i["padding"] for i in infos},
                 "encoded_size": {str(i["file"]): i["encoded_size"] for i in infos},
                 "recon_size": {str(i["file"]): i["recon_size"] for i in infos},
