@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import DataBusyError, DataError
+from ..errors import DataBusyError, DataError, HyperReconError
 from .base import DataBundle, anatomy_mask, knee_preprocess, split_groups, stack_split
 from .identity import Found, check_unique, data_root, find_files, relative_id
 from .registry import DATASETS
@@ -78,17 +78,30 @@ def image_from_kspace(kspace: np.ndarray, crop: tuple[int, int]) -> np.ndarray:
     return np.abs(img[:, top : top + ch, left : left + cw]).astype(np.float32)
 
 
-def h5_open_error(f: Path, exc: Exception, what: str) -> DataError:
-    """The error for an h5py failure to open or read ``f``: ``DataBusyError`` when another process holds the file
-    open for writing (HDF5 file lock, errno 11, or the superblock's open-for-write flag), else ``DataError``
-    saying the file cannot be read (``what``: e.g. "HDF5" or "'reconstruction_esc'")."""
+def h5_open_error(f: Path, exc: Exception, what: str) -> HyperReconError:
+    """The error for an h5py failure to open or read ``f``.
+
+    - another process holds the file open for writing (HDF5's file lock refused with errno 11 ``EAGAIN``, or the
+      superblock's open-for-write flag): ``DataBusyError`` (exit 1) saying so and how to proceed;
+    - the lock itself cannot be taken (a file system without locks, errno 38 ``ENOSYS`` ...): ``HyperReconError``
+      (exit 1) naming ``HDF5_USE_FILE_LOCKING=FALSE``;
+    - anything else: ``DataError`` saying the file cannot be read (``what``: e.g. "HDF5" or "'reconstruction_esc'").
+    """
     import errno
+    import re
 
     text = str(exc)
-    if getattr(exc, "errno", None) in (errno.EAGAIN, errno.EWOULDBLOCK) or "unable to lock file" in text:
+    m = re.search(r"errno = (\d+)", text)
+    code = int(m.group(1)) if m else getattr(exc, "errno", None)
+    if "unable to lock file" in text and code in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES):
         return DataBusyError(
             f"{f}: locked by another process that has it open for writing; wait until that process has "
             "finished (or close the file there) and run again"
+        )
+    if "unable to lock file" in text:
+        return HyperReconError(
+            f"{f}: cannot take HDF5's file lock ({text}); the file system may not support locks: run again with "
+            "HDF5_USE_FILE_LOCKING=FALSE if no other process writes the file"
         )
     if "already open for write" in text:
         return DataBusyError(
