@@ -121,3 +121,15 @@ def test_real_aseg_volume_through_the_reader(tmp_path: Path):
         structures = [c for c in codes if tissue(LUT[c]) == name]
         np.testing.assert_array_equal(split.labels[k] == CLASS_NAMES.index(name), np.isin(codes_2d, structures))
     assert b.meta["aseg_classes"] == {CLASS_NAMES[c]: list(m) for c, m in ASEG_CLASSES.items()}
+
+
+def test_docs_table_lists_the_same_codes():
+    """docs/data.md shows the table to users: each class row holds exactly that class's codes."""
+    import re
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "data.md").read_text()
+    for c, name in enumerate(CLASS_NAMES):
+        row = next(line for line in text.splitlines() if line.startswith(f"| {c} `{name}` |"))
+        cell = re.sub(r"\([^)]*\)", "", row.split("|")[2])  # drop remarks in parentheses ("before FS 7")
+        listed = {int(n) for pair in re.findall(r"\b(\d+)(?:/(\d+))?\b", cell) for n in pair if n}
+        assert listed == set(ASEG_CLASSES[c]), name
