@@ -263,9 +263,14 @@ def test_freesurfer_slice_layout_in_two_folders(tmp_path):
             for z in range(t1.shape[2]):
                 np.save(root / site / f"x{i}_orig_{z:04d}.npy", t1[:, :, z].T[::-1].astype(np.float32))
                 np.save(root / site / "asegs" / f"x{i}_aseg_{z:04d}.npy", aseg[:, :, z].T[::-1])
+    (root / "siteC").symlink_to(root / "siteA", target_is_directory=True)  # a linked copy: read once
     b = load_data("freesurfer-brain", image_size=SIZE, seed=2, path=root, cache_dir=False)
     subjects = sorted(s for ss in b.meta["subjects"].values() for s in ss)
     assert subjects == ["siteA/x0", "siteA/x1", "siteB/nested/x0", "siteB/nested/x1"]
+    assert b.meta["duplicates"] == {
+        str(root / "siteC" / f"x{i}_orig_{z:04d}.npy"): str(root / "siteA" / f"x{i}_orig_{z:04d}.npy")
+        for i in range(2) for z in range(12)
+    }
     for split in b.splits.values():
         for img, sid in zip(split.images, split.ids, strict=True):
             subj, z = sid.rsplit("/", 1)
