@@ -125,3 +125,18 @@ def test_h5_left_flagged_open_by_a_writer_that_died(tmp_path: Path) -> None:
     holder.kill()  # dies without closing the file: the flag stays
     holder.wait(timeout=30)
     data_error(tmp_path, d, 1, str(f), "marked as open for writing", f"h5clear -s {f}")
+
+
+def test_h5_lock_refused_by_the_file_system_is_not_called_busy() -> None:
+    """HDF5's message when the file system has no locks (errno 38, as h5py words it): not 'another process'."""
+    from hyperrecon.data.fastmri import h5_open_error
+    from hyperrecon.errors import DataBusyError, DataError
+
+    exc = OSError("Unable to synchronously open file (unable to lock file, errno = 38, error message = "
+                  "'Function not implemented')")
+    err = h5_open_error(Path("/d/x.h5"), exc, "HDF5")
+    assert not isinstance(err, DataError) and err.exit_code == 1
+    assert str(err).startswith("/d/x.h5: cannot take HDF5's file lock") and "HDF5_USE_FILE_LOCKING=FALSE" in str(err)
+    busy = h5_open_error(Path("/d/x.h5"), BlockingIOError(11, "Unable to synchronously open file (unable to lock "
+                         "file, errno = 11, error message = 'Resource temporarily unavailable')"), "HDF5")
+    assert isinstance(busy, DataBusyError) and busy.exit_code == 1

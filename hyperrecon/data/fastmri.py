@@ -194,7 +194,7 @@ class FastMRIKnee(DatasetSource):
                     raise DataError(f"{f}: missing dataset 'ismrmrd_header'; expected a fastMRI .h5 file")
                 header = parse_header(h["ismrmrd_header"][()], str(f))
                 key = self._target_key(h, f)
-                vid = relative_id(f, data_root(self.path) if self.path else f.parent)
+                vid = relative_id(f, data_root(self.path or f))
                 patient = _text(h.attrs["patient_id"]) if "patient_id" in h.attrs else vid
                 shape = h[key].shape
         except DataError:
@@ -254,8 +254,8 @@ class FastMRIKnee(DatasetSource):
     def build(self) -> DataBundle:
         p = self.params
         found = self._found()
+        check_unique((relative_id(f, data_root(self.path)), f) for f in found.files)  # before reading any
         infos = [i for i in (self._inspect(f) for f in found.files) if i is not None]
-        check_unique((i["id"], i["file"]) for i in infos)
         if not infos:
             raise DataError(
                 f"{self.path}: no file with acquisition {ACQUISITIONS[p['contrast']]}; expected PD (CORPD_FBK) "
