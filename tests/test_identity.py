@@ -179,6 +179,8 @@ def test_fastmri_ids_that_still_clash_name_both_files(tmp_path):
 @pytest.mark.parametrize("patients", [True, False], ids=["patient_id", "no-patient_id"])
 def test_cli_preview_two_sites(tmp_path, patients):
     vols = two_sites(tmp_path / "data", patients=patients)
+    link = tmp_path / "data" / "siteB" / "again.h5"
+    link.symlink_to(tmp_path / "data" / "siteA" / "file2.h5")
     result = CliRunner().invoke(
         app,
         ["data", "preview", "--study", "sl-knee-cs", "--profile", "smoke", "--data", str(tmp_path / "data"),
@@ -190,6 +192,7 @@ def test_cli_preview_two_sites(tmp_path, patients):
     assert sum(s["count"] for s in summary["splits"].values()) == 6 * 3
     assert summary["shown"] and all(i.rsplit("/", 1)[0] in vols for i in summary["shown"])
     assert (tmp_path / "out" / "preview.png").is_file()
+    assert summary["duplicates_skipped"] == {str(link): str(tmp_path / "data" / "siteA" / "file2.h5")}
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -322,3 +325,18 @@ def test_arrays_id_is_the_file_name_and_labels_must_be_another_file(tmp_path):
     with pytest.raises(DataError, match=r"labels\.npy: labels_path is the same file as path .*scans\.npy"):
         load_data("arrays", image_size=SIZE, seed=0, path=d / "scans.npy", cache_dir=False,
                   params={"labels_path": str(tmp_path / "labels.npy")})
+
+
+def test_a_new_link_is_reported_after_a_cached_load(tmp_path):
+    root = tmp_path / "data"
+    two_sites(root, patients=False)
+    cache = tmp_path / "cache"
+    first = load_data("fastmri-knee", image_size=SIZE, seed=0, path=root, cache_dir=cache)
+    assert first.meta["cache"]["hit"] is False and first.meta["duplicates"] == {}
+    (root / "siteB" / "again.h5").symlink_to(root / "siteA" / "file0.h5")
+    second = load_data("fastmri-knee", image_size=SIZE, seed=0, path=root, cache_dir=cache)
+    assert second.meta["cache"]["hit"] is False  # the link changed the inputs, so the cache key
+    assert second.meta["duplicates"] == {str(root / "siteB" / "again.h5"): str(root / "siteA" / "file0.h5")}
+    assert second.counts() == first.counts()
+    third = load_data("fastmri-knee", image_size=SIZE, seed=0, path=root, cache_dir=cache)
+    assert third.meta["cache"]["hit"] is True and third.meta["duplicates"] == second.meta["duplicates"]

@@ -177,7 +177,8 @@ class FastMRIKnee(DatasetSource):
         return self._found_cache
 
     def input_files(self) -> list[Path]:
-        return list(self._found().files)
+        found = self._found()  # skipped duplicates too: adding or removing a link changes the cache key
+        return list(found.files) + [Path(p) for p in found.duplicates]
 
     # -- per file ----------------------------------------------------------------------------------------------
     def _inspect(self, f: Path) -> dict[str, Any] | None:

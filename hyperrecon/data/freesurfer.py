@@ -201,7 +201,7 @@ class FreeSurferBrain(DatasetSource):
             else:
                 for _, img, aseg in sorted(s["files"]):
                     out += [img, aseg]
-        return out
+        return out + [Path(p) for p in self._duplicates]  # a new or removed link changes the cache key
 
     # -- reading ----------------------------------------------------------------------------------------------
     def _read_subject(self, s: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, list[int], str]:
