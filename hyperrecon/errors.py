@@ -29,6 +29,13 @@ class DataError(HyperReconError):
     exit_code = 2
 
 
+class DataBusyError(DataError):
+    """An input file is held by another process (an HDF5 file open for writing): the data are not at fault and a
+    later try can succeed, so exit code 1 (runtime)."""
+
+    exit_code = 1
+
+
 class TrainingError(HyperReconError):
     """Training cannot go on (non-finite loss, diverged model). Exit code 1."""
 

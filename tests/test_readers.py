@@ -400,10 +400,12 @@ def test_freesurfer_orientation_is_anterior_up(brain_dir):
 
 
 def test_aseg_merge_hand_built():
-    codes = np.array([[0, 2, 3, 4, 17], [42, 77, 130, 257, 5002], [10, 41, 24, 172, 165]])
-    want = np.array([[0, 2, 4, 3, 1], [4, 4, 0, 3, 4], [1, 2, 3, 1, 0]])
+    codes = np.array([[0, 2, 3, 4, 17], [42, 77, 130, 257, 253], [10, 41, 24, 172, 165]])
+    want = np.array([[0, 2, 4, 3, 1], [4, 2, 0, 3, 2], [1, 2, 3, 1, 0]])
     np.testing.assert_array_equal(merge_aseg(codes, "x"), want)
     np.testing.assert_array_equal(merge_aseg(codes.astype(np.float32), "x"), want)
+    with pytest.raises(DataError, match=r"f\.mgz: aseg has code\(s\) 5002 not in the aseg table"):
+        merge_aseg(np.array([2, 5002]), "f.mgz")
     with pytest.raises(DataError, match="non-integer"):
         merge_aseg(np.array([0.5, 2.0]), "f.mgz")
     with pytest.raises(DataError, match="negative"):

@@ -11,6 +11,8 @@
 - splits: there are no subject ids, so slices are cut by ``val_fraction``/``test_fraction`` into CONTIGUOUS
   blocks (train first, then val, then test: neighbouring slices of one volume stay together), or at random with
   ``shuffle=True`` (seeded).
+- ids (``identity.py``): ``<file name without suffix>/<slice index, 5 digits>``; ``labels_path`` must be another
+  file than ``path`` (a link to the image file is refused).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import numpy as np
 
 from ..errors import DataError
 from .base import DataBundle, anatomy_mask, fit_to_size, normalise_percentile, stack_split
+from .identity import data_root, relative_id
 from .registry import DATASETS
 from .source import DatasetSource, check_choice, check_range
 
@@ -133,6 +136,11 @@ class Arrays(DatasetSource):
             raise DataError(f"{self.labels_file}: no such file; expected a .npy of labels (labels_path)")
         if self.path is not None and self.path.is_dir():
             raise DataError(f"{self.path}: is a folder; expected one .npy or .npz file for source 'arrays'")
+        if self.path is not None and self.labels_file is not None and self.path.samefile(self.labels_file):
+            raise DataError(
+                f"{self.labels_file}: labels_path is the same file as path {self.path}; expected a separate "
+                ".npy of labels"
+            )
 
     def input_files(self) -> list[Path]:
         return [f for f in (self.path, self.labels_file) if f is not None]
@@ -202,7 +210,8 @@ class Arrays(DatasetSource):
                 if labels is not None
                 else None
             )
-            splits[name] = stack_split(imgs, labs, [f"{f.stem}/{i:05d}" for i in idx], self.image_size)
+            vid = relative_id(f, data_root(f))  # the file's name without suffix (identity.py)
+            splits[name] = stack_split(imgs, labs, [f"{vid}/{i:05d}" for i in idx], self.image_size)
         n_classes = int(labels.max()) + 1 if labels is not None else None
         return DataBundle(
             **splits,

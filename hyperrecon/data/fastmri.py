@@ -15,7 +15,11 @@ Schema read (fastMRI single-coil train/val files):
 - attrs ``acquisition`` (CORPD_FBK = PD, CORPDFS_FBK = PDFS) filter the files (``contrast``: PD, PDFS, both; a
   file without the attribute is kept only for "both"); ``patient_id`` groups files of one patient.
 
-Splits are by patient (``patient_id`` attr, else the file name): never by slice. Each kept slice is padded to a
+Identity (``identity.py``): a volume's id is its path relative to the data folder without suffix
+(``siteA/file1``), slice ids are ``<id>/<NNN>``; splits are by patient (``patient_id`` attr, else the volume id, so
+same-named files of two sites are two patients): never by slice. A file reached twice (symlink, hard link) is read
+once; two files with one id stop with an error naming both. A file another process holds open for writing raises
+``DataBusyError`` (exit 1) saying so, not that the file is damaged. Each kept slice is padded to a
 square, resized to ``image_size`` with anti-aliasing, divided by its 99th percentile and clipped to [0, 1] (the
 authors' preprocessing); slices without anatomy are dropped (``base.has_anatomy``).
 """
@@ -28,8 +32,9 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import DataError
+from ..errors import DataBusyError, DataError, HyperReconError
 from .base import DataBundle, anatomy_mask, knee_preprocess, split_groups, stack_split
+from .identity import Found, check_unique, data_root, find_files, relative_id
 from .registry import DATASETS
 from .source import DatasetSource, check_choice, check_range
 
@@ -71,6 +76,39 @@ def image_from_kspace(kspace: np.ndarray, crop: tuple[int, int]) -> np.ndarray:
     ch, cw = min(crop[0], h), min(crop[1], w)
     top, left = (h - ch) // 2, (w - cw) // 2
     return np.abs(img[:, top : top + ch, left : left + cw]).astype(np.float32)
+
+
+def h5_open_error(f: Path, exc: Exception, what: str) -> HyperReconError:
+    """The error for an h5py failure to open or read ``f``.
+
+    - another process holds the file open for writing (HDF5's file lock refused with errno 11 ``EAGAIN``, or the
+      superblock's open-for-write flag): ``DataBusyError`` (exit 1) saying so and how to proceed;
+    - the lock itself cannot be taken (a file system without locks, errno 38 ``ENOSYS`` ...): ``HyperReconError``
+      (exit 1) naming ``HDF5_USE_FILE_LOCKING=FALSE``;
+    - anything else: ``DataError`` saying the file cannot be read (``what``: e.g. "HDF5" or "'reconstruction_esc'").
+    """
+    import errno
+    import re
+
+    text = str(exc)
+    m = re.search(r"errno = (\d+)", text)
+    code = int(m.group(1)) if m else getattr(exc, "errno", None)
+    if "unable to lock file" in text and code in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES):
+        return DataBusyError(
+            f"{f}: locked by another process that has it open for writing; wait until that process has "
+            "finished (or close the file there) and run again"
+        )
+    if "unable to lock file" in text:
+        return HyperReconError(
+            f"{f}: cannot take HDF5's file lock ({text}); the file system may not support locks: run again with "
+            "HDF5_USE_FILE_LOCKING=FALSE if no other process writes the file"
+        )
+    if "already open for write" in text:
+        return DataBusyError(
+            f"{f}: marked as open for writing by another process (or by one that crashed before closing it); "
+            f"wait until the writer has finished, or if none is running clear the flag with `h5clear -s {f}`"
+        )
+    return DataError(f"{f}: cannot read {what} ({exc}); expected an intact fastMRI .h5 file")
 
 
 def _text(value: Any) -> str:
@@ -125,16 +163,22 @@ class FastMRIKnee(DatasetSource):
                 slices_per_file=slices_per_file,
             ),
         )
+        self._found_cache: Found | None = None
+
+    def _found(self) -> Found:
+        """The distinct .h5 files under the path (identity.find_files), computed once."""
+        if self._found_cache is None:
+            if self.path is None:  # not reachable: needs_path makes the constructor require it
+                raise DataError("fastmri-knee: no path")
+            found = find_files(self.path, lambda f: f.suffix in (".h5", ".hdf5"))
+            if not found.files:
+                raise DataError(f"{self.path}: no .h5 files found; expected fastMRI single-coil knee volumes")
+            self._found_cache = found
+        return self._found_cache
 
     def input_files(self) -> list[Path]:
-        if self.path is None:  # not reachable: needs_path makes the constructor require it
-            return []
-        if self.path.is_file():
-            return [self.path]
-        files = sorted(f for f in self.path.rglob("*") if f.suffix in (".h5", ".hdf5") and f.is_file())
-        if not files:
-            raise DataError(f"{self.path}: no .h5 files found; expected fastMRI single-coil knee volumes")
-        return files
+        found = self._found()  # skipped duplicates too: adding or removing a link changes the cache key
+        return list(found.files) + [Path(p) for p in found.duplicates]
 
     # -- per file ----------------------------------------------------------------------------------------------
     def _inspect(self, f: Path) -> dict[str, Any] | None:
@@ -151,13 +195,14 @@ class FastMRIKnee(DatasetSource):
                     raise DataError(f"{f}: missing dataset 'ismrmrd_header'; expected a fastMRI .h5 file")
                 header = parse_header(h["ismrmrd_header"][()], str(f))
                 key = self._target_key(h, f)
-                patient = _text(h.attrs["patient_id"]) if "patient_id" in h.attrs else f.stem
+                vid = relative_id(f, data_root(self.path or f))
+                patient = _text(h.attrs["patient_id"]) if "patient_id" in h.attrs else vid
                 shape = h[key].shape
         except DataError:
             raise
         except (OSError, KeyError, ValueError, RuntimeError) as exc:
-            raise DataError(f"{f}: cannot read HDF5 ({exc}); expected an intact fastMRI .h5 file") from exc
-        return {"file": f, "acquisition": acq, "patient": patient, "key": key, "shape": shape, **header}
+            raise h5_open_error(f, exc, "HDF5") from exc
+        return {"file": f, "id": vid, "acquisition": acq, "patient": patient, "key": key, "shape": shape, **header}
 
     def _target_key(self, h: Any, f: Path) -> str:
         target = self.params["target"]
@@ -196,7 +241,7 @@ class FastMRIKnee(DatasetSource):
         except DataError:
             raise
         except (OSError, KeyError, ValueError, RuntimeError) as exc:
-            raise DataError(f"{f}: cannot read '{key}' ({exc}); expected an intact fastMRI .h5 file") from exc
+            raise h5_open_error(f, exc, f"'{key}'") from exc
         if key == "kspace":
             data = image_from_kspace(data, (info["recon_size"][0], info["recon_size"][1]))
         elif np.iscomplexobj(data):
@@ -209,8 +254,9 @@ class FastMRIKnee(DatasetSource):
     # -- bundle -----------------------------------------------------------------------------------------------
     def build(self) -> DataBundle:
         p = self.params
-        files = self.input_files()
-        infos = [i for i in (self._inspect(f) for f in files) if i is not None]
+        found = self._found()
+        check_unique((relative_id(f, data_root(self.path)), f) for f in found.files)  # before reading any
+        infos = [i for i in (self._inspect(f) for f in found.files) if i is not None]
         if not infos:
             raise DataError(
                 f"{self.path}: no file with acquisition {ACQUISITIONS[p['contrast']]}; expected PD (CORPD_FBK) "
@@ -236,7 +282,7 @@ class FastMRIKnee(DatasetSource):
                 keep = anatomy_mask(data)
                 for s in np.flatnonzero(keep):
                     images.append(knee_preprocess(data[s], self.image_size))
-                    ids.append(f"{info['file'].stem}/{first + s:03d}")
+                    ids.append(f"{info['id']}/{first + s:03d}")
             splits[name] = stack_split(images, None, ids, self.image_size)
             files_meta[name] = [str(i["file"]) for i in chosen]
         return DataBundle(
@@ -251,6 +297,8 @@ class FastMRIKnee(DatasetSource):
             meta={
                 "files": files_meta,
                 "patients": groups,
+                "volume_ids": {str(i["file"]): i["id"] for i in infos},
+                "duplicates": found.duplicates,
                 "padding": {str(i["file"]): i["padding"] for i in infos},
                 "encoded_size": {str(i["file"]): i["encoded_size"] for i in infos},
                 "recon_size": {str(i["file"]): i["recon_size"] for i in infos},

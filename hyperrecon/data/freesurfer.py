@@ -15,13 +15,13 @@ Intensities: negatives clipped to 0, then divided by the subject's maximum (norm
 Slices are zero-padded (centred) to ``image_size`` if they fit, else padded square and resized (``fit_to_size``).
 Slices without anatomy are dropped. Split by subject (``val_fraction``/``test_fraction``), never by slice.
 
-aseg -> 5 classes (paper: background, gray matter, white matter, CSF, cortex):
+aseg -> 5 classes (paper: background, gray matter, white matter, CSF, cortex): one table in ``aseg.py``
+(``ASEG_TABLE``, every code of a FreeSurfer 5-7 aseg.mgz, from FreeSurferColorLUT.txt); a code not in it stops the
+run with an error naming the file. Classes: background, subcortical-gm, white-matter, csf, cortex (cerebral).
 
-- 0 background: {0, 130, 165, 258}
-- 1 gray matter (cerebellar cortex, deep GM, brainstem): {8, 10-13, 16-18, 26, 28, 47, 49-54, 58, 60, 172, 174}
-- 2 white matter: {2, 7, 41, 46}
-- 3 CSF (ventricles, CSF, vessels, choroid plexus): {4, 5, 14, 15, 24, 30, 31, 43, 44, 62, 63, 257}
-- 4 cortex and everything else (cortex 3/42, WM hypointensities 77, optic chiasm 85, ...)
+Identity (``identity.py``): a subject is its folder's path relative to the data root (``siteA/sub-01``; the
+``mri/`` level is dropped), or for the slice layout ``<folder>/<subj>``; files reached twice through links are
+read once; two files that give one subject id stop with an error naming both.
 """
 
 from __future__ import annotations
@@ -35,39 +35,14 @@ from typing import Any
 import numpy as np
 
 from ..errors import DataError
+from .aseg import ASEG_CLASSES, CLASS_NAMES, merge_aseg
 from .base import DataBundle, fit_to_size, has_anatomy, split_groups, stack_split
+from .identity import clash_error, data_root, find_files, relative_id
 from .registry import DATASETS
 from .source import DatasetSource, check_choice, check_range
 
-CLASS_NAMES = ("background", "gray-matter", "white-matter", "csf", "cortex")
-ASEG_CLASSES: dict[int, tuple[int, ...]] = {
-    0: (0, 130, 165, 258),
-    1: (8, 10, 11, 12, 13, 16, 17, 18, 26, 28, 47, 49, 50, 51, 52, 53, 54, 58, 60, 172, 174),
-    2: (2, 7, 41, 46),
-    3: (4, 5, 14, 15, 24, 30, 31, 43, 44, 62, 63, 257),
-}
-OTHER_CLASS = 4
 VOLUME_EXTS = (".mgz", ".nii.gz", ".nii")
 SLICE_RE = re.compile(r"^(?P<subj>.+)_orig_(?P<idx>\d+)\.npy$")
-
-
-def merge_aseg(aseg: np.ndarray, where: str) -> np.ndarray:
-    """Map FreeSurfer aseg codes (any int array) to the 5 classes above -> uint8, same shape."""
-    if aseg.size == 0:
-        return aseg.astype(np.uint8)
-    if not np.issubdtype(aseg.dtype, np.integer):
-        if not np.all(np.isfinite(aseg)) or not np.all(aseg == np.round(aseg)):
-            raise DataError(f"{where}: aseg has non-integer values; expected FreeSurfer label codes")
-    codes = aseg.astype(np.int64)
-    if codes.min() < 0:
-        raise DataError(
-            f"{where}: aseg has negative value {codes.min()}; expected FreeSurfer label codes >= 0"
-        )
-    lut = np.full(int(codes.max()) + 1, OTHER_CLASS, dtype=np.uint8)
-    for cls, members in ASEG_CLASSES.items():
-        m = np.array([c for c in members if c < lut.size], dtype=np.int64)
-        lut[m] = cls
-    return lut[codes]
 
 
 def check_gzip(f: Path) -> None:
@@ -156,51 +131,67 @@ class FreeSurferBrain(DatasetSource):
                 max_subjects=max_subjects,
             ),
         )
+        self._subjects_cache: dict[str, dict[str, Any]] | None = None
+        self._duplicates: dict[str, str] = {}
 
     # -- discovery --------------------------------------------------------------------------------------------
     def _subjects(self) -> dict[str, dict[str, Any]]:
-        """subject -> {"kind": "volume", "image": Path, "aseg": Path} | {"kind": "slices", "files": [(idx, img, aseg)]}"""
+        """subject id -> {"kind": "volume", "image": Path, "aseg": Path} | {"kind": "slices", "files": [(idx, img,
+        aseg)]}. Subject ids are folder paths relative to the data root (``identity.py``), computed once."""
+        if self._subjects_cache is not None:
+            return self._subjects_cache
         root = self.path
-        if root is None:
-            return {}
-        files = [root] if root.is_file() else sorted(f for f in root.rglob("*") if f.is_file())
-        base = root if root.is_dir() else root.parent
+        if root is None:  # not reachable: needs_path
+            raise DataError("freesurfer-brain: no path")
+        base = data_root(root)
         prefer = [self.params["image"], "orig" if self.params["image"] == "norm" else "norm"]
-        subjects: dict[str, dict[str, Any]] = {}
-        folders = sorted(
-            {f.parent for f in files if f.name.endswith(VOLUME_EXTS) and f.name.split(".")[0] in prefer}
+        found = find_files(
+            root,
+            lambda f: (f.name.endswith(VOLUME_EXTS) and f.name.split(".")[0] in prefer)
+            or (SLICE_RE.match(f.name) is not None and f.parent.name != "asegs"),
         )
-        for d in folders:
-            image = next(
-                d / f"{stem}{ext}" for stem in prefer for ext in VOLUME_EXTS if (d / f"{stem}{ext}").is_file()
-            )
+        subjects: dict[str, dict[str, Any]] = {}
+        owner: dict[str, Path] = {}  # subject id -> a file of it, to name both files when two layouts clash
+        images_by_folder: dict[Path, list[Path]] = {}
+        for f in found.files:
+            if f.name.endswith(VOLUME_EXTS):
+                images_by_folder.setdefault(f.parent, []).append(f)
+        for d, candidates in sorted(images_by_folder.items()):
+            names = {f.name: f for f in candidates}
+            image = next(names[f"{stem}{ext}"] for stem in prefer for ext in VOLUME_EXTS if f"{stem}{ext}" in names)
             aseg = next((d / f"aseg{ext}" for ext in VOLUME_EXTS if (d / f"aseg{ext}").is_file()), None)
             if aseg is None:
                 raise DataError(
                     f"{d}: has {image.name} but no aseg.mgz/aseg.nii[.gz]; expected both per subject"
                 )
             subj_dir = d.parent if d.name == "mri" and d != base else d
-            name = subj_dir.relative_to(base).as_posix() if subj_dir != base else base.name
+            name = relative_id(subj_dir, base, strip=False)
+            if name in owner:
+                raise clash_error(owner[name], image, name, "subject id")
+            owner[name] = image
             subjects[name] = {"kind": "volume", "image": image, "aseg": aseg}
-        for f in files:
+        for f in found.files:
             m = SLICE_RE.match(f.name)
-            if m is None or f.parent.name == "asegs":
+            if m is None:
                 continue
             aseg = f.parent / "asegs" / f"{m['subj']}_aseg_{m['idx']}.npy"
             if not aseg.is_file():
                 raise DataError(f"{f}: no matching label file {aseg}; expected asegs/<subj>_aseg_<NNNN>.npy")
-            entry = subjects.setdefault(m["subj"], {"kind": "slices", "files": []})
+            folder = relative_id(f.parent, base, strip=False) if f.parent != base else ""
+            name = f"{folder}/{m['subj']}" if folder else m["subj"]
+            entry = subjects.setdefault(name, {"kind": "slices", "files": []})
             if entry["kind"] != "slices":
-                raise DataError(
-                    f"{f}: subject '{m['subj']}' also has a volume; expected one layout per subject"
-                )
+                raise clash_error(owner[name], f, name, "subject id")
+            owner.setdefault(name, f)
             entry["files"].append((int(m["idx"]), f, aseg))
         if not subjects:
             raise DataError(
                 f"{root}: no subjects found; expected <subj>/norm.mgz (or orig, .nii[.gz]) + aseg, or "
                 "<subj>_orig_NNNN.npy + asegs/<subj>_aseg_NNNN.npy"
             )
-        return dict(sorted(subjects.items()))
+        self._duplicates = found.duplicates
+        self._subjects_cache = dict(sorted(subjects.items()))
+        return self._subjects_cache
 
     def input_files(self) -> list[Path]:
         out: list[Path] = []
@@ -210,11 +201,12 @@ class FreeSurferBrain(DatasetSource):
             else:
                 for _, img, aseg in sorted(s["files"]):
                     out += [img, aseg]
-        return out
+        return out + [Path(p) for p in self._duplicates]  # a new or removed link changes the cache key
 
     # -- reading ----------------------------------------------------------------------------------------------
     def _read_subject(self, s: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, list[int], str]:
-        """(images (N, H, W) float, class labels (N, H, W) uint8, slice indices, file for messages)."""
+        """(images (N, H, W) float, class labels (N, H, W) uint8 (``aseg.merge_aseg``), slice indices, file for
+        messages)."""
         if s["kind"] == "volume":
             img, _ = _load_volume(s["image"])
             aseg, _ = _load_volume(s["aseg"])
@@ -242,7 +234,7 @@ class FreeSurferBrain(DatasetSource):
                         f"{f}: slice has shape {a.shape}, other slices {imgs_l[0].shape}; expected equal"
                     )
                 imgs_l.append(a)
-                labs_l.append(b)
+                labs_l.append(merge_aseg(b, str(af)))
             imgs, labs, idx = np.stack(imgs_l), np.stack(labs_l), [i for i, _, _ in items]
             where = str(items[0][1])
         if not np.issubdtype(imgs.dtype, np.number) or np.iscomplexobj(imgs):
@@ -254,7 +246,9 @@ class FreeSurferBrain(DatasetSource):
         peak = float(imgs.max())
         if peak > 0:
             imgs /= peak
-        return imgs, merge_aseg(labs, where), idx, where
+        if s["kind"] == "volume":  # slices were merged file by file, so that an error names the label file
+            labs = merge_aseg(labs, str(s["aseg"]))
+        return imgs, labs, idx, where
 
     def build(self) -> DataBundle:
         p = self.params
@@ -299,6 +293,7 @@ class FreeSurferBrain(DatasetSource):
                     for s, v in subjects.items()
                 },
                 "aseg_classes": {CLASS_NAMES[c]: list(m) for c, m in ASEG_CLASSES.items()},
+                "duplicates": self._duplicates,
                 "intensity": "negatives clipped, divided by the subject maximum",
             },
         )

@@ -48,6 +48,8 @@ def summarise(bundle: DataBundle) -> dict[str, Any]:
         "n_classes": bundle.n_classes,
         "class_names": list(bundle.class_names) if bundle.class_names else None,
         "splits": splits,
+        # paths skipped because they are the same file as one read (a symlink or hard link): say so, never silently
+        **({"duplicates_skipped": bundle.meta["duplicates"]} if bundle.meta.get("duplicates") else {}),
     }
 
 

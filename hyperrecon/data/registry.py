@@ -33,7 +33,9 @@ def detect_source(path: str | Path) -> str:
         if p.name.endswith((".mgz", ".nii", ".nii.gz")):
             return "freesurfer-brain"
     else:
-        files = [f for f in p.rglob("*") if f.is_file()]
+        from .identity import walk_files  # follows linked folders, as the readers do
+
+        files = list(walk_files(p))
         if any(f.suffix in (".h5", ".hdf5") for f in files):
             return "fastmri-knee"
         if any(f.name.endswith((".mgz", ".nii", ".nii.gz")) or "_orig_" in f.name for f in files):
