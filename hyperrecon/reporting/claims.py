@@ -37,8 +37,9 @@ MATCH_MARGIN_DB = 0.5
 RANGE_MIN = 0.01
 """(d): a range of good reconstructions exists when the mean per-pixel range over the λ above the rPSNR threshold
 exceeds this (images in [0, 1])."""
-DICE_CEILING_MIN = 0.6
-"""(e): Dice is informative only when the segmentation net reaches at least this on the ground truth."""
+DICE_CEILING_MIN = 0.7
+"""(e): Dice is informative only when the segmentation net reaches at least this on the ground truth (the same
+bar as ``hyperrecon.segref``'s ``usable``, which also asks that its Dice plateaued)."""
 SIZES = ("S", "M", "L")
 VERDICTS = ("reproduced", "refuted", "not testable")
 
@@ -114,7 +115,8 @@ def decide(cid: str, statistic: str, values: list[float], threshold: float, abov
     refuted when on the other side; not testable when ``blocked`` (a reason), with < 2 replicates, or when it
     straddles the threshold."""
     if blocked:
-        return row(cid, "not testable", statistic, values, blocked)
+        more = "; and 1 replicate: no interval" if len(values) == 1 else ""
+        return row(cid, "not testable", statistic, values, blocked + more)
     if not values:
         return row(cid, "not testable", statistic, values, "no value could be computed")
     if len(values) < 2:
@@ -219,7 +221,7 @@ def claim_d(data: RunData, s: dict[str, Any]) -> dict[str, Any]:
     if not hypers:
         return row("d", "not testable", stat, None, "no HyperRecon model")
     model = hypers[-1]
-    values, none_above = [], 0
+    values = []
     for r in data.replicates:
         rng = data.ranges(model, r)
         if rng is None or "range_mean_per_pixel" not in rng:
@@ -228,7 +230,6 @@ def claim_d(data: RunData, s: dict[str, Any]) -> dict[str, Any]:
         if v.notna().any():
             values.append(float(v.mean()))  # NaN slices (no λ above the threshold) left out
         else:
-            none_above += 1
             values.append(0.0)  # no good reconstruction at all: no range
     blocked = _unconverged(s, [model]) or (None if values else "no range files for this model")
     return decide("d", stat.replace("largest HyperRecon", model_label(model)), values, RANGE_MIN, True, blocked,
@@ -236,14 +237,17 @@ def claim_d(data: RunData, s: dict[str, Any]) -> dict[str, Any]:
 
 
 def claim_e(data: RunData, s: dict[str, Any]) -> dict[str, Any]:
+    from .style import metric_short
+
     obj = "psnr" if data.n_lams == 1 else "rpsnr"
-    stat = f"distance between the Dice-optimal and the {obj.upper()}-optimal λ of the largest HyperRecon"
+    stat = f"distance between the Dice-optimal and the {metric_short(obj)}-optimal λ of the largest HyperRecon"
     hypers = _hypers(data) or _hypers(data, "dhs")
     if "dice" not in data.metrics or obj not in data.metrics or not hypers:
         return row("e", "not testable", stat, None, "no Dice or no HyperRecon model in this run")
     model = hypers[-1]
     stat = stat.replace("the largest HyperRecon", model_label(model))
     ceiling = (s.get("dice") or {}).get("ceiling")
+    usable = ((s.get("dice") or {}).get("reference") or {}).get("usable")
 
     def best_lam(sub: RunData, metric: str) -> np.ndarray:
         r = sub.results[(sub.results["model"] == model) & (sub.results["metric"] == metric)]
@@ -259,6 +263,8 @@ def claim_e(data: RunData, s: dict[str, Any]) -> dict[str, Any]:
         blocked = "no Dice ceiling (segmentation on the ground truth) in this run"
     elif not blocked and ceiling < DICE_CEILING_MIN:
         blocked = f"Dice ceiling {ceiling:.2f} < {DICE_CEILING_MIN}: the segmentation net is too weak to judge"
+    elif not blocked and usable is False:
+        blocked = f"Dice ceiling {ceiling:.2f} did not plateau: the segmentation net is too weak to judge"
     return decide("e", stat + f" (> one grid step, {step:.3g})", values, step, True, blocked, "one grid step")
 
 
