@@ -174,24 +174,29 @@ def check_resumable(run: Run) -> None:
             raise RunError(f"{path}: the job ledger of this run is missing; expected the journal named in run.json")
     status = JobLedger(url, run.run_id).status()
 
-    def unfinished(*jobs: str) -> bool:
-        return any(status.get(j) not in (None, "COMPLETE") for j in jobs)
+    from .jobs import replicate_dir
 
-    d, s = run.run_dir, run.study
-    for path in sorted((d / "jobs").glob("*.json")) + [d / "scales.json"]:
-        if path.exists():
-            read_json(path)
+    s = run.study
     models = [m for m, _, _ in recon_models(s)]
-    for name in [*models, "seg"]:
-        ckpt = d / "checkpoints" / f"{name}.pt"
-        if unfinished(name) and ckpt.exists():
-            load_checkpoint(ckpt)  # the job will resume from it (checksums verified, as torch.load does not)
-    readers = [j for j in status if j.startswith(("eval-", "search-"))]
-    for name in [*models, "seg"]:
-        consumers = readers + ["scales"] if name == "seg" else [f"eval-{name}", f"search-{name}", "scales"]
-        path = d / "models" / f"{name}.pt"
-        if path.exists() and unfinished(*consumers):
-            load_weights(path)
+    for r in range(int(s.replicates)):  # each replicate's folder, its jobs named r<r>/<job> in the ledger
+        d, pre = replicate_dir(run.run_dir, r), ("" if r == 0 else f"r{r}/")
+
+        def unfinished(*jobs: str, pre: str = pre) -> bool:
+            return any(status.get(pre + j) not in (None, "COMPLETE") for j in jobs)
+
+        for path in sorted((d / "jobs").glob("*.json")) + [d / "scales.json"]:
+            if path.exists():
+                read_json(path)
+        for name in [*models, "seg"]:
+            ckpt = d / "checkpoints" / f"{name}.pt"
+            if unfinished(name) and ckpt.exists():
+                load_checkpoint(ckpt)  # the job will resume from it (checksums verified, as torch.load does not)
+        readers = [j[len(pre):] for j in status if j.startswith((pre + "eval-", pre + "search-"))]
+        for name in [*models, "seg"]:
+            consumers = readers + ["scales"] if name == "seg" else [f"eval-{name}", f"search-{name}", "scales"]
+            path = d / "models" / f"{name}.pt"
+            if path.exists() and unfinished(*consumers):
+                load_weights(path)
 
 
 def open_ledger(run: Run, *, create: bool = False) -> JobLedger:

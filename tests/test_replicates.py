@@ -73,3 +73,28 @@ def test_two_replicates_end_to_end(tmp_path: Path) -> None:
     assert rep["replicates"]["n"] == 2 and [c["id"] for c in rep["claims"]] == list("abcdef")
     assert (out / "eval" / "baseline-0-endpoints.npz").exists()
     assert "What this run cannot test" in (out / "report.md").read_text()
+
+
+@pytest.mark.slow
+def test_a_run_with_replicates_resumes_without_repeating_jobs(tmp_path: Path) -> None:
+    from collections import Counter
+
+    from hyperrecon.storage import JobLedger
+    from hyperrecon.study import context_for, enqueue, prepare_run, work
+
+    study = load_study("sl-knee-sr", "smoke", ["replicates=2"])
+    out = tmp_path / "run"
+    run = prepare_run(study, out=out, resume=False, storage=None, device="cpu")
+    ctx = context_for(run)
+    enqueue(run, ctx)
+    assert work(run, ctx, max_jobs=6) == 6  # phase 0 of both replicates and more: "interrupted"
+    done_r1 = {p.name: p.stat().st_mtime_ns for p in (out / "replicates" / "r1" / "jobs").glob("*.json")}
+    assert done_r1  # replicate 1 had started
+    result = runner.invoke(app, ["run", "--study", "sl-knee-sr", "--profile", "smoke", "--set", "replicates=2",
+                                 "--out", str(out), "--resume", "--no-report"])
+    assert result.exit_code == 0, result.output
+    again = {p.name: p.stat().st_mtime_ns for p in (out / "replicates" / "r1" / "jobs").glob("*.json")}
+    assert all(again[n] == t for n, t in done_r1.items())
+    info = json.loads((out / "run.json").read_text())
+    complete = Counter(j.name for j in JobLedger(info["storage"], info["run_id"]).jobs() if j.state == "COMPLETE")
+    assert set(complete) == {j.name for j in study_jobs(study, has_labels=True)} and set(complete.values()) == {1}

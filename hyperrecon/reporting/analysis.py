@@ -379,9 +379,10 @@ def dhs_analysis(data: RunData) -> dict[str, Any] | None:
 def ranges_analysis(data: RunData) -> dict[str, Any] | None:
     rows = []
     for m in data.conditional:
-        r = data.ranges(m)
-        if r is None:
+        parts = [t for rep in data.replicates if (t := data.ranges(m, rep)) is not None]
+        if not parts:
             continue
+        r = pd.concat(parts, ignore_index=True)  # every replicate's range slices
         frac = (r["n_above"] / r["n_lams"].where(r["n_lams"] > 0)).astype(float)
         rs = pd.to_numeric(r.get("range_sum"), errors="coerce") if "range_sum" in r else pd.Series(dtype=float)
         rp = (pd.to_numeric(r.get("range_mean_per_pixel"), errors="coerce") if "range_mean_per_pixel" in r

@@ -518,7 +518,9 @@ def _search_section(data: RunData, se: dict[str, Any], fig_dir: Path, link) -> l
            f"search, {se['n_seeds']} seeds. The baseline searches are **replayed**: each suggested λ is snapped to "
            "the nearest trained baseline and costs that U-Net's training device time. Searches on a λ-conditioned "
            "model cost only inference; its training is added in 'total cost'. Regret = grid optimum − best "
-           "(> 0 worse than the best trained baseline, < 0 better). Test objective: at the chosen λ (median seed)."]
+           "(> 0 worse than the best trained baseline, < 0 better). Test objective: at the chosen λ (median seed)."
+           + (f" The searches ran on replicate 0 only (of {len(data.replicates)})." if len(data.replicates) > 1
+              else "")]
     ss = data.search_summary
     rows = []
     for _, r in ss.iterrows():
