@@ -284,7 +284,14 @@ def claim_f(data: RunData, s: dict[str, Any]) -> dict[str, Any]:
         if len(mine) and float(mine.iloc[0]) > 0:
             values.append(float(base) / float(mine.iloc[0]))
     stat = stat.replace("the largest HyperRecon", model_label(model)) + f", {len(data.baselines)} baselines"
-    return decide("f", stat, values, 1.0, True, _unconverged(s, [model, *data.baselines]), "1x")
+    out = decide("f", stat, values, 1.0, True, _unconverged(s, [model, *data.baselines]), "1x")
+    from .analysis import PAPER_TABLE1
+
+    paper = PAPER_TABLE1.get(hyper_parts(model)[0])
+    if paper:  # context, not part of the verdict: the ratio grows with the number of baselines
+        out["reason"] += (f"; the paper: {PAPER_TABLE1['all']['n_models']:.0f} U-Nets, "
+                          f"{PAPER_TABLE1['all']['hours'] / paper['hours']:.0f}x")
+    return out
 
 
 def claims_table(data: RunData, s: dict[str, Any]) -> list[dict[str, Any]]:
