@@ -171,6 +171,9 @@ def test_claims_not_testable_without_inputs_replicates_or_convergence(tmp_path: 
     assert no_conv["a"]["verdict"] == "not testable" and "convergence" in no_conv["a"]["reason"]
     unconv = _by_id(claims_table(data, _converged(data, ok=False)))
     assert unconv["f"]["verdict"] == "not testable" and "not converged" in unconv["f"]["reason"]
+    flat_one = load_run(_sl_run(tmp_path / "flat1", flat=True, replicates=1))
+    a = _by_id(claims_table(flat_one, _s(flat_one)))["a"]
+    assert a["verdict"] == "not testable" and "1 replicate" in a["reason"] and "ignores λ" in a["reason"]
     one = load_run(_sl_run(tmp_path / "one", replicates=1))
     a = _by_id(claims_table(one, _s(one)))["a"]
     assert a["verdict"] == "not testable" and "1 replicate" in a["reason"] and a["ci"] is None

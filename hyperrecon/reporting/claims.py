@@ -152,7 +152,10 @@ def claim_a(data: RunData, s: dict[str, Any]) -> dict[str, Any]:
         return row("a", "refuted", stat, values,
                    f"{model_label(model)} ignores λ (its image changes {flag['ratio']:.2f}x as much as the "
                    "baselines'): closeness in PSNR does not show control")
-    return decide("a", stat, values, MATCH_MARGIN_DB, False, blocked, f"the {MATCH_MARGIN_DB} dB margin")
+    out = decide("a", stat, values, MATCH_MARGIN_DB, False, blocked, f"the {MATCH_MARGIN_DB} dB margin")
+    if flag.get("ignores_lam") and out["verdict"] != "refuted":
+        out["reason"] += f"; {model_label(model)} ignores λ (see λ-sensitivity)"
+    return out
 
 
 def _ao_models(sub: RunData) -> dict[str, Any]:
