@@ -371,3 +371,20 @@ def test_a_conditional_model_that_ignores_lambda_is_flagged(tmp_path: Path) -> N
     assert flags["film-uniform"]["ignores_lam"] is False
     assert flags["film-uniform"]["ratio"] == pytest.approx(0.5 / 0.4, rel=1e-5)
     assert flags["hyper-M-uniform"]["ratio"] < RATIO_MIN < flags["film-uniform"]["ratio"]
+
+
+def test_one_moving_metric_does_not_hide_flat_ones(tmp_path: Path) -> None:
+    """Without endpoint images: PSNR follows the baselines (ratio 1) but SSIM and MAE are flat (ratio 0): the
+    median ratio 0 flags the model, where the largest ratio would not."""
+    d = _sl_run(tmp_path / "m")
+    r = pd.read_csv(d / "results.csv")
+    extra = []
+    for metric, slope in (("ssim", 0.1), ("mae", -0.02)):
+        t = r[r.metric == "psnr"].copy()
+        t["metric"] = metric
+        t["value"] = np.where(t.model.str.startswith("baseline"), 0.5 + slope * t.lam1, 0.5)
+        extra.append(t)
+    pd.concat([r, *extra]).to_csv(d / "results.csv", index=False)
+    flag = sensitivity_analysis(load_run(d))["models"]["hyper-M-uniform"]
+    assert flag["basis"] == "median metric-spread ratio" and flag["ratio"] == pytest.approx(0.0)
+    assert flag["ignores_lam"] is True and flag["follows"]["psnr"] is True

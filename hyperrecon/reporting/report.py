@@ -309,8 +309,8 @@ def _sensitivity_section(sens: dict[str, Any]) -> list[str]:
            "change: mean over pixels of |x(λ_hi) − x(λ_lo)| per test slice (images in [0, 1]), averaged per subject, "
            "then over replicates; the baselines' row compares the two U-Nets trained at those λ. Spread: max − min "
            "of the mean metric over λ within the baseline span; direction: value at λ_hi minus value at λ_lo. A "
-           f"conditional model whose image change (or, without images, every metric spread) is below "
-           f"{sens['ratio_min']:.0%} of the baselines' is flagged as ignoring λ.",
+           f"conditional model whose image change (or, without images, the median over metrics of its spread "
+           f"relative to the baselines') is below {sens['ratio_min']:.0%} of the baselines' is flagged as ignoring λ.",
            md_table(header, rows, name="λ-sensitivity")]
     if follow:
         out.append("Moves against the baselines' direction: " + "; ".join(follow) + ".")

@@ -15,7 +15,8 @@ absent. This module measures it directly, per model:
   Averaged per (replicate, subject) unit, then over replicates with a t interval.
 
 A conditional model is **flagged as ignoring λ** when its image change is below :data:`RATIO_MIN` of the baselines'
-(or, without endpoint images, when every metric spread is below that fraction of the baselines').
+(or, without endpoint images, when the median over metrics of its spread / the baselines' spread is below it: one
+metric that happens to move, such as PSNR in the wrong direction, does not hide a flat SSIM curve).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from .stats import CI_METHOD, summarise_units, t_interval
 from .style import model_kind
 
 RATIO_MIN = 0.25
-"""A conditional model whose image change (or every metric spread) is below this fraction of the baselines'
+"""A conditional model whose image change (or median metric-spread ratio) is below this fraction of the baselines'
 ignores λ."""
 _ATOL = 1e-6
 
@@ -146,7 +147,7 @@ def sensitivity_analysis(data: RunData, metrics: list[str] | None = None) -> dic
         if mine is not None and base_img and math.isfinite(mine) and base_img > 0:
             ratio, basis = mine / base_img, "image change"
         elif ratios:
-            ratio, basis = max(ratios), "largest metric-spread ratio"
+            ratio, basis = float(np.median(ratios)), "median metric-spread ratio"
         else:
             ratio, basis = None, "no baseline reference"
         models[m] = {"ignores_lam": None if ratio is None else bool(ratio < RATIO_MIN), "ratio": ratio,
