@@ -69,6 +69,7 @@ def test_two_replicates_end_to_end(tmp_path: Path) -> None:
     assert set(costs.replicate) == {0, 1}
     summary = json.loads((out / "summary.json").read_text())
     assert summary["replicates"] == 2
+    assert [c["id"] for c in summary["claims"]] == list("abcdef")  # the report put its claims table there
     rep = json.loads(runner.invoke(app, ["report", str(out), "--json"]).stdout)
     assert rep["replicates"]["n"] == 2 and [c["id"] for c in rep["claims"]] == list("abcdef")
     assert (out / "eval" / "baseline-0-endpoints.npz").exists()

@@ -607,6 +607,21 @@ def _read_everything(data: RunData, s: dict[str, Any]) -> None:
             _test_metric(data, row)  # reads search/<target>-test.csv where the summary lacks the number
 
 
+def record_claims(run_dir: Path, claims: list[dict[str, Any]]) -> None:
+    """Put the claims table into the run's ``summary.json`` under ``claims`` (atomic rewrite; nothing when the run
+    has no summary.json)."""
+    try:
+        from ..runfiles import record_claims as record  # the summary.json writer, where the package has it
+    except ImportError:
+        from ..io import read_json, write_json
+
+        def record(run_dir: Path, claims: list[dict[str, Any]] | None) -> None:
+            path = Path(run_dir) / "summary.json"
+            if path.exists():
+                write_json(path, {**read_json(path), "claims": claims})
+    record(Path(run_dir), claims)
+
+
 def write_report(run_dir: Path, out: Path | None = None) -> Path:
     """Write ``report.md`` (or ``out``) and its figures in ``run_dir/figures/``; returns the markdown path.
 
@@ -627,6 +642,7 @@ def write_report(run_dir: Path, out: Path | None = None) -> Path:
         raise RunError(f"{fig_dir}: not a folder; expected the report's figure folder")
     text = build_markdown(data, s, fig_dir, md_path.parent)
     path = atomic_write_text(md_path, text)
+    record_claims(run_dir, A.jsonable(s["claims"]))
     linked = {Path(p).name for p in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)}
     for name in FIGURE_NAMES:
         if name not in linked:
