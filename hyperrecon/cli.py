@@ -38,7 +38,7 @@ err_console = Console(stderr=True)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-ProfileOpt = Annotated[str, typer.Option("--profile", "-p", help="smoke | quick | paper")]
+ProfileOpt = Annotated[str, typer.Option("--profile", "-p", help="smoke | quick | standard | paper")]
 SetOpt = Annotated[list[str] | None, typer.Option("--set", help="override a value: key.sub=value (repeatable)")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print machine-readable JSON instead of tables")]
 StudyOpt = Annotated[str, typer.Option("--study", "-s", help="a bundled study name or a path to a .toml file")]

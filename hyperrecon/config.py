@@ -27,7 +27,7 @@ from typing import Any, Literal
 from .errors import ConfigError, UnknownNameError
 from .registry import did_you_mean
 
-PROFILES = ("smoke", "quick", "paper")
+PROFILES = ("smoke", "quick", "standard", "paper")
 DEFAULT_PROFILE = "quick"
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -135,6 +135,9 @@ class Study:
     kind: Literal["ao", "sl"]
     description: str = ""
     seed: int = 0
+    replicates: int = 1
+    """Independent repeats of the whole study; replicate r uses seed ``seed + r`` (data split and noise,
+    initialisation, augmentation). Statistics are then over replicates (see hyperrecon/reporting/stats.py)."""
     plugins: tuple[str, ...] = ()
     data: DataConfig = field(default_factory=DataConfig)
     forward: ForwardConfig = field(default_factory=ForwardConfig)
@@ -177,13 +180,14 @@ SECTIONS: dict[str, type] = {
     "search": SearchConfig,
     "segmentation": SegmentationConfig,
 }
-_TOP_KEYS = ("name", "kind", "description", "seed", "plugins", "profiles")
+_TOP_KEYS = ("name", "kind", "description", "seed", "replicates", "plugins", "profiles")
 
 # ---------------------------------------------------------------------------------------------------------------
 # Range checks: (section, key) -> (predicate, condition text). Applied after types are checked.
 
 _CHECKS: dict[tuple[str, str], tuple[typing.Callable[[Any], bool], str]] = {
     ("", "seed"): (lambda v: v >= 0, "seed >= 0"),
+    ("", "replicates"): (lambda v: 1 <= v <= 100, "1 <= replicates <= 100"),
     ("data", "image_size"): (lambda v: 16 <= v <= 1024 and v % 8 == 0, "16 <= image_size <= 1024 and image_size % 8 == 0"),
     ("model", "width"): (lambda v: 1 <= v <= 512, "1 <= width <= 512"),
     ("train", "steps"): (lambda v: v >= 1, "steps >= 1"),
@@ -282,7 +286,7 @@ def study_from_dict(
         _apply_override(merged, item, source)
     _check_keys(merged, source, "")
     kwargs: dict[str, Any] = {}
-    for key in ("name", "kind", "description", "seed", "plugins"):
+    for key in ("name", "kind", "description", "seed", "replicates", "plugins"):
         if key in merged:
             kwargs[key] = merged[key]
     hints = typing.get_type_hints(Study)
@@ -396,8 +400,8 @@ def _apply_override(merged: dict[str, Any], item: str, source: str) -> None:
             )
         if len(parts) > 2 and parts[1] not in ("params", "sampler_params"):
             raise ConfigError(f"--set {key}: '{parts[0]}.{parts[1]}' is not a table")
-    elif len(parts) > 1 or parts[0] not in ("name", "description", "seed", "plugins", "kind"):
-        valid = ["name", "description", "seed", "plugins", "kind", *SECTIONS]
+    elif len(parts) > 1 or parts[0] not in ("name", "description", "seed", "replicates", "plugins", "kind"):
+        valid = ["name", "description", "seed", "replicates", "plugins", "kind", *SECTIONS]
         raise ConfigError(f"--set {key}: unknown key '{parts[0]}'{did_you_mean(parts[0], valid)}; valid keys: {', '.join(valid)}")
     node = merged
     for p in parts[:-1]:

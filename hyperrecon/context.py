@@ -138,6 +138,28 @@ class RunContext:
         return SegTask(images=torch.from_numpy(tr.images).unsqueeze(1).float(),
                        labels=torch.from_numpy(tr.labels.astype("int64")), n_classes=int(self.bundle.n_classes))
 
+    def for_replicate(self, replicate: int) -> RunContext:
+        """The context of replicate ``replicate`` (>= 1): its folder and seed (:func:`hyperrecon.jobs.replicate_seed`),
+        made once per process (its data are loaded once)."""
+        import dataclasses
+
+        from .jobs import replicate_dir, replicate_seed
+
+        key = f"replicate-{replicate}"
+        if key not in self._cache:
+            study = dataclasses.replace(self.study, seed=replicate_seed(self.study, replicate))
+            progress = None
+            if self.progress is not None:
+                parent = self.progress
+
+                def progress(event: str, info: dict[str, Any]) -> None:
+                    job = info.get("job")
+                    parent(event, {**info, "job": f"r{replicate}/{job}"} if job else info)
+
+            self._cache[key] = RunContext(replicate_dir(self.run_dir, replicate), study, self.device, self.precision,
+                                          progress=progress)
+        return self._cache[key]
+
     # -- settings, scales, models ------------------------------------------------------------------------------
 
     def settings(self, name: str, steps: int):

@@ -16,6 +16,9 @@
   dict when fewer than two λ were evaluated.
 - ``examples``: the same slice's ground truth, input magnitude and reconstructions at up to 5 λ (evenly spaced
   indices of the grid for k=1, the diagonal λ1 = λ2 of a square grid for k=2).
+- ``endpoint_recons`` (:func:`endpoint_recons`, called by the eval job): the whole test set reconstructed at the
+  two extreme λ of the baseline grid (:func:`endpoint_lams`), from which the report measures how much the image
+  itself changes with λ (:mod:`hyperrecon.reporting.sensitivity`).
 - ``seconds``: device/wall seconds of the whole evaluation and of the network forward passes alone, and the
   device seconds per slice for one λ (``inference_seconds_per_slice``). Device seconds as in
   :mod:`hyperrecon.timing` (CUDA events on a GPU, process CPU time on the CPU).
@@ -241,6 +244,23 @@ def reconstruct(
         for start in range(0, inputs.shape[0], batch_size):
             outs.append(_forward(model, inputs[start : start + batch_size].to(dev), row).cpu())
     return torch.cat(outs)
+
+
+def endpoint_lams(baseline_lams: Sequence[Sequence[float]]) -> np.ndarray:
+    """The two extreme λ of a baseline grid, ``(2, k)``: its lowest and its highest corner (SL: min and max λ; AO:
+    (min λ1, min λ2) and (max λ1, max λ2)). λ-sensitivity compares the reconstructions at these two λ, where the
+    baselines have trained models too."""
+    arr = _check_lams(np.asarray(baseline_lams, dtype=np.float64), "endpoint_lams")
+    return np.stack([arr.min(0), arr.max(0)])
+
+
+def endpoint_recons(
+    model: nn.Module, data: EvalData, lams: np.ndarray, **kw: Any
+) -> np.ndarray:
+    """``(len(lams), N, H, W)`` float32: every slice of ``data`` reconstructed at each λ row of ``lams`` (a plain
+    U-Net ignores λ: pass its own λ once). ``kw`` as :func:`reconstruct` (batch_size, device, precision)."""
+    lams = _check_lams(lams, "endpoint_recons")
+    return np.stack([reconstruct(model, data.inputs, lam, **kw)[:, 0].numpy() for lam in lams]).astype(np.float32)
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -57,6 +57,12 @@ def run_job(ctx: RunContext, name: str, spec: dict[str, Any]) -> dict[str, Any]:
     """Execute one job and return its JSON-able result (also written to ``jobs/<name>.json``)."""
     import torch
 
+    replicate = int(spec.get("replicate", 0))
+    if replicate:  # the same job in the replicate's own folder, with its seed (hyperrecon.jobs)
+        from .jobs import split_replicate
+
+        base = {k: v for k, v in spec.items() if k != "replicate"}
+        return run_job(ctx.for_replicate(replicate), split_replicate(name)[1], base)
     kind = spec["kind"]
     s = ctx.study
     started = time.perf_counter()
@@ -164,6 +170,8 @@ def _eval_job(ctx: RunContext, name: str, spec: dict[str, Any]) -> dict[str, Any
                          rpsnr_threshold=s.evaluation.rpsnr_threshold, diverse_quantile=s.evaluation.diverse_quantile,
                          progress=progress, **common)
     out_dir = ctx.run_dir / "eval"
+    _write_endpoints(out_dir / f"{model_name}-endpoints.npz", model, test, lams, spec["model_kind"] == "baseline",
+                     [p["lam"] for _, k, p in recon_models(s) if k == "baseline"], common)
     write_csv(out_dir / f"{model_name}.csv", res.table)
     write_csv(out_dir / f"{model_name}-ranges.csv", res.ranges)
     arrays = {f"example_{k}": np.asarray(v) for k, v in res.examples.items() if _is_array(v)}
@@ -183,6 +191,23 @@ def _eval_job(ctx: RunContext, name: str, spec: dict[str, Any]) -> dict[str, Any
         result["val_objective"] = float(vt[vt.metric == s.search.objective].value.mean())
     write_json(out_dir / f"{model_name}-meta.json", {**meta, **{k: v for k, v in result.items() if k != "seconds"}})
     return result
+
+
+def _write_endpoints(path: Path, model, test, lams, baseline: bool, grid: list, common: dict[str, Any]) -> None:
+    """The test set reconstructed at the extreme λ of the baseline grid (a baseline: at its own λ, when it is one
+    of them), for the report's λ-sensitivity (:func:`hyperrecon.evaluation.endpoint_lams`)."""
+    import numpy as np
+
+    from .evaluation import endpoint_lams, endpoint_recons
+    from .io import write_npz
+
+    ends = endpoint_lams(grid)
+    if baseline:
+        ends = ends[np.all(np.abs(ends - lams[0][None, :]) < 1e-9, axis=1)][:1]
+    if not len(ends):
+        return
+    kw = {k: common[k] for k in ("device", "precision", "batch_size")}
+    write_npz(path, lams=ends, recons=endpoint_recons(model, test, ends, **kw), ids=np.asarray(test.ids, dtype=str))
 
 
 def _is_array(v: Any) -> bool:

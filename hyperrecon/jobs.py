@@ -13,6 +13,10 @@ phase  jobs
 3      ``eval-<model>`` for every reconstruction model (test set over the evaluation grid, validation objective)
 4      ``search-baselines`` (replayed from the trained grid) and ``search-<model>`` for each conditional model
 ====== ======================================================================================================
+
+Replicates (``replicates = N`` in the study): replicate 0 is the jobs above; replicate r >= 1 repeats every job
+but the searches as ``r<r>/<job>`` in the same phase, with ``"replicate": r`` in its spec, seed ``seed + r`` and
+its files under ``<run>/replicates/r<r>/`` (:func:`replicate_seed`, :func:`replicate_dir`).
 """
 
 from __future__ import annotations
@@ -71,7 +75,36 @@ def recon_models(study: Study) -> list[tuple[str, str, dict[str, Any]]]:
     return models
 
 
+def replicate_seed(study: Study, replicate: int) -> int:
+    """The study seed of replicate ``replicate`` (0: the study's own seed)."""
+    return int(study.seed) + int(replicate)
+
+
+def replicate_dir(run_dir, replicate: int):
+    """Folder of replicate ``replicate``'s files: the run folder itself for 0, ``replicates/r<r>`` otherwise."""
+    from pathlib import Path
+
+    return Path(run_dir) if replicate == 0 else Path(run_dir) / "replicates" / f"r{replicate}"
+
+
+def split_replicate(name: str) -> tuple[int, str]:
+    """``"r2/eval-x"`` -> ``(2, "eval-x")``; a name without a replicate prefix -> ``(0, name)``."""
+    head, sep, rest = name.partition("/")
+    if sep and head[:1] == "r" and head[1:].isdigit():
+        return int(head[1:]), rest
+    return 0, name
+
+
 def study_jobs(study: Study, *, has_labels: bool) -> list[JobSpec]:
+    """Every job of the run: replicate 0's, then those of replicates 1 .. N-1 (no searches)."""
+    jobs = _replicate_jobs(study, has_labels=has_labels)
+    for r in range(1, int(getattr(study, "replicates", 1))):
+        jobs += [JobSpec(f"r{r}/{j.name}", j.phase, j.kind, {**j.params, "replicate": r})
+                 for j in _replicate_jobs(study, has_labels=has_labels) if j.kind != "search"]
+    return jobs
+
+
+def _replicate_jobs(study: Study, *, has_labels: bool) -> list[JobSpec]:
     auto = isinstance(study.loss.scales, str)
     jobs: list[JobSpec] = []
     if study.segmentation.enabled and has_labels:

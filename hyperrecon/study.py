@@ -11,8 +11,9 @@ Run folder (``runs/<study>/<timestamp>/`` unless ``--out``)::
     checkpoints/        training checkpoints (resume mid-job)         models/   final weights per model
     jobs/<job>.json     what each job did and cost                    eval/     per-model evaluation outputs
     search/             per-target search trials                      figures/  report figures
-    results.csv         tidy: model, lam1, lam2, slice, metric, value (test set)
-    costs.csv           one row per trained model: parameters, steps, device and wall seconds, peak memory
+    results.csv         tidy: model, lam1, lam2, slice, metric, replicate, value (test set, every replicate)
+    costs.csv           one row per replicate and trained model: parameters, steps, device and wall seconds, memory
+    replicates/r<r>/    replicate r >= 1 (``replicates = N``): its own scales, checkpoints, models, jobs, eval
     search.csv          every search trial;   search_summary.csv   per target and strategy
     summary.json        headline numbers;     report.md            the report
 
@@ -36,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import Study, study_from_dict
+from .config import PROFILES, Study, study_from_dict
 from .context import Progress, RunContext, device_name, first_line, load_bundle, load_weights, provenance
 from .errors import CheckpointError, ConfigError, DataError, HyperReconError, RunError, TrainingError
 from .executors import higher_is_better, run_job
@@ -173,24 +174,29 @@ def check_resumable(run: Run) -> None:
             raise RunError(f"{path}: the job ledger of this run is missing; expected the journal named in run.json")
     status = JobLedger(url, run.run_id).status()
 
-    def unfinished(*jobs: str) -> bool:
-        return any(status.get(j) not in (None, "COMPLETE") for j in jobs)
+    from .jobs import replicate_dir
 
-    d, s = run.run_dir, run.study
-    for path in sorted((d / "jobs").glob("*.json")) + [d / "scales.json"]:
-        if path.exists():
-            read_json(path)
+    s = run.study
     models = [m for m, _, _ in recon_models(s)]
-    for name in [*models, "seg"]:
-        ckpt = d / "checkpoints" / f"{name}.pt"
-        if unfinished(name) and ckpt.exists():
-            load_checkpoint(ckpt)  # the job will resume from it (checksums verified, as torch.load does not)
-    readers = [j for j in status if j.startswith(("eval-", "search-"))]
-    for name in [*models, "seg"]:
-        consumers = readers + ["scales"] if name == "seg" else [f"eval-{name}", f"search-{name}", "scales"]
-        path = d / "models" / f"{name}.pt"
-        if path.exists() and unfinished(*consumers):
-            load_weights(path)
+    for r in range(int(s.replicates)):  # each replicate's folder, its jobs named r<r>/<job> in the ledger
+        d, pre = replicate_dir(run.run_dir, r), ("" if r == 0 else f"r{r}/")
+
+        def unfinished(*jobs: str, pre: str = pre) -> bool:
+            return any(status.get(pre + j) not in (None, "COMPLETE") for j in jobs)
+
+        for path in sorted((d / "jobs").glob("*.json")) + [d / "scales.json"]:
+            if path.exists():
+                read_json(path)
+        for name in [*models, "seg"]:
+            ckpt = d / "checkpoints" / f"{name}.pt"
+            if unfinished(name) and ckpt.exists():
+                load_checkpoint(ckpt)  # the job will resume from it (checksums verified, as torch.load does not)
+        readers = [j[len(pre):] for j in status if j.startswith((pre + "eval-", pre + "search-"))]
+        for name in [*models, "seg"]:
+            consumers = readers + ["scales"] if name == "seg" else [f"eval-{name}", f"search-{name}", "scales"]
+            path = d / "models" / f"{name}.pt"
+            if path.exists() and unfinished(*consumers):
+                load_weights(path)
 
 
 def open_ledger(run: Run, *, create: bool = False) -> JobLedger:
@@ -311,7 +317,7 @@ def run_for_worker(*, run_dir: Path | None, storage: str | None, study_name: str
 def study_from_dict_resolved(d: dict[str, Any]) -> Study:
     """Rebuild a resolved :class:`Study` from ``config.json`` (profile already merged)."""
     raw = {k: v for k, v in d.items() if k not in ("profile", "source_file")}
-    s = study_from_dict(raw, profile="paper" if d["profile"] not in ("smoke", "quick", "paper") else d["profile"],
+    s = study_from_dict(raw, profile="paper" if d["profile"] not in PROFILES else d["profile"],
                         source=d.get("source_file", "config.json"))
     import dataclasses
 
@@ -350,34 +356,9 @@ def finalize(run: Run, ctx: RunContext) -> dict[str, Any]:
     from .search import summarise
 
     d, s = run.run_dir, run.study
-    frames = [_read_csv(d / "eval" / f"{name}.csv") for name, _, _ in recon_models(s)]
-    results = pd.concat(frames, ignore_index=True)
+    results, cost_rows, training_cost = _merge_replicates(run)
     write_csv(d / "results.csv", results)
-
-    cost_rows = []
-    training_cost: dict[str, float] = {}
-    for name in [*(m for m, _, _ in recon_models(s)), "seg", "scales"]:
-        path = d / "jobs" / f"{name}.json"
-        if not path.exists():
-            continue
-        info = read_json(path)
-        if "cost" in info:
-            c = info["cost"]
-            kind = next((k for m, k, _ in recon_models(s) if m == name), name)
-            cost_rows.append({"model": name, "kind": kind, **{k: c[k] for k in ("n_params", "steps", "device_seconds",
-                                                                                 "wall_seconds", "peak_memory_mb", "device", "dtype")}})
-            training_cost[name] = float(c["device_seconds"])
-        elif name == "scales":
-            cost_rows.append({"model": "scales", "kind": "scales", "n_params": 0, "steps": 0,
-                              "device_seconds": info.get("device_seconds", 0.0), "wall_seconds": info.get("wall_seconds", 0.0),
-                              "peak_memory_mb": 0.0, "device": run.device, "dtype": run.precision})
-    for name, _, _ in recon_models(s):
-        meta_path = d / "eval" / f"{name}-meta.json"
-        if meta_path.exists():
-            sec = read_json(meta_path).get("seconds", {})
-            for row in cost_rows:
-                if row["model"] == name:
-                    row["inference_seconds_per_slice"] = sec.get("inference_seconds_per_slice")
+    frames = [m for m, _, _ in recon_models(s)]
     costs = pd.DataFrame(cost_rows)
     write_csv(d / "costs.csv", costs)
 
@@ -392,7 +373,9 @@ def finalize(run: Run, ctx: RunContext) -> dict[str, Any]:
     grid_vals = [read_json(d / "jobs" / f"eval-{m}.json")["val_objective"] for m, k, _ in recon_models(s) if k == "baseline"]
     grid_optimum = max(grid_vals) if maximize else min(grid_vals)
     test_tables = {p.name[:-len("-test.csv")]: _read_csv(p) for p in (d / "search").glob("*-test.csv")}
-    baseline_test = results[(results.metric == objective) & results.model.str.startswith("baseline-")]
+    # the searches ran on replicate 0
+    baseline_test = results[(results.replicate == 0) & (results.metric == objective)
+                            & results.model.str.startswith("baseline-")]
 
     def test_metric(target: str, lam: Any, strategy: str | None = None, seed: int | None = None) -> float:
         if target == "baselines":
@@ -415,9 +398,52 @@ def finalize(run: Run, ctx: RunContext) -> dict[str, Any]:
     write_csv(d / "search_summary.csv", summary_table)
     summary = {"study": s.name, "profile": s.profile, "run_dir": str(d), "objective": objective,
                "grid_optimum": grid_optimum, "n_results": len(results), "n_models": len(frames),
-               "baseline_trials": len(baseline_val)}
+               "baseline_trials": len(baseline_val), "replicates": int(s.replicates)}
     write_json(d / "summary.json", summary)
     return summary
+
+
+def _merge_replicates(run: Run) -> tuple[Any, list[dict[str, Any]], dict[str, float]]:
+    """results (every replicate, with a ``replicate`` column), cost rows (one per replicate and model) and replicate
+    0's training device seconds per model (what the replayed baseline search charges)."""
+    import pandas as pd
+
+    from .jobs import replicate_dir
+
+    s = run.study
+    frames, cost_rows = [], []
+    training_cost: dict[str, float] = {}
+    for r in range(int(s.replicates)):
+        d = replicate_dir(run.run_dir, r)
+        for name, _, _ in recon_models(s):
+            frame = _read_csv(d / "eval" / f"{name}.csv")
+            frame.insert(len(frame.columns) - 1, "replicate", r)  # before 'value'
+            frames.append(frame)
+        for name in [*(m for m, _, _ in recon_models(s)), "seg", "scales"]:
+            path = d / "jobs" / f"{name}.json"
+            if not path.exists():
+                continue
+            info = read_json(path)
+            if "cost" in info:
+                c = info["cost"]
+                kind = next((k for m, k, _ in recon_models(s) if m == name), name)
+                row = {"model": name, "kind": kind, **{k: c[k] for k in ("n_params", "steps", "device_seconds",
+                                                                         "wall_seconds", "peak_memory_mb", "device",
+                                                                         "dtype")}}
+                if r == 0:
+                    training_cost[name] = float(c["device_seconds"])
+            elif name == "scales":
+                row = {"model": "scales", "kind": "scales", "n_params": 0, "steps": 0,
+                       "device_seconds": info.get("device_seconds", 0.0), "wall_seconds": info.get("wall_seconds", 0.0),
+                       "peak_memory_mb": 0.0, "device": run.device, "dtype": run.precision}
+            else:
+                continue
+            meta_path = d / "eval" / f"{name}-meta.json"
+            if meta_path.exists():
+                row["inference_seconds_per_slice"] = read_json(meta_path).get("seconds", {}).get(
+                    "inference_seconds_per_slice")
+            cost_rows.append({**row, "replicate": r})
+    return pd.concat(frames, ignore_index=True), cost_rows, training_cost
 
 
 def _read_csv(path: Path):

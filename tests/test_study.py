@@ -25,7 +25,8 @@ STUDIES = ["ao-knee", "ao-brain", "sl-brain-cs", "sl-knee-cs", "sl-knee-denoise"
 def _check_run(run_dir: Path, study_name: str) -> None:
     study = load_study(study_name, "smoke")
     results = pd.read_csv(run_dir / "results.csv")
-    assert list(results.columns) == ["model", "lam1", "lam2", "slice", "metric", "value"]
+    assert list(results.columns) == ["model", "lam1", "lam2", "slice", "metric", "replicate", "value"]
+    assert set(results.replicate) == {0}
     models = {name for name, _, _ in recon_models(study)}
     assert set(results.model) == models
     assert results.value.notna().all()

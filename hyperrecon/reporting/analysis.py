@@ -3,7 +3,8 @@
 Each ``*_analysis`` function returns a plain dict (NumPy arrays allowed; :func:`jsonable` turns it into JSON for
 ``hrbench report --json``), or None when the run has no data for that section.
 
-Conventions: means and sample standard deviations (ddof=1) are over test slices; λ landscapes use the layout of
+Conventions: statistics are over (replicate, subject) units and replicates, never slices (:mod:`.stats`): means
+over units, 95% t intervals over replicates, paired Wilcoxon tests over units; λ landscapes use the layout of
 :func:`hyperrecon.evaluation.landscape` (``grid[i, j]`` at ``lam1 = axis[i]``, ``lam2 = axis[j]``); "gap" and
 "difference" always mean *conditional model minus baseline*, so a positive gap is better for PSNR/SSIM/Dice and
 worse for MAE/HFEN.
@@ -18,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from .rundata import RunData, finite
+from .stats import CI_METHOD, UNIT_TEST, curve_ci, paired_units, subject_of, unit_values
 from .style import higher_is_better, hyper_parts, model_kind
 
 # Paper Table 1 (brain, NVIDIA Titan Xp; Wang et al. MELBA 2022) and its inference note (~0.2 s per slice).
@@ -32,7 +34,7 @@ PAPER_INFERENCE_S = 0.2
 PAPER_DEVICE = "NVIDIA Titan Xp"
 SL_METRICS = ("psnr", "ssim", "mae", "hfen")
 TOP_FRACTION = 0.10  # "best region": the top 10% cells of the baseline landscape
-PAIRED_TEST = "Wilcoxon signed-rank (two-sided, scipy.stats.wilcoxon)"
+PAIRED_TEST = UNIT_TEST
 _ATOL = 1e-6
 
 
@@ -81,7 +83,14 @@ def _per_slice(data: RunData, model: str, metric: str, lam: tuple[float, ...] | 
 
 
 def _n_slices(data: RunData) -> int:
-    return int(data.results["slice"].nunique())
+    """Test slices per replicate (the largest count)."""
+    return int(data.results.groupby("replicate")["slice"].nunique().max())
+
+
+def n_units(data: RunData) -> int:
+    """(replicate, subject) units in the results: what the paired tests count."""
+    r = data.results
+    return int(pd.MultiIndex.from_arrays([r["replicate"], r["slice"].map(subject_of)]).nunique())
 
 
 def _best_index(values: np.ndarray, maximize: bool) -> int:
@@ -145,21 +154,19 @@ def cost_analysis(data: RunData) -> dict[str, Any]:
 
 
 def gap_rows(data: RunData, metrics: list[str]) -> list[dict[str, Any]]:
-    """For every conditional model, baseline λ that the model was evaluated at, and metric: paired test over
-    test slices of (model - baseline)."""
+    """For every conditional model, baseline λ that the model was evaluated at, and metric: (model - baseline)
+    paired over (replicate, subject) units (:func:`.stats.paired_units`: mean, t interval over replicates
+    ``lo``/``hi``, Wilcoxon ``p`` over units)."""
     out = []
     for m in data.conditional:
         for b in data.baselines:
             lam = data.baseline_lam(b)
             for metric in metrics:
-                mv = _per_slice(data, m, metric, lam)
-                bv = _per_slice(data, b, metric)
-                if mv.empty or bv.empty:
+                mv = unit_values(data.results, m, metric, lam)
+                bv = unit_values(data.results, b, metric)
+                if mv.empty or bv.empty or mv.index.intersection(bv.index).empty:
                     continue
-                common = mv.index.intersection(bv.index)
-                if common.empty:
-                    continue
-                t = paired_test(mv[common].to_numpy(), bv[common].to_numpy())
+                t = paired_units(mv, bv)
                 out.append({"model": m, "baseline": b, "lam": list(lam), "metric": metric, **t})
     return out
 
@@ -181,11 +188,16 @@ def _closest(gaps: list[dict[str, Any]], metric: str) -> dict[str, Any] | None:
 # SL: curves over λ
 
 
+def _curve(data: RunData, model: str, metric: str) -> dict[str, np.ndarray]:
+    """Per λ: mean over units, 95% t interval over replicates (``lo``/``hi``, NaN for one replicate) and the std
+    over units (``std``)."""
+    c = curve_ci(data.results, model, metric)
+    return {"lam": c["lam"], "mean": c["mean"], "std": c["sd"], "lo": c["lo"], "hi": c["hi"]}
+
+
 def sl_analysis(data: RunData) -> dict[str, Any] | None:
     if data.n_lams != 1:
         return None
-    from ..landscapes import curve
-
     metrics = [m for m in SL_METRICS if m in data.metrics]
     if not metrics:
         return None
@@ -194,13 +206,12 @@ def sl_analysis(data: RunData) -> dict[str, Any] | None:
     for metric in metrics:
         curves[metric] = {}
         for m in data.conditional:
-            lams, mean, std = curve(data.results, m, metric)
-            curves[metric][m] = {"lam": lams, "mean": mean, "std": std}
+            curves[metric][m] = _curve(data, m, metric)
         points[metric] = []
         for b in data.baselines:
-            v = _per_slice(data, b, metric)
-            points[metric].append({"model": b, "lam": data.baseline_lam(b)[0], "mean": float(v.mean()),
-                                   "std": float(v.std(ddof=1)) if len(v) > 1 else math.nan})
+            c = _curve(data, b, metric)
+            points[metric].append({"model": b, "lam": data.baseline_lam(b)[0], "mean": float(c["mean"][0]),
+                                   "std": float(c["std"][0]), "lo": float(c["lo"][0]), "hi": float(c["hi"][0])})
     gaps = gap_rows(data, metrics)
     best = {}
     for metric in metrics:
@@ -214,7 +225,8 @@ def sl_analysis(data: RunData) -> dict[str, Any] | None:
             i = _best_index(vals, mx)
             best[metric]["baselines"] = {"lam": points[metric][i]["lam"], "value": float(vals[i])}
     return {"metrics": metrics, "curves": curves, "points": points, "gaps": gaps, "test": PAIRED_TEST,
-            "n_slices": _n_slices(data), "min_p": min_wilcoxon_p(_n_slices(data)), "best": best,
+            "n_slices": _n_slices(data), "n_units": n_units(data), "n_replicates": len(data.replicates),
+            "ci_method": CI_METHOD, "min_p": min_wilcoxon_p(n_units(data)), "best": best,
             "closest": _closest(gaps, "psnr" if "psnr" in metrics else metrics[0])}
 
 
@@ -367,9 +379,10 @@ def dhs_analysis(data: RunData) -> dict[str, Any] | None:
 def ranges_analysis(data: RunData) -> dict[str, Any] | None:
     rows = []
     for m in data.conditional:
-        r = data.ranges(m)
-        if r is None:
+        parts = [t for rep in data.replicates if (t := data.ranges(m, rep)) is not None]
+        if not parts:
             continue
+        r = pd.concat(parts, ignore_index=True)  # every replicate's range slices
         frac = (r["n_above"] / r["n_lams"].where(r["n_lams"] > 0)).astype(float)
         rs = pd.to_numeric(r.get("range_sum"), errors="coerce") if "range_sum" in r else pd.Series(dtype=float)
         rp = (pd.to_numeric(r.get("range_mean_per_pixel"), errors="coerce") if "range_mean_per_pixel" in r
@@ -444,19 +457,16 @@ def dice_analysis(data: RunData) -> dict[str, Any] | None:
         best["baselines"] = {"lam": list(data.baseline_lam(b)), "value": trained[b], "model": b}
     out: dict[str, Any] = {"best": best, "n_lams": data.n_lams}
     if data.n_lams == 1:
-        from ..landscapes import curve
-
         out["curves"] = {}
         for m in data.conditional:
-            lams, mean, std = curve(data.results, m, "dice")
-            out["curves"][m] = {"lam": lams, "mean": mean, "std": std}
-            i = _best_index(mean, True)
-            best[m] = {"lam": [float(lams[i])], "value": float(mean[i])}
+            c = out["curves"][m] = _curve(data, m, "dice")
+            i = _best_index(c["mean"], True)
+            best[m] = {"lam": [float(c["lam"][i])], "value": float(c["mean"][i])}
         out["points"] = []
         for b in data.baselines:
-            v = _per_slice(data, b, "dice")
-            out["points"].append({"model": b, "lam": data.baseline_lam(b)[0], "mean": float(v.mean()),
-                                  "std": float(v.std(ddof=1)) if len(v) > 1 else math.nan})
+            c = _curve(data, b, "dice")
+            out["points"].append({"model": b, "lam": data.baseline_lam(b)[0], "mean": float(c["mean"][0]),
+                                  "std": float(c["std"][0]), "lo": float(c["lo"][0]), "hi": float(c["hi"][0])})
     else:
         ls = landscapes(data, "dice")
         if ls is not None:

@@ -55,11 +55,23 @@ def _grid_axes(fig, n: int, ncols: int = MAX_COLS, **kw):
 # curves over λ (one hyperparameter)
 
 
+def _band(cv: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """(lower, upper) of a curve: its CI where every point has one, else mean ± std (NaN std -> 0)."""
+    mean = np.asarray(cv["mean"], float)
+    lo = np.asarray([np.nan if v is None else v for v in np.atleast_1d(cv.get("lo", np.nan))], float)
+    hi = np.asarray([np.nan if v is None else v for v in np.atleast_1d(cv.get("hi", np.nan))], float)
+    if lo.shape == mean.shape and np.isfinite(lo).all() and np.isfinite(hi).all():
+        return lo, hi
+    std = np.nan_to_num(np.asarray([np.nan if v is None else v for v in np.atleast_1d(cv["std"])], float))
+    return mean - std, mean + std
+
+
 def lambda_curves(curves: dict[str, dict[str, dict[str, np.ndarray]]], points: dict[str, list[dict[str, float]]],
                   metrics: Sequence[str], path: Path, *, xlabel: str, title: str,
                   best: dict[str, dict[str, Any]] | None = None) -> Path:
-    """One panel per metric: conditional models as lines with a ±1 std band over test slices, baselines as
-    black markers with ±1 std error bars; ``best`` marks each model's best λ with a star."""
+    """One panel per metric: conditional models as lines with a band, baselines as black markers with error bars;
+    the band and bars are the 95% interval over replicates (``lo``/``hi``) where the curves have one, else ±1 std
+    (``std``); ``best`` marks each model's best λ with a star."""
     n = len(metrics)
     ncols = 2 if n > 1 else 1
     fig = new_figure(5.2 * ncols if n > 1 else 6.2, 3.6 * math.ceil(n / ncols) + 0.6)
@@ -68,8 +80,8 @@ def lambda_curves(curves: dict[str, dict[str, dict[str, np.ndarray]]], points: d
         for m, cv in curves.get(metric, {}).items():
             color = model_color(m)
             ax.plot(cv["lam"], cv["mean"], "-", color=color, lw=1.8, label=model_label(m))
-            std = np.nan_to_num(np.asarray(cv["std"], float))
-            ax.fill_between(cv["lam"], cv["mean"] - std, cv["mean"] + std, color=color, alpha=0.18, lw=0)
+            lo, hi = _band(cv)
+            ax.fill_between(cv["lam"], lo, hi, color=color, alpha=0.18, lw=0)
             if best and m in best.get(metric, {}):
                 b = best[metric][m]
                 ax.plot([b["lam"][0] if isinstance(b["lam"], list) else b["lam"]], [b["value"]], "*", color=color,
@@ -77,7 +89,10 @@ def lambda_curves(curves: dict[str, dict[str, dict[str, np.ndarray]]], points: d
         pts = points.get(metric, [])
         if pts:
             lam = [p["lam"] for p in pts]
-            ax.errorbar(lam, [p["mean"] for p in pts], yerr=np.nan_to_num([p["std"] for p in pts]), fmt="o",
+            mean = np.array([p["mean"] for p in pts], float)
+            lo, hi = _band({"mean": mean, "std": [p.get("std") for p in pts], "lo": [p.get("lo") for p in pts],
+                            "hi": [p.get("hi") for p in pts]})
+            ax.errorbar(lam, mean, yerr=np.stack([mean - lo, hi - mean]), fmt="o",
                         color=BASELINE_COLOR, ms=6, capsize=3, lw=1.2, label="U-Net baselines (one per λ)", zorder=4)
         ax.set_xlabel(xlabel)
         ax.set_ylabel(metric_label(metric))

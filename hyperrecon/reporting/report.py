@@ -21,8 +21,10 @@ from ..errors import ConfigError, RunError
 from ..io import atomic_write_text
 from . import analysis as A
 from . import figures as F
-from .findings import findings
+from .claims import MATCH_MARGIN_DB, claims_meta, claims_table
+from .findings import cannot_test, findings
 from .rundata import RunData, load_run
+from .sensitivity import sensitivity_analysis
 from .style import metric_short, model_label
 from .tables import (
     MISSING,
@@ -37,10 +39,12 @@ from .tables import (
 )
 
 SECTIONS = {
+    "claims": "Paper claims",
     "findings": "Findings",
     "provenance": "Provenance",
     "data": "Data and settings",
     "costs": "Cost (paper Table 1)",
+    "sensitivity": "λ-sensitivity",
     "sl": "Metrics over λ",
     "ao": "rPSNR landscapes",
     "dhs": "DHS: where the gradient went",
@@ -88,7 +92,11 @@ def _analyse(data: RunData) -> dict[str, Any]:
         "costs": A.cost_analysis(data), "sl": A.sl_analysis(data), "ao": A.ao_analysis(data),
         "dhs": A.dhs_analysis(data), "ranges": A.ranges_analysis(data), "examples": A.examples_analysis(data),
         "dice": A.dice_analysis(data), "search": A.search_analysis(data), "training": A.training_analysis(data),
+        "sensitivity": sensitivity_analysis(data),
     }
+    # The claims read the sections above (and the convergence, DHS-selection and Dice-ceiling inputs when present).
+    s["claims"] = claims_table(data, s)
+    s["claims_meta"] = claims_meta(data)
     s["findings"] = findings(s)
     return s
 
@@ -105,7 +113,14 @@ def _headline(data: RunData, s: dict[str, Any]) -> dict[str, Any]:
         "costs": {k: s["costs"][k] for k in ("rows", "ratio_all_baselines_over", "paper_ratio_all_baselines_over",
                                              "n_baselines", "all_baselines_device_seconds", "overhead")},
         "findings": s["findings"],
+        "claims": s["claims"],
+        "replicates": {"n": s["claims_meta"]["n_replicates"], "n_units": s["claims_meta"]["n_units"],
+                       "ci_method": s["claims_meta"]["ci_method"]},
     }
+    if s["sensitivity"]:
+        sens = s["sensitivity"]
+        out["sensitivity"] = {"models": sens["models"], "spread": sens["spread"], "image": sens["image"],
+                              "ratio_min": sens["ratio_min"], "box": sens["box"]}
     if s["sl"]:
         out["sl"] = {"gaps": s["sl"]["gaps"], "best": s["sl"]["best"], "closest": s["sl"]["closest"],
                      "test": s["sl"]["test"], "n_slices": s["sl"]["n_slices"]}
@@ -246,6 +261,62 @@ def _cost_section(costs: dict[str, Any]) -> list[str]:
     return out + notes
 
 
+def _claims_section(s: dict[str, Any]) -> list[str]:
+    from .claims import DICE_CEILING_MIN, RANGE_MIN
+
+    meta = s["claims_meta"]
+    rows = []
+    for r in s["claims"]:
+        ci = f"{fmt_sig(r['ci'][0], 3)} to {fmt_sig(r['ci'][1], 3)}" if r.get("ci") else MISSING
+        rows.append([f"({r['id']}) {r['claim']}", r["verdict"], r["statistic"], fmt_sig(r.get("value"), 3), ci,
+                     str(r["n"]), r["reason"] or MISSING])
+    return [md_table(["claim", "verdict", "statistic", "value", "95% CI", "replicates", "why"], rows,
+                     name="paper claims", align=["l", "l", "l", "r", "r", "r", "l"]),
+            f"Intervals: {meta['ci_method']}; {meta['n_replicates']} replicate(s), {meta['n_units']} (replicate, "
+            f"subject) test units. Thresholds: (a) {MATCH_MARGIN_DB} dB, (d) {RANGE_MIN} per pixel, (e) one "
+            f"evaluation-grid step and a Dice ceiling >= {DICE_CEILING_MIN}. A claim that rests on a model without a "
+            "passed convergence check, or on DHS that selects nothing, is not testable."]
+
+
+def _sensitivity_section(sens: dict[str, Any]) -> list[str]:
+    box = sens["box"]
+    ends = f"{fmt_lam(list(box[0]))} and {fmt_lam(list(box[1]))}"
+    img = sens["image"]
+    rows = []
+    for m in ["baselines", *sens["models"]]:
+        label = "U-Net baselines" if m == "baselines" else model_label(m)
+        i = img.get(m, {})
+        ci = (f"{fmt_sig(i['lo'], 3)} to {fmt_sig(i['hi'], 3)}" if A.finite(i.get("lo")) is not None else MISSING)
+        cells = [label, fmt_sig(i.get("mean"), 3), ci]
+        for metric in sens["metrics"]:
+            sp = sens["spread"][metric].get(m, {})
+            cells.append(f"{fmt_sig(sp.get('spread'), 3)} ({fmt_sig(sp.get('direction'), 2)})" if sp else MISSING)
+        flag = sens["models"].get(m)
+        if flag is None:
+            cells.append(MISSING)
+        elif flag["ignores_lam"] is None:
+            cells.append("unknown")
+        else:
+            cells.append(("**ignores λ**" if flag["ignores_lam"] else "responds")
+                         + f" ({fmt_sig(flag['ratio'], 2)}x, {flag['basis']})")
+        rows.append(cells)
+    header = ["model", "image change mean |x(hi) − x(lo)|", "95% CI"] + [
+        f"{metric_short(m)} spread (direction)" for m in sens["metrics"]] + ["λ response"]
+    header, rows = drop_empty_columns(header, rows, keep_first=1)
+    follow = [f"{model_label(m)}: {', '.join(metric_short(k) for k, v in f['follows'].items() if not v)}"
+              for m, f in sens["models"].items() if any(not v for v in f["follows"].values())]
+    out = [f"How much each model's output changes with λ between the extreme λ of the baseline grid ({ends}). Image "
+           "change: mean over pixels of |x(λ_hi) − x(λ_lo)| per test slice (images in [0, 1]), averaged per subject, "
+           "then over replicates; the baselines' row compares the two U-Nets trained at those λ. Spread: max − min "
+           "of the mean metric over λ within the baseline span; direction: value at λ_hi minus value at λ_lo. A "
+           f"conditional model whose image change (or, without images, the median over metrics of its spread "
+           f"relative to the baselines') is below {sens['ratio_min']:.0%} of the baselines' is flagged as ignoring λ.",
+           md_table(header, rows, name="λ-sensitivity")]
+    if follow:
+        out.append("Moves against the baselines' direction: " + "; ".join(follow) + ".")
+    return out
+
+
 def _gap_table(sl: dict[str, Any]) -> str:
     metrics = sl["metrics"]
     by_key: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
@@ -270,19 +341,22 @@ def _gap_table(sl: dict[str, Any]) -> str:
 
 
 def _sl_section(data: RunData, sl: dict[str, Any], fig_dir: Path, link) -> list[str]:
+    band = (f"95% CI over {sl['n_replicates']} replicates" if sl["n_replicates"] > 1
+            else f"±1 std over {sl['n_units']} test subjects; 1 replicate, no CI")
     path = F.lambda_curves(sl["curves"], sl["points"], sl["metrics"], fig_dir / "sl-curves.png",
-                           xlabel=_sl_xlabel(data), title="Test metrics over λ (mean ± 1 std over test slices)")
+                           xlabel=_sl_xlabel(data), title=f"Test metrics over λ (mean; band: {band})")
     n_eval = max((len(cv["lam"]) for cv in sl["curves"][sl["metrics"][0]].values()), default=0)
     out = [f"![metrics over λ]({link(path)})",
-           f"Lines: λ-conditioned models evaluated on {n_eval} λ values (band: ±1 std over {sl['n_slices']} test "
-           "slices); markers: one U-Net per λ (error bars ±1 std)."]
+           f"Lines: λ-conditioned models evaluated on {n_eval} λ values (band: {band}); markers: one U-Net per λ "
+           "(error bars likewise). Means over (replicate, subject) units."]
     if not sl["gaps"]:
         return out + ["No conditional model was evaluated at a baseline's λ, so there is no paired comparison."]
     return out + [
         "### Gap to the baselines at their λ",
-        f"Mean over test slices of (model − baseline) at each baseline's λ; arrows give the better direction. "
-        f"p: {sl['test']} over the {sl['n_slices']} paired test slices (smallest attainable p with this many "
-        f"slices: {fmt_p(sl['min_p'])}).",
+        f"Mean over (replicate, subject) units of (model − baseline) at each baseline's λ (slices averaged per "
+        f"subject first); arrows give the better direction. p: {sl['test']} over the {sl['n_units']} paired units "
+        f"(smallest attainable p with this many: {fmt_p(sl['min_p'])}); 95% CIs over replicates are in the "
+        "claims table and `summary.json`.",
         _gap_table(sl)]
 
 
@@ -444,7 +518,9 @@ def _search_section(data: RunData, se: dict[str, Any], fig_dir: Path, link) -> l
            f"search, {se['n_seeds']} seeds. The baseline searches are **replayed**: each suggested λ is snapped to "
            "the nearest trained baseline and costs that U-Net's training device time. Searches on a λ-conditioned "
            "model cost only inference; its training is added in 'total cost'. Regret = grid optimum − best "
-           "(> 0 worse than the best trained baseline, < 0 better). Test objective: at the chosen λ (median seed)."]
+           "(> 0 worse than the best trained baseline, < 0 better). Test objective: at the chosen λ (median seed)."
+           + (f" The searches ran on replicate 0 only (of {len(data.replicates)})." if len(data.replicates) > 1
+              else "")]
     ss = data.search_summary
     rows = []
     for _, r in ss.iterrows():
@@ -490,10 +566,16 @@ def build_markdown(data: RunData, s: dict[str, Any], fig_dir: Path, md_dir: Path
         for block in body:
             lines.extend([block, ""])
 
+    blocked = cannot_test(s)
+    if blocked:
+        lines += [f"> {blocked}", ""]
+    section("claims", _claims_section(s))
     section("findings", ["\n".join(f"- {f}" for f in s["findings"]) or "No finding could be computed."])
     section("provenance", _provenance(data))
     section("data", _data_section(data))
     section("costs", _cost_section(s["costs"]))
+    if s["sensitivity"]:
+        section("sensitivity", _sensitivity_section(s["sensitivity"]))
     if s["sl"]:
         section("sl", _sl_section(data, s["sl"], fig_dir, link))
     if s["ao"]:
@@ -525,6 +607,21 @@ def _read_everything(data: RunData, s: dict[str, Any]) -> None:
             _test_metric(data, row)  # reads search/<target>-test.csv where the summary lacks the number
 
 
+def record_claims(run_dir: Path, claims: list[dict[str, Any]]) -> None:
+    """Put the claims table into the run's ``summary.json`` under ``claims`` (atomic rewrite; nothing when the run
+    has no summary.json)."""
+    try:
+        from ..runfiles import record_claims as record  # the summary.json writer, where the package has it
+    except ImportError:
+        from ..io import read_json, write_json
+
+        def record(run_dir: Path, claims: list[dict[str, Any]] | None) -> None:
+            path = Path(run_dir) / "summary.json"
+            if path.exists():
+                write_json(path, {**read_json(path), "claims": claims})
+    record(Path(run_dir), claims)
+
+
 def write_report(run_dir: Path, out: Path | None = None) -> Path:
     """Write ``report.md`` (or ``out``) and its figures in ``run_dir/figures/``; returns the markdown path.
 
@@ -545,6 +642,7 @@ def write_report(run_dir: Path, out: Path | None = None) -> Path:
         raise RunError(f"{fig_dir}: not a folder; expected the report's figure folder")
     text = build_markdown(data, s, fig_dir, md_path.parent)
     path = atomic_write_text(md_path, text)
+    record_claims(run_dir, A.jsonable(s["claims"]))
     linked = {Path(p).name for p in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)}
     for name in FIGURE_NAMES:
         if name not in linked:

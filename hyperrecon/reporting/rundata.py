@@ -96,6 +96,8 @@ class RunData:
     search: pd.DataFrame | None = None
     search_summary: pd.DataFrame | None = None
     summary: dict[str, Any] | None = None
+    costs_by_replicate: pd.DataFrame | None = None
+    """costs.csv as written: one row per replicate and model (``costs`` is its mean over replicates)."""
     _cache: dict[str, Any] = field(default_factory=dict, repr=False)
 
     # -- study facts -------------------------------------------------------------------------------------------
@@ -129,6 +131,16 @@ class RunData:
         return list(dict.fromkeys(self.results["metric"]))
 
     @property
+    def replicates(self) -> list[int]:
+        """The replicate numbers in the results (``[0]`` for a run of one replicate or an older run)."""
+        return sorted(int(r) for r in self.results["replicate"].unique())
+
+    def replicate_dir(self, replicate: int) -> Path:
+        from ..jobs import replicate_dir
+
+        return replicate_dir(self.run_dir, replicate)
+
+    @property
     def objective(self) -> str:
         return str(self.config.get("search", {}).get("objective", "psnr"))
 
@@ -148,8 +160,8 @@ class RunData:
             return None
         return read_npz(path, "example and diverse-pair images")
 
-    def ranges(self, model: str) -> pd.DataFrame | None:
-        return read_table(self.run_dir / "eval" / f"{model}-ranges.csv", ["slice", "n_above", "n_lams"],
+    def ranges(self, model: str, replicate: int = 0) -> pd.DataFrame | None:
+        return read_table(self.replicate_dir(replicate) / "eval" / f"{model}-ranges.csv", ["slice", "n_above", "n_lams"],
                           "per-slice reconstruction ranges", required=False)
 
     def dhs_kept(self, model: str) -> np.ndarray | None:
@@ -181,6 +193,12 @@ class RunData:
 def _check_results(results: pd.DataFrame, path: Path) -> pd.DataFrame:
     results = results.copy()
     results["value"] = pd.to_numeric(results["value"], errors="coerce")
+    if "replicate" not in results.columns:  # a run of one replicate made before replicates existed
+        results["replicate"] = 0
+    rep = pd.to_numeric(results["replicate"], errors="coerce")
+    if rep.isna().any() or (rep < 0).any() or (rep != rep.round()).any():
+        raise RunError(f"{path}: column 'replicate' must hold whole numbers >= 0")
+    results["replicate"] = rep.astype(int)
     if results["value"].isna().all():
         raise RunError(f"{path}: every value is NaN; expected finite metric values")
     groups = results.groupby(["model", "metric"], sort=False)["value"]
@@ -212,6 +230,12 @@ def load_run(run_dir: Path) -> RunData:
         costs[col] = pd.to_numeric(costs[col], errors="coerce")
     if not np.isfinite(costs["device_seconds"].to_numpy(dtype=float)).any():
         raise RunError(f"{run_dir / 'costs.csv'}: every device_seconds is NaN; expected measured training costs")
+    by_replicate = costs.copy()
+    if "replicate" in costs.columns and costs["replicate"].nunique() > 1:
+        # one row per model: numbers averaged over replicates, the rest from replicate 0
+        numeric = [c for c in costs.columns if c not in ("model", "replicate") and pd.api.types.is_numeric_dtype(costs[c])]
+        first = costs.groupby("model", sort=False).first().drop(columns=numeric)
+        costs = first.join(costs.groupby("model", sort=False)[numeric].mean()).reset_index()
     scales = _read_json(run_dir / "scales.json", "loss scales") if (run_dir / "scales.json").exists() else None
     search = read_table(run_dir / "search.csv", SEARCH_COLUMNS, "every search trial", required=False)
     summary_cols = ["target", "strategy", "best_mean", "regret_mean", "search_cost_mean", "total_cost_mean"]
@@ -220,7 +244,7 @@ def load_run(run_dir: Path) -> RunData:
     summary = _read_json(run_dir / "summary.json", "headline numbers") if (run_dir / "summary.json").exists() else None
     return RunData(run_dir=run_dir, run=run, config=cfg["study"], config_hash=str(cfg.get("config_hash", "")),
                    results=results, costs=costs, scales=scales, search=search, search_summary=search_summary,
-                   summary=summary)
+                   summary=summary, costs_by_replicate=by_replicate)
 
 
 def finite(x: Any) -> float | None:
