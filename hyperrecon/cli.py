@@ -307,7 +307,7 @@ def data_preview(
     if as_json:
         _print_json(summary)
         return
-    console.print(f"[bold green]wrote[/] {summary.get('png')}")
+    console.print(f"[bold green]wrote[/] {Path(str(summary.get('png'))).resolve()}", highlight=False)
     for key, value in summary.items():
         if key != "png":
             console.print(f"[cyan]{key}[/]: {json.dumps(value, default=str)}")
@@ -382,21 +382,22 @@ def run(
         _enqueue_only(run_, as_json)
         return
     if not as_json:
-        err_console.print(f"[bold]hrbench run[/] {cfg.name} ({cfg.profile}) -> {run_.run_dir}  "
+        err_console.print(f"[bold]hrbench run[/] {cfg.name} ({cfg.profile}) -> {run_.run_dir.resolve()}  "
                           f"device {run_.device} {run_.precision}", highlight=False)
     with _sigterm_interrupts(), _RunProgress(quiet=as_json) as progress:
         summary = execute(run_, workers=workers, progress=progress, device=device)
     if not no_report:
         from .reporting import write_report
 
-        summary["report"] = str(write_report(run_.run_dir))
+        summary["report"] = str(Path(write_report(run_.run_dir)).resolve())
     summary["wall_seconds"] = round(__import__("time").perf_counter() - t0, 1)
     if as_json:
         _print_json(summary)
     else:
-        console.print(f"[bold green]done[/] in {summary['wall_seconds']} s: {run_.run_dir}")
+        console.print(f"[bold green]done[/] in {summary['wall_seconds']} s: {run_.run_dir.resolve()}", highlight=False)
         if "report" in summary:
-            console.print(f"report: {summary['report']}")
+            console.print(f"report: {summary['report']}", highlight=False)
+        console.print(f"what each file and column means: {DOCS_URL}", highlight=False)
 
 
 def _enqueue_only(run_: Any, as_json: bool) -> None:
@@ -404,15 +405,15 @@ def _enqueue_only(run_: Any, as_json: bool) -> None:
     from .study import context_for, enqueue
 
     added = enqueue(run_, context_for(run_))
-    info = {"run_dir": str(run_.run_dir), "run_id": run_.run_id, "storage": _redact(run_.storage), "enqueued": added}
+    info = {"run_dir": str(run_.run_dir.resolve()), "run_id": run_.run_id, "storage": _redact(run_.storage), "enqueued": added}
     if as_json:
         _print_json(info)
         return
     console.print(f"[bold green]queued[/] {len(added)} job(s) of {escape(run_.run_id)} in {escape(info['storage'])}",
                   highlight=False)
-    console.print(f"start workers: hrbench worker --run-dir {escape(str(run_.run_dir))}  (or --study "
+    console.print(f"start workers: hrbench worker --run-dir {escape(info['run_dir'])}  (or --study "
                   f"{escape(run_.study.name)} --storage URL); then merge: hrbench run --study ... --out "
-                  f"{escape(str(run_.run_dir))} --resume", highlight=False, soft_wrap=True)
+                  f"{escape(info['run_dir'])} --resume", highlight=False, soft_wrap=True)
 
 
 @app.command(epilog="Example: hrbench worker --run-dir runs/sl-knee-cs/20250101-120000-quick  (or --study "
@@ -452,7 +453,7 @@ def report(
     if as_json:
         _print_json(report_summary(run_dir))
     else:
-        console.print(f"[bold green]wrote[/] {path}")
+        console.print(f"[bold green]wrote[/] {Path(path).resolve()}  (files of a run: {DOCS_URL})", highlight=False)
 
 
 def main() -> None:  # pragma: no cover - console entry point helper

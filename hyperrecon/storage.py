@@ -129,6 +129,27 @@ def _redact(url: str) -> str:
     return url
 
 
+#: What a job ledger's Optuna study says about itself, for optuna-dashboard and other Optuna tools: its trials are
+#: jobs, not λ trials, and each complete trial's value is the device seconds the job used.
+JOB_QUEUE_ATTRS = {"hrbench_role": "job queue (each trial is one job of the run, not a hyperparameter trial)",
+                   "hrbench_value": "device_seconds: device time the job used (see docs/run-folder.md)"}
+JOB_VALUE_NAMES = ["device_seconds"]
+
+
+def _label_job_queue(study: Any) -> None:
+    """Name the study's objective ``device_seconds`` and mark it as a job queue (once; a resumed run keeps it)."""
+    import warnings
+
+    if study.metric_names != JOB_VALUE_NAMES:
+        with warnings.catch_warnings():  # set_metric_names is marked experimental in Optuna
+            warnings.simplefilter("ignore")
+            study.set_metric_names(JOB_VALUE_NAMES)
+    attrs = study.user_attrs
+    for key, value in JOB_QUEUE_ATTRS.items():
+        if attrs.get(key) != value:
+            study.set_user_attr(key, value)
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -176,6 +197,7 @@ class JobLedger:
         try:
             if create:
                 self.study = optuna.create_study(storage=self.storage, study_name=self.study_name, load_if_exists=True)
+                _label_job_queue(self.study)
             else:
                 self.study = optuna.load_study(storage=self.storage, study_name=self.study_name)
         except KeyError as exc:
