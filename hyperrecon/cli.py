@@ -80,7 +80,8 @@ app = typer.Typer(
     add_completion=True,
     pretty_exceptions_enable=False,
 )
-data_app = typer.Typer(cls=_Group, help="Inspect the data a study uses.", no_args_is_help=True)
+data_app = typer.Typer(cls=_Group, help="Inspect the data a study uses.", no_args_is_help=True,
+                       epilog="Example: hrbench data preview --study ao-knee --profile smoke -o preview/")
 app.add_typer(data_app, name="data")
 
 console = Console()

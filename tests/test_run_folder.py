@@ -8,20 +8,19 @@ from __future__ import annotations
 import fnmatch
 import json
 import math
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import optuna
 import pandas as pd
 import pytest
-from typer.testing import CliRunner
-
-from hyperrecon.cli import app
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "run-folder.md"
-runner = CliRunner()
 
 
 def parse_doc() -> tuple[list[str], dict[str, dict[str, str]]]:
@@ -75,11 +74,16 @@ def file_keys(path: Path) -> tuple[set[tuple[str, ...]], set[tuple[str, ...]]]:
 
 @pytest.fixture(scope="module")
 def sl_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """A smoke run through ``python -m hyperrecon`` under an ASCII locale (the report holds λ: issue 20)."""
     out = tmp_path_factory.mktemp("folder") / "run"
-    result = runner.invoke(app, ["run", "--study", "sl-knee-denoise", "--profile", "smoke", "--out", str(out),
-                                 "--device", "cpu"])
-    assert result.exit_code == 0, result.output
-    return out, result.output
+    env = {**os.environ, "LC_ALL": "C", "PYTHONUTF8": "0"}
+    env.pop("PYTHONIOENCODING", None)
+    proc = subprocess.run([sys.executable, "-m", "hyperrecon", "run", "--study", "sl-knee-denoise", "--profile",
+                           "smoke", "--out", str(out), "--device", "cpu"], capture_output=True, env=env)
+    output = proc.stdout.decode("ascii") + proc.stderr.decode("ascii")  # nothing but ASCII came out
+    assert proc.returncode == 0, output
+    assert "Traceback" not in output
+    return out, output
 
 
 def test_every_file_is_in_the_layout(sl_run) -> None:
