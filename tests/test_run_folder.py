@@ -92,8 +92,8 @@ def test_every_file_is_in_the_layout(sl_run) -> None:
     files = [p.relative_to(run).as_posix() for p in run.rglob("*") if p.is_file()]
     undocumented = [f for f in files if not any(fnmatch.fnmatchcase(f, pat) for pat in layout)]
     assert not undocumented, undocumented
-    for pattern in layout:  # every documented file of an SL smoke run without --storage/--workers is there
-        if pattern not in ("worker-*.log",):
+    for pattern in layout:  # every documented file of an SL smoke run without --storage/--workers/DHS is there
+        if pattern not in ("worker-*.log", "eval/*-dhs-kept.npz"):
             assert any(fnmatch.fnmatchcase(f, pattern) for f in files), pattern
 
 
@@ -102,10 +102,11 @@ def _section_of(rel: str, sections: dict[str, dict[str, str]]) -> str | None:
     return max(matches, key=len) if matches else None  # eval/*-ranges.csv before eval/*.csv
 
 
-def test_columns_and_keys_documented_both_ways(sl_run) -> None:
-    run, _ = sl_run
+def check_both_ways(run: Path, *, ao: bool) -> None:
+    """Every column and key in the run's files is documented; every ``always`` entry (and ``AO`` in an AO run)
+    is in them; ``AO`` entries are absent (not empty) in an SL run."""
     _, sections = parse_doc()
-    seen: dict[str, set[str]] = {pat: set() for pat in sections}
+    seen: dict[str, set] = {}
     for path in sorted(run.rglob("*")):
         if path.suffix not in (".csv", ".json", ".npz") or not path.is_file():
             continue
@@ -113,17 +114,34 @@ def test_columns_and_keys_documented_both_ways(sl_run) -> None:
         section = _section_of(rel, sections)
         assert section is not None, f"{rel}: no section in docs/run-folder.md"
         nodes, leaves = file_keys(path)
-        seen[section] |= nodes
+        seen.setdefault(section, set()).update(nodes)
         documented = sections[section]
-        missing = sorted(k for k in leaves if not any(key_matches(p, k) for p in documented))
+        missing = sorted(".".join(k) for k in leaves if not any(key_matches(p, k) for p in documented))
         assert not missing, f"{rel}: undocumented {missing}"
     for section, entries in sections.items():
+        if section not in seen:  # a file this run does not have (checked by the layout test)
+            continue
         for key, present in entries.items():
             found = any(key_matches(key, n) for n in seen[section])
-            if present == "always":
+            if present == "always" or (present == "AO" and ao):
                 assert found, f"{section}: documented `{key}` is in no file of the run"
             elif present == "AO":  # a one-λ study: absent, not an empty column
                 assert not found, f"{section}: `{key}` should be absent in an SL run"
+
+
+def test_columns_and_keys_documented_both_ways(sl_run) -> None:
+    check_both_ways(sl_run[0], ao=False)
+
+
+@pytest.mark.slow
+def test_columns_and_keys_documented_both_ways_in_an_ao_run(tmp_path: Path) -> None:
+    out = tmp_path / "ao"
+    proc = subprocess.run([sys.executable, "-m", "hyperrecon", "run", "--study", "ao-knee", "--profile", "smoke",
+                           "--out", str(out), "--device", "cpu"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    check_both_ways(out, ao=True)
+    summary = json.loads((out / "summary.json").read_text())
+    assert all(len(m["best_lam"]) == 2 for m in summary["models"].values())
 
 
 def test_metrics_sidecar_and_named_objective(sl_run) -> None:

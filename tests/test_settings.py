@@ -110,3 +110,46 @@ def test_docs_list_every_variable() -> None:
     readers = [p for p in src.rglob("*.py") if "environ.get(\"HRBENCH" in p.read_text(encoding="utf-8")
                or "getenv(\"HRBENCH" in p.read_text(encoding="utf-8")]
     assert [p.name for p in readers] == ["settings.py"] or not readers  # only settings.py reads them
+
+
+def _numeric_keys() -> list[tuple[str, str, dict]]:
+    """(section, key, schema) of every number in the study schema (nullable ones included)."""
+    from hyperrecon.config import SECTIONS, study_json_schema
+
+    schema = study_json_schema()
+    out = []
+    for section, cls in SECTIONS.items():
+        props = schema["$defs"][cls.__name__]["properties"]
+        for key, prop in props.items():
+            options = prop.get("anyOf", [prop])
+            number = next((o for o in options if o.get("type") in ("integer", "number")), None)
+            if number is not None:
+                out.append((section, key, number))
+    return out
+
+
+NUMERIC = _numeric_keys()
+
+
+def test_the_numeric_keys_are_found() -> None:
+    keys = {f"{s}.{k}" for s, k, _ in NUMERIC}
+    assert {"train.lr", "evaluation.rpsnr_threshold", "data.image_size", "search.budget"} <= keys
+    assert len(keys) >= 17
+
+
+@pytest.mark.parametrize(("section", "key", "schema"), NUMERIC, ids=[f"{s}.{k}" for s, k, _ in NUMERIC])
+def test_every_numeric_key_refuses_nan_and_out_of_range(section: str, key: str, schema: dict) -> None:
+    from hyperrecon.config import load_study
+
+    bad = ["nan", "inf", "-inf"]
+    if "minimum" in schema or "exclusiveMinimum" in schema:
+        lo = schema.get("minimum", schema.get("exclusiveMinimum"))
+        bad.append(str(lo - 1 if schema["type"] == "integer" else lo - 0.5 if "minimum" in schema else lo))
+    if "maximum" in schema or "exclusiveMaximum" in schema:
+        hi = schema.get("maximum", schema.get("exclusiveMaximum"))
+        bad.append(str(hi + 8 if schema["type"] == "integer" else hi + 0.5 if "maximum" in schema else hi))
+    for text in bad:
+        with pytest.raises(ConfigError) as info:
+            load_study("ao-knee", "smoke", [f"{section}.{key}={text}"])
+        message = str(info.value)
+        assert f"[{section}] {key}:" in message and "\n" not in message, message
