@@ -31,7 +31,7 @@ from .config import PROFILES
 from .console import ascii_safe_streams
 from .errors import ConfigError, HyperReconError
 
-DOCS_URL = "docs/run-folder.md"
+RUN_FOLDER_DOC = "docs/run-folder.md"
 
 
 class _Group(TyperGroup):
@@ -75,7 +75,7 @@ app = typer.Typer(
     name="hrbench",
     cls=_Group,
     help="hrbench: measure what a HyperRecon hypernetwork buys against per-λ U-Nets and classic λ search.",
-    epilog=f"Run folders and every file in them: {DOCS_URL}. Study files: docs/study-format.md.",
+    epilog=f"Run folders and every file in them: {RUN_FOLDER_DOC}. Study files: docs/study-format.md.",
     no_args_is_help=True,
     add_completion=True,
     pretty_exceptions_enable=False,
@@ -128,17 +128,19 @@ def _root(
     pass
 
 
+def _one_line(message: object) -> str:
+    return " ".join(part.strip() for part in str(message).splitlines() if part.strip())
+
+
 def _error_line(message: str) -> None:
     """Print ``error: message`` as one line (messages may quote file contents: no markup, no line breaks)."""
-    text = " ".join(part.strip() for part in str(message).splitlines() if part.strip())
-    err_console.print(f"[bold red]error:[/] {escape(text)}", highlight=False, soft_wrap=True)
+    err_console.print(f"[bold red]error:[/] {escape(_one_line(message))}", highlight=False, soft_wrap=True)
 
 
 def _report_error(message: str, exit_code: int, *, as_json: bool = False) -> None:
     """One ``error:`` line, or under ``--json`` one JSON object ``{"error", "exit_code"}`` on stderr."""
     if as_json:
-        text = " ".join(part.strip() for part in str(message).splitlines() if part.strip())
-        sys.stderr.write(json.dumps({"error": text, "exit_code": exit_code}) + "\n")
+        sys.stderr.write(json.dumps({"error": _one_line(message), "exit_code": exit_code}) + "\n")
         sys.stderr.flush()
     else:
         _error_line(message)
@@ -355,7 +357,7 @@ class _RunProgress:
 
 
 @app.command(epilog="Example: hrbench run --study sl-knee-cs --profile smoke --out runs/try  "
-                     f"(what the run folder holds: {DOCS_URL})")
+                     f"(what the run folder holds: {RUN_FOLDER_DOC})")
 @handle_errors
 def run(
     study: StudyOpt,
@@ -398,7 +400,7 @@ def run(
         console.print(f"[bold green]done[/] in {summary['wall_seconds']} s: {run_.run_dir.resolve()}", highlight=False)
         if "report" in summary:
             console.print(f"report: {summary['report']}", highlight=False)
-        console.print(f"what each file and column means: {DOCS_URL}", highlight=False)
+        console.print(f"what each file and column means: {RUN_FOLDER_DOC}", highlight=False)
 
 
 def _enqueue_only(run_: Any, as_json: bool) -> None:
@@ -454,7 +456,7 @@ def report(
     if as_json:
         _print_json(report_summary(run_dir))
     else:
-        console.print(f"[bold green]wrote[/] {Path(path).resolve()}  (files of a run: {DOCS_URL})", highlight=False)
+        console.print(f"[bold green]wrote[/] {Path(path).resolve()}  (files of a run: {RUN_FOLDER_DOC})", highlight=False)
 
 
 def main() -> None:  # pragma: no cover - console entry point helper
