@@ -1,8 +1,11 @@
 """The ``hrbench`` command line: thin Typer commands over library functions.
 
 Importing this module must not import torch (``hrbench --help`` stays fast): heavy modules are imported inside
-the commands. Errors the user can fix are printed as one red ``error:`` line with no traceback; exit code 2 for
-usage and config errors, 1 for runtime errors (see :mod:`hyperrecon.errors`).
+the commands. Errors the user can fix are printed as one red ``error:`` line with no traceback (under ``--json``:
+one JSON object ``{"error": ..., "exit_code": ...}`` on stderr); exit code 2 for usage and config errors, 1 for
+runtime errors (see :mod:`hyperrecon.errors`). Usage errors found by the parser (an unknown option, a value not
+among the choices) take the same form. Output is safe under an ASCII locale (``LC_ALL=C PYTHONUTF8=0``): characters
+the terminal cannot encode are spelled out (λ -> lambda) or replaced.
 """
 
 from __future__ import annotations
@@ -10,27 +13,75 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import re
 import signal
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from typer.core import TyperGroup
 
-from .errors import HyperReconError
+from . import __version__
+from .config import PROFILES
+from .console import ascii_safe_streams
+from .errors import ConfigError, HyperReconError
+
+RUN_FOLDER_DOC = "docs/run-folder.md"
+
+
+class _Group(TyperGroup):
+    """Typer's group with one change: usage errors found by the parser (an unknown option, a value outside its
+    choices, a missing argument) are one ``error:`` line, or a JSON object under ``--json``, exit code 2; and the
+    output streams are made safe for the terminal's encoding first."""
+
+    def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
+             standalone_mode: bool = True, **extra: Any) -> Any:
+        ascii_safe_streams()
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        argv = [str(a) for a in (sys.argv[1:] if args is None else args)]
+        try:
+            rv = super().main(argv, prog_name, complete_var, standalone_mode=False, **extra)
+        except typer.TyperException as exc:  # the parser's errors (Click's UsageError family)
+            if type(exc).__name__ == "NoArgsIsHelpError":  # `hrbench` or `hrbench data` alone: the help is shown
+                sys.exit(exc.exit_code)
+            command = getattr(getattr(exc, "ctx", None), "command_path", None) or "hrbench"
+            _report_error(f"{command}: {_usage_message(exc.format_message())} (see {command} --help)",
+                          exc.exit_code, as_json="--json" in argv)
+            sys.exit(exc.exit_code)
+        except typer.Abort:
+            _report_error("aborted", 1, as_json="--json" in argv)
+            sys.exit(1)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+def _usage_message(message: str) -> str:
+    """Click's message, with a did-you-mean when a value is not among the choices."""
+    message = message.replace("Value error, ", "")  # pydantic's prefix on Typer's choice errors
+    found = re.search(r"'([^']*)' is not one of (.*?)\.?$", message)
+    if found is None:
+        return message
+    from .registry import did_you_mean
+
+    return message.rstrip(".") + did_you_mean(found.group(1), re.findall(r"'([^']*)'", found.group(2)))
+
 
 app = typer.Typer(
     name="hrbench",
+    cls=_Group,
     help="hrbench: measure what a HyperRecon hypernetwork buys against per-λ U-Nets and classic λ search.",
+    epilog=f"Run folders and every file in them: {RUN_FOLDER_DOC}. Study files: docs/study-format.md.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
 )
-data_app = typer.Typer(help="Inspect the data a study uses.", no_args_is_help=True)
+data_app = typer.Typer(cls=_Group, help="Inspect the data a study uses.", no_args_is_help=True,
+                       epilog="Example: hrbench data preview --study ao-knee --profile smoke -o preview/")
 app.add_typer(data_app, name="data")
 
 console = Console()
@@ -38,36 +89,85 @@ err_console = Console(stderr=True)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-ProfileOpt = Annotated[str, typer.Option("--profile", "-p", help="smoke | quick | standard | paper")]
+#: Choices the parser checks and ``--help`` lists (derived from the config, so a new profile shows up here).
+Profile = Literal[PROFILES]  # type: ignore[valid-type]
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def _device(value: str) -> str:
+    """``auto``, ``cpu``, ``cuda`` or ``cuda:N``."""
+    if value in DEVICES or re.fullmatch(r"cuda:\d+", value):
+        return value
+    raise typer.BadParameter(f"'{value}' is not one of 'auto', 'cpu', 'cuda', 'cuda:N'")
+
+
+def _complete_device(incomplete: str) -> list[str]:
+    return [d for d in (*DEVICES, "cuda:0") if d.startswith(incomplete)]
+
+
+ProfileOpt = Annotated[Profile, typer.Option("--profile", "-p", help="run size (profiles of the study file)")]
 SetOpt = Annotated[list[str] | None, typer.Option("--set", help="override a value: key.sub=value (repeatable)")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print machine-readable JSON instead of tables")]
 StudyOpt = Annotated[str, typer.Option("--study", "-s", help="a bundled study name or a path to a .toml file")]
 DataOpt = Annotated[str | None, typer.Option("--data", help="folder or file of real data (replaces data.path)")]
+DeviceOpt = Annotated[str, typer.Option("--device", parser=_device, autocompletion=_complete_device,
+                                        metavar="[auto|cpu|cuda|cuda:N]", help="where to train and evaluate")]
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        console.print(f"hrbench {__version__}", highlight=False)
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_version_callback, is_eager=True,
+                                          help="print the version and exit")] = False,
+) -> None:
+    pass
+
+
+def _one_line(message: object) -> str:
+    return " ".join(part.strip() for part in str(message).splitlines() if part.strip())
 
 
 def _error_line(message: str) -> None:
     """Print ``error: message`` as one line (messages may quote file contents: no markup, no line breaks)."""
-    text = " ".join(part.strip() for part in str(message).splitlines() if part.strip())
-    err_console.print(f"[bold red]error:[/] {escape(text)}", highlight=False, soft_wrap=True)
+    err_console.print(f"[bold red]error:[/] {escape(_one_line(message))}", highlight=False, soft_wrap=True)
+
+
+def _report_error(message: str, exit_code: int, *, as_json: bool = False) -> None:
+    """One ``error:`` line, or under ``--json`` one JSON object ``{"error", "exit_code"}`` on stderr."""
+    if as_json:
+        sys.stderr.write(json.dumps({"error": _one_line(message), "exit_code": exit_code}) + "\n")
+        sys.stderr.flush()
+    else:
+        _error_line(message)
 
 
 def handle_errors(fn: F) -> F:
-    """Turn ``HyperReconError`` (and OS errors: a full disk, a vanished folder) into one ``error:`` line and its
-    exit code; keep tracebacks for bugs."""
+    """Check the environment (:mod:`hyperrecon.settings`), then turn ``HyperReconError`` (and OS errors: a full
+    disk, a vanished folder) into one ``error:`` line (a JSON object under ``--json``) and its exit code; keep
+    tracebacks for bugs."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        as_json = bool(kwargs.get("as_json", False))
         try:
+            from .settings import check_all
+
+            check_all()  # a bad HRBENCH_* variable stops the command before it writes anything
             return fn(*args, **kwargs)
         except HyperReconError as exc:
-            _error_line(str(exc))
+            _report_error(str(exc), exc.exit_code, as_json=as_json)
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
-            _error_line("interrupted; run again with --resume to continue")
+            _report_error("interrupted; run again with --resume to continue", 130, as_json=as_json)
             raise typer.Exit(130) from None
         except OSError as exc:
             where = f"{exc.filename}: " if exc.filename else ""
-            _error_line(f"{where}{exc.strerror or exc}")
+            _report_error(f"{where}{exc.strerror or exc}", 1, as_json=as_json)
             raise typer.Exit(1) from None
 
     return wrapper  # type: ignore[return-value]
@@ -119,20 +219,20 @@ def _load(study: str, profile: str, set_: list[str] | None, data: str | None):
 
 
 LIST_KINDS = ("studies", "losses", "samplers", "strategies", "models", "datasets", "metrics", "forward-models")
+ListKind = Literal[LIST_KINDS]  # type: ignore[valid-type]
 
 
-@app.command("list")
+@app.command("list", epilog="Example: hrbench list strategies --json")
 @handle_errors
 def list_cmd(
-    kind: Annotated[str, typer.Argument(help=" | ".join(LIST_KINDS))] = "studies",
+    kind: Annotated[ListKind, typer.Argument(help="what to list")] = "studies",
     as_json: JsonOpt = False,
 ) -> None:
     """List registered names with one-line descriptions."""
     from .config import bundled_studies, read_toml
-    from .errors import ConfigError
     from .registry import did_you_mean
 
-    if kind not in LIST_KINDS:
+    if kind not in LIST_KINDS:  # the parser checks too; a direct call lands here
         raise ConfigError(f"unknown kind '{kind}'{did_you_mean(kind, LIST_KINDS)}; valid: {', '.join(LIST_KINDS)}")
     if kind == "studies":
         rows = [(name, str(read_toml(path).get("description", ""))) for name, path in bundled_studies().items()]
@@ -152,7 +252,7 @@ def list_cmd(
     console.print(table)
 
 
-@app.command()
+@app.command(epilog="Example: hrbench validate --study sl-knee-cs --profile smoke --set train.steps=50")
 @handle_errors
 def validate(
     study: StudyOpt,
@@ -192,7 +292,7 @@ def _print_config(d: dict[str, Any]) -> None:
     console.print(table)
 
 
-@data_app.command("preview")
+@data_app.command("preview", epilog="Example: hrbench data preview --study sl-brain-cs --data ~/subjects -o preview/")
 @handle_errors
 def data_preview(
     study: StudyOpt,
@@ -210,7 +310,7 @@ def data_preview(
     if as_json:
         _print_json(summary)
         return
-    console.print(f"[bold green]wrote[/] {summary.get('png')}")
+    console.print(f"[bold green]wrote[/] {Path(str(summary.get('png'))).resolve()}", highlight=False)
     for key, value in summary.items():
         if key != "png":
             console.print(f"[cyan]{key}[/]: {json.dumps(value, default=str)}")
@@ -256,13 +356,14 @@ class _RunProgress:
             self.bar.update(self.jobs_task, completed=done, total=max(len(info["status"]), 1))
 
 
-@app.command()
+@app.command(epilog="Example: hrbench run --study sl-knee-cs --profile smoke --out runs/try  "
+                     f"(what the run folder holds: {RUN_FOLDER_DOC})")
 @handle_errors
 def run(
     study: StudyOpt,
     profile: ProfileOpt = "quick",
     data: DataOpt = None,
-    device: Annotated[str, typer.Option("--device", help="auto | cpu | cuda")] = "auto",
+    device: DeviceOpt = "auto",
     out: Annotated[Path | None, typer.Option("--out", "-o", help="run folder (default runs/<study>/<time>-<profile>)")] = None,
     storage: Annotated[str | None, typer.Option("--storage", help="job ledger: a journal file path or postgresql://...")] = None,
     workers: Annotated[int, typer.Option("--workers", "-w", min=1, help="local worker processes")] = 1,
@@ -284,21 +385,22 @@ def run(
         _enqueue_only(run_, as_json)
         return
     if not as_json:
-        err_console.print(f"[bold]hrbench run[/] {cfg.name} ({cfg.profile}) -> {run_.run_dir}  "
+        err_console.print(f"[bold]hrbench run[/] {cfg.name} ({cfg.profile}) -> {run_.run_dir.resolve()}  "
                           f"device {run_.device} {run_.precision}", highlight=False)
     with _sigterm_interrupts(), _RunProgress(quiet=as_json) as progress:
         summary = execute(run_, workers=workers, progress=progress, device=device)
     if not no_report:
         from .reporting import write_report
 
-        summary["report"] = str(write_report(run_.run_dir))
+        summary["report"] = str(Path(write_report(run_.run_dir)).resolve())
     summary["wall_seconds"] = round(__import__("time").perf_counter() - t0, 1)
     if as_json:
         _print_json(summary)
     else:
-        console.print(f"[bold green]done[/] in {summary['wall_seconds']} s: {run_.run_dir}")
+        console.print(f"[bold green]done[/] in {summary['wall_seconds']} s: {run_.run_dir.resolve()}", highlight=False)
         if "report" in summary:
-            console.print(f"report: {summary['report']}")
+            console.print(f"report: {summary['report']}", highlight=False)
+        console.print(f"what each file and column means: {RUN_FOLDER_DOC}", highlight=False)
 
 
 def _enqueue_only(run_: Any, as_json: bool) -> None:
@@ -306,24 +408,25 @@ def _enqueue_only(run_: Any, as_json: bool) -> None:
     from .study import context_for, enqueue
 
     added = enqueue(run_, context_for(run_))
-    info = {"run_dir": str(run_.run_dir), "run_id": run_.run_id, "storage": _redact(run_.storage), "enqueued": added}
+    info = {"run_dir": str(run_.run_dir.resolve()), "run_id": run_.run_id, "storage": _redact(run_.storage), "enqueued": added}
     if as_json:
         _print_json(info)
         return
     console.print(f"[bold green]queued[/] {len(added)} job(s) of {escape(run_.run_id)} in {escape(info['storage'])}",
                   highlight=False)
-    console.print(f"start workers: hrbench worker --run-dir {escape(str(run_.run_dir))}  (or --study "
+    console.print(f"start workers: hrbench worker --run-dir {escape(info['run_dir'])}  (or --study "
                   f"{escape(run_.study.name)} --storage URL); then merge: hrbench run --study ... --out "
-                  f"{escape(str(run_.run_dir))} --resume", highlight=False, soft_wrap=True)
+                  f"{escape(info['run_dir'])} --resume", highlight=False, soft_wrap=True)
 
 
-@app.command()
+@app.command(epilog="Example: hrbench worker --run-dir runs/sl-knee-cs/20250101-120000-quick  (or --study "
+                     "sl-knee-cs --storage postgresql://host/db)")
 @handle_errors
 def worker(
     run_dir: Annotated[Path | None, typer.Option("--run-dir", help="the run folder (shared file system)")] = None,
     study: Annotated[str | None, typer.Option("--study", "-s", help="with --storage: serve the newest run of it")] = None,
     storage: Annotated[str | None, typer.Option("--storage", help="the job ledger (postgresql://... or journal file)")] = None,
-    device: Annotated[str, typer.Option("--device", help="auto | cpu | cuda")] = "auto",
+    device: DeviceOpt = "auto",
 ) -> None:
     """Take jobs of a run from its ledger until none are left (start many, on many machines)."""
     from .study import context_for, run_for_worker, work
@@ -339,7 +442,7 @@ def worker(
     console.print(f"worker done: {n} job(s) run")
 
 
-@app.command()
+@app.command(epilog="Example: hrbench report runs/sl-knee-cs/20250101-120000-quick -o elsewhere/report.md")
 @handle_errors
 def report(
     run_dir: Annotated[Path, typer.Argument(help="a run folder")],
@@ -353,11 +456,11 @@ def report(
     if as_json:
         _print_json(report_summary(run_dir))
     else:
-        console.print(f"[bold green]wrote[/] {path}")
+        console.print(f"[bold green]wrote[/] {Path(path).resolve()}  (files of a run: {RUN_FOLDER_DOC})", highlight=False)
 
 
 def main() -> None:  # pragma: no cover - console entry point helper
-    app()
+    app(prog_name="hrbench")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -14,15 +14,20 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import hashlib
 import json
+import math
 import tomllib
 import types
 import typing
-from dataclasses import dataclass, field
+from dataclasses import field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
+
+from pydantic import ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic.dataclasses import dataclass
 
 from .errors import ConfigError, UnknownNameError
 from .registry import did_you_mean
@@ -31,114 +36,152 @@ PROFILES = ("smoke", "quick", "standard", "paper")
 DEFAULT_PROFILE = "quick"
 
 # ---------------------------------------------------------------------------------------------------------------
-# Sections. Field docs live in docs/study-format.md; defaults are the paper's where the paper has one.
+# Sections: the schema, defined once. Each class is a pydantic dataclass (a standard, frozen dataclass that pydantic
+# validates): the annotations give the types and ranges (``Field(ge=...)``), the docstrings the descriptions, and
+# :func:`study_json_schema` publishes the same as ``docs/study.schema.json``. Field docs live in
+# docs/study-format.md; defaults are the paper's where the paper has one.
+
+_SCHEMA = ConfigDict(extra="forbid", allow_inf_nan=False, use_attribute_docstrings=True)
+#: A positive integer (steps, sizes, counts).
+PosInt = Annotated[int, Field(ge=1)]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=_SCHEMA)
 class DataConfig:
     source: str = "knee-phantom"
     """Dataset registry name (``hrbench list datasets``)."""
     path: str | None = None
     """Folder or file of real data; ``--data PATH`` sets it."""
-    image_size: int = 256
+    image_size: Annotated[int, Field(ge=16, le=1024, multiple_of=8)] = 256
+    """Square image size in pixels, a multiple of 8."""
     params: dict[str, Any] = field(default_factory=dict)
     """Source-specific constructor parameters (checked against the dataset class)."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=_SCHEMA)
 class ForwardConfig:
     name: str = "cs-mri"
+    """Forward model (``hrbench list forward-models``)."""
     params: dict[str, Any] = field(default_factory=dict)
+    """Forward-model parameters, e.g. ``acceleration = 8.0`` or ``sigma = 0.1``."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=_SCHEMA)
 class ModelConfig:
-    width: int = 32
+    width: Annotated[int, Field(ge=1, le=512)] = 32
     """Channels of every U-Net layer (the paper: 32 -> 149,409 parameters)."""
     residual: bool = False
     """Add |zero-filled| to the network output. The authors' code has it, their scripts turn it off (the paper's
     setting); short trainings (the quick profile) start from the zero-filled image with it instead of from noise."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=_SCHEMA)
 class LossConfig:
     terms: tuple[str, ...] = ("dc", "l1_weights", "tv")
-    scales: tuple[float, ...] | str = "auto"
+    """k + 1 loss names (``hrbench list losses``) in coefficient order."""
+    scales: tuple[Annotated[float, Field(gt=0)], ...] | str = "auto"
     """Typical magnitude s_i of each term (the term is divided by it), or ``"auto"``."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=_SCHEMA)
 class TrainConfig:
-    steps: int = 1000
-    batch_size: int = 32
-    lr: float = 1e-3
+    steps: PosInt = 1000
+    """Optimiser steps (baselines and hypernetworks unless overridden)."""
+    batch_size: PosInt = 32
+    """Samples per mini-batch."""
+    lr: Annotated[float, Field(gt=0, lt=1)] = 1e-3
+    """Adam learning rate."""
     lr_schedule: Literal["constant", "cosine"] = "constant"
+    """Learning-rate schedule."""
     precision: Literal["auto", "fp32", "bf16"] = "auto"
+    """Training precision; ``auto``: bf16 where the device has fast bf16."""
     channels_last: bool = True
-    grad_clip: float | None = None
-    checkpoint_every: int = 200
+    """Memory format."""
+    grad_clip: Annotated[float, Field(gt=0)] | None = None
+    """Maximum gradient norm (none: no clipping)."""
+    checkpoint_every: PosInt = 200
+    """Steps between atomic checkpoints."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=_SCHEMA)
 class HyperConfig:
-    sizes: tuple[str, ...] = ("S", "M", "L")
+    sizes: tuple[Literal["S", "M", "L"], ...] = ("S", "M", "L")
+    """Hypernetwork widths (d = 4, 32, 128)."""
     samplers: tuple[str, ...] = ("uniform", "dhs")
+    """Training-time λ samplers (``hrbench list samplers``)."""
     sampler_params: dict[str, Any] = field(default_factory=dict)
     """Per-sampler parameters, e.g. ``{dhs = {top_k = 8}}``."""
-    groups: int | None = None
+    groups: PosInt | None = None
     """Distinct λ per mini-batch (None: one λ per sample). See docs on the speed/quality trade-off."""
-    steps: int | None = None
+    steps: PosInt | None = None
     """Training steps for hypernetworks (default: ``train.steps``)."""
     film: bool = True
     """Also train the FiLM-conditioned U-Net."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=_SCHEMA)
 class BaselineConfig:
-    grid: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
+    grid: Annotated[tuple[Annotated[float, Field(ge=0.0, le=1.0)], ...], Field(min_length=1)] = (0.0, 0.25, 0.5, 0.75, 1.0)
     """λ values per axis; for two hyperparameters the grid is the product of this list with itself."""
-    steps: int | None = None
+    steps: PosInt | None = None
+    """Training steps for baselines (default: ``train.steps``)."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=_SCHEMA)
 class EvaluationConfig:
-    grid_points: int = 100
+    grid_points: Annotated[int, Field(ge=2, le=1000)] = 100
     """Evaluation points per λ axis (SL curve: n points; AO landscape: n x n)."""
     metrics: tuple[str, ...] = ("psnr", "rpsnr", "ssim", "mae", "hfen")
-    n_test: int | None = None
+    """Metrics evaluated (``hrbench list metrics``)."""
+    n_test: PosInt | None = None
     """Use at most this many test slices (None: all)."""
-    rpsnr_threshold: float = 0.0
-    diverse_quantile: float = 0.9
+    rpsnr_threshold: Annotated[float, Field(ge=-100.0, le=100.0)] = 0.0
+    """rPSNR in dB above which a reconstruction counts for the range."""
+    diverse_quantile: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.9
+    """PSNR quantile for the diverse pair."""
     ssim_convention: Literal["wang", "fastmri"] = "wang"
+    """SSIM convention."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=_SCHEMA)
 class SearchConfig:
     objective: str = "psnr"
+    """A metric name or ``dice`` (needs the segmentation net)."""
     strategies: tuple[str, ...] = ("grid", "random", "tpe", "gp", "qmc")
-    budget: int = 20
-    seeds: int = 3
-    n_val: int | None = None
+    """λ search strategies (``hrbench list strategies``)."""
+    budget: PosInt = 20
+    """Trials per strategy and seed."""
+    seeds: PosInt = 3
+    """Seeds per strategy."""
+    n_val: PosInt | None = None
+    """Validation slices used by the search (None: all)."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=_SCHEMA)
 class SegmentationConfig:
     enabled: bool = True
-    steps: int = 500
+    """Train the downstream segmentation U-Net when the data have labels."""
+    steps: PosInt = 500
+    """Training steps of the segmentation U-Net."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=_SCHEMA)
 class Study:
     """A fully resolved study: base file + profile + overrides."""
 
     name: str
+    """The study's name."""
     kind: Literal["ao", "sl"]
+    """``ao``: amortised optimisation (3 terms, λ ∈ [0,1]²); ``sl``: supervised learning (2 terms, λ ∈ [0,1])."""
     description: str = ""
-    seed: int = 0
-    replicates: int = 1
+    """One line for ``hrbench list studies``."""
+    seed: Annotated[int, Field(ge=0)] = 0
+    """Every job derives its seed from this and its name."""
+    replicates: Annotated[int, Field(ge=1, le=100)] = 1
     """Independent repeats of the whole study; replicate r uses seed ``seed + r`` (data split and noise,
     initialisation, augmentation). Statistics are then over replicates (see hyperrecon/reporting/stats.py)."""
     plugins: tuple[str, ...] = ()
+    """Modules imported before names resolve."""
     data: DataConfig = field(default_factory=DataConfig)
     forward: ForwardConfig = field(default_factory=ForwardConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -183,30 +226,13 @@ SECTIONS: dict[str, type] = {
 _TOP_KEYS = ("name", "kind", "description", "seed", "replicates", "plugins", "profiles")
 
 # ---------------------------------------------------------------------------------------------------------------
-# Range checks: (section, key) -> (predicate, condition text). Applied after types are checked.
+# Conditions the annotations cannot state, or state in words a reader knows better: (section, key) -> (predicate,
+# condition text). Applied after pydantic has checked types and ranges; the text also replaces the generated one
+# in messages about that key.
 
 _CHECKS: dict[tuple[str, str], tuple[typing.Callable[[Any], bool], str]] = {
-    ("", "seed"): (lambda v: v >= 0, "seed >= 0"),
-    ("", "replicates"): (lambda v: 1 <= v <= 100, "1 <= replicates <= 100"),
-    ("data", "image_size"): (lambda v: 16 <= v <= 1024 and v % 8 == 0, "16 <= image_size <= 1024 and image_size % 8 == 0"),
-    ("model", "width"): (lambda v: 1 <= v <= 512, "1 <= width <= 512"),
-    ("train", "steps"): (lambda v: v >= 1, "steps >= 1"),
-    ("train", "batch_size"): (lambda v: v >= 1, "batch_size >= 1"),
-    ("train", "lr"): (lambda v: 0 < v < 1, "0 < lr < 1"),
-    ("train", "grad_clip"): (lambda v: v is None or v > 0, "grad_clip > 0"),
-    ("train", "checkpoint_every"): (lambda v: v >= 1, "checkpoint_every >= 1"),
-    ("hyper", "groups"): (lambda v: v is None or v >= 1, "groups >= 1"),
-    ("hyper", "steps"): (lambda v: v is None or v >= 1, "steps >= 1"),
-    ("hyper", "sizes"): (lambda v: all(s in ("S", "M", "L") for s in v), "every size in {S, M, L}"),
     ("baselines", "grid"): (lambda v: len(v) >= 1 and all(0.0 <= x <= 1.0 for x in v), "every λ in [0, 1]"),
-    ("baselines", "steps"): (lambda v: v is None or v >= 1, "steps >= 1"),
-    ("evaluation", "grid_points"): (lambda v: 2 <= v <= 1000, "2 <= grid_points <= 1000"),
-    ("evaluation", "n_test"): (lambda v: v is None or v >= 1, "n_test >= 1"),
-    ("evaluation", "diverse_quantile"): (lambda v: 0.0 <= v < 1.0, "0 <= diverse_quantile < 1"),
-    ("search", "budget"): (lambda v: v >= 1, "budget >= 1"),
-    ("search", "seeds"): (lambda v: v >= 1, "seeds >= 1"),
-    ("search", "n_val"): (lambda v: v is None or v >= 1, "n_val >= 1"),
-    ("segmentation", "steps"): (lambda v: v >= 1, "steps >= 1"),
+    ("loss", "scales"): (lambda v: isinstance(v, str) or all(x > 0 for x in v), "every scale > 0"),
 }
 
 
@@ -285,26 +311,132 @@ def study_from_dict(
     for item in overrides:
         _apply_override(merged, item, source)
     _check_keys(merged, source, "")
-    kwargs: dict[str, Any] = {}
-    for key in ("name", "kind", "description", "seed", "replicates", "plugins"):
-        if key in merged:
-            kwargs[key] = merged[key]
-    hints = typing.get_type_hints(Study)
     for key in ("name", "kind"):
-        if key not in kwargs:
+        if key not in merged:
             raise ConfigError(f"{source}: missing required key '{key}'")
-    out: dict[str, Any] = {}
-    for key, value in kwargs.items():
-        out[key] = _coerce(value, hints[key], source, "", key)
-        _range_check("", key, out[key], source)
-    for section, cls in SECTIONS.items():
+    payload: dict[str, Any] = {k: merged[k] for k in ("name", "kind", "description", "seed", "replicates", "plugins")
+                               if k in merged}
+    for section in SECTIONS:
         table = merged.get(section, {})
         if not isinstance(table, dict):
             raise ConfigError(f"{source} [{section}]: expected a table, got {table!r}")
-        out[section] = _build_section(cls, table, source, section)
-    study = Study(**out, profile=profile, source_file=source)
+        payload[section] = table
+        for key in ("params", "sampler_params"):
+            _check_finite(table.get(key), source, section, key)
+    study = _validate(payload, profile, source)
+    for (section, key), (_, _text) in _CHECKS.items():
+        value = getattr(getattr(study, section), key) if section else getattr(study, key)
+        _range_check(section, key, value, source)
     _cross_checks(study, source)
     return study
+
+
+@functools.cache
+def _study_adapter() -> TypeAdapter:
+    return TypeAdapter(Study)
+
+
+def _validate(payload: dict[str, Any], profile: str, source: str) -> Study:
+    """Type- and range-check with pydantic (strict: no string-to-number or number-to-bool conversion; lists are
+    read as JSON arrays, so they become tuples). ``ConfigError`` with today's one line on the first bad key."""
+    text = json.dumps({**payload, "profile": profile, "source_file": source}, default=str)
+    try:
+        return _study_adapter().validate_json(text, strict=True)
+    except ValidationError as exc:
+        raise _config_error(exc, payload, source) from None
+
+
+_TYPE_ERRORS_SUFFIX = ("_type", "_parsing")
+
+
+def _config_error(exc: ValidationError, payload: dict[str, Any], source: str) -> ConfigError:
+    """Translate pydantic's first failing key into ``<file> [<table>] <key>: ...`` (the module's one shape)."""
+    errors = exc.errors(include_url=False)
+    first = errors[0]["loc"]
+    section = str(first[0]) if len(first) > 1 and first[0] in SECTIONS else ""
+    key = str(first[1] if section else first[0])
+    where = f" [{section}]" if section else ""
+    value = (payload.get(section, {}) if section else payload).get(key)
+    mine = [e for e in errors if tuple(e["loc"][:2 if section else 1]) == ((section, key) if section else (key,))]
+    cls = SECTIONS[section] if section else Study
+    hint = typing.get_type_hints(cls, include_extras=True)[key]
+    constraint = next((e for e in mine if not e["type"].endswith(_TYPE_ERRORS_SUFFIX)
+                       and e["type"] not in ("literal_error", "none_required", "missing", "union_tag_invalid")), None)
+    if constraint is not None:
+        return ConfigError(f"{source}{where} {key}: `{_condition(section, key, hint, constraint['type'])}` must hold, "
+                           f"but got {key}={_show(value)}")
+    literal = next((e for e in mine if e["type"] == "literal_error" and len(e["loc"]) == (2 if section else 1)), None)
+    if literal is not None:
+        allowed = typing.get_args(_unwrap(hint))
+        return ConfigError(
+            f"{source}{where} {key}: expected one of {', '.join(json.dumps(a) for a in allowed)}, got {_show_any(value)}"
+            f"{did_you_mean(str(value), [str(a) for a in allowed])}")
+    return ConfigError(f"{source}{where} {key}: expected {_type_name(hint)}, got {_show_any(value)}")
+
+
+def _unwrap(tp: Any) -> Any:
+    """``Annotated[T, ...]`` -> ``T``."""
+    while typing.get_origin(tp) is Annotated:
+        tp = typing.get_args(tp)[0]
+    return tp
+
+
+def _constraints(tp: Any) -> list[Any]:
+    """The annotated-types constraints (``Ge``, ``Lt``, ``MultipleOf`` ...) anywhere in an annotation."""
+    out: list[Any] = []
+    if typing.get_origin(tp) is Annotated:
+        inner, *meta = typing.get_args(tp)
+        for m in meta:
+            out.extend(getattr(m, "metadata", None) or [m])  # a pydantic FieldInfo carries its constraints
+        return out + _constraints(inner)
+    for arg in typing.get_args(tp):
+        out.extend(_constraints(arg))
+    return out
+
+
+def _condition(section: str, key: str, hint: Any, error_type: str) -> str:
+    """The condition a key's value must meet, in the words of the messages (``0 < lr < 1``)."""
+    if (section, key) in _CHECKS:
+        return _CHECKS[(section, key)][1]
+    if error_type == "finite_number":
+        return f"{key} is a finite number"
+    lo = hi = ""
+    extra = []
+    for c in _constraints(hint):
+        name = type(c).__name__
+        if name in ("Ge", "Gt"):
+            v = getattr(c, name.lower())
+            lo = f"{v:g} {'<=' if name == 'Ge' else '<'} "
+        elif name in ("Le", "Lt"):
+            v = getattr(c, name.lower())
+            hi = f" {'<=' if name == 'Le' else '<'} {v:g}"
+        elif name == "MultipleOf":
+            extra.append(f"{key} % {c.multiple_of:g} == 0")
+        elif name == "MinLen":
+            extra.append(f"at least {c.min_length} value(s)")
+    if lo and not hi:  # ``steps >= 1`` reads better than ``1 <= steps``
+        op, v = lo.split()[1], lo.split()[0]
+        main = f"{key} {'>=' if op == '<=' else '>'} {v}"
+    else:
+        main = f"{lo}{key}{hi}" if (lo or hi) else ""
+    return " and ".join(p for p in [main, *extra] if p) or f"{key} is valid"
+
+
+def _check_finite(table: Any, source: str, section: str, key: str) -> None:
+    """Numbers inside free-form parameter tables are checked by their plugins; NaN and infinity never make sense
+    there, so they are refused here for every plugin alike."""
+    def walk(node: Any, path: str) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(v, f"{path}.{k}")
+        elif isinstance(node, list):
+            for v in node:
+                walk(v, path)
+        elif isinstance(node, float) and not math.isfinite(node):
+            raise ConfigError(f"{source} [{section}] {path}: `every number is finite` must hold, but got {node}")
+
+    if table is not None:
+        walk(table, key)
 
 
 def _cross_checks(s: Study, source: str) -> None:
@@ -323,8 +455,6 @@ def _cross_checks(s: Study, source: str) -> None:
                 f"{source} [loss] scales: one scale per term must be given ({len(s.loss.terms)}), "
                 f"but got {len(s.loss.scales)}"
             )
-        if any(not (v > 0) for v in s.loss.scales):
-            raise ConfigError(f"{source} [loss] scales: `every scale > 0` must hold, but got {list(s.loss.scales)}")
     if s.hyper.groups is not None and s.train.batch_size % s.hyper.groups:
         raise ConfigError(
             f"{source} [hyper] groups: `batch_size % groups == 0` must hold, "
@@ -411,15 +541,6 @@ def _apply_override(merged: dict[str, Any], item: str, source: str) -> None:
     node[parts[-1]] = value
 
 
-def _build_section(cls: type, table: dict[str, Any], source: str, section: str) -> Any:
-    hints = typing.get_type_hints(cls)
-    kwargs = {}
-    for key, value in table.items():
-        kwargs[key] = _coerce(value, hints[key], source, section, key)
-        _range_check(section, key, kwargs[key], source)
-    return cls(**kwargs)
-
-
 def _range_check(section: str, key: str, value: Any, source: str) -> None:
     check = _CHECKS.get((section, key))
     if check and not check[0](value):
@@ -434,6 +555,7 @@ def _show(value: Any) -> str:
 
 
 def _type_name(tp: Any) -> str:
+    tp = _unwrap(tp)
     origin = typing.get_origin(tp)
     if origin is Literal:
         return " | ".join(json.dumps(a) for a in typing.get_args(tp))
@@ -446,63 +568,6 @@ def _type_name(tp: Any) -> str:
     if tp is type(None):
         return "nothing (omit the key)"
     return {int: "integer", float: "number", str: "string", bool: "boolean"}.get(tp, str(tp))
-
-
-def _coerce(value: Any, tp: Any, source: str, section: str, key: str) -> Any:
-    """Check ``value`` against the annotation ``tp``; convert lists to tuples and ints to floats where typed so."""
-    where = f" [{section}]" if section else ""
-
-    def fail() -> typing.NoReturn:
-        raise ConfigError(f"{source}{where} {key}: expected {_type_name(tp)}, got {_show_any(value)}")
-
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        for arg in typing.get_args(tp):
-            try:
-                return _coerce(value, arg, source, section, key)
-            except ConfigError:
-                continue
-        fail()
-    if origin is Literal:
-        allowed = typing.get_args(tp)
-        if value not in allowed:
-            raise ConfigError(
-                f"{source}{where} {key}: expected one of {', '.join(json.dumps(a) for a in allowed)}, got {_show_any(value)}"
-                f"{did_you_mean(str(value), [str(a) for a in allowed])}"
-            )
-        return value
-    if origin is tuple:
-        if not isinstance(value, list | tuple):
-            fail()
-        (elem,) = typing.get_args(tp)[:1]
-        return tuple(_coerce(v, elem, source, section, key) for v in value)
-    if origin is dict:
-        if not isinstance(value, dict):
-            fail()
-        return dict(value)
-    if tp is type(None):
-        if value is not None:
-            fail()
-        return None
-    if tp is bool:
-        if not isinstance(value, bool):
-            fail()
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            fail()
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            fail()
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            fail()
-        return value
-    if tp is Any:
-        return value
-    raise TypeError(f"unsupported annotation {tp!r}")  # a bug in this module, not user input
 
 
 def _show_any(value: Any) -> str:
@@ -519,3 +584,27 @@ def _plain(obj: Any) -> Any:
     if isinstance(obj, list | tuple):
         return [_plain(v) for v in obj]
     return obj
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# JSON Schema of a study file (published as docs/study.schema.json; `tests/test_schema.py` keeps the two equal)
+
+def study_json_schema() -> dict[str, Any]:
+    """JSON Schema (draft 2020-12) of a study TOML file, from the same pydantic classes that check it on load.
+
+    Editors that read JSON Schemas for TOML (Taplo / Even Better TOML: ``#:schema docs/study.schema.json`` at the
+    top of a file, or the repository's ``.taplo.toml``) validate keys, types and ranges as one types. The loader
+    also checks what a schema cannot say (plugin names, cross-key rules): a file that passes the schema can still
+    fail ``hrbench validate``, never the other way round.
+    """
+    schema = copy.deepcopy(_study_adapter().json_schema(mode="validation"))
+    props = schema["properties"]
+    for key in ("profile", "source_file"):  # filled by the loader
+        props.pop(key, None)
+    # A profile table holds overrides: any key of the file except name, kind and profiles, none required.
+    profile = {"type": "object", "additionalProperties": False, "description": "Overrides merged over the base "
+               "(tables deeply, params tables one level).",
+               "properties": {k: v for k, v in props.items() if k not in ("name", "kind")}}
+    props["profiles"] = {"type": "object", "description": f"Named profiles ({', '.join(PROFILES)} ...).",
+                         "additionalProperties": profile}
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", "title": "hrbench study file", **{k: v for k, v in schema.items() if k != "title"}}

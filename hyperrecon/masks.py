@@ -62,9 +62,9 @@ Shape = tuple[int, int]
 
 def default_cache_dir() -> Path:
     """``$HRBENCH_CACHE/masks`` when the variable is set, else ``~/.cache/hrbench/masks``."""
-    root = os.environ.get("HRBENCH_CACHE")
-    base = Path(root).expanduser() if root else Path.home() / ".cache" / "hrbench"
-    return base / "masks"
+    from .settings import cache_root
+
+    return cache_root() / "masks"
 
 
 def default_calib(shape: Shape) -> Shape:

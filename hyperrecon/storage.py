@@ -17,7 +17,7 @@ with ``attempt + 1``, up to ``max_attempts``. A worker whose job was reclaimed w
 A job failed with ``retry=False`` (an error that a retry would repeat) counts as failed for good at once.
 
 Environment: ``HRBENCH_HEARTBEAT_S`` (default 10) and ``HRBENCH_GRACE_S`` (default 60) set the beat period and
-the grace period of the ledgers a process opens.
+the grace period of the ledgers a process opens (checked by :mod:`hyperrecon.settings`).
 
 Storage URLs: a path (or ``journal:PATH``) is an Optuna journal file (the default, ``ledger.journal`` in the run
 folder, safe for processes on one machine); ``postgresql://...`` (or any SQLAlchemy URL) is Optuna's RDB storage for
@@ -41,11 +41,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import settings
 from .errors import ConfigError, RunError
 
 JOBS_PREFIX = "hrbench-jobs:"
-DEFAULT_HEARTBEAT_S = float(os.environ.get("HRBENCH_HEARTBEAT_S", "10"))
-DEFAULT_GRACE_S = float(os.environ.get("HRBENCH_GRACE_S", "60"))
 
 
 def host_id() -> str:
@@ -54,9 +53,9 @@ def host_id() -> str:
     Two containers with one hostname on different machines (or with separate process tables on one machine) get
     different ids, so neither reclaims the other's live job because a pid is missing from its own table.
     """
-    override = os.environ.get("HRBENCH_HOST_ID")
+    override = settings.host_id_override()
     if override:
-        return override.replace(":", "_")
+        return override
     return f"{socket.gethostname()}~{_machine_digest()}"
 
 
@@ -130,6 +129,27 @@ def _redact(url: str) -> str:
     return url
 
 
+#: What a job ledger's Optuna study says about itself, for optuna-dashboard and other Optuna tools: its trials are
+#: jobs, not λ trials, and each complete trial's value is the device seconds the job used.
+JOB_QUEUE_ATTRS = {"hrbench_role": "job queue (each trial is one job of the run, not a hyperparameter trial)",
+                   "hrbench_value": "device_seconds: device time the job used (see docs/run-folder.md)"}
+JOB_VALUE_NAMES = ["device_seconds"]
+
+
+def _label_job_queue(study: Any) -> None:
+    """Name the study's objective ``device_seconds`` and mark it as a job queue (once; a resumed run keeps it)."""
+    import warnings
+
+    if study.metric_names != JOB_VALUE_NAMES:
+        with warnings.catch_warnings():  # set_metric_names is marked experimental in Optuna
+            warnings.simplefilter("ignore")
+            study.set_metric_names(JOB_VALUE_NAMES)
+    attrs = study.user_attrs
+    for key, value in JOB_QUEUE_ATTRS.items():
+        if attrs.get(key) != value:
+            study.set_user_attr(key, value)
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -170,12 +190,14 @@ class JobLedger:
         self.storage = open_storage(url)
         self.study_name = JOBS_PREFIX + run_id
         self.max_attempts = max_attempts
-        self.heartbeat_s = DEFAULT_HEARTBEAT_S if heartbeat_s is None else heartbeat_s
-        self.grace_s = DEFAULT_GRACE_S if grace_s is None else grace_s
+        beat, grace = settings.ledger_timing()
+        self.heartbeat_s = beat if heartbeat_s is None else heartbeat_s
+        self.grace_s = grace if grace_s is None else grace_s
         self.worker_id = f"{host_id()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         try:
             if create:
                 self.study = optuna.create_study(storage=self.storage, study_name=self.study_name, load_if_exists=True)
+                _label_job_queue(self.study)
             else:
                 self.study = optuna.load_study(storage=self.storage, study_name=self.study_name)
         except KeyError as exc:

@@ -11,11 +11,14 @@ Run folder (``runs/<study>/<timestamp>/`` unless ``--out``)::
     checkpoints/        training checkpoints (resume mid-job)         models/   final weights per model
     jobs/<job>.json     what each job did and cost                    eval/     per-model evaluation outputs
     search/             per-target search trials                      figures/  report figures
-    results.csv         tidy: model, lam1, lam2, slice, metric, replicate, value (test set, every replicate)
-    costs.csv           one row per replicate and trained model: parameters, steps, device and wall seconds, memory
+    results.csv         tidy: model, lam1, lam2 (AO only), slice, metric, replicate, value (test set, every replicate)
+    metrics.csv         unit and better direction of each metric
+    costs.csv           one row per replicate and trained model: parameters, steps, device and wall seconds, peak memory
     replicates/r<r>/    replicate r >= 1 (``replicates = N``): its own scales, checkpoints, models, jobs, eval
     search.csv          every search trial;   search_summary.csv   per target and strategy
-    summary.json        headline numbers;     report.md            the report
+    summary.json        machine-readable headline;  report.md      the report
+
+Every file, column and key is described in ``docs/run-folder.md``.
 
 Every job is deterministic given the study seed and its name, so a job that is retried after a crash gives the
 same result as one that ran once.
@@ -45,6 +48,7 @@ from .io import read_json, write_csv, write_json
 from .jobs import lam_label, recon_models, study_jobs
 from .plugins import load_plugins
 from .resolve import resolve, resolve_device, resolve_precision
+from .runfiles import build_summary, metrics_table, tidy
 from .storage import JobLedger, find_runs, open_storage
 
 __all__ = ["RUN_FORMAT", "Progress", "Run", "RunContext", "context_for", "device_name", "enqueue", "execute",
@@ -357,14 +361,16 @@ def finalize(run: Run, ctx: RunContext) -> dict[str, Any]:
 
     d, s = run.run_dir, run.study
     results, cost_rows, training_cost = _merge_replicates(run)
-    write_csv(d / "results.csv", results)
-    frames = [m for m, _, _ in recon_models(s)]
+    write_csv(d / "results.csv", tidy(results, s.n_lams))
+    write_csv(d / "metrics.csv", metrics_table([*results.metric.unique(), s.search.objective]))
     costs = pd.DataFrame(cost_rows)
-    write_csv(d / "costs.csv", costs)
+    write_csv(d / "costs.csv", tidy(costs.rename(columns={"peak_memory_mb": "peak_memory_mib"}), s.n_lams))
 
     trials = [_read_csv(p) for p in sorted((d / "search").glob("*.csv")) if not p.name.endswith("-test.csv")]
     search = pd.concat(trials, ignore_index=True)
-    write_csv(d / "search.csv", search)
+    named = search.copy()
+    named.insert(list(named.columns).index("objective") + 1, "objective_metric", s.search.objective)
+    write_csv(d / "search.csv", tidy(named, s.n_lams))
 
     maximize = higher_is_better(s)
     baseline_val = search[search.target == "baselines"]
@@ -395,10 +401,13 @@ def finalize(run: Run, ctx: RunContext) -> dict[str, Any]:
     for i, row in summary_table.iterrows():
         if row["target"] != "baselines":
             summary_table.loc[i, "test_metric"] = test_metric(row["target"], None, row["strategy"], int(row["chosen_seed"]))
-    write_csv(d / "search_summary.csv", summary_table)
-    summary = {"study": s.name, "profile": s.profile, "run_dir": str(d), "objective": objective,
-               "grid_optimum": grid_optimum, "n_results": len(results), "n_models": len(frames),
-               "baseline_trials": len(baseline_val), "replicates": int(s.replicates)}
+    write_csv(d / "search_summary.csv", tidy(summary_table, s.n_lams))
+    from .storage import _redact
+
+    summary = build_summary(run_dir=d, run_id=run.run_id, storage=_redact(run.storage), study=s, results=results,
+                            costs=costs, search_summary=summary_table, grid_optimum=grid_optimum, maximize=maximize,
+                            baseline_trials=len(baseline_val))
+    summary["replicates"] = int(s.replicates)
     write_json(d / "summary.json", summary)
     return summary
 

@@ -182,7 +182,7 @@ def test_not_utf8_study_file(tmp_path: Path) -> None:
 CONFIG_CASES = [
     # (id, extra args, needles); every one is a ConfigError: exit 2
     ("unknown-study", ["--study", "sl-knee-denoize"], ["unknown study 'sl-knee-denoize'", "did you mean 'sl-knee-denoise'"]),
-    ("unknown-profile", ["--profile", "tiny"], ["unknown profile 'tiny'"]),
+    ("unknown-profile", ["--profile", "tiny"], ["--profile", "'tiny' is not one of"]),
     ("unknown-key", ["--set", "train.stepz=3"], ["unknown key 'stepz'", "did you mean 'steps'"]),
     ("unknown-loss", ["--set", 'loss.terms=["mae","ssimm"]'], ["[loss] terms", "unknown loss 'ssimm'", "did you mean 'ssim'"]),
     ("unknown-sampler", ["--set", 'hyper.samplers=["uniformm"]'], ["unknown sampler 'uniformm'"]),

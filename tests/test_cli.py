@@ -45,7 +45,8 @@ def test_list_strategies() -> None:
 def test_list_unknown_kind() -> None:
     result = runner.invoke(app, ["list", "studys"])
     assert result.exit_code == 2
-    assert "unknown kind 'studys' (did you mean 'studies'?)" in result.output
+    assert "'studys' is not one of 'studies'" in result.output
+    assert "(did you mean 'studies'?)" in result.output
 
 
 def _one_error_line(result) -> str:
@@ -63,7 +64,7 @@ def _one_error_line(result) -> str:
         (["validate", "--study", "ao-knee", "--set", "train.stepz=3"], "did you mean 'steps'"),
         (["validate", "--study", "ao-knee", "--set", "train.steps=0"], "`steps >= 1` must hold"),
         (["validate", "--study", "ao-knee", "--set", "train.steps=abc"], "expected integer"),
-        (["validate", "--study", "ao-knee", "--profile", "huge"], "unknown profile 'huge'"),
+        (["validate", "--study", "ao-knee", "--profile", "huge"], "'huge' is not one of 'smoke', 'quick'"),
         (["validate", "--study", "nowhere/missing.toml"], "study file not found"),
     ],
 )

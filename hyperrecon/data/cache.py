@@ -28,9 +28,10 @@ FORMAT = 1
 
 
 def default_cache_dir() -> Path:
-    root = os.environ.get("HRBENCH_CACHE")
-    base = Path(root).expanduser() if root else Path.home() / ".cache" / "hrbench"
-    return base / "data"
+    """``$HRBENCH_CACHE/data`` (checked by :func:`hyperrecon.settings.cache_root`), else ``~/.cache/hrbench/data``."""
+    from ..settings import cache_root
+
+    return cache_root() / "data"
 
 
 @lru_cache(maxsize=1)

@@ -552,6 +552,11 @@ def _training_section(tr: dict[str, Any], fig_dir: Path, link) -> list[str]:
 # the report
 
 
+RUN_FOLDER_NOTE = ("What every file of this run folder holds, with each column's meaning, unit and better direction: "
+                   "`docs/run-folder.md` in the hrbench source; the metrics' units and directions are also in "
+                   "`metrics.csv` here, and `summary.json` is the machine-readable headline.")
+
+
 def build_markdown(data: RunData, s: dict[str, Any], fig_dir: Path, md_dir: Path) -> str:
     def link(path: Path) -> str:
         return Path(os.path.relpath(Path(path).resolve(), Path(md_dir).resolve())).as_posix()
@@ -571,7 +576,7 @@ def build_markdown(data: RunData, s: dict[str, Any], fig_dir: Path, md_dir: Path
         lines += [f"> {blocked}", ""]
     section("claims", _claims_section(s))
     section("findings", ["\n".join(f"- {f}" for f in s["findings"]) or "No finding could be computed."])
-    section("provenance", _provenance(data))
+    section("provenance", [*_provenance(data), RUN_FOLDER_NOTE])
     section("data", _data_section(data))
     section("costs", _cost_section(s["costs"]))
     if s["sensitivity"]:

@@ -24,7 +24,7 @@ import pandas as pd
 from ..errors import RunError
 from .style import model_kind
 
-RESULT_COLUMNS = ["model", "lam1", "lam2", "slice", "metric", "value"]
+RESULT_COLUMNS = ["model", "lam1", "slice", "metric", "value"]  # lam2 only in AO runs (docs/run-folder.md)
 COST_COLUMNS = ["model", "kind", "n_params", "device_seconds", "wall_seconds"]
 SEARCH_COLUMNS = ["target", "strategy", "seed", "trial", "cum_cost_seconds", "best_so_far"]
 
@@ -192,6 +192,8 @@ class RunData:
 
 def _check_results(results: pd.DataFrame, path: Path) -> pd.DataFrame:
     results = results.copy()
+    if "lam2" not in results.columns:  # a one-hyperparameter study: the column does not apply
+        results.insert(list(results.columns).index("lam1") + 1, "lam2", np.nan)
     results["value"] = pd.to_numeric(results["value"], errors="coerce")
     if "replicate" not in results.columns:  # a run of one replicate made before replicates existed
         results["replicate"] = 0
