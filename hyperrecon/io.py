@@ -5,6 +5,7 @@ A run killed at any moment therefore leaves each file either complete (old or ne
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
@@ -27,14 +28,27 @@ def shareable_mode() -> int:
     return 0o666 & ~umask
 
 
+def write_failed(path: str | os.PathLike[str], exc: OSError) -> RunError:
+    """The one-line error for a failed write of ``path``: "PATH: cannot write (no space left on device) ..."."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return RunError(f"{path}: cannot write (no space left on device); free some space, then continue with "
+                        "--resume (what was written before is intact)")
+    return RunError(f"{path}: cannot write ({exc.strerror or exc})")
+
+
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
     """Write ``data`` to ``path`` via a temp file in the same folder (fsync, ``os.replace``), with the permissions
-    of an ordinary new file (``0o666 & ~umask``), so that reports and results can be shared."""
+    of an ordinary new file (``0o666 & ~umask``), so that reports and results can be shared.
+
+    A failed write (a full disk) leaves ``path`` as it was and raises ``RunError`` naming it (:func:`write_failed`).
+    """
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise write_failed(path, exc) from exc
         raise RunError(f"{path.parent}: cannot write here ({exc.strerror})") from exc
     try:
         with os.fdopen(fd, "wb") as fh:
@@ -43,6 +57,9 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
             os.fsync(fh.fileno())
         os.chmod(tmp, shareable_mode())
         os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise write_failed(path, exc) from exc
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

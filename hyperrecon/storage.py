@@ -98,7 +98,9 @@ def open_storage(url: str):
     path = Path(url.removeprefix("journal:"))
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        backend = optuna.storages.journal.JournalFileBackend(str(path))
+        from .journal import SafeJournalFileBackend
+
+        backend = SafeJournalFileBackend(str(path))  # cuts a torn last record (backup kept) before reading
         return optuna.storages.JournalStorage(backend)  # replays the file: a damaged one fails here
     except OSError as exc:
         raise RunError(f"{path}: cannot open the job ledger ({exc.strerror})") from exc
