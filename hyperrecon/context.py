@@ -86,6 +86,8 @@ class RunContext:
     device: str
     precision: str
     progress: Progress | None = None
+    threads: int | None = None
+    """CPU threads every job uses (the run's, from ``run.json``); None: leave the process's setting."""
     _cache: dict[str, Any] = field(default_factory=dict)
 
     # -- data ------------------------------------------------------------------------------------------------
@@ -194,6 +196,15 @@ def load_bundle(study: Study):
     s = study
     return load_data(s.data.source, image_size=s.data.image_size, seed=s.seed, path=s.data.path,
                      params=dict(s.data.params), where=f"{s.source_file} [data]")
+
+
+def ran_with(device: str, precision: str) -> dict[str, Any]:
+    """What a job ran with that can change its numbers: threads, device, CPU/GPU kind, precision, torch version.
+    Stored per job (``jobs/<name>.json`` ``ran_with``) so that a run finished elsewhere says what it mixed."""
+    import torch
+
+    return {"threads": torch.get_num_threads(), "device": device, "device_name": device_name(device),
+            "precision": precision, "torch": torch.__version__}
 
 
 def first_line(exc: BaseException) -> str:

@@ -66,6 +66,46 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
     return path
 
 
+def atomic_create_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
+    """Create ``path`` with ``data`` only if it does not exist yet, atomically: of two processes that try at once,
+    exactly one succeeds and the other gets ``FileExistsError``; a crash leaves the file whole or absent.
+
+    The complete content goes to a temp file that is then hard-linked to ``path`` (``link`` fails on an existing
+    name, unlike ``rename``). Where the file system has no hard links, an ``O_EXCL`` claim file stands in.
+    ``RunError`` naming the file when it cannot be written (:func:`write_failed`).
+    """
+    path = Path(path)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise write_failed(path, exc) from exc
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, shareable_mode())
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            raise
+        except OSError as exc:
+            if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK):
+                raise
+            claim = path.with_name(f".{path.name}.claim")
+            os.close(os.open(claim, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            if path.exists():
+                raise FileExistsError(errno.EEXIST, "exists", str(path)) from None
+            os.replace(tmp, path)
+    except FileExistsError:
+        raise
+    except OSError as exc:
+        raise write_failed(path, exc) from exc
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return path
+
+
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
 
