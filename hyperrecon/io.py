@@ -28,21 +28,21 @@ def shareable_mode() -> int:
     return 0o666 & ~umask
 
 
+class NoSpaceError(RunError):
+    """A write failed for want of space (``ENOSPC``, ``EDQUOT``): retrying will not help until space is freed."""
+
+
 def write_failed(path: str | os.PathLike[str], exc: OSError) -> RunError:
     """The one-line error for a failed write of ``path``: "PATH: cannot write (no space left on device) ..."."""
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return RunError(f"{path}: cannot write (no space left on device); free some space, then continue with "
+        return NoSpaceError(f"{path}: cannot write (no space left on device); free some space, then continue with "
                         "--resume (what was written before is intact)")
     return RunError(f"{path}: cannot write ({exc.strerror or exc})")
 
 
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
-    """Write ``data`` to ``path`` via a temp file in the same folder (fsync, ``os.replace``), with the permissions
-    of an ordinary new file (``0o666 & ~umask``), so that reports and results can be shared.
-
-    A failed write (a full disk) leaves ``path`` as it was and raises ``RunError`` naming it (:func:`write_failed`).
-    """
-    path = Path(path)
+def _temp_copy(path: Path, data: bytes) -> str:
+    """A complete, fsync'd temp file holding ``data`` next to ``path`` (mode ``0o666 & ~umask``); its name.
+    ``RunError`` naming ``path`` when it cannot be written, with no temp file left behind."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -55,14 +55,29 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
-        os.chmod(tmp, shareable_mode())
-        os.replace(tmp, path)
+        os.chmod(tmp, shareable_mode())  # mkstemp makes 0600 files
     except OSError as exc:
         Path(tmp).unlink(missing_ok=True)
         raise write_failed(path, exc) from exc
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    return tmp
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
+    """Write ``data`` to ``path`` via a temp file in the same folder (fsync, ``os.replace``), with the permissions
+    of an ordinary new file (``0o666 & ~umask``), so that reports and results can be shared.
+
+    A failed write (a full disk) leaves ``path`` as it was and raises ``RunError`` naming it (:func:`write_failed`).
+    """
+    path = Path(path)
+    tmp = _temp_copy(path, data)
+    try:
+        os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise write_failed(path, exc) from exc
     return path
 
 
@@ -75,16 +90,8 @@ def atomic_create_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
     ``RunError`` naming the file when it cannot be written (:func:`write_failed`).
     """
     path = Path(path)
+    tmp = _temp_copy(path, data)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as exc:
-        raise write_failed(path, exc) from exc
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, shareable_mode())
         try:
             os.link(tmp, path)
         except FileExistsError:

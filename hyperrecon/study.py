@@ -41,7 +41,7 @@ from .config import Study, study_from_dict
 from .context import Progress, RunContext, device_name, first_line, load_bundle, load_weights, provenance
 from .errors import CheckpointError, ConfigError, DataError, HyperReconError, RunError, TrainingError
 from .executors import higher_is_better, run_job
-from .io import atomic_create_bytes, read_json, write_csv, write_json
+from .io import NoSpaceError, atomic_create_bytes, read_json, write_csv, write_json
 from .jobs import lam_label, recon_models, study_jobs
 from .plugins import load_plugins
 from .resolve import resolve, resolve_device, resolve_precision
@@ -309,6 +309,14 @@ def work(run: Run, ctx: RunContext, *, poll_s: float = 0.5, on_job: Progress | N
         try:
             with ledger.heartbeat(job):
                 result = run_job(ctx, job.name, job.spec)
+        except NoSpaceError as exc:
+            # A full disk: every retry would fail the same way until space is freed. Requeue without counting an
+            # attempt (the ledger may be on the full disk too) and stop with the file named.
+            try:
+                ledger.fail(job, str(exc), count=False)
+            except HyperReconError:
+                pass
+            raise
         except (CheckpointError, TrainingError) as exc:
             ledger.fail(job, str(exc), retry=False)
             raise
