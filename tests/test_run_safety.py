@@ -44,7 +44,7 @@ def hrbench(*args: str | Path) -> list[str]:
 
 
 def env(**extra: str) -> dict[str, str]:
-    e = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT), **extra)
+    e = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), **extra}
     e.pop("HRBENCH_HOST_ID", None)
     return e
 
@@ -159,7 +159,11 @@ def test_results_do_not_depend_on_workers_or_the_resume_environment(tmp_path: Pa
         records = [json.loads(p.read_text()) for p in sorted((run / "jobs").glob("*.json"))]
         assert records and {r["ran_with"]["threads"] for r in records} == {1}
         assert {r["ran_with"]["device"] for r in records} == {"cpu"}
-    assert {p.read_text().count("job-done") for p in parallel.glob("worker-*.log")} != {0}  # both workers worked
+    done_lines = sum(p.read_text().count("job-done") for p in parallel.glob("worker-*.log"))
+    assert done_lines == len(list((parallel / "jobs").glob("*.json")))  # the worker processes ran every job
+    from hyperrecon.context import ran_with_summary
+
+    assert ran_with_summary(parallel).startswith(f"all {len(list((parallel / 'jobs').glob('*.json')))} jobs: 1 threads")
     a, b = comparable(plain), comparable(parallel)
     assert a["results"] == b["results"] and a["search"] == b["search"]
     assert a["weights"].keys() == b["weights"].keys()
@@ -279,3 +283,19 @@ def test_a_password_is_never_written_or_shown(postgres_url: str, tmp_path: Path)
                                 f"postgresql://postgres:{SECRET}@{host}x"])
     assert other.exit_code == 2 and SECRET not in other.output and "postgres:***@" in one_error_line(other.output)
 
+
+
+def test_the_report_says_when_jobs_ran_with_different_settings(tmp_path: Path) -> None:
+    from hyperrecon.context import ran_with_summary
+
+    jobs = tmp_path / "jobs"
+    jobs.mkdir()
+    setting = {"threads": 1, "device": "cpu", "device_name": "AMD EPYC", "precision": "bf16", "torch": "2.13.0"}
+    for name in ("a", "b", "c"):
+        (jobs / f"{name}.json").write_text(json.dumps({"job": name, "ran_with": setting}))
+    assert ran_with_summary(tmp_path) == "all 3 jobs: 1 threads, AMD EPYC (cpu), bf16, torch 2.13.0"
+    (jobs / "c.json").write_text(json.dumps({"job": "c", "ran_with": {**setting, "device_name": "Intel Xeon"}}))
+    assert ran_with_summary(tmp_path) == ("MIXED settings (2 jobs: 1 threads, AMD EPYC (cpu), bf16, torch 2.13.0; "
+                                          "1 jobs: 1 threads, Intel Xeon (cpu), bf16, torch 2.13.0): numbers may "
+                                          "differ from a run on one setting")
+    assert ran_with_summary(tmp_path / "nothing") is None

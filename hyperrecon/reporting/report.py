@@ -175,6 +175,11 @@ def _provenance(data: RunData) -> list[str]:
         ["python; platform", f"{prov.get('python', MISSING)}; {prov.get('platform', MISSING)}"],
         ["versions", ", ".join(f"{k} {v}" for k, v in versions.items() if v) or MISSING],
     ]
+    from ..context import ran_with_summary
+
+    jobs_ran_with = ran_with_summary(data.run_dir)  # per job: another machine or CPU kind on resume shows here
+    if jobs_ran_with is not None:
+        rows.append(["jobs ran with", jobs_ran_with])
     return [md_table(["item", "value"], rows, name="provenance", align=["l", "l"])]
 
 
