@@ -60,10 +60,12 @@ def repair_torn_tail(path: str | os.PathLike[str]) -> Path | None:
     if keep == size:
         return None
     backup = _backup(path)
-    with open(path, "r+b") as fh:
-        fh.truncate(keep)
-        fh.flush()
-        os.fsync(fh.fileno())
+    fd = os.open(path, os.O_WRONLY)  # cut in place: the journal is appended to, never rewritten
+    try:
+        os.ftruncate(fd, keep)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
     log.warning("%s: cut a torn last record (%d bytes, left by a crash or a full disk mid-write); the file as it "
                 "was is kept in %s", path, size - keep, backup)
     return backup
