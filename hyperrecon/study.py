@@ -109,7 +109,8 @@ def run_threads(info: dict[str, Any] | None = None) -> int:
         import torch
 
         return int(torch.get_num_threads())
-    value = info.get("threads", (info.get("provenance") or {}).get("threads"))
+    prov = info.get("provenance")
+    value = info.get("threads", prov.get("threads") if isinstance(prov, dict) else None)
     if value is None:
         import torch
 

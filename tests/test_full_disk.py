@@ -3,8 +3,9 @@ resume after space is freed gives the uninterrupted result. A read-only run fold
 ``hrbench report RUN -o ELSEWHERE``.
 
 The disk is a real, small tmpfs mounted for the test (``mount -t tmpfs -o size=...``), filled with a preallocated
-file that leaves a chosen number of bytes; the read-only folder is a read-only bind mount. Both need root (they run
-so in .ci/run); elsewhere those tests are skipped, saying so, and the in-process ENOSPC cases below still run.
+file that leaves a chosen number of bytes; the read-only folder is a read-only bind mount. Both need root (as CI
+runs, since it installs PostgreSQL with apt-get); without it those tests are skipped, saying so, and the ENOSPC case
+injected in-process still runs.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import torch
 from typer.testing import CliRunner
 
 from hyperrecon.cli import app
+from hyperrecon.errors import RunError
 from hyperrecon.io import NoSpaceError, atomic_create_bytes, write_csv, write_json, write_npz
 from hyperrecon.storage import JobLedger
 
@@ -57,7 +59,8 @@ def snapshot(root: Path) -> dict[str, str]:
 def _mount(args: list[str], target: Path) -> None:
     done = subprocess.run(["mount", *args, str(target)], capture_output=True, text=True)
     if done.returncode != 0:
-        pytest.skip(f"cannot mount ({done.stderr.strip() or 'mount failed'}): needs root; runs as root in .ci/run")
+        why = done.stderr.strip() or "mount failed"
+        pytest.skip(f"cannot mount a small tmpfs or a read-only bind mount here ({why}): needs root")
 
 
 @pytest.fixture
@@ -246,3 +249,23 @@ def test_report_elsewhere_writes_nothing_into_a_read_only_run(reference: Path, t
     finally:
         subprocess.run(["umount", "-l", str(run)], capture_output=True)
     assert snapshot(run) == before and not (run / "figures").exists()
+
+
+def test_a_torn_ledger_on_a_full_disk_is_left_as_it_was(small_disk) -> None:
+    """No room for the backup: the torn tail is not cut (never make it worse); one line; then, with room, cut."""
+    disk = small_disk(1 << 20)
+    url = str(disk / "ledger.journal")
+    JobLedger(url, "r", create=True).enqueue("a", 0, {})
+    with open(url, "ab") as fh:
+        fh.write(b'{"op_code":6,"worker_id":"w","trial_id":0,"sta')
+    torn = Path(url).read_bytes()
+    fill(disk)
+    with pytest.raises(RunError) as info:
+        JobLedger(url, "r")
+    message = str(info.value)
+    assert message.startswith(f"{url}: ") and "\n" not in message, message
+    assert "no space left" in message or "no backup can be written" in message, message
+    assert Path(url).read_bytes() == torn and not list(disk.glob("ledger.journal.torn-*"))
+    (disk / ".filler").unlink()
+    assert JobLedger(url, "r").status() == {"a": "WAITING"}
+    assert (disk / "ledger.journal.torn-1").read_bytes() == torn

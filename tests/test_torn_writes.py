@@ -118,6 +118,7 @@ def equal_results(a: Path, b: Path) -> None:
     assert {**sa, "run_dir": ""} == {**sb, "run_dir": ""}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("where", ["last-1", "last-half", "last-but-newline", "mid-run"])
 def test_resume_after_a_torn_ledger_gives_the_uninterrupted_result(finished: Path, tmp_path: Path, where: str,
                                                                     caplog: pytest.LogCaptureFixture) -> None:
@@ -166,6 +167,7 @@ hio.os.fdopen = lambda fd, mode: Torn(real(fd, mode))
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("writer", ["csv", "checkpoint"])
 def test_a_writer_killed_at_any_byte_leaves_the_old_file(tmp_path: Path, writer: str) -> None:
     target = tmp_path / ("results.csv" if writer == "csv" else "baseline-0.pt")
