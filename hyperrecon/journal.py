@@ -16,13 +16,15 @@ record before ``RunError`` naming the file is raised.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from optuna.storages.journal import JournalFileBackend
-from optuna.storages.journal._file import get_lock_file
 
 from .errors import RunError
 from .io import shareable_mode, write_failed
@@ -80,9 +82,7 @@ def _backup(path: Path) -> Path:
         except FileExistsError:
             continue
         except OSError as exc:
-            raise RunError(f"{path}: its last record is torn (a crash or a full disk mid-write) and no backup can "
-                           f"be written next to it ({exc.strerror}); the file is left as it was. Free some space, "
-                           "then run again") from exc
+            raise _no_backup(path, exc) from exc
         try:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
@@ -90,11 +90,14 @@ def _backup(path: Path) -> Path:
                 os.fsync(fh.fileno())
         except OSError as exc:
             backup.unlink(missing_ok=True)
-            raise RunError(f"{path}: its last record is torn (a crash or a full disk mid-write) and no backup can "
-                           f"be written next to it ({exc.strerror}); the file is left as it was. Free some space, "
-                           "then run again") from exc
+            raise _no_backup(path, exc) from exc
         return backup
     raise RunError(f"{path}: too many backups of torn records next to it ({path.name}.torn-*); remove old ones")
+
+
+def _no_backup(path: Path, exc: OSError) -> RunError:
+    return RunError(f"{path}: its last record is torn (a crash or a full disk mid-write) and no backup can be "
+                    f"written next to it ({exc.strerror}); the file is left as it was. Free some space, then run again")
 
 
 class SafeJournalFileBackend(JournalFileBackend):
@@ -105,17 +108,24 @@ class SafeJournalFileBackend(JournalFileBackend):
         if whole_records_size(file_path) == os.path.getsize(file_path):
             return  # the usual case: no lock taken (a read-only folder can still be read)
         try:
-            with get_lock_file(self._lock):
+            with self._locked():
                 repair_torn_tail(self._file_path)
         except OSError as exc:
             raise write_failed(self._file_path, exc) from exc
 
-    def append_logs(self, logs: list[dict[str, Any]]) -> None:
-        import json
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        """The journal's own inter-process lock (Optuna's symlink lock), as Optuna's appends take it."""
+        self._lock.acquire()
+        try:
+            yield
+        finally:
+            self._lock.release()
 
+    def append_logs(self, logs: list[dict[str, Any]]) -> None:
         data = ("\n".join(json.dumps(entry, separators=(",", ":")) for entry in logs) + "\n").encode("utf-8")
         try:  # the lock is a symlink next to the journal: a full disk can refuse it too
-            with get_lock_file(self._lock):
+            with self._locked():
                 repair_torn_tail(self._file_path)  # another process may have died mid-write
                 self._append_locked(data)
         except OSError as exc:

@@ -493,6 +493,22 @@ def finalize(run: Run, ctx: RunContext) -> dict[str, Any]:
     return summary
 
 
+def _first_worker_error(run_dir: Path, n: int, offsets: dict[Path, int]) -> str | None:
+    """The first ``error:`` line the workers of this execution logged (a full disk names its file there)."""
+    for i in range(n):
+        path = run_dir / f"worker-{i}.log"
+        try:
+            with open(path, "rb") as fh:
+                fh.seek(offsets.get(path, 0))
+                text = fh.read().decode("utf-8", "replace")
+        except OSError:
+            continue
+        for line in text.splitlines():
+            if line.startswith("error: "):
+                return line[len("error: "):].strip()
+    return None
+
+
 def _read_csv(path: Path):
     """A result table written by a job; ``RunError`` naming the file when it is missing or damaged."""
     import pandas as pd
@@ -516,6 +532,7 @@ def execute(run: Run, *, workers: int = 1, progress: Progress | None = None, dev
     if workers <= 1:
         work(run, ctx, on_job=progress)
     else:
+        logs = {p: p.stat().st_size for p in (run.run_dir / f"worker-{i}.log" for i in range(workers)) if p.exists()}
         procs = spawn_workers(run, workers, device)
         ledger = open_ledger(run)
         try:
@@ -529,6 +546,7 @@ def execute(run: Run, *, workers: int = 1, progress: Progress | None = None, dev
             raise
         bad = [p.returncode for p in procs if p.returncode != 0]
         if bad or ledger.current_phase() is not None:
-            raise RunError(f"{run.run_dir}: {len(bad)} worker(s) failed (see worker-*.log there); "
-                           "fix the cause and continue with --resume")
+            first = _first_worker_error(run.run_dir, workers, logs)
+            raise RunError(f"{run.run_dir}: {len(bad)} worker(s) failed{f' ({first})' if first else ''}; see "
+                           "worker-*.log there; fix the cause and continue with --resume")
     return finalize(run, ctx)

@@ -203,14 +203,14 @@ def equal_results(a: Path, b: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("free_mb", [2, 9, 17])
-def test_a_run_that_fills_the_disk_resumes_to_the_uninterrupted_result(reference: Path, small_disk,
-                                                                       free_mb: int) -> None:
+@pytest.mark.parametrize(("free_mb", "workers"), [(2, 1), (9, 1), (17, 1), (9, 2)])
+def test_a_run_that_fills_the_disk_resumes_to_the_uninterrupted_result(reference: Path, small_disk, free_mb: int,
+                                                                       workers: int) -> None:
     disk = small_disk(48 << 20)
     filler = fill(disk, leave=free_mb << 20)
     run = disk / "run"
-    failed = subprocess.run(hrbench("run", *STUDY, "--out", run, "--no-report"), env=env(), capture_output=True,
-                            text=True, timeout=600)
+    failed = subprocess.run(hrbench("run", *STUDY, "--out", run, "--no-report", "--workers", workers), env=env(),
+                            capture_output=True, text=True, timeout=600)
     assert failed.returncode == 1, failed.stderr
     line = one_error_line(failed.stderr)
     assert "no space left on device" in line and f"{run}/" in line, line
