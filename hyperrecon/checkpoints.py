@@ -2,34 +2,29 @@
 
 from __future__ import annotations
 
+import io
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from .errors import CheckpointError
-from .io import check_zip, shareable_mode
+from .io import atomic_write_bytes, check_zip
 
 CHECKPOINT_VERSION = 1
 
 
 def save_checkpoint(path: str | os.PathLike[str], payload: dict[str, Any]) -> None:
-    """Write ``payload`` atomically: temp file in the same folder, flush + fsync, ``os.replace``."""
+    """Write ``payload`` atomically: temp file in the same folder, flush + fsync, ``os.replace``.
+
+    Serialised in memory first, so that a failed write (a full disk) surfaces as the ``OSError`` it is rather than
+    as torch's ``RuntimeError``: ``RunError`` naming the file, the previous checkpoint left as it was.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, shareable_mode())  # mkstemp makes 0600 files; give the usual 0666 & ~umask
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    buf = io.BytesIO()
+    torch.save(payload, buf)
+    atomic_write_bytes(path, buf.getvalue())
     try:  # make the rename itself durable (best effort; not possible on every file system)
         dir_fd = os.open(path.parent, os.O_RDONLY)
         try:

@@ -86,6 +86,8 @@ class RunContext:
     device: str
     precision: str
     progress: Progress | None = None
+    threads: int | None = None
+    """CPU threads every job uses (the run's, from ``run.json``); None: leave the process's setting."""
     _cache: dict[str, Any] = field(default_factory=dict)
 
     # -- data ------------------------------------------------------------------------------------------------
@@ -216,6 +218,39 @@ def load_bundle(study: Study):
     s = study
     return load_data(s.data.source, image_size=s.data.image_size, seed=s.seed, path=s.data.path,
                      params=dict(s.data.params), where=f"{s.source_file} [data]")
+
+
+def ran_with(device: str, precision: str) -> dict[str, Any]:
+    """What a job ran with that can change its numbers: threads, device, CPU/GPU kind, precision, torch version.
+    Stored per job (``jobs/<name>.json`` ``ran_with``) so that a run finished elsewhere says what it mixed."""
+    import torch
+
+    return {"threads": torch.get_num_threads(), "device": device, "device_name": device_name(device),
+            "precision": precision, "torch": torch.__version__}
+
+
+def ran_with_summary(run_dir: Path) -> str | None:
+    """One line on what the jobs of a run ran with (``jobs/*.json`` ``ran_with``), saying when they differ (a run
+    resumed on another machine or CPU kind, whose numbers may then differ from a run on one setting). None when no
+    job recorded it (runs made before it was recorded)."""
+    import json
+    from collections import Counter
+
+    seen: Counter[str] = Counter()
+    for path in sorted(Path(run_dir).glob("jobs/*.json")):
+        try:
+            rw = json.loads(path.read_text(encoding="utf-8")).get("ran_with")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(rw, dict):
+            seen[f"{rw.get('threads')} threads, {rw.get('device_name')} ({rw.get('device')}), {rw.get('precision')}, "
+                 f"torch {rw.get('torch')}"] += 1
+    if not seen:
+        return None
+    if len(seen) == 1:
+        return f"all {sum(seen.values())} jobs: {next(iter(seen))}"
+    parts = "; ".join(f"{n} jobs: {setting}" for setting, n in seen.most_common())
+    return f"MIXED settings ({parts}): numbers may differ from a run on one setting"
 
 
 def first_line(exc: BaseException) -> str:

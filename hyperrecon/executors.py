@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import Study
-from .context import RunContext
+from .context import RunContext, ran_with
 from .errors import RunError
 from .io import read_json, write_csv, write_json
 from .jobs import job_seed, lam_label, recon_models
@@ -66,6 +66,8 @@ def run_job(ctx: RunContext, name: str, spec: dict[str, Any]) -> dict[str, Any]:
     kind = spec["kind"]
     s = ctx.study
     started = time.perf_counter()
+    if ctx.threads is not None:  # the run's thread count, whatever --workers and the machine (run.json threads)
+        torch.set_num_threads(ctx.threads)
     torch.manual_seed(job_seed(s, name))
     if kind == "seg":
         from .models import UNet
@@ -99,6 +101,7 @@ def run_job(ctx: RunContext, name: str, spec: dict[str, Any]) -> dict[str, Any]:
         raise RunError(f"job '{name}': unknown kind '{kind}'")
     result.setdefault("device_seconds", 0.0)
     result["job_wall_seconds"] = time.perf_counter() - started
+    result["ran_with"] = ran_with(ctx.device, ctx.precision)
     write_json(ctx.run_dir / "jobs" / f"{name}.json", {"job": name, "spec": spec, **result})
     # The ledger keeps a small result; the history lives in jobs/<name>.json.
     return {k: v for k, v in result.items() if k != "history"}

@@ -5,6 +5,7 @@ A run killed at any moment therefore leaves each file either complete (old or ne
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
@@ -27,25 +28,88 @@ def shareable_mode() -> int:
     return 0o666 & ~umask
 
 
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
-    """Write ``data`` to ``path`` via a temp file in the same folder (fsync, ``os.replace``), with the permissions
-    of an ordinary new file (``0o666 & ~umask``), so that reports and results can be shared."""
-    path = Path(path)
+class NoSpaceError(RunError):
+    """A write failed for want of space (``ENOSPC``, ``EDQUOT``): retrying will not help until space is freed."""
+
+
+def write_failed(path: str | os.PathLike[str], exc: OSError) -> RunError:
+    """The one-line error for a failed write of ``path``: "PATH: cannot write (no space left on device) ..."."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return NoSpaceError(f"{path}: cannot write (no space left on device); free some space, then continue with "
+                        "--resume (what was written before is intact)")
+    return RunError(f"{path}: cannot write ({exc.strerror or exc})")
+
+
+def _temp_copy(path: Path, data: bytes) -> str:
+    """A complete, fsync'd temp file holding ``data`` next to ``path`` (mode ``0o666 & ~umask``); its name.
+    ``RunError`` naming ``path`` when it cannot be written, with no temp file left behind."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise write_failed(path, exc) from exc
         raise RunError(f"{path.parent}: cannot write here ({exc.strerror})") from exc
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
-        os.chmod(tmp, shareable_mode())
-        os.replace(tmp, path)
+        os.chmod(tmp, shareable_mode())  # mkstemp makes 0600 files
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise write_failed(path, exc) from exc
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    return tmp
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
+    """Write ``data`` to ``path`` via a temp file in the same folder (fsync, ``os.replace``), with the permissions
+    of an ordinary new file (``0o666 & ~umask``), so that reports and results can be shared.
+
+    A failed write (a full disk) leaves ``path`` as it was and raises ``RunError`` naming it (:func:`write_failed`).
+    """
+    path = Path(path)
+    tmp = _temp_copy(path, data)
+    try:
+        os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise write_failed(path, exc) from exc
+    return path
+
+
+def atomic_create_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
+    """Create ``path`` with ``data`` only if it does not exist yet, atomically: of two processes that try at once,
+    exactly one succeeds and the other gets ``FileExistsError``; a crash leaves the file whole or absent.
+
+    The complete content goes to a temp file that is then hard-linked to ``path`` (``link`` fails on an existing
+    name, unlike ``rename``). Where the file system has no hard links, an ``O_EXCL`` claim file stands in.
+    ``RunError`` naming the file when it cannot be written (:func:`write_failed`).
+    """
+    path = Path(path)
+    tmp = _temp_copy(path, data)
+    try:
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            raise
+        except OSError as exc:
+            if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK):
+                raise
+            claim = path.with_name(f".{path.name}.claim")
+            os.close(os.open(claim, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            if path.exists():
+                raise FileExistsError(errno.EEXIST, "exists", str(path)) from None
+            os.replace(tmp, path)
+    except FileExistsError:
+        raise
+    except OSError as exc:
+        raise write_failed(path, exc) from exc
+    finally:
+        Path(tmp).unlink(missing_ok=True)
     return path
 
 

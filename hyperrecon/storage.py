@@ -20,7 +20,8 @@ Environment: ``HRBENCH_HEARTBEAT_S`` (default 10) and ``HRBENCH_GRACE_S`` (defau
 the grace period of the ledgers a process opens (checked by :mod:`hyperrecon.settings`).
 
 Storage URLs: a path (or ``journal:PATH``) is an Optuna journal file (the default, ``ledger.journal`` in the run
-folder, safe for processes on one machine); ``postgresql://...`` (or any SQLAlchemy URL) is Optuna's RDB storage for
+folder, safe for processes on one machine; :mod:`hyperrecon.journal` repairs a torn last record);
+``postgresql://...`` (``mysql://``, ``sqlite:///``; :mod:`hyperrecon.storage_urls`) is Optuna's RDB storage for
 workers on many machines.
 """
 
@@ -43,6 +44,7 @@ from typing import Any
 
 from . import settings
 from .errors import ConfigError, RunError
+from .storage_urls import normalize, redact, scrub
 
 JOBS_PREFIX = "hrbench-jobs:"
 
@@ -80,24 +82,26 @@ def _optuna():
 
 
 def open_storage(url: str):
-    """An Optuna storage for ``url``: a journal file path, ``journal:PATH``, or an SQLAlchemy database URL."""
+    """An Optuna storage for ``url``: a journal file path, ``journal:PATH``, or a database URL
+    (:mod:`hyperrecon.storage_urls`: aliases, "did you mean", the driver each scheme needs). Messages never show
+    a password."""
     optuna = _optuna()
-    if "://" in url and not url.startswith("journal:"):
-        if not url.startswith(("postgresql", "mysql", "sqlite")):
-            raise ConfigError(f"--storage {url}: expected a file path, journal:PATH or postgresql://... URL")
+    kind, target = normalize(url)
+    if kind == "rdb":
         try:
-            return optuna.storages.RDBStorage(_with_driver(url), engine_kwargs={"pool_pre_ping": True})
-        except ImportError as exc:
-            raise ConfigError(
-                f"--storage {url}: the database driver is missing ({exc}); install the extra: pip install 'hyperrecon[postgres]'"
-            ) from exc
+            return optuna.storages.RDBStorage(target, engine_kwargs={"pool_pre_ping": True})
+        except ImportError as exc:  # a driver that find_spec saw but that does not import
+            raise ConfigError(f"--storage {_redact(url)}: the database driver does not import "
+                              f"({scrub(str(exc), url)}); reinstall it: pip install 'hyperrecon[postgres]'") from exc
         except Exception as exc:  # sqlalchemy.exc.OperationalError and friends: one line, no traceback
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise RunError(f"--storage {_redact(url)}: cannot connect: {first}") from exc
-    path = Path(url.removeprefix("journal:"))
+            raise RunError(f"--storage {_redact(url)}: cannot connect: {scrub(first, url)}") from exc
+    path = Path(target)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        backend = optuna.storages.journal.JournalFileBackend(str(path))
+        from .journal import SafeJournalFileBackend
+
+        backend = SafeJournalFileBackend(str(path))  # cuts a torn last record (backup kept) before reading
         return optuna.storages.JournalStorage(backend)  # replays the file: a damaged one fails here
     except OSError as exc:
         raise RunError(f"{path}: cannot open the job ledger ({exc.strerror})") from exc
@@ -105,28 +109,9 @@ def open_storage(url: str):
         raise RunError(f"{path}: the job ledger is corrupt ({exc}); expected an Optuna journal file") from exc
 
 
-def _with_driver(url: str) -> str:
-    """``postgresql://`` with the driver that is installed: SQLAlchemy 2.1 means psycopg 3 by it, 2.0 psycopg2
-    (the ``postgres`` extra installs psycopg2-binary). An explicit ``postgresql+driver://`` is kept."""
-    import importlib.util
-
-    scheme, sep, rest = url.partition("://")
-    if scheme != "postgresql":
-        return url
-    for module, driver in (("psycopg", "psycopg"), ("psycopg2", "psycopg2")):
-        if importlib.util.find_spec(module) is not None:
-            return f"postgresql+{driver}{sep}{rest}"
-    return url
-
-
 def _redact(url: str) -> str:
-    """Hide a password in a database URL for messages."""
-    if "@" in url and "://" in url:
-        scheme, rest = url.split("://", 1)
-        creds, host = rest.rsplit("@", 1)
-        user, has_password, _ = creds.partition(":")
-        return f"{scheme}://{user}{':***' if has_password else ''}@{host}"
-    return url
+    """Hide a password in a database URL for messages (:func:`hyperrecon.storage_urls.redact`)."""
+    return redact(url)
 
 
 #: What a job ledger's Optuna study says about itself, for optuna-dashboard and other Optuna tools: its trials are

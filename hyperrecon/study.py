@@ -32,6 +32,7 @@ with one line and leaves what is on disk as it was. Every result file is written
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import os
 import subprocess
 import sys
@@ -44,12 +45,13 @@ from .config import PROFILES, Study, study_from_dict
 from .context import Progress, RunContext, device_name, first_line, load_bundle, load_weights, provenance
 from .errors import CheckpointError, ConfigError, DataError, HyperReconError, RunError, TrainingError
 from .executors import higher_is_better, run_job
-from .io import read_json, write_csv, write_json
+from .io import NoSpaceError, atomic_create_bytes, read_json, write_csv, write_json
 from .jobs import lam_label, recon_models, study_jobs
 from .plugins import load_plugins
 from .resolve import resolve, resolve_device, resolve_precision
 from .runfiles import build_summary, metrics_table, tidy
 from .storage import JobLedger, find_runs, open_storage
+from .storage_urls import normalize, public_url, redact
 
 __all__ = ["RUN_FORMAT", "Progress", "Run", "RunContext", "context_for", "device_name", "enqueue", "execute",
            "finalize", "load_weights", "prepare_run", "provenance", "run_for_worker", "run_job", "work"]
@@ -65,6 +67,62 @@ LEDGER_FILE = "ledger.journal"
 def default_run_dir(study: Study, root: Path = Path("runs")) -> Path:
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     return root / study.name / f"{stamp}-{study.profile}"
+
+
+def make_default_run_dir(study: Study, root: Path = Path("runs")) -> Path:
+    """Create a new run folder under the default name, ``-2``, ``-3``... appended when that name is taken:
+    ``mkdir`` succeeds for one caller only, so two runs started in the same second get two folders."""
+    base = default_run_dir(study, root)
+    try:
+        base.parent.mkdir(parents=True, exist_ok=True)
+        for n in range(1, 10_000):
+            candidate = base if n == 1 else base.with_name(f"{base.name}-{n}")
+            try:
+                candidate.mkdir()
+                return candidate
+            except FileExistsError:
+                continue
+    except OSError as exc:
+        raise RunError(f"{base.parent}: cannot create the run folder ({exc.strerror})") from exc
+    raise RunError(f"{base.parent}: no free run folder name for {base.name}; use --out")
+
+
+def claim_run_dir(run_dir: Path, info: dict[str, Any]) -> None:
+    """Make ``run_dir`` this run's: create its ``run.json`` only if no other run did (atomic, one winner).
+    ``RunError`` for the loser, who has written nothing."""
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RunError(f"{run_dir}: cannot create the run folder ({exc.strerror})") from exc
+    text = json.dumps(info, indent=2, sort_keys=True, default=str) + "\n"
+    try:
+        atomic_create_bytes(run_dir / "run.json", text.encode("utf-8"))
+    except FileExistsError:
+        raise RunError(f"{run_dir}: another run claimed this folder first (it made run.json while this run was "
+                       "starting); choose another --out, or --resume that run") from None
+
+
+def run_threads(info: dict[str, Any] | None = None) -> int:
+    """The CPU thread count of a run: ``threads`` of its ``run.json`` (older runs: their provenance), or for a new
+    run this process's setting (``OMP_NUM_THREADS`` when set, else torch's default, the number of cores).
+
+    Every job of the run sets it (:func:`hyperrecon.executors.run_job`), whatever ``--workers`` and the machine it
+    runs on: results of CPU kernels depend on the thread count (reduction order), so a resumed or parallel run
+    would otherwise mix numbers from different settings.
+    """
+    if info is None:
+        import torch
+
+        return int(torch.get_num_threads())
+    prov = info.get("provenance")
+    value = info.get("threads", prov.get("threads") if isinstance(prov, dict) else None)
+    if value is None:
+        import torch
+
+        return int(torch.get_num_threads())
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise RunError(f"run.json threads: expected a whole number >= 1, but got {value!r}")
+    return value
 
 
 def latest_run_dir(study: Study, root: Path = Path("runs")) -> Path | None:
@@ -83,6 +141,8 @@ class Run:
     precision: str
     bundle: Any = field(default=None, repr=False, compare=False)
     """The data, when already loaded (a new run reads them before it makes its folder)."""
+    threads: int | None = None
+    """CPU threads every job of this run uses (``run.json`` ``threads``, fixed when the run was made)."""
 
 
 def ledger_url(run_dir: Path, info: dict[str, Any]) -> str:
@@ -129,40 +189,39 @@ def prepare_run(study: Study, *, out: Path | None, resume: bool, storage: str | 
             raise RunError(f"{run_dir / 'config.json'}: this run was made with a different study config "
                            f"(hash {saved.get('config_hash')} vs {study.config_hash()}); resume with the same study, "
                            "profile and --set values, or start a new run")
-        run = Run(run_dir, study, info["run_id"], ledger_url(run_dir, info), dev, precision)
-        if storage is not None and storage not in (run.storage, info["storage"]):
-            from .storage import _redact
-
-            raise ConfigError(f"--storage {_redact(storage)}: this run keeps its jobs in {_redact(run.storage)}; "
-                              "resume without --storage")
+        run = Run(run_dir, study, info["run_id"], ledger_url(run_dir, info), dev, precision,
+                  threads=run_threads(info))
+        if storage is not None:
+            if public_url(storage) not in (public_url(run.storage), public_url(info["storage"])):
+                raise ConfigError(f"--storage {redact(storage)}: this run keeps its jobs in {redact(run.storage)}; "
+                                  "resume without --storage")
+            if normalize(storage)[0] == "rdb":
+                run.storage = storage  # the same database, with the password run.json does not keep
         check_resumable(run)
         return run
-    run_dir = Path(out) if out is not None else default_run_dir(study)
-    if run_dir.exists() and not run_dir.is_dir():
+    run_dir = Path(out) if out is not None else None
+    if run_dir is not None and run_dir.exists() and not run_dir.is_dir():
         raise RunError(f"{run_dir}: exists and is not a folder; expected a new or empty folder for the run")
-    if run_dir.exists() and any(run_dir.iterdir()):
+    if run_dir is not None and run_dir.exists() and any(run_dir.iterdir()):
         raise RunError(f"{run_dir}: folder exists and is not empty; use --resume to continue it or choose another --out")
     if storage is not None:
         open_storage(storage)  # a bad URL or an unreachable database fails before anything is written
     bundle = load_bundle(study)  # so do bad data
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        probe = run_dir / ".write-test"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as exc:
-        raise RunError(f"{run_dir}: cannot create the run folder ({exc.strerror})") from exc
+    if run_dir is None:
+        run_dir = make_default_run_dir(study)
     run_id = f"{study.name}-{run_dir.name}-{os.urandom(3).hex()}"
     storage_url = storage or str((run_dir / LEDGER_FILE).resolve())
+    stored_url = public_url(storage_url) if storage and normalize(storage)[0] == "rdb" else storage_url
+    threads = run_threads()
+    # run.json first, created exclusively: of two runs started on one folder, one claims it, the other stops.
+    claim_run_dir(run_dir, {"format": RUN_FORMAT, "run_id": run_id, "storage": stored_url,
+                            **({} if storage else {"ledger": LEDGER_FILE}), "threads": threads,
+                            "study": study.name, "profile": study.profile, "provenance": provenance(dev, precision)})
     write_json(run_dir / "config.json", {"config_hash": study.config_hash(), "study": study.to_dict()})
-    write_json(run_dir / "run.json", {"format": RUN_FORMAT, "run_id": run_id, "storage": storage_url,
-                                      **({} if storage else {"ledger": LEDGER_FILE}),
-                                      "study": study.name, "profile": study.profile,
-                                      "provenance": provenance(dev, precision)})
     if not isinstance(study.loss.scales, str):
         write_json(run_dir / "scales.json", {"terms": list(study.loss.terms), "scales": list(study.loss.scales),
                                              "rule": "given in the study file"})
-    return Run(run_dir, study, run_id, storage_url, dev, precision, bundle=bundle)
+    return Run(run_dir, study, run_id, storage_url, dev, precision, bundle=bundle, threads=threads)
 
 
 def check_resumable(run: Run) -> None:
@@ -172,8 +231,9 @@ def check_resumable(run: Run) -> None:
     from .checkpoints import load_checkpoint
 
     url = run.storage
-    if "://" not in url or url.startswith("journal:"):
-        path = Path(url.removeprefix("journal:"))
+    kind, target = normalize(url)
+    if kind == "journal":
+        path = Path(target)
         if not path.is_file():  # opening it would create an empty ledger in the run folder
             raise RunError(f"{path}: the job ledger of this run is missing; expected the journal named in run.json")
     status = JobLedger(url, run.run_id).status()
@@ -260,6 +320,14 @@ def work(run: Run, ctx: RunContext, *, poll_s: float = 0.5, on_job: Progress | N
         try:
             with ledger.heartbeat(job):
                 result = run_job(ctx, job.name, job.spec)
+        except NoSpaceError as exc:
+            # A full disk: every retry would fail the same way until space is freed. Requeue without counting an
+            # attempt (the ledger may be on the full disk too) and stop with the file named.
+            try:
+                ledger.fail(job, str(exc), count=False)
+            except HyperReconError:
+                pass
+            raise
         except (CheckpointError, TrainingError) as exc:
             ledger.fail(job, str(exc), retry=False)
             raise
@@ -292,7 +360,11 @@ def work(run: Run, ctx: RunContext, *, poll_s: float = 0.5, on_job: Progress | N
 def context_for(run: Run, progress: Progress | None = None) -> RunContext:
     load_plugins(run.study.plugins, source=run.study.source_file,
                  search_path=str(Path(run.study.source_file).parent) if run.study.source_file else None)
-    ctx = RunContext(run.run_dir, run.study, run.device, run.precision, progress=progress)
+    ctx = RunContext(run.run_dir, run.study, run.device, run.precision, progress=progress, threads=run.threads)
+    if run.threads is not None:  # data and forward model too are computed with the run's thread count
+        import torch
+
+        torch.set_num_threads(run.threads)
     if run.bundle is not None:
         ctx.bundle = run.bundle  # fills the cached property
     return ctx
@@ -315,7 +387,7 @@ def run_for_worker(*, run_dir: Path | None, storage: str | None, study_name: str
     study = study_from_dict_resolved(saved["study"])
     dev = resolve_device(device)
     return Run(run_dir, study, info["run_id"], storage or ledger_url(run_dir, info), dev,
-               resolve_precision(study.train.precision, dev))
+               resolve_precision(study.train.precision, dev), threads=run_threads(info))
 
 
 def study_from_dict_resolved(d: dict[str, Any]) -> Study:
@@ -336,11 +408,12 @@ def spawn_workers(run: Run, n: int, device: str) -> list[subprocess.Popen]:
         import torch
 
         n_gpus = torch.cuda.device_count()
-    # Share the cores: OpenMP threads that outnumber them spin-wait each other and slow everything down.
-    threads = max(1, (os.cpu_count() or 1) // n)
+    # Every worker uses the run's thread count (not cores / n): a job's result must not depend on how many workers
+    # ran beside it. More threads than cores in all only costs speed (OpenMP threads spin-wait each other).
+    threads = run.threads or run_threads()
     for i in range(n):
         env = dict(os.environ)
-        env.setdefault("OMP_NUM_THREADS", str(threads))
+        env["OMP_NUM_THREADS"] = str(threads)
         if n_gpus > 1:
             env["CUDA_VISIBLE_DEVICES"] = str(i % n_gpus)
         cmd = [sys.executable, "-m", "hyperrecon.cli", "worker", "--run-dir", str(run.run_dir), "--device", device]
@@ -402,9 +475,7 @@ def finalize(run: Run, ctx: RunContext) -> dict[str, Any]:
         if row["target"] != "baselines":
             summary_table.loc[i, "test_metric"] = test_metric(row["target"], None, row["strategy"], int(row["chosen_seed"]))
     write_csv(d / "search_summary.csv", tidy(summary_table, s.n_lams))
-    from .storage import _redact
-
-    summary = build_summary(run_dir=d, run_id=run.run_id, storage=_redact(run.storage), study=s, results=results,
+    summary = build_summary(run_dir=d, run_id=run.run_id, storage=redact(run.storage), study=s, results=results,
                             costs=costs, search_summary=summary_table, grid_optimum=grid_optimum, maximize=maximize,
                             baseline_trials=len(baseline_val))
     summary["replicates"] = int(s.replicates)
@@ -455,6 +526,22 @@ def _merge_replicates(run: Run) -> tuple[Any, list[dict[str, Any]], dict[str, fl
     return pd.concat(frames, ignore_index=True), cost_rows, training_cost
 
 
+def _first_worker_error(run_dir: Path, n: int, offsets: dict[Path, int]) -> str | None:
+    """The first ``error:`` line the workers of this execution logged (a full disk names its file there)."""
+    for i in range(n):
+        path = run_dir / f"worker-{i}.log"
+        try:
+            with open(path, "rb") as fh:
+                fh.seek(offsets.get(path, 0))
+                text = fh.read().decode("utf-8", "replace")
+        except OSError:
+            continue
+        for line in text.splitlines():
+            if line.startswith("error: "):
+                return line[len("error: "):].strip()
+    return None
+
+
 def _read_csv(path: Path):
     """A result table written by a job; ``RunError`` naming the file when it is missing or damaged."""
     import pandas as pd
@@ -478,6 +565,7 @@ def execute(run: Run, *, workers: int = 1, progress: Progress | None = None, dev
     if workers <= 1:
         work(run, ctx, on_job=progress)
     else:
+        logs = {p: p.stat().st_size for p in (run.run_dir / f"worker-{i}.log" for i in range(workers)) if p.exists()}
         procs = spawn_workers(run, workers, device)
         ledger = open_ledger(run)
         try:
@@ -491,6 +579,7 @@ def execute(run: Run, *, workers: int = 1, progress: Progress | None = None, dev
             raise
         bad = [p.returncode for p in procs if p.returncode != 0]
         if bad or ledger.current_phase() is not None:
-            raise RunError(f"{run.run_dir}: {len(bad)} worker(s) failed (see worker-*.log there); "
-                           "fix the cause and continue with --resume")
+            first = _first_worker_error(run.run_dir, workers, logs)
+            raise RunError(f"{run.run_dir}: {len(bad)} worker(s) failed{f' ({first})' if first else ''}; see "
+                           "worker-*.log there; fix the cause and continue with --resume")
     return finalize(run, ctx)

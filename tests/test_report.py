@@ -164,7 +164,7 @@ def test_report_elsewhere_links_figures_relative_to_the_markdown(sl_run: Path, t
     out = tmp_path / "elsewhere" / "deep" / "r.md"
     assert write_report(sl_run, out=out) == out
     text = _check_markdown(out)
-    assert "../../syn/figures/sl-curves.png" in text
+    assert "](figures/sl-curves.png)" in text and (out.parent / "figures" / "sl-curves.png").is_file()
     assert not (sl_run / "report.md").exists()
 
 

@@ -100,7 +100,7 @@ def load_bundle(path: Path) -> DataBundle | None:
             for name in SPLIT_NAMES:
                 labels = z[f"{name}_labels"] if f"{name}_labels" in z.files else None
                 splits[name] = Split(z[f"{name}_images"], labels, [str(i) for i in z[f"{name}_ids"]])
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile, json.JSONDecodeError):
+    except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile, json.JSONDecodeError):  # EOF: cut at 0 B
         return None
     return DataBundle(
         **splits,

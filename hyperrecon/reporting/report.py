@@ -190,6 +190,11 @@ def _provenance(data: RunData) -> list[str]:
         ["python; platform", f"{prov.get('python', MISSING)}; {prov.get('platform', MISSING)}"],
         ["versions", ", ".join(f"{k} {v}" for k, v in versions.items() if v) or MISSING],
     ]
+    from ..context import ran_with_summary
+
+    jobs_ran_with = ran_with_summary(data.run_dir)  # per job: another machine or CPU kind on resume shows here
+    if jobs_ran_with is not None:
+        rows.append(["jobs ran with", jobs_ran_with])
     return [md_table(["item", "value"], rows, name="provenance", align=["l", "l"])]
 
 
@@ -628,7 +633,7 @@ def record_claims(run_dir: Path, claims: list[dict[str, Any]]) -> None:
 
 
 def write_report(run_dir: Path, out: Path | None = None) -> Path:
-    """Write ``report.md`` (or ``out``) and its figures in ``run_dir/figures/``; returns the markdown path.
+    """Write ``report.md`` (or ``out``) and its figures in ``figures/`` next to it; returns the markdown path.
 
     Everything is read and checked first (run folder format, tables, evaluation outputs, the report's folder), so
     a ``RunError`` leaves the run folder as it was; figures and markdown are each written atomically.
@@ -642,7 +647,7 @@ def write_report(run_dir: Path, out: Path | None = None) -> Path:
         md_path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise RunError(f"{md_path.parent}: cannot write the report here ({exc.strerror}); expected a folder") from exc
-    fig_dir = run_dir / "figures"
+    fig_dir = md_path.parent / "figures"  # next to the report: `-o ELSEWHERE` writes nothing into the run folder
     if fig_dir.exists() and not fig_dir.is_dir():
         raise RunError(f"{fig_dir}: not a folder; expected the report's figure folder")
     text = build_markdown(data, s, fig_dir, md_path.parent)
