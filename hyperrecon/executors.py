@@ -47,9 +47,14 @@ def _train_job(ctx: RunContext, name: str, model, task, sampler, steps: int) -> 
     if callable(kept):
         lams = kept()
         if lams is not None and len(lams):
+            import numpy as np
+
             from .io import write_npz
 
-            write_npz(ctx.run_dir / "eval" / f"{name}-dhs-kept.npz", lams=lams.numpy())
+            # steps and warm-up let the report test only the λ that DHS ranked (hyperrecon/dhs_check.py)
+            write_npz(ctx.run_dir / "eval" / f"{name}-dhs-kept.npz", lams=lams.numpy(),
+                      steps=sampler.kept_steps().numpy(),
+                      warmup_steps=np.array(getattr(sampler, "warmup_steps", 0)))
     return out
 
 

@@ -360,8 +360,17 @@ def dhs_analysis(data: RunData) -> dict[str, Any] | None:
     kept = {m: lams for m in data.conditional if (lams := data.dhs_kept(m)) is not None}
     if not kept:
         return None
-    return {"kept": kept, "stats": {m: {"n": int(len(v)), "mean": v.mean(0).tolist(), "std": v.std(0).tolist()}
-                                    for m, v in kept.items()}}
+    from ..dhs_check import kept_uniformity
+
+    checks = {}
+    for m, v in kept.items():
+        steps, warmup = data.dhs_kept_steps(m)
+        checks[m] = kept_uniformity(v, steps if steps is not None and len(steps) == len(v) else None,
+                                    warmup_steps=warmup).to_dict()
+    return {"kept": kept, "checks": checks,
+            "stats": {m: {"n": int(len(v)), "mean": v.mean(0).tolist(), "std": v.std(0).tolist(),
+                          "ks_statistic": checks[m]["statistic"], "p_uniform": checks[m]["p_value"],
+                          "verdict": checks[m]["verdict"]} for m, v in kept.items()}}
 
 
 def ranges_analysis(data: RunData) -> dict[str, Any] | None:
