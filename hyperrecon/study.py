@@ -380,6 +380,9 @@ def finalize(run: Run, ctx: RunContext) -> dict[str, Any]:
                     row["inference_seconds_per_slice"] = sec.get("inference_seconds_per_slice")
     costs = pd.DataFrame(cost_rows)
     write_csv(d / "costs.csv", costs)
+    from .convergence import write_convergence_csv
+
+    write_convergence_csv(d, [(m, k) for m, k, _ in recon_models(s)] + [("seg", "seg")])
 
     trials = [_read_csv(p) for p in sorted((d / "search").glob("*.csv")) if not p.name.endswith("-test.csv")]
     search = pd.concat(trials, ignore_index=True)

@@ -20,6 +20,7 @@ import numpy as np
 from ..errors import ConfigError, RunError
 from ..io import atomic_write_text
 from . import analysis as A
+from . import checks as C
 from . import figures as F
 from .findings import findings
 from .rundata import RunData, load_run
@@ -88,6 +89,7 @@ def _analyse(data: RunData) -> dict[str, Any]:
         "costs": A.cost_analysis(data), "sl": A.sl_analysis(data), "ao": A.ao_analysis(data),
         "dhs": A.dhs_analysis(data), "ranges": A.ranges_analysis(data), "examples": A.examples_analysis(data),
         "dice": A.dice_analysis(data), "search": A.search_analysis(data), "training": A.training_analysis(data),
+        "convergence": A.convergence_analysis(data), "ao_regularisation": C.ao_regularisation_check(data),
     }
     s["findings"] = findings(s)
     return s
@@ -121,7 +123,10 @@ def _headline(data: RunData, s: dict[str, Any]) -> dict[str, Any]:
                          "diverse": {m: {k: v for k, v in d.items() if k not in ("image_a", "image_b", "target")}
                                      for m, d in s["ranges"]["diverse"].items()}}
     if s["dice"]:
-        out["dice"] = {"best": s["dice"]["best"]}
+        out["dice"] = {"best": s["dice"]["best"], "reference": s["dice"].get("reference")}
+    for key in ("convergence", "ao_regularisation"):
+        if s.get(key):
+            out[key] = s[key]
     if s["search"]:
         out["search"] = {k: s["search"][k] for k in ("objective", "grid_optimum", "fastest", "best", "n_seeds",
                                                      "budget")}
@@ -506,7 +511,8 @@ def build_markdown(data: RunData, s: dict[str, Any], fig_dir: Path, md_dir: Path
     if s["sl"]:
         section("sl", _sl_section(data, s["sl"], fig_dir, link))
     if s["ao"]:
-        section("ao", _ao_section(data, s["ao"], fig_dir, link))
+        section("ao", _ao_section(data, s["ao"], fig_dir, link)
+                + C.ao_regularisation_lines(s.get("ao_regularisation"), (data.scales or {}).get("rule")))
     if s["dhs"]:
         section("dhs", _dhs_section(data, s["dhs"], fig_dir, link))
     if s["ranges"]:
@@ -518,11 +524,11 @@ def build_markdown(data: RunData, s: dict[str, Any], fig_dir: Path, md_dir: Path
                              "(those nearest to the λ shown for the conditional models), and each λ-conditioned "
                              "model over λ. Titles: λ, PSNR (dB) and SSIM of that slice."])
     if s["dice"]:
-        section("dice", _dice_section(data, s["dice"], fig_dir, link))
+        section("dice", _dice_section(data, s["dice"], fig_dir, link) + C.dice_reference_lines(s["dice"]))
     if s["search"]:
         section("search", _search_section(data, s["search"], fig_dir, link))
     if s["training"]:
-        section("training", _training_section(s["training"], fig_dir, link))
+        section("training", _training_section(s["training"], fig_dir, link) + C.convergence_lines(s["convergence"]))
     return "\n".join(lines).rstrip() + "\n"
 
 
