@@ -34,8 +34,15 @@ from hyperrecon.training import train  # noqa: E402
 
 
 @torch.no_grad()
-def evaluate(model, data, lams: list[float]) -> dict[float, dict[str, float]]:
+def evaluate(model, data, lams: list[float], batch_stats: bool = False) -> dict[float, dict[str, float]]:
+    """Test metrics at each λ; ``batch_stats``: BatchNorm on the statistics of the (single-λ) test batch instead
+    of the running statistics gathered over mixed-λ training batches (a diagnosis, not an evaluation mode)."""
     model.eval()
+    if batch_stats:
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.train()
+                m.momentum = 0.0  # use batch statistics, leave the running ones alone
     out = {}
     x, target = data
     for lv in lams:
@@ -54,7 +61,10 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[], help="study override, e.g. hyper.groups=16")
     ap.add_argument("--init", default=None, help="HyperUNet init override (kaiming/default/auto)")
     ap.add_argument("--lam-share", type=float, default=None, help="LAMBDA_VARIANCE_SHARE override")
+    ap.add_argument("--embed-init", default="he", help="HyperUNet embed_init (he/default)")
     ap.add_argument("--tag", default="")
+    ap.add_argument("--seed", type=int, default=0, help="initialisation seed")
+    ap.add_argument("--bn-batch", action="store_true", help="also evaluate with BatchNorm on test-batch statistics")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
 
@@ -68,9 +78,10 @@ def main() -> None:
     task = ctx.recon_task(scales)
     test = ctx.recon_task(scales, split="test", limit=16)
     data = (test.inputs, test.targets)
-    rows = []
+    rows: list[dict] = []
     for name in args.models.split(","):
         t0 = time.perf_counter()
+        torch.manual_seed(args.seed)  # the same initialisation for every variant
         settings = ctx.settings(name, args.steps)
         if name == "baseline":
             for lv in (0.0, 1.0):
@@ -81,16 +92,20 @@ def main() -> None:
         else:
             if name.startswith("hyper"):
                 model = build_recon_model("hyperunet", study, name.split("-")[1])
-                if args.init is not None:
+                if args.init is not None or args.embed_init != "he":
                     from hyperrecon.models import HyperUNet
 
                     model = HyperUNet(1, size=name.split("-")[1], width=study.model.width,
-                                      residual=study.model.residual, init=args.init)
+                                      residual=study.model.residual, init=args.init or "auto",
+                                      embed_init=args.embed_init)
             else:
                 model = build_recon_model("film-unet", study)
             train(model, task, build_sampler(study, "uniform"), settings, name=name)
             res = evaluate(model, data, [0.0, 1.0])
             rows += [{"model": name, "tag": args.tag, "lam": lv, **res[lv]} for lv in (0.0, 1.0)]
+            if args.bn_batch:
+                res = evaluate(model, data, [0.0, 1.0], batch_stats=True)
+                rows += [{"model": name, "tag": args.tag + "+bn-batch", "lam": lv, **res[lv]} for lv in (0.0, 1.0)]
         print(f"{name:10s} {args.tag:12s} " + "  ".join(
             f"λ={r['lam']:.0f}: SSIM {r['ssim']:.4f} PSNR {r['psnr']:.2f} MAE {r['mae']:.4f}"
             for r in rows if r["model"] == name), f"({time.perf_counter() - t0:.0f} s)", flush=True)

@@ -13,6 +13,8 @@ Run folder (``runs/<study>/<timestamp>/`` unless ``--out``)::
     search/             per-target search trials                      figures/  report figures
     results.csv         tidy: model, lam1, lam2, slice, metric, value (test set)
     costs.csv           one row per trained model: parameters, steps, device and wall seconds, peak memory
+    convergence.csv     one row per trained model: steps, validation loss, convergence check (convergence.py)
+    dice_reference.csv  segmentation Dice on the ground-truth (ceiling) and zero-filled (floor) test slices
     search.csv          every search trial;   search_summary.csv   per target and strategy
     summary.json        headline numbers;     report.md            the report
 

@@ -313,9 +313,15 @@ def test_kaiming_init_gives_he_scaled_kernels():
 
 def test_auto_init_follows_measurement():
     torch.manual_seed(9)
-    assert HyperUNet(1, size="S").init_used == "kaiming"  # defaults ~13x He: rescale
-    assert HyperUNet(1, size="M").init_used == "default"  # ~1.7x He: keep PyTorch defaults
+    # PyTorch-default embedding (the MELBA code): E|e|^2 < 1
+    assert HyperUNet(1, size="S", embed_init="default").init_used == "kaiming"  # defaults ~13x He: rescale
+    assert HyperUNet(1, size="M", embed_init="default").init_used == "default"  # ~1.7x He: keep PyTorch defaults
     assert HyperUNet(1, size="S", init="default").init_used == "default"
+    # He embedding: E|e|^2 = O(1..10), PyTorch-default heads would be far above He scale for every size
+    for size in ("S", "M", "L"):
+        model = HyperUNet(1, size=size)
+        assert model.init_used == "kaiming"
+        assert (1 + model._embedding_mean_square()) / (3 * model.d) > 2 * 2.0 / (9 * 32)
 
 
 # ----------------------------------------------------------------- registry contract and errors
