@@ -15,7 +15,8 @@ objective every ``every`` steps and at the end:
 2 % either way (one that still falls has not converged; one that rises, from instability or over-fitting, is not
 settled either).
 ``write_convergence_csv`` collects one row per model into ``convergence.csv`` of the run folder; the report
-marks findings that rest on an unconverged model (``unconverged_models``).
+marks findings that rest on an unconverged model (``unconverged_models``). The segmentation net's row says
+whether its validation Dice plateaued (:mod:`hyperrecon.segref`) instead.
 """
 
 from __future__ import annotations
@@ -156,7 +157,9 @@ def write_convergence_csv(run_dir: Path, models: Sequence[tuple[str, str]]) -> P
         if "val_history" not in info:
             continue
         steps = int(info.get("cost", {}).get("steps", 0)) or max((r["step"] for r in info["val_history"]), default=0)
-        rows.append({"model": name, "kind": kind, "steps": steps, **convergence(info["val_history"], steps)})
+        # a job's own verdict wins (the segmentation net: whether its validation Dice plateaued)
+        check = info.get("convergence") or convergence(info["val_history"], steps)
+        rows.append({"model": name, "kind": kind, "steps": steps, **{k: check.get(k) for k in CONVERGENCE_COLUMNS[3:]}})
     if not rows:
         return None
     out = Path(run_dir) / "convergence.csv"

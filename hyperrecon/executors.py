@@ -149,7 +149,8 @@ def _seg_job(ctx: RunContext, name: str, model) -> dict[str, Any]:
                            batch_size=s.train.batch_size)
     write_reference_csv(ctx.run_dir, refs)
     result["val_history"] = tracker.history
-    result["convergence"] = convergence(tracker.history, run["steps"])
+    # converged: the validation Dice plateaued (the 2 % rule on 1 - Dice would be stricter than the plateau rule)
+    result["convergence"] = {**convergence(tracker.history, run["steps"]), "converged": run["plateaued"]}
     result["dice_reference"] = {"ceiling": refs["ceiling"], "floor": refs["floor"], "steps": run["steps"],
                                 "step_budget": s.segmentation.steps, "plateaued": run["plateaued"],
                                 "best_val_dice": run["best_val_dice"]}
