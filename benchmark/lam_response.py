@@ -62,6 +62,7 @@ def main() -> None:
     ap.add_argument("--init", default=None, help="HyperUNet init override (kaiming/default/auto)")
     ap.add_argument("--lam-share", type=float, default=None, help="LAMBDA_VARIANCE_SHARE override")
     ap.add_argument("--embed-init", default="he", help="HyperUNet embed_init (he/default)")
+    ap.add_argument("--no-unit-embed", action="store_true", help="he embedding without the E|e|² = 1 rescale")
     ap.add_argument("--tag", default="")
     ap.add_argument("--seed", type=int, default=0, help="initialisation seed")
     ap.add_argument("--bn-batch", action="store_true", help="also evaluate with BatchNorm on test-batch statistics")
@@ -72,6 +73,10 @@ def main() -> None:
         import hyperrecon.models.hyper as hyper_mod
 
         hyper_mod.LAMBDA_VARIANCE_SHARE = args.lam_share
+    if args.no_unit_embed:
+        import hyperrecon.models.hyper as hyper_mod
+
+        hyper_mod.EMBED_UNIT_SCALE = False
     study = load_study(args.study, "quick", overrides=args.set)
     ctx = RunContext(Path("/tmp/lam-response"), study, "cpu", "fp32")
     scales = json.loads((ROOT / "reports" / args.study / "scales.json").read_text())["scales"]

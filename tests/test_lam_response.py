@@ -36,8 +36,11 @@ def test_he_embedding_is_he_scaled_with_zero_bias() -> None:
     linears = [m for m in model.embed if isinstance(m, torch.nn.Linear)]
     assert all(float(lin.bias.detach().abs().max()) == 0.0 for lin in linears)
     gain2 = 2.0 / (1 + 0.01**2)
-    for lin in linears[1:]:
+    for lin in linears[1:-1]:  # the last layer is rescaled so that E|e|² = 1 over the λ grid
         ratio = float(lin.weight.detach().var()) / (gain2 / lin.in_features)
         assert 0.7 < ratio < 1.3, ratio
+    with torch.no_grad():
+        e = model.embedding(torch.linspace(0, 1, 11)[:, None])
+    assert float(e.square().sum(1).mean()) == pytest.approx(1.0, rel=1e-5)
     with pytest.raises(ValueError, match="embed_init"):
         HyperUNet(1, size="S", embed_init="xavier")

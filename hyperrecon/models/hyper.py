@@ -50,10 +50,11 @@ Initialisation (``init=``): ``"kaiming"`` draws the heads so that generated kern
 (reports/benchmarks/hyper_init.md, 3 seeds): "kaiming" trains clearly better for S (held-out loss -27%), the two
 tie for M and "default" is better for L (-21%) (those figures predate the He embedding below). ``"auto"`` (the
 default): "kaiming" when PyTorch's defaults would give the 3x3 kernels more than twice the He variance, else
-"default"; with the He embedding E|e|² is O(1..10), so "auto" picks "kaiming" for S, M and L.
+"default"; with the He embedding (E|e|² = 1) that is "kaiming" for S and M, "default" for L.
 
 Embedding (``embed_init=``): ``"he"`` (default) draws the 4 embedding layers He-normal (LeakyReLU gain) with zero
-biases; ``"default"`` keeps PyTorch's Linear defaults (the MELBA code). With the defaults the MLP's biases swamp
+biases, the last layer rescaled so that E|e|² = 1 over the λ grid; ``"default"`` keeps PyTorch's Linear
+defaults (the MELBA code). With the defaults the MLP's biases swamp
 the coefficients: e(0)·e(1) has cosine 0.97-0.99999 for S/M, the weights generated for λ = 0 and 1 differ by
 0.1-0.7 % (squared norm), and the trained SL models barely responded to λ (issue 15: SSIM flat over λ where the
 baselines rise 0.59 -> 0.66). Measured on sl-knee-cs quick data in ``benchmark/lam_response.py``
@@ -75,6 +76,7 @@ SIZES = {"S": 4, "M": 32, "L": 128}
 PATHS = ("auto", "grouped", "factorised", "per-sample-grouped-conv", "reference")
 INITS = ("auto", "kaiming", "default")
 EMBED_INITS = ("he", "default")
+EMBED_UNIT_SCALE = True  # "he" embedding: rescale to E|e|² = 1 over λ (switch kept for benchmark/lam_response.py)
 LAMBDA_VARIANCE_SHARE = 0.2  # "kaiming" init: share of the He variance that depends on λ (via A_l e)
 GROUPED_MIN_G = 8  # auto: dense convs per distinct λ while G <= max(GROUPED_MIN_G, B // 2)
 
@@ -201,6 +203,12 @@ class HyperUNet(nn.Module):
             if isinstance(layer, nn.Linear):
                 nn.init.kaiming_normal_(layer.weight, a=0.01, nonlinearity="leaky_relu")
                 nn.init.zeros_(layer.bias)
+        if EMBED_UNIT_SCALE:
+            # Zero biases and LeakyReLU make e linear in the last layer's scale: set E|e|² = 1 over the λ grid.
+            # With d = 4 a He draw can give |e| ~ 0.02 for some λ; the heads, scaled by 1/E|e|², then amplify
+            # every Adam step on the embedding (HyperRecon-S trained to 13 dB PSNR at λ = 0 without this).
+            last = [m for m in self.embed if isinstance(m, nn.Linear)][-1]
+            last.weight.div_(math.sqrt(self._embedding_mean_square()))
 
     @torch.no_grad()
     def _init_kaiming(self) -> None:
