@@ -30,7 +30,8 @@ def main() -> None:
     ap.add_argument("--study", default="ao-knee")
     ap.add_argument("--size", default="S")
     ap.add_argument("--steps", type=int, default=None)
-    ap.add_argument("--set", action="append", default=[])
+    ap.add_argument("--set", action="append", default=[], help="study override, e.g. hyper.groups=8")
+    ap.add_argument("--out", default=None, help="also write the check as JSON to this path")
     args = ap.parse_args()
     study = load_study(args.study, "quick", overrides=args.set)
     ctx = RunContext(Path("/tmp/dhs-select"), study, "cpu", "fp32")
@@ -43,6 +44,9 @@ def main() -> None:
     check = kept_uniformity(sampler.kept_lams().numpy(), sampler.kept_steps().numpy(),
                             warmup_steps=sampler.warmup_steps)
     print(json.dumps(check.to_dict()))
+    if args.out:
+        Path(args.out).write_text(json.dumps({"study": args.study, "size": args.size, "steps": steps,
+                                              **check.to_dict()}, indent=2) + "\n")
 
 
 if __name__ == "__main__":
