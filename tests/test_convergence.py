@@ -146,3 +146,38 @@ def test_dice_references_ceiling_and_floor() -> None:
     assert dice_usable(0.9, True) and not dice_usable(0.5, True) and not dice_usable(0.9, False)
     assert not dice_usable(float("nan"))
     assert np.isfinite(refs["ceiling"])
+
+
+def test_a_smoke_run_records_convergence_dice_references_and_dhs_steps(tmp_path) -> None:
+    """End to end (ao-knee, smoke): every trained model has a convergence row and a validation history, the
+    segmentation net its ceiling/floor, the DHS model its kept λ with steps; the report shows all three."""
+    from typer.testing import CliRunner
+
+    from hyperrecon.cli import app
+    from hyperrecon.config import load_study
+    from hyperrecon.io import read_json
+    from hyperrecon.jobs import recon_models
+
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, ["run", "--study", "ao-knee", "--profile", "smoke", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    study = load_study("ao-knee", "smoke")
+    table = pd.read_csv(out / "convergence.csv")
+    assert set(table.model) == {m for m, _, _ in recon_models(study)} | {"seg"}
+    steps = set(table[table.model != "seg"].steps)
+    assert steps == {study.train.steps}  # equal budgets in the smoke profile too
+    for name, _, _ in recon_models(study):
+        hist_ = read_json(out / "jobs" / f"{name}.json")["val_history"]
+        assert hist_[-1]["step"] == study.train.steps and all(np.isfinite(r["val_loss"]) for r in hist_)
+    ref = read_json(out / "jobs" / "seg.json")["dice_reference"]
+    per = pd.read_csv(out / "dice_reference.csv")
+    assert ref["ceiling"] == pytest.approx(per[per.reference == "ceiling"].value.mean())
+    assert ref["floor"] == pytest.approx(per[per.reference == "floor"].value.mean())
+    kept = np.load(out / "eval" / "hyper-S-dhs-dhs-kept.npz")
+    assert len(kept["steps"]) == len(kept["lams"])
+    assert int(kept["warmup_steps"]) == study.hyper.sampler_params["dhs"].get("warmup_steps", 0)
+    # B = 4, 2 λ groups, top_k 2: one kept λ (one row) per step
+    assert list(kept["steps"]) == list(range(study.train.steps))
+    report = (out / "report.md").read_text()
+    assert "Training budget and convergence" in report and "References: the segmentation net" in report
+    assert "p (vs uniform)" in report
