@@ -24,7 +24,17 @@ def _save_model(path: Path, model) -> None:
     save_checkpoint(path, {k: v.detach().cpu() for k, v in model.state_dict().items()})
 
 
-def _train_job(ctx: RunContext, name: str, model, task, sampler, steps: int) -> dict[str, Any]:
+def _val_tracker(ctx: RunContext, name: str, model, steps: int, lams, scales):
+    """The validation-loss callback of a reconstruction model (hyperrecon/convergence.py)."""
+    from .convergence import ValidationTracker, recon_val_objective
+
+    s = ctx.study
+    val = ctx.recon_task(scales, split="val", limit=s.search.n_val)
+    objective = recon_val_objective(val.to(ctx.device), lams, batch_size=s.train.batch_size, precision=ctx.precision)
+    return ValidationTracker(model, objective, steps, path=ctx.run_dir / "checkpoints" / f"{name}-val.json")
+
+
+def _train_job(ctx: RunContext, name: str, model, task, sampler, steps: int, tracker=None) -> dict[str, Any]:
     from .training import train
 
     started: dict[str, Any] = {}
@@ -37,19 +47,29 @@ def _train_job(ctx: RunContext, name: str, model, task, sampler, steps: int) -> 
 
     ckpt = ctx.run_dir / "checkpoints" / f"{name}.pt"  # train's load_checkpoint verifies its zip checksums
     result = train(model, task, sampler, ctx.settings(name, steps), device=ctx.device, checkpoint_path=ckpt, resume=True,
-                   callbacks=[callback], name=name)
+                   callbacks=[callback] + ([tracker] if tracker is not None else []), name=name)
     _save_model(ctx.model_path(name), model)
     out = {"cost": result.cost.to_dict(), "final_loss": result.history[-1]["loss"] if result.history else None,
            "device_seconds": result.cost.device_seconds, "history": result.history,
            # the step a checkpoint of an interrupted attempt let this one start from (0: trained from scratch)
            "resumed_from_step": int(started.get("step", 0)) if started.get("resumed") else 0}
+    if tracker is not None:
+        from .convergence import convergence
+
+        out["val_history"] = tracker.history
+        out["convergence"] = convergence(tracker.history, steps)
     kept = getattr(sampler, "kept_lams", None)
     if callable(kept):
         lams = kept()
         if lams is not None and len(lams):
+            import numpy as np
+
             from .io import write_npz
 
-            write_npz(ctx.run_dir / "eval" / f"{name}-dhs-kept.npz", lams=lams.numpy())
+            # steps and warm-up let the report test only the λ that DHS ranked (hyperrecon/dhs_check.py)
+            write_npz(ctx.run_dir / "eval" / f"{name}-dhs-kept.npz", lams=lams.numpy(),
+                      steps=sampler.kept_steps().numpy(),
+                      warmup_steps=np.array(getattr(sampler, "warmup_steps", 0)))
     return out
 
 
@@ -73,7 +93,7 @@ def run_job(ctx: RunContext, name: str, spec: dict[str, Any]) -> dict[str, Any]:
         from .models import UNet
 
         model = UNet(in_channels=1, out_channels=int(ctx.bundle.n_classes))
-        result = _train_job(ctx, name, model, ctx.seg_task(), None, s.segmentation.steps)
+        result = _seg_job(ctx, name, model)
     elif kind == "scales":
         result = _scales_job(ctx, name)
     elif kind == "baseline":
@@ -85,14 +105,20 @@ def run_job(ctx: RunContext, name: str, spec: dict[str, Any]) -> dict[str, Any]:
         auto_first = isinstance(s.loss.scales, str) and s.kind == "sl" and lam in ((0.0,), (1.0,))
         scales = [1.0] * len(s.loss.terms) if auto_first else ctx.scales()
         model = build_recon_model("unet", s)
-        result = _train_job(ctx, name, model, ctx.recon_task(scales), FixedSampler(list(lam)),
-                            s.baselines.steps or s.train.steps)
+        steps = s.baselines.steps or s.train.steps
+        # (single-term baselines: unit scales, like their training; a relative change does not see the scale)
+        tracker = _val_tracker(ctx, name, model, steps, [list(lam)], scales)
+        result = _train_job(ctx, name, model, ctx.recon_task(scales), FixedSampler(list(lam)), steps, tracker)
         result["lam"] = list(lam)
     elif kind in ("hyper", "film"):
+        from .convergence import val_lam_grid
+
         model = (build_recon_model("hyperunet", s, spec["size"]) if kind == "hyper"
                  else build_recon_model("film-unet", s))
         sampler = build_sampler(s, spec["sampler"])
-        result = _train_job(ctx, name, model, ctx.recon_task(ctx.scales()), sampler, s.hyper.steps or s.train.steps)
+        steps = s.hyper.steps or s.train.steps
+        tracker = _val_tracker(ctx, name, model, steps, val_lam_grid(s.n_lams), ctx.scales())
+        result = _train_job(ctx, name, model, ctx.recon_task(ctx.scales()), sampler, steps, tracker)
     elif kind == "eval":
         result = _eval_job(ctx, name, spec)
     elif kind == "search":
@@ -105,6 +131,39 @@ def run_job(ctx: RunContext, name: str, spec: dict[str, Any]) -> dict[str, Any]:
     write_json(ctx.run_dir / "jobs" / f"{name}.json", {"job": name, "spec": spec, **result})
     # The ledger keeps a small result; the history lives in jobs/<name>.json.
     return {k: v for k, v in result.items() if k != "history"}
+
+
+def _seg_job(ctx: RunContext, name: str, model) -> dict[str, Any]:
+    """The segmentation net: trained until its validation Dice plateaus within ``segmentation.steps``; then its
+    Dice on the ground-truth test images (ceiling) and on the zero-filled input (floor) (hyperrecon/segref.py)."""
+    from .convergence import ValidationTracker, convergence
+    from .io import read_json
+    from .segref import dice_objective, dice_references, train_until_plateau, write_reference_csv
+
+    s = ctx.study
+    n_classes = int(ctx.bundle.n_classes)
+    val = ctx.eval_data("val", s.search.n_val)
+    if val.labels is None:
+        raise RunError("job 'seg': the validation slices have no label maps")
+    side = ctx.run_dir / "checkpoints" / f"{name}-val.json"
+    tracker = ValidationTracker(model, dice_objective(val.targets, val.labels, n_classes), s.segmentation.steps,
+                                path=side)
+    if side.exists() and (ctx.run_dir / "checkpoints" / f"{name}.pt").exists():
+        tracker.history = list(read_json(side).get("history", []))  # a retried job continues its evaluations
+    task = ctx.seg_task()
+    run = train_until_plateau(lambda target: _train_job(ctx, name, model, task, None, target), tracker,
+                              s.segmentation.steps)
+    result = run["result"]
+    refs = dice_references(model.to(ctx.device), ctx.eval_data("test", s.evaluation.n_test), n_classes,
+                           batch_size=s.train.batch_size)
+    write_reference_csv(ctx.run_dir, refs)
+    result["val_history"] = tracker.history
+    # converged: the validation Dice plateaued (the 2 % rule on 1 - Dice would be stricter than the plateau rule)
+    result["convergence"] = {**convergence(tracker.history, run["steps"]), "converged": run["plateaued"]}
+    result["dice_reference"] = {"ceiling": refs["ceiling"], "floor": refs["floor"], "steps": run["steps"],
+                                "step_budget": s.segmentation.steps, "plateaued": run["plateaued"],
+                                "best_val_dice": run["best_val_dice"]}
+    return result
 
 
 def _scales_job(ctx: RunContext, name: str) -> dict[str, Any]:

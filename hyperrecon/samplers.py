@@ -10,11 +10,15 @@ Registered samplers:
 
 - ``uniform`` (UHS): λ ~ U[0,1]^k, loss = batch mean.
 - ``dhs`` (data-driven hyperparameter sampling): λ ~ U[0,1]^k, but only the ``top_k`` samples with the *lowest*
-  data-consistency loss of the batch are back-propagated (mean over them); the others get no gradient. Needs a
+  data-consistency loss of the batch are back-propagated (mean over them); the others get no gradient. With
+  ``groups`` (G distinct λ per batch) the *λ* are ranked, not the images: each group's DC is the mean over its B/G
+  samples and the round(top_k·G/B) groups of lowest mean DC are kept (at least one). Ranking single samples there
+  kept the easiest images whatever their λ (issue 15: the kept λ of ``quick`` were exactly U[0,1]). Needs a
   ``dc`` term: building it with ``has_dc=False`` (the study runner passes whether its loss has one) is a
   ``ConfigError``, and ``reduce`` without dc values is one too. ``top_k`` defaults to B/4 (paper: 8 of 32);
   ``warmup_steps`` of plain UHS may come first (the conference version did so). The λ it kept are recorded
-  (``kept_lams()``) for the DHS histogram of the reports.
+  (``kept_lams()``, one row per kept sample, or per kept group under ``groups``; ``kept_steps()`` their steps) for
+  the DHS histogram and the uniformity test of the reports (:mod:`hyperrecon.dhs_check`).
 - ``fixed``: one constant λ for every sample (per-λ baselines).
 
 ``groups`` (uniform and dhs): ``None`` draws one λ per sample. ``G`` draws only G distinct λ per mini-batch, each
@@ -140,6 +144,15 @@ class DHSSampler(LamSampler):
         if k > batch_size:
             raise ConfigError(f"sampler 'dhs' top_k: `1 <= top_k <= batch_size` must hold, but got top_k={k} "
                               f"with batch_size={batch_size}")
+        if self.groups == 1:
+            raise ConfigError("sampler 'dhs' groups: DHS selects among the distinct λ of a batch, so `groups >= 2` "
+                              "(or none) must hold, but got groups=1")
+
+    def groups_kept(self, batch_size: int) -> int:
+        """Under ``groups``: how many of the G distinct λ of a batch are kept, round(K·G/B) within [1, G]."""
+        if self.groups is None:
+            raise ValueError("groups_kept: this sampler draws one λ per sample")
+        return min(self.groups, max(1, round(self.k_for(batch_size) * self.groups / batch_size)))
 
     def reduce(self, total: Tensor, dc: Tensor | None, step: int) -> Tensor:
         batch_size = total.shape[0]
@@ -150,7 +163,15 @@ class DHSSampler(LamSampler):
                 raise ConfigError("sampler 'dhs' needs the per-sample data-consistency loss, but the loss has no 'dc'")
             self.validate(batch_size)
             # Rank by the DC loss alone; no gradient flows through the ranking.
-            kept = torch.topk(dc.detach().float(), self.k_for(batch_size), largest=False, sorted=True).indices
+            dc = dc.detach().float()
+            if self.groups is None:
+                kept = torch.topk(dc, self.k_for(batch_size), largest=False, sorted=True).indices
+            else:
+                # ``sample`` gave each λ a contiguous block of b = B/G samples: rank the λ by their block's mean.
+                b = batch_size // self.groups
+                order = torch.topk(dc.view(self.groups, b).mean(1), self.groups_kept(batch_size), largest=False,
+                                   sorted=True).indices
+                kept = (order[:, None] * b + torch.arange(b, device=dc.device)).flatten()
         self.last_kept = kept
         self._record(kept, step)
         return total[kept].mean()
@@ -158,7 +179,10 @@ class DHSSampler(LamSampler):
     def _record(self, kept: Tensor, step: int) -> None:
         if self.last_lam is None or self.history_limit == 0:
             return
-        lams = self.last_lam[kept.cpu()].clone()
+        rows = kept.cpu()
+        if self.groups is not None:
+            rows = rows[:: self.last_lam.shape[0] // self.groups]  # one row per kept λ, not per sample
+        lams = self.last_lam[rows].clone()
         self._kept_lams.append(lams)
         self._kept_steps.append(torch.full((lams.shape[0],), step, dtype=torch.int64))
         self._n_kept += lams.shape[0]
@@ -173,6 +197,10 @@ class DHSSampler(LamSampler):
             return torch.zeros(0, k)
         lams, steps = torch.cat(self._kept_lams), torch.cat(self._kept_steps)
         return lams if since_step is None else lams[steps >= since_step]
+
+    def kept_steps(self) -> Tensor:
+        """The training step of every row of :meth:`kept_lams` ``(n,)`` int64."""
+        return torch.cat(self._kept_steps) if self._kept_steps else torch.zeros(0, dtype=torch.int64)
 
     @property
     def kept_history(self) -> list[Tensor]:

@@ -15,6 +15,8 @@ Run folder (``runs/<study>/<timestamp>/`` unless ``--out``)::
     metrics.csv         unit and better direction of each metric
     costs.csv           one row per replicate and trained model: parameters, steps, device and wall seconds, peak memory
     replicates/r<r>/    replicate r >= 1 (``replicates = N``): its own scales, checkpoints, models, jobs, eval
+    convergence.csv     one row per trained model: steps, validation loss, convergence check (convergence.py)
+    dice_reference.csv  segmentation Dice on the ground-truth (ceiling) and zero-filled (floor) test slices
     search.csv          every search trial;   search_summary.csv   per target and strategy
     summary.json        machine-readable headline;  report.md      the report
 
@@ -438,6 +440,9 @@ def finalize(run: Run, ctx: RunContext) -> dict[str, Any]:
     write_csv(d / "metrics.csv", metrics_table([*results.metric.unique(), s.search.objective]))
     costs = pd.DataFrame(cost_rows)
     write_csv(d / "costs.csv", tidy(costs.rename(columns={"peak_memory_mb": "peak_memory_mib"}), s.n_lams))
+    from .convergence import write_convergence_csv
+
+    write_convergence_csv(d, [(m, k) for m, k, _ in recon_models(s)] + [("seg", "seg")])
 
     trials = [_read_csv(p) for p in sorted((d / "search").glob("*.csv")) if not p.name.endswith("-test.csv")]
     search = pd.concat(trials, ignore_index=True)

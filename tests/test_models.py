@@ -313,9 +313,16 @@ def test_kaiming_init_gives_he_scaled_kernels():
 
 def test_auto_init_follows_measurement():
     torch.manual_seed(9)
-    assert HyperUNet(1, size="S").init_used == "kaiming"  # defaults ~13x He: rescale
-    assert HyperUNet(1, size="M").init_used == "default"  # ~1.7x He: keep PyTorch defaults
+    # PyTorch-default embedding (the MELBA code): E|e|^2 < 1
+    assert HyperUNet(1, size="S", embed_init="default").init_used == "kaiming"  # defaults ~13x He: rescale
+    assert HyperUNet(1, size="M", embed_init="default").init_used == "default"  # ~1.7x He: keep PyTorch defaults
     assert HyperUNet(1, size="S", init="default").init_used == "default"
+    # He embedding rescaled to E|e|^2 = 1: PyTorch-default heads give Var(W) = 2 / (3d): 24x He for S, 3x for
+    # M (above the 2x-He switch: 2/96 = 0.021 > 2 * 2/288 = 0.014), 0.75x for L
+    for size, expected in (("S", "kaiming"), ("M", "kaiming"), ("L", "default")):
+        model = HyperUNet(1, size=size)
+        assert model._embedding_mean_square() == pytest.approx(1.0, rel=1e-5)
+        assert model.init_used == expected
 
 
 # ----------------------------------------------------------------- registry contract and errors

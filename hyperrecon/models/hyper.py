@@ -48,8 +48,17 @@ Initialisation (``init=``): ``"kaiming"`` draws the heads so that generated kern
 ``"default"`` keeps PyTorch's Linear initialisation (the MELBA code): ``Var(W) = (1 + E|e|²) / (3d)``, i.e.
 ~13x / 1.7x / 0.5x He scale for S / M / L at width 32. Measured in ``benchmark/hyper_init.py``
 (reports/benchmarks/hyper_init.md, 3 seeds): "kaiming" trains clearly better for S (held-out loss -27%), the two
-tie for M and "default" is better for L (-21%). ``"auto"`` (the default) follows that: "kaiming" when PyTorch's
-defaults would give the 3x3 kernels more than twice the He variance (small d), else "default".
+tie for M and "default" is better for L (-21%) (those figures predate the He embedding below). ``"auto"`` (the
+default): "kaiming" when PyTorch's defaults would give the 3x3 kernels more than twice the He variance, else
+"default"; with the He embedding (E|e|² = 1) that is "kaiming" for S and M, "default" for L.
+
+Embedding (``embed_init=``): ``"he"`` (default) draws the 4 embedding layers He-normal (LeakyReLU gain) with zero
+biases, the last layer rescaled so that E|e|² = 1 over the λ grid; ``"default"`` keeps PyTorch's Linear
+defaults (the MELBA code). With the defaults the MLP's biases swamp
+the coefficients: e(0)·e(1) has cosine 0.97-0.99999 for S/M, the weights generated for λ = 0 and 1 differ by
+0.1-0.7 % (squared norm), and the trained SL models barely responded to λ (issue 15: SSIM flat over λ where the
+baselines rise 0.59 -> 0.66). Measured on sl-knee-cs quick data in ``benchmark/lam_response.py``
+(reports/benchmarks/lam_response.md).
 """
 
 from __future__ import annotations
@@ -66,6 +75,8 @@ from .unet import UNet, UNetSkeleton, check_image, check_lam, conv_l1
 SIZES = {"S": 4, "M": 32, "L": 128}
 PATHS = ("auto", "grouped", "factorised", "per-sample-grouped-conv", "reference")
 INITS = ("auto", "kaiming", "default")
+EMBED_INITS = ("he", "default")
+EMBED_UNIT_SCALE = True  # "he" embedding: rescale to E|e|² = 1 over λ (switch kept for benchmark/lam_response.py)
 LAMBDA_VARIANCE_SHARE = 0.2  # "kaiming" init: share of the He variance that depends on λ (via A_l e)
 GROUPED_MIN_G = 8  # auto: dense convs per distinct λ while G <= max(GROUPED_MIN_G, B // 2)
 
@@ -129,6 +140,7 @@ class HyperUNet(nn.Module):
         residual: bool = False,
         path: str = "auto",
         init: str = "auto",
+        embed_init: str = "he",
     ) -> None:
         super().__init__()
         n_in = n_terms(n_lams)
@@ -141,6 +153,8 @@ class HyperUNet(nn.Module):
         self._check_path(path)
         if init not in INITS:
             raise ValueError(f"init must be one of {', '.join(INITS)}, got {init!r}")
+        if embed_init not in EMBED_INITS:
+            raise ValueError(f"embed_init must be one of {', '.join(EMBED_INITS)}, got {embed_init!r}")
         self.n_lams, self.d, self.path, self.init = n_lams, hnet_width, path, init
         self.skeleton = UNetSkeleton(in_channels, out_channels, width, residual)
         d = hnet_width
@@ -148,6 +162,9 @@ class HyperUNet(nn.Module):
         for i in range(4):
             layers += [nn.Linear(n_in if i == 0 else d, d), nn.LeakyReLU()]
         self.embed = nn.Sequential(*layers)
+        self.embed_init = embed_init
+        if embed_init == "he":
+            self._init_embedding()
         specs = self.skeleton.specs
         self.kernel_heads = nn.ModuleList(nn.Linear(d, cout * cin * k * k) for cin, cout, k in specs)
         self.bias_heads = nn.ModuleList(nn.Linear(d, cout) for _, cout, _ in specs)
@@ -172,6 +189,26 @@ class HyperUNet(nn.Module):
         """"kaiming" if PyTorch's default heads give 3x3 kernels > 2x the He variance, else "default"."""
         default_var = (1 + self._embedding_mean_square()) / (3 * self.d)
         return "kaiming" if default_var > 2 * 2.0 / (9 * self.skeleton.width) else "default"
+
+    @torch.no_grad()
+    def _init_embedding(self) -> None:
+        """He-normal weights (LeakyReLU gain) and zero biases for the embedding MLP.
+
+        With PyTorch's defaults each layer shrinks the input's signal (gain ~0.4) while its bias adds a constant, so
+        after 4 layers e(λ) is nearly the same vector for every λ (cosine e(0)·e(1) 0.97-0.99999 for S/M, weights
+        generated for λ = 0 and 1 differing by ~0.1-0.7 % in squared norm): the hypernetwork starts λ-blind and
+        the gradient that would make it λ-dependent is proportional to that small difference. He weights keep the
+        coefficients' variance through the layers and zero biases add no common part (issue 15, item 2)."""
+        for layer in self.embed:
+            if isinstance(layer, nn.Linear):
+                nn.init.kaiming_normal_(layer.weight, a=0.01, nonlinearity="leaky_relu")
+                nn.init.zeros_(layer.bias)
+        if EMBED_UNIT_SCALE:
+            # Zero biases and LeakyReLU make e linear in the last layer's scale: set E|e|² = 1 over the λ grid.
+            # With d = 4 a He draw can give |e| ~ 0.02 for some λ; the heads, scaled by 1/E|e|², then amplify
+            # every Adam step on the embedding (HyperRecon-S trained to 13 dB PSNR at λ = 0 without this).
+            last = [m for m in self.embed if isinstance(m, nn.Linear)][-1]
+            last.weight.div_(math.sqrt(self._embedding_mean_square()))
 
     @torch.no_grad()
     def _init_kaiming(self) -> None:

@@ -372,8 +372,19 @@ def dhs_analysis(data: RunData) -> dict[str, Any] | None:
     kept = {m: lams for m in data.conditional if (lams := data.dhs_kept(m)) is not None}
     if not kept:
         return None
-    return {"kept": kept, "stats": {m: {"n": int(len(v)), "mean": v.mean(0).tolist(), "std": v.std(0).tolist()}
-                                    for m, v in kept.items()}}
+    from ..dhs_check import kept_uniformity
+
+    checks = {}
+    for m, v in kept.items():
+        steps, warmup = data.dhs_kept_steps(m)
+        checks[m] = kept_uniformity(v, steps if steps is not None and len(steps) == len(v) else None,
+                                    warmup_steps=warmup).to_dict()
+    verdicts = {m: {"selects": c["verdict"] == "selects", "p": c["p_value"], "statistic": c["statistic"],
+                    "verdict": c["verdict"], "n": c["n"]} for m, c in checks.items()}
+    return {"kept": kept, "checks": checks, "verdicts": verdicts,
+            "stats": {m: {"n": int(len(v)), "mean": v.mean(0).tolist(), "std": v.std(0).tolist(),
+                          "ks_statistic": checks[m]["statistic"], "p_uniform": checks[m]["p_value"],
+                          "verdict": checks[m]["verdict"]} for m, v in kept.items()}}
 
 
 def ranges_analysis(data: RunData) -> dict[str, Any] | None:
@@ -456,6 +467,12 @@ def dice_analysis(data: RunData) -> dict[str, Any] | None:
         b = max(trained, key=trained.__getitem__)
         best["baselines"] = {"lam": list(data.baseline_lam(b)), "value": trained[b], "model": b}
     out: dict[str, Any] = {"best": best, "n_lams": data.n_lams}
+    from ..segref import read_reference
+
+    ref = read_reference(data.run_dir)  # ceiling (ground truth) and floor (zero-filled) of the segmentation net
+    out["ceiling"] = ref["ceiling"] if ref else None
+    out["floor"] = ref["floor"] if ref else None
+    out["reference"] = ref
     if data.n_lams == 1:
         out["curves"] = {}
         for m in data.conditional:
@@ -556,3 +573,22 @@ def jsonable(obj: Any) -> Any:
 
 def model_kinds(models: list[str]) -> dict[str, str]:
     return {m: model_kind(m) for m in models}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# training budgets and convergence
+
+
+def convergence_analysis(data: RunData) -> dict[str, dict[str, Any]] | None:
+    """Per trained model: steps and the convergence check of its validation loss (``convergence.csv``;
+    hyperrecon/convergence.py), or None for runs without one."""
+    path = data.run_dir / "convergence.csv"
+    if not path.exists():
+        return None
+    table = pd.read_csv(path)
+    out = {}
+    for row in table.to_dict("records"):
+        conv = row.get("converged")
+        conv = None if conv is None or (isinstance(conv, float) and math.isnan(conv)) else str(conv).lower() == "true"
+        out[str(row["model"])] = {**{k: v for k, v in row.items() if k != "model"}, "converged": conv}
+    return out

@@ -20,6 +20,7 @@ import numpy as np
 from ..errors import ConfigError, RunError
 from ..io import atomic_write_text
 from . import analysis as A
+from . import checks as C
 from . import figures as F
 from .claims import MATCH_MARGIN_DB, claims_meta, claims_table
 from .findings import cannot_test, findings
@@ -93,6 +94,7 @@ def _analyse(data: RunData) -> dict[str, Any]:
         "dhs": A.dhs_analysis(data), "ranges": A.ranges_analysis(data), "examples": A.examples_analysis(data),
         "dice": A.dice_analysis(data), "search": A.search_analysis(data), "training": A.training_analysis(data),
         "sensitivity": sensitivity_analysis(data),
+        "convergence": A.convergence_analysis(data), "ao_regularisation": C.ao_regularisation_check(data),
     }
     # The claims read the sections above (and the convergence, DHS-selection and Dice-ceiling inputs when present).
     s["claims"] = claims_table(data, s)
@@ -136,7 +138,10 @@ def _headline(data: RunData, s: dict[str, Any]) -> dict[str, Any]:
                          "diverse": {m: {k: v for k, v in d.items() if k not in ("image_a", "image_b", "target")}
                                      for m, d in s["ranges"]["diverse"].items()}}
     if s["dice"]:
-        out["dice"] = {"best": s["dice"]["best"]}
+        out["dice"] = {"best": s["dice"]["best"], "reference": s["dice"].get("reference")}
+    for key in ("convergence", "ao_regularisation"):
+        if s.get(key):
+            out[key] = s[key]
     if s["search"]:
         out["search"] = {k: s["search"][k] for k in ("objective", "grid_optimum", "fastest", "best", "n_seeds",
                                                      "budget")}
@@ -424,14 +429,23 @@ def _dhs_section(data: RunData, dhs: dict[str, Any], fig_dir: Path, link) -> lis
     p = F.dhs_histogram(dhs["kept"], fig_dir / "dhs-kept.png", lam_labels=_lam_axis_labels(data)
                         if data.n_lams == 2 else (_sl_xlabel(data), ""))
     rows = [[model_label(m), str(s["n"])] + [fmt_num(v, 3) for v in s["mean"]] + [fmt_num(v, 3) for v in s["std"]]
+            + [fmt_num(s["ks_statistic"], 3), fmt_p(s["p_uniform"]), s["verdict"]]
             for m, s in dhs["stats"].items()]
     k = len(next(iter(dhs["stats"].values()))["mean"])
-    header = ["model", "kept λ"] + [f"mean λ{i + 1}" for i in range(k)] + [f"std λ{i + 1}" for i in range(k)]
-    return [f"![DHS kept λ]({link(p)})",
-            "The λ whose samples DHS back-propagated (lowest data-consistency loss in each mini-batch), from the "
-            "latest recorded training steps; a uniform draw would give the flat level quoted in each title "
-            "(paper Fig. 6).",
-            md_table(header, rows, name="DHS kept λ")]
+    header = (["model", "kept λ"] + [f"mean λ{i + 1}" for i in range(k)] + [f"std λ{i + 1}" for i in range(k)]
+              + ["KS D (max over axes)", "p (vs uniform)", "verdict"])
+    out = [f"![DHS kept λ]({link(p)})",
+           "The λ whose samples DHS back-propagated (lowest data-consistency loss in each mini-batch; with λ "
+           "groups, the λ of lowest mean DC loss), from the latest recorded training steps; a uniform draw would "
+           "give the flat level quoted in each title (paper Fig. 6). The test compares the λ kept after the UHS "
+           "warm-up with U[0,1]^k (Kolmogorov-Smirnov per axis, and a χ² test of the joint histogram for two λ; "
+           "Bonferroni-combined p). \"selects nothing\" (p ≥ 0.01): the kept λ are indistinguishable from uniform, "
+           "so DHS acted as UHS on a smaller batch and a DHS-vs-UHS difference says nothing about DHS.",
+           md_table(header, rows, name="DHS kept λ")]
+    idle = [model_label(m) for m, s in dhs["stats"].items() if s["verdict"] == "selects nothing"]
+    if idle:
+        out.append(f"**DHS selected nothing in {', '.join(idle)}**: its kept λ are indistinguishable from uniform.")
+    return out
 
 
 def _ranges_section(rng: dict[str, Any], fig_dir: Path, link) -> list[str]:
@@ -589,7 +603,8 @@ def build_markdown(data: RunData, s: dict[str, Any], fig_dir: Path, md_dir: Path
     if s["sl"]:
         section("sl", _sl_section(data, s["sl"], fig_dir, link))
     if s["ao"]:
-        section("ao", _ao_section(data, s["ao"], fig_dir, link))
+        section("ao", _ao_section(data, s["ao"], fig_dir, link)
+                + C.ao_regularisation_lines(s.get("ao_regularisation"), (data.scales or {}).get("rule")))
     if s["dhs"]:
         section("dhs", _dhs_section(data, s["dhs"], fig_dir, link))
     if s["ranges"]:
@@ -601,11 +616,11 @@ def build_markdown(data: RunData, s: dict[str, Any], fig_dir: Path, md_dir: Path
                              "(those nearest to the λ shown for the conditional models), and each λ-conditioned "
                              "model over λ. Titles: λ, PSNR (dB) and SSIM of that slice."])
     if s["dice"]:
-        section("dice", _dice_section(data, s["dice"], fig_dir, link))
+        section("dice", _dice_section(data, s["dice"], fig_dir, link) + C.dice_reference_lines(s["dice"]))
     if s["search"]:
         section("search", _search_section(data, s["search"], fig_dir, link))
     if s["training"]:
-        section("training", _training_section(s["training"], fig_dir, link))
+        section("training", _training_section(s["training"], fig_dir, link) + C.convergence_lines(s["convergence"]))
     return "\n".join(lines).rstrip() + "\n"
 
 

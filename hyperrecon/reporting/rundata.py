@@ -177,6 +177,13 @@ class RunData:
             raise RunError(f"{path}: 'lams' is not numeric ({exc}); expected an array of shape (n, k)") from exc
         return lams.reshape(len(lams), -1) if lams.size else None
 
+    def dhs_kept_steps(self, model: str) -> tuple[np.ndarray | None, int]:
+        """The training step of each kept λ row and the UHS warm-up steps (None, 0 for files without them)."""
+        path = self.run_dir / "eval" / f"{model}-dhs-kept.npz"
+        arrays = read_npz(path, "arrays 'lams', 'steps' and 'warmup_steps'") if path.exists() else {}
+        steps = np.asarray(arrays["steps"]) if "steps" in arrays else None
+        return steps, int(arrays["warmup_steps"]) if "warmup_steps" in arrays else 0
+
     def job(self, name: str) -> dict[str, Any] | None:
         path = self.run_dir / "jobs" / f"{name}.json"
         return _read_json(path, "a job record") if path.exists() else None

@@ -1,0 +1,128 @@
+"""How strongly do the SL conditional models respond to λ, next to per-λ baselines? (issue 15, item 2)
+
+Trains, on the quick-profile data of a study (default ``sl-knee-cs``: 64 px, 12 training subjects), the two
+single-term baselines (λ = 0: MAE alone, λ = 1: 1-SSIM alone) and one or more conditional models (HyperRecon S/M,
+FiLM) with the project's own training loop, then evaluates the test slices at λ = 0 and λ = 1 with the project's
+metrics. Each variant changes one suspect: the hypernetwork initialisation, the λ input encoding, the BatchNorm
+statistics or the λ sampling. Prints one line per model; ``--out`` also writes a CSV.
+
+    OMP_NUM_THREADS=1 nice -n 10 python benchmark/lam_response.py --steps 300 --models hyper-S,hyper-M
+
+Scales are the quick report's (``reports/<study>/scales.json``) so that no scales job is needed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from hyperrecon.config import load_study  # noqa: E402
+from hyperrecon.context import RunContext  # noqa: E402
+from hyperrecon.metrics import psnr, ssim  # noqa: E402
+from hyperrecon.resolve import build_recon_model, build_sampler  # noqa: E402
+from hyperrecon.samplers import FixedSampler  # noqa: E402
+from hyperrecon.training import train  # noqa: E402
+
+
+@torch.no_grad()
+def evaluate(model, data, lams: list[float], batch_stats: bool = False) -> dict[float, dict[str, float]]:
+    """Test metrics at each λ; ``batch_stats``: BatchNorm on the statistics of the (single-λ) test batch instead
+    of the running statistics gathered over mixed-λ training batches (a diagnosis, not an evaluation mode)."""
+    model.eval()
+    if batch_stats:
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.train()
+                m.momentum = 0.0  # use batch statistics, leave the running ones alone
+    out = {}
+    x, target = data
+    for lv in lams:
+        lam = torch.full((x.shape[0], 1), lv)
+        x_hat = model(x, lam) if getattr(model, "conditional", False) else model(x)
+        out[lv] = {"ssim": float(ssim(x_hat, target).mean()), "psnr": float(psnr(x_hat, target).mean()),
+                   "mae": float((x_hat - target).abs().mean())}
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--study", default="sl-knee-cs")
+    ap.add_argument("--steps", type=int, default=300)
+    ap.add_argument("--models", default="baseline,hyper-S,hyper-M", help="baseline, hyper-S/M/L, film")
+    ap.add_argument("--set", action="append", default=[], help="study override, e.g. hyper.groups=16")
+    ap.add_argument("--init", default=None, help="HyperUNet init override (kaiming/default/auto)")
+    ap.add_argument("--lam-share", type=float, default=None, help="LAMBDA_VARIANCE_SHARE override")
+    ap.add_argument("--embed-init", default="he", help="HyperUNet embed_init (he/default)")
+    ap.add_argument("--no-unit-embed", action="store_true", help="he embedding without the E|e|² = 1 rescale")
+    ap.add_argument("--tag", default="")
+    ap.add_argument("--seed", type=int, default=0, help="initialisation seed")
+    ap.add_argument("--bn-batch", action="store_true", help="also evaluate with BatchNorm on test-batch statistics")
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args()
+
+    if args.lam_share is not None:
+        import hyperrecon.models.hyper as hyper_mod
+
+        hyper_mod.LAMBDA_VARIANCE_SHARE = args.lam_share
+    if args.no_unit_embed:
+        import hyperrecon.models.hyper as hyper_mod
+
+        hyper_mod.EMBED_UNIT_SCALE = False
+    study = load_study(args.study, "quick", overrides=args.set)
+    ctx = RunContext(Path("/tmp/lam-response"), study, "cpu", "fp32")
+    scales = json.loads((ROOT / "reports" / args.study / "scales.json").read_text())["scales"]
+    task = ctx.recon_task(scales)
+    test = ctx.recon_task(scales, split="test", limit=16)
+    data = (test.inputs, test.targets)
+    rows: list[dict] = []
+    for name in args.models.split(","):
+        t0 = time.perf_counter()
+        torch.manual_seed(args.seed)  # the same initialisation for every variant
+        settings = ctx.settings(name, args.steps)
+        if name == "baseline":
+            for lv in (0.0, 1.0):
+                model = build_recon_model("unet", study)
+                train(model, task, FixedSampler(lv), settings, name=f"baseline-{lv}")
+                res = evaluate(model, data, [lv])
+                rows.append({"model": "baseline", "tag": args.tag, "lam": lv, **res[lv]})
+        else:
+            if name.startswith("hyper"):
+                model = build_recon_model("hyperunet", study, name.split("-")[1])
+                if args.init is not None or args.embed_init != "he":
+                    from hyperrecon.models import HyperUNet
+
+                    model = HyperUNet(1, size=name.split("-")[1], width=study.model.width,
+                                      residual=study.model.residual, init=args.init or "auto",
+                                      embed_init=args.embed_init)
+            else:
+                model = build_recon_model("film-unet", study)
+            train(model, task, build_sampler(study, "uniform"), settings, name=name)
+            res = evaluate(model, data, [0.0, 1.0])
+            rows += [{"model": name, "tag": args.tag, "lam": lv, **res[lv]} for lv in (0.0, 1.0)]
+            if args.bn_batch:
+                res = evaluate(model, data, [0.0, 1.0], batch_stats=True)
+                rows += [{"model": name, "tag": args.tag + "+bn-batch", "lam": lv, **res[lv]} for lv in (0.0, 1.0)]
+        print(f"{name:10s} {args.tag:12s} " + "  ".join(
+            f"λ={r['lam']:.0f}: SSIM {r['ssim']:.4f} PSNR {r['psnr']:.2f} MAE {r['mae']:.4f}"
+            for r in rows if r["model"] == name), f"({time.perf_counter() - t0:.0f} s)", flush=True)
+    if args.out:
+        path = Path(args.out)
+        new = not path.exists()
+        with path.open("a", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(rows[0]))
+            if new:
+                w.writeheader()
+            w.writerows(rows)
+
+
+if __name__ == "__main__":
+    main()

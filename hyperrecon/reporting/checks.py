@@ -1,0 +1,113 @@
+"""Report blocks for the training-side checks of issue 15: training budgets and convergence, the Dice references,
+and (AO) whether the regularisers improve on data consistency alone.
+
+Each function takes the analysis dict (or :class:`RunData`) and returns markdown blocks; no figures.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from ..segref import MIN_CEILING
+from .rundata import RunData
+from .style import model_label
+from .tables import fmt_num, fmt_p, md_table
+
+
+def convergence_lines(conv: dict[str, dict[str, Any]] | None) -> list[str]:
+    """Steps per model and the convergence check (hyperrecon/convergence.py); a line when budgets differ."""
+    if not conv:
+        return []
+    rows = []
+    for m, r in conv.items():
+        verdict = {True: "yes", False: "**no**", None: "unknown"}[r.get("converged")]
+        rows.append([model_label(m) if m != "seg" else "segmentation U-Net", str(int(r["steps"])),
+                     fmt_num(r.get("val_loss_final"), 4), fmt_num(100 * r.get("rel_change_last_quarter", math.nan), 1),
+                     verdict])
+    tol = next(iter(conv.values())).get("rel_tol", 0.02)
+    out = [f"Training budget and convergence: the validation loss of each model (its training loss on the validation "
+           f"slices; conditional models averaged over a fixed λ grid; segmentation: 1 − Dice) at the end and its "
+           f"change over the last quarter of training. Converged: changed by less than {100 * tol:.0f} % either way.",
+           md_table(["model", "steps", "final validation loss", "change over last quarter (%)", "converged"], rows,
+                    name="convergence")]
+    recon = {m: int(r["steps"]) for m, r in conv.items() if r.get("kind") != "seg" and m != "seg"}
+    if len(set(recon.values())) > 1:
+        out.append(f"**Unequal training budgets**: {', '.join(f'{model_label(m)} {s}' for m, s in recon.items())} "
+                   "steps; comparisons between these models are confounded by the budget.")
+    bad = [model_label(m) for m, r in conv.items() if r.get("converged") is False and m != "seg"]
+    if bad:
+        out.append(f"**Not converged**: {', '.join(bad)}. Findings that rest on these models describe a training "
+                   "snapshot, not the method.")
+    return out
+
+
+def dice_reference_lines(dice: dict[str, Any]) -> list[str]:
+    """Ceiling / floor of the segmentation net and whether a Dice finding may be stated."""
+    ref = dice.get("reference")
+    if not ref:
+        return ["No Dice reference (ground truth / zero-filled) was recorded for this run."]
+    line = (f"References: the segmentation net scores Dice **{fmt_num(ref['ceiling'], 3)}** on the ground-truth "
+            f"test images (ceiling) and **{fmt_num(ref['floor'], 3)}** on the zero-filled input (floor); trained "
+            f"{ref.get('steps')} of at most {ref.get('step_budget')} steps, "
+            + ("stopped when its validation Dice plateaued." if ref.get("plateaued") else
+               "**without reaching a plateau** of its validation Dice."))
+    out = [line]
+    if not ref.get("usable"):
+        out.append(f"**No Dice finding**: the ceiling is below {MIN_CEILING} or the net did not plateau, so Dice "
+                   "differences between reconstructions reflect a weak segmenter more than the images.")
+    return out
+
+
+def ao_regularisation_check(data: RunData, metric: str = "rpsnr") -> dict[str, Any] | None:
+    """Do the regularisers help? The best trained baseline with λ1 < 1 against the pure-DC baseline (λ1 = 1),
+    per test slice (paired). None when the grid lacks λ1 = 1 or λ1 < 1."""
+    if data.n_lams != 2 or not data.baselines:
+        return None
+    r = data.results
+    rows = r[(r.metric == metric) & r.model.isin(data.baselines)]
+    if rows.empty:
+        return None
+    means = rows.groupby("model")["value"].mean()
+    pure = [b for b in data.baselines if data.baseline_lam(b)[0] == 1.0 and b in means]
+    reg = [b for b in data.baselines if data.baseline_lam(b)[0] < 1.0 and b in means]
+    if not pure or not reg:
+        return None
+    best_pure = max(pure, key=means.__getitem__)
+    best_reg = max(reg, key=means.__getitem__)
+    a = rows[rows.model == best_reg].groupby("slice")["value"].mean()
+    b = rows[rows.model == best_pure].groupby("slice")["value"].mean()
+    diff = (a - b).dropna().to_numpy()
+    from scipy import stats
+
+    n = len(diff)
+    mean = float(diff.mean())
+    if n > 1 and diff.std(ddof=1) > 0:
+        half = float(stats.t.ppf(0.975, n - 1) * diff.std(ddof=1) / math.sqrt(n))
+        p = float(stats.ttest_1samp(diff, 0.0).pvalue)
+    else:
+        half, p = math.nan, math.nan
+    return {"metric": metric, "pure_dc": best_pure, "pure_dc_lam": list(data.baseline_lam(best_pure)),
+            "pure_dc_value": float(means[best_pure]), "regularised": best_reg,
+            "regularised_lam": list(data.baseline_lam(best_reg)), "regularised_value": float(means[best_reg]),
+            "diff": mean, "ci": [mean - half, mean + half], "p": p, "n_slices": n,
+            "helps": bool(n > 1 and mean - half > 0)}
+
+
+def ao_regularisation_lines(check: dict[str, Any] | None, scale_rule: str | None) -> list[str]:
+    out = []
+    if check is not None:
+        lam = ", ".join(f"{v:g}" for v in check["regularised_lam"])
+        ci = check["ci"]
+        verdict = ("the regularisers **improve** on data consistency alone" if check["helps"] else
+                   "the regularisers **do not improve** on data consistency alone (at this scale)")
+        out.append(f"Does regularisation help? Best baseline with λ1 < 1, λ = ({lam}): {check['metric']} "
+                   f"{fmt_num(check['regularised_value'], 2)}; pure data consistency (λ1 = 1): "
+                   f"{fmt_num(check['pure_dc_value'], 2)}. Paired difference {fmt_num(check['diff'], 2, signed=True)} "
+                   f"dB, 95% CI [{fmt_num(ci[0], 2)}, {fmt_num(ci[1], 2)}], p = {fmt_p(check['p'])} over "
+                   f"{check['n_slices']} test slices (slices of few subjects are not independent): {verdict}.")
+    if scale_rule:
+        out.append(f"Loss scales: {scale_rule}. Each term is divided by its scale before the λ weighting, so λ "
+                   "trades terms of comparable magnitude.")
+    return out
+

@@ -1,0 +1,127 @@
+"""The segmentation net trained until its Dice plateaus, and the Dice references of a run (issue 15, item 5).
+
+A Dice score of a reconstruction means little without its range: the same segmentation net on the ground-truth
+images gives the **ceiling** (what a perfect reconstruction could reach), on the zero-filled input (the
+degraded image, magnitude) the **floor**. Both are measured on the test slices and stored with the results
+(``dice_reference.csv``: ``reference, slice, value``; means in ``jobs/seg.json``).
+
+Training (:func:`train_until_plateau`): chunks of ``chunk`` steps (about 1/20 of the budget, at least 10) with the
+ordinary training loop, resumed from its checkpoint; after each chunk the mean hard Dice (background excluded) on
+the validation slices. Training stops when the best validation Dice has not risen by more than ``min_delta``
+(0.005) for ``patience`` (3) chunks, or at the step budget. ``plateaued`` says which.
+
+A Dice finding needs a useful net: :func:`dice_usable` is false when the ceiling is below ``MIN_CEILING`` (0.7) or
+the net did not plateau; the report then states no Dice finding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+MIN_CEILING = 0.7
+MIN_DELTA = 0.005
+PATIENCE = 3
+REFERENCE_FILE = "dice_reference.csv"
+
+
+def chunk_steps(max_steps: int) -> int:
+    return min(max_steps, max(10, max_steps // 20))
+
+
+@torch.no_grad()
+def per_slice_dice(seg_model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, n_classes: int, *,
+                   batch_size: int = 32) -> torch.Tensor:
+    """Hard mean Dice (background excluded) of ``seg_model``'s argmax on ``images`` (N, 1, H, W): ``(N,)``.
+    Images are clipped to [0, 1] as in the evaluation (:func:`hyperrecon.evaluation.image_metrics`)."""
+    from .evaluation import _seg_input
+    from .metrics import mean_dice
+
+    was = seg_model.training
+    seg_model.eval()
+    device = next(seg_model.parameters()).device
+    out = []
+    try:
+        for s in range(0, images.shape[0], batch_size):
+            x = images[s : s + batch_size].to(device)
+            pred = seg_model(_seg_input(x, seg_model)).argmax(dim=1)
+            out.append(mean_dice(pred, labels[s : s + batch_size].to(device), n_classes).float().cpu())
+    finally:
+        seg_model.train(was)
+    return torch.cat(out)
+
+
+def dice_objective(images: torch.Tensor, labels: torch.Tensor, n_classes: int) -> Callable[[torch.nn.Module], float]:
+    """``1 - mean Dice`` on fixed slices (a validation loss for :class:`~hyperrecon.convergence.ValidationTracker`)."""
+    return lambda model: 1.0 - float(per_slice_dice(model, images, labels, n_classes).mean())
+
+
+def train_until_plateau(train_chunk: Callable[[int], Any], tracker, max_steps: int, *, chunk: int | None = None,
+                        patience: int = PATIENCE, min_delta: float = MIN_DELTA) -> dict[str, Any]:
+    """Call ``train_chunk(target_steps)`` (train, resuming, up to that many steps in all) chunk by chunk, evaluating
+    ``tracker`` (a :class:`~hyperrecon.convergence.ValidationTracker` whose objective is 1 - Dice) after each,
+    until the validation Dice plateaus or ``max_steps``. Evaluations already in ``tracker.history`` (a retried job)
+    are kept and training continues after them. Returns ``{"steps", "plateaued", "best_val_dice", "result"}``."""
+    chunk = chunk or chunk_steps(max_steps)
+    done = max((int(r["step"]) for r in tracker.history), default=0)
+    result = None
+
+    def stalled() -> bool:
+        dice = [1.0 - r["val_loss"] for r in sorted(tracker.history, key=lambda r: r["step"])]
+        if len(dice) <= patience:
+            return False
+        return max(dice[-patience:]) <= max(dice[:-patience]) + min_delta
+
+    while done < max_steps and not stalled():
+        done = min(max_steps, done + chunk)
+        result = train_chunk(done)
+        tracker.evaluate(done)
+    if result is None:  # a retried job whose evaluations already show the end: load the final checkpoint
+        result = train_chunk(done)
+    best = max((1.0 - r["val_loss"] for r in tracker.history), default=float("nan"))
+    return {"steps": done, "plateaued": stalled(), "best_val_dice": best, "result": result}
+
+
+def dice_references(seg_model: torch.nn.Module, test, n_classes: int, *, batch_size: int = 32) -> dict[str, Any]:
+    """Ceiling (ground truth) and floor (zero-filled) Dice on the test slices ``test`` (an ``EvalData``).
+
+    Returns ``{"ceiling": mean, "floor": mean, "per_slice": {"ceiling": [...], "floor": [...]}, "ids": [...]}``."""
+    if test.labels is None:
+        raise ValueError("dice_references: the test slices have no label maps")
+    per = {"ceiling": per_slice_dice(seg_model, test.targets, test.labels, n_classes, batch_size=batch_size),
+           "floor": per_slice_dice(seg_model, test.degraded, test.labels, n_classes, batch_size=batch_size)}
+    return {"ceiling": float(per["ceiling"].mean()), "floor": float(per["floor"].mean()),
+            "per_slice": {k: v.tolist() for k, v in per.items()}, "ids": list(test.ids)}
+
+
+def write_reference_csv(run_dir: Path, refs: dict[str, Any]) -> Path:
+    import pandas as pd
+
+    from .io import write_csv
+
+    rows = [{"reference": k, "slice": sid, "value": v} for k in ("ceiling", "floor")
+            for sid, v in zip(refs["ids"], refs["per_slice"][k], strict=True)]
+    path = Path(run_dir) / REFERENCE_FILE
+    write_csv(path, pd.DataFrame(rows, columns=["reference", "slice", "value"]))
+    return path
+
+
+def dice_usable(ceiling: float | None, plateaued: bool | None = True, *, min_ceiling: float = MIN_CEILING) -> bool:
+    """Whether Dice findings may be stated: the ceiling reaches ``min_ceiling`` and the net plateaued."""
+    return ceiling is not None and ceiling == ceiling and ceiling >= min_ceiling and plateaued is not False
+
+
+def read_reference(run_dir: Path) -> dict[str, Any] | None:
+    """``{"ceiling", "floor", "plateaued", "usable"}`` of a run (from ``jobs/seg.json``), or None without one."""
+    from .io import read_json
+
+    path = Path(run_dir) / "jobs" / "seg.json"
+    if not path.exists():
+        return None
+    info = read_json(path).get("dice_reference")
+    if not info:
+        return None
+    return {**info, "usable": dice_usable(info.get("ceiling"), info.get("plateaued"))}
