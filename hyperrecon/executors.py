@@ -57,9 +57,14 @@ def run_job(ctx: RunContext, name: str, spec: dict[str, Any]) -> dict[str, Any]:
     """Execute one job and return its JSON-able result (also written to ``jobs/<name>.json``)."""
     import torch
 
+    from .accel import configure
+    from .timing import peak_memory_mb, reset_peak_memory
+
     kind = spec["kind"]
     s = ctx.study
     started = time.perf_counter()
+    configure(ctx.device)
+    reset_peak_memory(ctx.device)  # CUDA: this job's own peak (CPU: the process's peak RSS, not resettable)
     torch.manual_seed(job_seed(s, name))
     if kind == "seg":
         from .models import UNet
@@ -92,6 +97,7 @@ def run_job(ctx: RunContext, name: str, spec: dict[str, Any]) -> dict[str, Any]:
     else:
         raise RunError(f"job '{name}': unknown kind '{kind}'")
     result.setdefault("device_seconds", 0.0)
+    result["peak_memory_mib"] = round(peak_memory_mb(ctx.device), 1)
     result["job_wall_seconds"] = time.perf_counter() - started
     write_json(ctx.run_dir / "jobs" / f"{name}.json", {"job": name, "spec": spec, **result})
     # The ledger keeps a small result; the history lives in jobs/<name>.json.

@@ -45,6 +45,7 @@ from .jobs import lam_label, recon_models, study_jobs
 from .plugins import load_plugins
 from .resolve import resolve, resolve_device, resolve_precision
 from .storage import JobLedger, find_runs, open_storage
+from .timing import add_job_peaks
 
 __all__ = ["RUN_FORMAT", "Progress", "Run", "RunContext", "context_for", "device_name", "enqueue", "execute",
            "finalize", "load_weights", "prepare_run", "provenance", "run_for_worker", "run_job", "work"]
@@ -370,7 +371,8 @@ def finalize(run: Run, ctx: RunContext) -> dict[str, Any]:
         elif name == "scales":
             cost_rows.append({"model": "scales", "kind": "scales", "n_params": 0, "steps": 0,
                               "device_seconds": info.get("device_seconds", 0.0), "wall_seconds": info.get("wall_seconds", 0.0),
-                              "peak_memory_mb": 0.0, "device": run.device, "dtype": run.precision})
+                              "peak_memory_mb": info.get("peak_memory_mib", 0.0), "device": run.device,
+                              "dtype": run.precision})
     for name, _, _ in recon_models(s):
         meta_path = d / "eval" / f"{name}-meta.json"
         if meta_path.exists():
@@ -378,6 +380,7 @@ def finalize(run: Run, ctx: RunContext) -> dict[str, Any]:
             for row in cost_rows:
                 if row["model"] == name:
                     row["inference_seconds_per_slice"] = sec.get("inference_seconds_per_slice")
+    add_job_peaks(cost_rows, d / "jobs")
     costs = pd.DataFrame(cost_rows)
     write_csv(d / "costs.csv", costs)
 
