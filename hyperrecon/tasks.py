@@ -172,7 +172,7 @@ class SegTask:
             )
         with torch.autocast(device_type=device.type, enabled=False):
             probs = torch.softmax(logits.float(), dim=1)
-            total = soft_dice_loss(probs, _to_device(self.labels, device, idx=idx_cpu))
+            total = soft_dice_loss(probs, with_host_copy(self.labels[idx_cpu], device))
         return total, None, {"soft_dice": total}
 
 

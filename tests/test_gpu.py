@@ -24,7 +24,7 @@ from hyperrecon.physics import CSMRI
 from hyperrecon.resolve import resolve_device, resolve_precision
 from hyperrecon.samplers import FixedSampler, UniformSampler
 from hyperrecon.timing import DeviceTimer, add_job_peaks, peak_memory_mb, reset_peak_memory
-from hyperrecon.training import ReconTask, TrainSettings, train
+from hyperrecon.training import ReconTask, SegTask, TrainSettings, train
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 SIZE, N = 32, 12
@@ -70,6 +70,21 @@ def test_lam_checks_and_grouping_read_the_host_copy() -> None:
     setattr(bad, accel._HOST_ATTR, torch.tensor([[1.5]]))
     with pytest.raises(Exception, match=r"lam must lie in \[0, 1\]"):
         FiLMUNet(1, width=4)(torch.zeros(1, 2, 16, 16), bad)
+
+
+def test_label_range_check_reads_the_host_copy() -> None:
+    """The soft Dice loss checks a staged batch's labels on its host copy (here different, to see it is read)."""
+    from hyperrecon.metrics import soft_dice_loss
+
+    probs = torch.full((1, 3, 4, 4), 1 / 3)
+    labels = torch.zeros(1, 4, 4, dtype=torch.int64)
+    setattr(labels, accel._HOST_ATTR, torch.full((1, 4, 4), 7))
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 3\), got min 7, max 7"):
+        soft_dice_loss(probs, labels)
+    plain = torch.zeros(1, 4, 4, dtype=torch.int64)
+    plain[0, 0, 0] = 3
+    with pytest.raises(ValueError, match="got min 0, max 3"):  # without a host copy the tensor itself is read
+        soft_dice_loss(probs, plain)
 
 
 def test_finite_watch_names_the_first_bad_step_and_its_terms() -> None:
@@ -209,12 +224,17 @@ def test_training_on_cuda_chooses_bf16_and_records_peak_memory() -> None:
 
 @pytest.mark.gpu
 @needs_cuda
-@pytest.mark.parametrize("make_model", [lambda: UNet(width=8), lambda: HyperUNet(1, size="S", width=8)],
-                         ids=["unet", "hyper"])
-def test_no_host_sync_inside_training_steps(make_model) -> None:
+@pytest.mark.parametrize("kind", ["unet", "hyper", "seg"])
+def test_no_host_sync_inside_training_steps(kind: str) -> None:
     """Between log points a training step never waits for the device (torch's sync debug mode as the referee)."""
     steps, seen = 12, []
-    sampler = FixedSampler(0.5) if isinstance(make_model(), UNet) else UniformSampler()
+    task = recon_task()
+    if kind == "seg":
+        labels = (task.targets[:, 0] * 2.99).long()
+        task = SegTask(task.targets, labels, n_classes=3)
+    model = {"unet": lambda: UNet(width=8), "hyper": lambda: HyperUNet(1, size="S", width=8),
+             "seg": lambda: UNet(in_channels=1, out_channels=3, width=8)}[kind]()
+    sampler = {"unet": FixedSampler(0.5), "hyper": UniformSampler(), "seg": None}[kind]
 
     def cb(event: str, info: dict) -> None:
         if event == "step":
@@ -224,7 +244,7 @@ def test_no_host_sync_inside_training_steps(make_model) -> None:
         warnings.simplefilter("always")
         torch.cuda.set_sync_debug_mode("warn")
         try:
-            train(make_model(), recon_task(), sampler, TrainSettings(steps=steps, batch_size=4, log_every=steps),
+            train(model, task, sampler, TrainSettings(steps=steps, batch_size=4, log_every=steps),
                   device="cuda", callbacks=[cb])
         finally:
             torch.cuda.set_sync_debug_mode("default")
