@@ -25,8 +25,9 @@ The loop runs inside ``torch.random.fork_rng`` seeded from ``settings.seed``, so
 alone and any randomness inside the model (dropout) is reproducible too.
 
 Callbacks are callables ``cb(event, info)``: ``("start", {step, total, name, resumed})``,
-``("step", {step, total, loss})`` (``loss``: a 0-d tensor on the device; ``float()`` of it waits for the device), ``("log", {step, total, record})``, ``("checkpoint", {step, path})``,
-``("end", {step, total, cost})``; the CLI turns them into progress bars. ``step`` counts completed steps.
+``("step", {step, total, loss})``, ``("log", {step, total, record})``, ``("checkpoint", {step, path})``,
+``("end", {step, total, cost})``; the CLI turns them into progress bars. ``step`` counts completed steps; a step's
+``loss`` is a 0-d tensor on the device (``float()`` of it waits for the device).
 """
 
 from __future__ import annotations
