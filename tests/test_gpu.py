@@ -199,7 +199,8 @@ def test_cuda_event_time_matches_the_synchronised_wall_clock() -> None:
     with timer:
         for _ in range(20):  # ~55 ms of float32 matrix products: launch overhead is noise
             torch.mm(a, a, out=out)
-    torch.cuda.synchronize()
+        torch.cuda.synchronize()  # the host clock must wait for the work; the events need not
+    assert timer.wall_seconds > 0.005
     assert timer.device_seconds > 0
     assert timer.device_seconds == pytest.approx(timer.wall_seconds, rel=0.3)
 
