@@ -19,6 +19,7 @@ if str(ROOT) not in sys.path:  # run as `python benchmark/x.py` from a source ch
     sys.path.insert(0, str(ROOT))
 
 from hyperrecon import context  # noqa: E402
+from hyperrecon.accel import with_host_copy  # noqa: E402
 from hyperrecon.models import FiLMUNet, HyperUNet, UNet, keep_freed_memory  # noqa: E402
 
 __all__ = ["keep_freed_memory"]  # re-exported for the scripts
@@ -76,20 +77,43 @@ def add_machine_args(p: argparse.ArgumentParser, unit: str) -> None:
     p.add_argument("--wait-quiet", type=float, default=5.0, help="seconds to wait for a quiet machine per round")
 
 
-def timer(device: torch.device) -> Callable[[], float]:
-    def now() -> float:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        return time.perf_counter()
+class Clock:
+    """Times one span: CUDA events on a GPU (device time between two points of the stream, read after the end
+    event completes), ``time.perf_counter`` on the CPU. ``start()`` then ``stop() -> seconds``."""
 
-    return now
+    def __init__(self, device: torch.device) -> None:
+        self.cuda = device.type == "cuda"
+        self._t0: float | torch.cuda.Event = 0.0
+
+    def start(self) -> None:
+        if self.cuda:
+            self._t0 = torch.cuda.Event(enable_timing=True)
+            self._t0.record()
+        else:
+            self._t0 = time.perf_counter()
+
+    def stop(self) -> float:
+        if not self.cuda:
+            return time.perf_counter() - self._t0
+        end = torch.cuda.Event(enable_timing=True)
+        end.record()
+        end.synchronize()
+        return self._t0.elapsed_time(end) / 1000.0
+
+
+def setup_device(device: torch.device) -> None:
+    """Per-run settings of the GPU path (cuDNN autotuning on CUDA), as ``hrbench run`` uses them."""
+    from hyperrecon.accel import configure
+
+    configure(device)
 
 
 def lam_batch(batch: int, groups: int, gen: torch.Generator, device: torch.device) -> torch.Tensor:
     """(B, 1) λ with ``groups`` distinct values, each shared by B/groups samples (groups <= 0 or >= B: all distinct)."""
     g = batch if groups <= 0 or groups >= batch else groups
     vals = torch.rand(g, 1, generator=gen)
-    return vals.repeat_interleave(-(-batch // g), 0)[:batch].to(device)
+    # staged like the training loop stages λ: pinned, non-blocking, with the host copy the model groups on
+    return with_host_copy(vals.repeat_interleave(-(-batch // g), 0)[:batch].contiguous(), device)
 
 
 def quartiles(xs: list[float]) -> tuple[float, float, float]:

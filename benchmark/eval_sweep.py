@@ -24,6 +24,7 @@ from common import (
     PRECISION_HELP,
     PRECISIONS,
     ROOT,
+    Clock,
     add_machine_args,
     build_model,
     check_precisions,
@@ -34,9 +35,10 @@ from common import (
     precision_context,
     quartiles,
     rotated,
+    setup_device,
     timed_quiet,
-    timer,
     wait_for_quiet,
+    with_host_copy,
     write_outputs,
 )
 
@@ -64,22 +66,22 @@ class Sweep:
         self.net = build_model(model, args.path).to(self.device).to(memory_format=fmt).eval()
         g = torch.Generator().manual_seed(0)
         self.x = torch.randn(args.batch, 2, size, size, generator=g).to(self.device).contiguous(memory_format=fmt)
-        self.lams = torch.linspace(0, 1, args.lams, device=self.device)
+        self.lams = torch.linspace(0, 1, args.lams).tolist()  # host values, staged per λ as the GPU path does
         self.conditional = getattr(self.net, "conditional", False)
         self.times: list[float] = []
         self.cpu_times: list[float] = []
         self.others: list[float] = []
-        self.now = timer(self.device)
+        self.clock = Clock(self.device)
 
     def run(self) -> float:
         b = self.x.shape[0]
         c0 = time.process_time()
-        t0 = self.now()
+        self.clock.start()
         with torch.inference_mode(), precision_context(self.precision, self.device):
             for lv in self.lams:
-                lam = lv.reshape(1, 1).expand(b, 1) if self.conditional else None
+                lam = with_host_copy(torch.full((b, 1), lv), self.device) if self.conditional else None
                 self.net(self.x, lam)
-        dt = self.now() - t0
+        dt = self.clock.stop()
         self.cpu_times.append(time.process_time() - c0)
         return dt
 
@@ -90,6 +92,7 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(args.threads)
     malloc = "keep" if args.malloc == "keep" and keep_freed_memory() else "default"
     device = torch.device(args.device)
+    setup_device(device)
     rows = []
     for size in parse_list(args.sizes, int):
         sweeps = [Sweep(args, size, m, p) for m in parse_list(args.models) for p in check_precisions(parse_list(args.precisions))]

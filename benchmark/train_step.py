@@ -27,6 +27,7 @@ from common import (
     PRECISION_HELP,
     PRECISIONS,
     ROOT,
+    Clock,
     add_machine_args,
     build_model,
     check_precisions,
@@ -38,8 +39,8 @@ from common import (
     precision_context,
     quartiles,
     rotated,
+    setup_device,
     timed_quiet,
-    timer,
     wait_for_quiet,
     write_outputs,
 )
@@ -93,19 +94,19 @@ class Config:
         self.times: list[float] = []
         self.cpu_times: list[float] = []
         self.others: list[float] = []
-        self.now = timer(self.device)
+        self.clock = Clock(self.device)
 
     def step(self) -> float:
         lam = lam_batch(self.batch, self.groups, self.gen, self.device) if self.conditional else None
         c0 = time.process_time()
-        t0 = self.now()
+        self.clock.start()
         self.opt.zero_grad(set_to_none=True)
         with precision_context(self.precision, self.device):
             out = self.run(self.x, lam)
         loss = F.mse_loss(out.float(), self.y)
         loss.backward()
         self.opt.step()
-        dt = self.now() - t0
+        dt = self.clock.stop()
         self.cpu_times.append(time.process_time() - c0)
         return dt
 
@@ -117,6 +118,7 @@ def main(argv: list[str] | None = None) -> None:
     malloc = "keep" if args.malloc == "keep" and keep_freed_memory() else "default"
     torch.manual_seed(args.seed)
     device = torch.device(args.device)
+    setup_device(device)
     models, precisions, paths = parse_list(args.models), check_precisions(parse_list(args.precisions)), parse_list(args.paths)
     adams = parse_list(args.adam)
     rows = []

@@ -83,11 +83,16 @@ def run_job(ctx: RunContext, name: str, spec: dict[str, Any]) -> dict[str, Any]:
 
         base = {k: v for k, v in spec.items() if k != "replicate"}
         return run_job(ctx.for_replicate(replicate), split_replicate(name)[1], base)
+    from .accel import configure
+    from .timing import peak_memory_mb, reset_peak_memory
+
     kind = spec["kind"]
     s = ctx.study
     started = time.perf_counter()
     if ctx.threads is not None:  # the run's thread count, whatever --workers and the machine (run.json threads)
         torch.set_num_threads(ctx.threads)
+    configure(ctx.device)
+    reset_peak_memory(ctx.device)  # CUDA: this job's own peak (CPU: the process's peak RSS, not resettable)
     torch.manual_seed(job_seed(s, name))
     if kind == "seg":
         from .models import UNet
@@ -126,6 +131,7 @@ def run_job(ctx: RunContext, name: str, spec: dict[str, Any]) -> dict[str, Any]:
     else:
         raise RunError(f"job '{name}': unknown kind '{kind}'")
     result.setdefault("device_seconds", 0.0)
+    result["peak_memory_mib"] = round(peak_memory_mb(ctx.device), 1)
     result["job_wall_seconds"] = time.perf_counter() - started
     result["ran_with"] = ran_with(ctx.device, ctx.precision)
     write_json(ctx.run_dir / "jobs" / f"{name}.json", {"job": name, "spec": spec, **result})

@@ -238,7 +238,8 @@ class CompositeLoss:
                     )
                 parts[name] = value.float()
             c = coefficients(ctx.lam.to(x_hat.device))
-            inv_s = torch.tensor([1.0 / s for s in self.scales], device=x_hat.device, dtype=torch.float32)
+            # c_i / s_i with the scales as Python scalars: no host-to-device copy (on a GPU a synchronising one)
+            weights = torch.stack([c[:, i] * (1.0 / s) for i, s in enumerate(self.scales)], dim=1)
             stacked = torch.stack([parts[name] for name in self.terms], dim=1)  # (B, k+1)
-            total = (c * inv_s * stacked).sum(1)
+            total = (weights * stacked).sum(1)
         return total, parts

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .accel import host_copy
 from .errors import ConfigError
 from .registry import Registry, did_you_mean
 
@@ -279,6 +280,7 @@ def hfen(x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 def _labels(name: str, labels: torch.Tensor, n_classes: int) -> torch.Tensor:
     """``(B, H, W)`` or ``(B, 1, H, W)`` integer labels in ``[0, n_classes)`` -> ``(B, H*W)`` int64."""
+    given = labels
     labels = _as_tensor(labels)
     if labels.ndim == 4 and labels.shape[1] == 1:
         labels = labels[:, 0]
@@ -289,9 +291,11 @@ def _labels(name: str, labels: torch.Tensor, n_classes: int) -> torch.Tensor:
     if labels.is_floating_point() or labels.is_complex():
         raise ValueError(f"{name}: labels must be an integer tensor, got {labels.dtype}")
     flat = _per_sample(labels.long())
-    if flat.numel() and (int(flat.min()) < 0 or int(flat.max()) >= n_classes):
+    # the range check reads the CPU copy a training batch was staged from, where there is one (no device sync)
+    src = host_copy(given) if isinstance(given, torch.Tensor) else flat
+    if src.numel() and (int(src.min()) < 0 or int(src.max()) >= n_classes):
         raise ValueError(
-            f"{name}: labels must lie in [0, {n_classes}), got min {int(flat.min())}, max {int(flat.max())}"
+            f"{name}: labels must lie in [0, {n_classes}), got min {int(src.min())}, max {int(src.max())}"
         )
     return flat
 

@@ -47,13 +47,13 @@ def cpu_has_fast_bf16() -> bool:
 
 
 def resolve_precision(precision: str, device: str) -> str:
-    """``auto`` -> ``bf16`` on GPUs that support it and on CPUs with AMX/AVX512-BF16, else ``fp32``."""
+    """``auto`` -> ``bf16`` on GPUs with native bf16 (compute capability >= 8.0) and on CPUs with AMX/AVX512-BF16, else ``fp32``."""
     if precision != "auto":
         return precision
     if device.startswith("cuda"):
-        import torch
+        from .accel import fast_bf16
 
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+        return "bf16" if fast_bf16(device) else "fp32"  # native bf16 tensor cores (Ampere+), not emulation
     return "bf16" if cpu_has_fast_bf16() else "fp32"
 
 

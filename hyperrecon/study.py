@@ -54,6 +54,7 @@ from .resolve import resolve, resolve_device, resolve_precision
 from .runfiles import build_summary, metrics_table, tidy
 from .storage import JobLedger, find_runs, open_storage
 from .storage_urls import normalize, public_url, redact
+from .timing import add_job_peaks
 
 __all__ = ["RUN_FORMAT", "Progress", "Run", "RunContext", "context_for", "device_name", "enqueue", "execute",
            "finalize", "load_weights", "prepare_run", "provenance", "run_for_worker", "run_job", "work"]
@@ -520,13 +521,15 @@ def _merge_replicates(run: Run) -> tuple[Any, list[dict[str, Any]], dict[str, fl
             elif name == "scales":
                 row = {"model": "scales", "kind": "scales", "n_params": 0, "steps": 0,
                        "device_seconds": info.get("device_seconds", 0.0), "wall_seconds": info.get("wall_seconds", 0.0),
-                       "peak_memory_mb": 0.0, "device": run.device, "dtype": run.precision}
+                       "peak_memory_mb": info.get("peak_memory_mib", 0.0), "device": run.device,
+                       "dtype": run.precision}
             else:
                 continue
             meta_path = d / "eval" / f"{name}-meta.json"
             if meta_path.exists():
                 row["inference_seconds_per_slice"] = read_json(meta_path).get("seconds", {}).get(
                     "inference_seconds_per_slice")
+            add_job_peaks([row], d / "jobs")
             cost_rows.append({**row, "replicate": r})
     return pd.concat(frames, ignore_index=True), cost_rows, training_cost
 

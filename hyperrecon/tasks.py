@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from .accel import stage, with_host_copy
 from .errors import ConfigError, DataError
 from .losses import CompositeLoss, LossContext
 
@@ -23,8 +24,9 @@ def _model_device(model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
-def _to_device(t: Tensor, device: torch.device, channels_last: bool = False) -> Tensor:
-    t = t.to(device, non_blocking=True)
+def _to_device(t: Tensor, device: torch.device, channels_last: bool = False, idx: Tensor | None = None) -> Tensor:
+    """``t[idx]`` on ``device``; CPU -> GPU through pinned memory without a host wait (:func:`accel.stage`)."""
+    t = stage(t, idx, device)
     if channels_last and t.ndim == 4:
         t = t.contiguous(memory_format=torch.channels_last)
     return t
@@ -98,8 +100,8 @@ class ReconTask:
             raise ConfigError(f"loss terms {self.loss.terms} need λ of shape (B, {self.n_lams}), but got none")
         device = _model_device(model)
         idx_cpu = idx.cpu()
-        x = _to_device(self.inputs[idx_cpu], device, channels_last)
-        lam = lam.to(device)
+        x = _to_device(self.inputs, device, channels_last, idx_cpu)
+        lam = with_host_copy(lam, device)  # λ checks and grouping read the host copy: no device-to-host sync
         x_hat = model(x, lam) if getattr(model, "conditional", False) else model(x)
         if x_hat.ndim != 4 or x_hat.shape[1] != 1 or x_hat.shape[0] != x.shape[0]:
             raise ConfigError(
@@ -107,8 +109,8 @@ class ReconTask:
             )
         ctx = LossContext(
             x_hat=x_hat,
-            target=None if self.targets is None else _to_device(self.targets[idx_cpu], device),
-            y=None if self.measurements is None else _to_device(self.measurements[idx_cpu], device),
+            target=None if self.targets is None else _to_device(self.targets, device, idx=idx_cpu),
+            y=None if self.measurements is None else _to_device(self.measurements, device, idx=idx_cpu),
             forward_model=self.forward_model,
             model=model,
             lam=lam,
@@ -163,14 +165,14 @@ class SegTask:
 
         device = _model_device(model)
         idx_cpu = idx.cpu()
-        logits = model(_to_device(self.images[idx_cpu], device, channels_last))
+        logits = model(_to_device(self.images, device, channels_last, idx_cpu))
         if logits.ndim != 4 or logits.shape[1] != self.n_classes:
             raise ConfigError(
                 f"seg task: the model must output (B, {self.n_classes}, H, W) logits, got {tuple(logits.shape)}"
             )
         with torch.autocast(device_type=device.type, enabled=False):
             probs = torch.softmax(logits.float(), dim=1)
-            total = soft_dice_loss(probs, self.labels[idx_cpu].to(device))
+            total = soft_dice_loss(probs, with_host_copy(self.labels[idx_cpu], device))
         return total, None, {"soft_dice": total}
 
 

@@ -19,6 +19,7 @@ import resource
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -150,3 +151,19 @@ class CostRecord:
             wall_seconds=self.wall_seconds + wall_seconds,
             peak_memory_mb=max(self.peak_memory_mb, peak_memory_mb),
         )
+
+
+def add_job_peaks(cost_rows: list[dict[str, Any]], jobs_dir: str | Path) -> None:
+    """Add each model's evaluation and search job peaks (MiB) to its ``costs.csv`` row, in place.
+
+    Reads ``peak_memory_mib`` from ``jobs/eval-<model>.json`` and ``jobs/search-<model>.json`` (every job writes it;
+    runs made before it have none: then the column is left out, or empty for that row).
+    """
+    from .io import read_json
+
+    for prefix, column in (("eval", "eval_peak_memory_mib"), ("search", "search_peak_memory_mib")):
+        for row in cost_rows:
+            path = Path(jobs_dir) / f"{prefix}-{row['model']}.json"
+            peak = read_json(path).get("peak_memory_mib") if path.exists() else None
+            if peak is not None:
+                row[column] = float(peak)

@@ -8,8 +8,10 @@
 2. λ (B, k) from the sampler with its own generator (seed + 1), nothing for a segmentation task;
 3. per-sample losses from the task under optional bf16 autocast (loss terms stay float32), reduced by the sampler
    (batch mean, or DHS top-K);
-4. a finiteness check of the per-sample totals (one host sync per step): a non-finite value stops training with a
-   ``TrainingError`` naming the step, the non-finite loss terms and whether the batch input was non-finite;
+4. finiteness flags of the loss, the per-sample totals and the loss parts, kept on the device
+   (:class:`~hyperrecon.finite.FiniteWatch`) and read at each log record, checkpoint and the end: a non-finite value
+   stops training with a ``TrainingError`` naming the first bad step, its non-finite loss terms and whether its
+   batch input was non-finite. No step reads a value back from the device (on a GPU the host queues work ahead);
 5. backward, optional gradient-norm clipping, Adam and learning-rate schedule steps.
 
 Checkpoints (``checkpoint_path``) are written every ``checkpoint_every`` steps and at the end, atomically (temp file
@@ -24,7 +26,8 @@ alone and any randomness inside the model (dropout) is reproducible too.
 
 Callbacks are callables ``cb(event, info)``: ``("start", {step, total, name, resumed})``,
 ``("step", {step, total, loss})``, ``("log", {step, total, record})``, ``("checkpoint", {step, path})``,
-``("end", {step, total, cost})``; the CLI turns them into progress bars. ``step`` counts completed steps.
+``("end", {step, total, cost})``; the CLI turns them into progress bars. ``step`` counts completed steps; a step's
+``loss`` is a 0-d tensor on the device (``float()`` of it waits for the device).
 """
 
 from __future__ import annotations
@@ -40,7 +43,8 @@ import torch
 from torch import Tensor, nn
 
 from .checkpoints import CHECKPOINT_VERSION, load_checkpoint, read_torch_file, save_checkpoint
-from .errors import CheckpointError, ConfigError, TrainingError
+from .errors import CheckpointError, ConfigError
+from .finite import FiniteWatch
 from .samplers import LamSampler
 from .tasks import ReconTask, SegTask, Task
 from .timing import CostRecord, DeviceTimer, peak_memory_mb, reset_peak_memory
@@ -254,6 +258,7 @@ def train(
         cuda_devices = [torch.cuda.current_device() if device.index is None else device.index]
     autocast = dict(device_type=device.type, dtype=torch.bfloat16, enabled=settings.precision == "bf16")
     timer = DeviceTimer(device)
+    watch = FiniteWatch()
     reset_peak_memory(device)
     steps_run = 0
 
@@ -301,10 +306,7 @@ def train(
                 with torch.autocast(**autocast):
                     total, dc, parts = task.batch_loss(model, idx, lam, channels_last=settings.channels_last)
                 loss = sampler.reduce(total, dc, step) if sampler is not None else total.mean()
-                # One host sync: the reduced loss and the sum of every per-sample total (NaN/inf anywhere shows).
-                loss_value, total_sum = torch.stack([loss.detach().float(), total.detach().float().sum()]).tolist()
-                if not (math.isfinite(loss_value) and math.isfinite(total_sum)):
-                    _raise_non_finite(step + 1, settings.steps, task, idx, parts)
+                watch.add(step + 1, loss, total, parts, idx)  # flags stay on the device until the next log
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if settings.grad_clip is not None:
@@ -319,12 +321,13 @@ def train(
                     sums[key] = sums.get(key, 0.0) + value.detach().float().mean()
                 n_sum += 1
                 if done % settings.log_every == 0 or done == settings.steps:
+                    watch.check(settings.steps, task)
                     record: dict[str, float] = {"step": done, "lr": float(scheduler.get_last_lr()[0])}
                     record.update({k: float(v) / n_sum for k, v in sums.items()})
                     history.append(record)
                     sums, n_sum = {}, 0
                     _emit(callbacks, "log", {"step": done, "total": settings.steps, "record": record})
-                _emit(callbacks, "step", {"step": done, "total": settings.steps, "loss": loss_value})
+                _emit(callbacks, "step", {"step": done, "total": settings.steps, "loss": loss.detach()})
                 if (
                     ckpt is not None
                     and settings.checkpoint_every
@@ -332,6 +335,7 @@ def train(
                     and done < settings.steps
                 ):
                     timer.stop()  # checkpoint I/O is not training cost; this also closes the CUDA span
+                    watch.check(settings.steps, task)
                     save_checkpoint(ckpt, payload(done, cost_so_far()))
                     timer.start()
                     _emit(callbacks, "checkpoint", {"step": done, "path": str(ckpt)})
@@ -339,6 +343,7 @@ def train(
             if timer.running:
                 timer.stop()
             model.train(was_training)
+        watch.check(settings.steps, task)
         final = max(start, settings.steps)
         result_cost = cost_so_far() if steps_run > 0 else cost
         if ckpt is not None and steps_run > 0:
@@ -349,16 +354,6 @@ def train(
     if sampler is not None and hasattr(sampler, "kept_lams"):
         extra["kept_lams"] = sampler.kept_lams()
     return TrainResult(history=history, cost=result_cost, final_step=final, extra=extra)
-
-
-def _raise_non_finite(step: int, total_steps: int, task: Task, idx: Tensor, parts: dict[str, Tensor]) -> None:
-    bad_terms = [k for k, v in parts.items() if not bool(torch.isfinite(v.detach()).all())]
-    bad_data = task.non_finite_data(idx.cpu())
-    what = []
-    if bad_data:
-        what.append(f"non-finite values in the batch's {', '.join(bad_data)}")
-    what.append(f"non-finite loss terms: {', '.join(bad_terms)}" if bad_terms else "loss overflow (no single term)")
-    raise TrainingError(f"training stopped at step {step} of {total_steps}: {'; '.join(what)}")
 
 
 __all__ = [

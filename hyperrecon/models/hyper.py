@@ -69,6 +69,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..accel import host_copy, stage
 from ..coefficients import coefficients, n_terms
 from .unet import UNet, UNetSkeleton, check_image, check_lam, conv_l1
 
@@ -276,19 +277,23 @@ class HyperUNet(nn.Module):
         differentiable gather); sample ``s`` belongs to group ``inverse[s]``.
         """
         n = lam.shape[0]
-        if bool((lam.detach() == lam[:1].detach()).all()):  # one λ (evaluation sweeps): skip the sort
+        host = host_copy(lam).detach()  # grouped on the CPU copy where there is one: no device sync
+        if bool((host == host[:1]).all()):  # one λ (evaluation sweeps): skip the sort
             perm = torch.arange(n, device=lam.device)
             return perm, perm[:1], [n], torch.zeros_like(perm)
-        _, inverse, counts = torch.unique(lam.detach(), dim=0, return_inverse=True, return_counts=True)
+        _, inverse, counts = torch.unique(host, dim=0, return_inverse=True, return_counts=True)
         perm = torch.argsort(inverse, stable=True)
         starts = torch.cumsum(counts, 0) - counts
-        return perm, perm[starts], counts.tolist(), inverse
+        first = perm[starts]
+        if host is not lam:
+            perm, first, inverse = (stage(t, None, lam.device) for t in (perm, first, inverse))
+        return perm, first, counts.tolist(), inverse
 
     def select_path(self, lam: Tensor, n_groups: int | None = None) -> str:
         """The path ``forward`` takes for this λ batch (``self.path`` unless "auto"; rule in the module doc)."""
         if self.path != "auto":
             return self.path
-        g = n_groups if n_groups is not None else int(torch.unique(lam.detach(), dim=0).shape[0])
+        g = n_groups if n_groups is not None else int(torch.unique(host_copy(lam).detach(), dim=0).shape[0])
         return "grouped" if g <= max(GROUPED_MIN_G, lam.shape[0] // 2) else "per-sample-grouped-conv"
 
     # ---------------------------------------------------------------- forward paths

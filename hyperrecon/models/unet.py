@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..accel import host_copy
 from ..errors import DataError
 
 N_LEVELS = 4
@@ -84,7 +85,7 @@ def check_lam(lam: Tensor | None, n_lams: int, batch_size: int) -> Tensor:
         )
     if not lam.is_floating_point():
         raise InputShapeError(f"model input: lam must be a floating-point tensor, got dtype {lam.dtype}")
-    lo, hi = torch.aminmax(lam.detach())
+    lo, hi = torch.aminmax(host_copy(lam).detach())  # the CPU copy where there is one: no device sync
     if not (0.0 <= float(lo) and float(hi) <= 1.0):  # also rejects NaN
         raise InputShapeError(f"model input: lam must lie in [0, 1], got values in [{float(lo)}, {float(hi)}]")
     return lam

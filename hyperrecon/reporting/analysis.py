@@ -104,13 +104,21 @@ def _best_index(values: np.ndarray, maximize: bool) -> int:
 def cost_analysis(data: RunData) -> dict[str, Any]:
     c = data.costs.set_index("model")
     inf_col = c["inference_seconds_per_slice"] if "inference_seconds_per_slice" in c.columns else None
+    peak_col = next((c[k] for k in ("peak_memory_mib", "peak_memory_mb") if k in c.columns), None)
+    eval_peak_col = c["eval_peak_memory_mib"] if "eval_peak_memory_mib" in c.columns else None
+
+    def peaks(models: list[str]) -> dict[str, float | None]:
+        """The largest training and evaluation peak memory (MiB) over ``models``."""
+        return {"peak_memory_mib": finite(peak_col[models].max()) if peak_col is not None else None,
+                "eval_peak_memory_mib": finite(eval_peak_col[models].max()) if eval_peak_col is not None else None}
 
     def row(label: str, model: str, paper: dict[str, float] | None) -> dict[str, Any]:
         r = c.loc[model]
         return {"label": label, "model": model, "n_params": finite(r.n_params), "steps": finite(r.get("steps")),
                 "device_seconds": finite(r.device_seconds), "wall_seconds": finite(r.wall_seconds),
                 "inference_seconds_per_slice": finite(inf_col[model]) if inf_col is not None else None,
-                "paper_hours": paper["hours"] if paper else None, "paper_params": paper["params"] if paper else None}
+                "paper_hours": paper["hours"] if paper else None, "paper_params": paper["params"] if paper else None,
+                **peaks([model])}
 
     from .style import model_label
 
@@ -134,12 +142,14 @@ def cost_analysis(data: RunData) -> dict[str, Any]:
                "n_params": finite(b.n_params.mean()), "steps": finite(b["steps"].mean()) if "steps" in b else None,
                "device_seconds": finite(b.device_seconds.mean()), "wall_seconds": finite(b.wall_seconds.mean()),
                "inference_seconds_per_slice": finite(inf_col[base].mean()) if inf_col is not None else None,
-               "paper_hours": PAPER_TABLE1["unet"]["hours"], "paper_params": PAPER_TABLE1["unet"]["params"]}
+               "paper_hours": PAPER_TABLE1["unet"]["hours"], "paper_params": PAPER_TABLE1["unet"]["params"],
+               **peaks(base)}
         every = {"label": f"All U-Nets ({len(base)} baselines, sum)", "model": "baselines (sum)",
                  "n_params": finite(b.n_params.sum()), "steps": finite(b["steps"].sum()) if "steps" in b else None,
                  "device_seconds": finite(b.device_seconds.sum()), "wall_seconds": finite(b.wall_seconds.sum()),
                  "inference_seconds_per_slice": one["inference_seconds_per_slice"],
-                 "paper_hours": PAPER_TABLE1["all"]["hours"], "paper_params": PAPER_TABLE1["all"]["params"]}
+                 "paper_hours": PAPER_TABLE1["all"]["hours"], "paper_params": PAPER_TABLE1["all"]["params"],
+               **peaks(base)}
         rows += [one, every]
     overhead = {m: finite(c.loc[m, "device_seconds"]) for m in ("seg", "scales") if m in c.index}
     device = str(c["device"].iloc[0]) if "device" in c.columns else None

@@ -31,6 +31,7 @@ from .tables import (
     MISSING,
     drop_empty_columns,
     fmt_lam,
+    fmt_mib,
     fmt_num,
     fmt_p,
     fmt_params,
@@ -246,10 +247,12 @@ def _data_section(data: RunData) -> list[str]:
 def _cost_section(costs: dict[str, Any]) -> list[str]:
     rows = [[r["label"], fmt_params(r["n_params"]), fmt_num(r["steps"], 0), fmt_seconds(r["device_seconds"]),
              fmt_seconds(r["wall_seconds"]), fmt_seconds(r["inference_seconds_per_slice"]),
-             f"~{r['paper_hours']:g} h" if r["paper_hours"] else MISSING, fmt_params(r["paper_params"])]
+             f"~{r['paper_hours']:g} h" if r["paper_hours"] else MISSING, fmt_params(r["paper_params"]),
+             fmt_mib(r.get("peak_memory_mib")), fmt_mib(r.get("eval_peak_memory_mib"))]
             for r in costs["rows"]]
     header = ["model", "parameters", "steps", "training device time", "training wall time",
-              "inference / slice (device)", "paper: train time", "paper: parameters"]
+              "inference / slice (device)", "paper: train time", "paper: parameters", "peak memory: training",
+              "peak memory: evaluation"]
     out = [md_table(header, rows, name="cost table")]
     ratio_rows = [[model_label(m), f"{r:.1f}x" if r is not None else MISSING,
                    f"{costs['paper_ratio_all_baselines_over'][m]:.0f}x"
@@ -261,7 +264,9 @@ def _cost_section(costs: dict[str, Any]) -> list[str]:
     notes = [f"Device time is measured on `{costs.get('device')}` in `{costs.get('dtype')}` (CUDA events on a GPU, "
              "process CPU time on the CPU); wall time includes data movement and checkpoints. The paper's column is "
              f"its Table 1 (brain, {A.PAPER_DEVICE}); its inference note is ~{A.PAPER_INFERENCE_S} s per slice "
-             "for every model. The paper's 'All Unets' are 361 models; the ratio here grows with the number of "
+             "for every model. Peak memory: on a GPU the largest memory held by tensors during the job (CUDA "
+             "allocator, max over the baselines in their rows); on the CPU the process's peak resident set, an "
+             "upper bound that cannot be reset between jobs. The paper's 'All Unets' are 361 models; the ratio here grows with the number of "
              "baselines in this study's grid and with the steps per model."]
     over = {k: v for k, v in costs["overhead"].items() if v is not None}
     if over:

@@ -58,6 +58,14 @@ def fmt_seconds(x: Any) -> str:
     return f"{v / 3600:.1f} h"
 
 
+def fmt_mib(x: Any) -> str:
+    """Memory in MiB with a human unit: ``812 MiB``, ``3.2 GiB``; a missing or zero figure is ``MISSING``."""
+    if not is_number(x) or float(x) <= 0:
+        return MISSING
+    v = float(x)
+    return f"{v / 1024:.1f} GiB" if v >= 1024 else f"{v:.0f} MiB"
+
+
 def fmt_params(n: Any) -> str:
     """Parameter count as the paper writes it: ``149K``, ``4.9M``, ``53M``."""
     if not is_number(n):
