@@ -176,6 +176,34 @@ def _needed_kinds(study: Study, jobs: Sequence[JobSpec]) -> tuple[list[str], lis
     return trained, read
 
 
+def model_of_kind(study: Study, kind: str, n_classes: int | None = None):
+    """A fresh model of a calibration kind (``unet``, ``hyper-<size>``, ``film``, ``seg``) as the run builds it."""
+    from .resolve import build_recon_model
+
+    if kind == "seg":
+        from .models import UNet
+
+        return UNet(in_channels=1, out_channels=int(n_classes))
+    if kind == "unet":
+        return build_recon_model("unet", study)
+    if kind == "film":
+        return build_recon_model("film-unet", study)
+    return build_recon_model("hyperunet", study, kind.split("-", 1)[1])
+
+
+def task_of_kind(ctx: Any, kind: str) -> tuple[Any, Any]:
+    """(training task, λ sampler) a model of ``kind`` trains on: unit loss scales (the step costs the same),
+    λ = 0.5 for the U-Net, the uniform sampler (with the study's λ groups) for conditional models."""
+    from .resolve import build_sampler
+    from .samplers import FixedSampler
+
+    s = ctx.study
+    if kind == "seg":
+        return ctx.seg_task(), None
+    task = ctx.recon_task([1.0] * len(s.loss.terms))
+    return task, FixedSampler([0.5] * s.n_lams) if kind == "unet" else build_sampler(s, "uniform")
+
+
 def _step_seconds(model, task, sampler, settings, device: str, warmup: int) -> float:
     from .training import train
 
@@ -204,31 +232,19 @@ def calibrate(study: Study, bundle: Any, jobs: Sequence[JobSpec], *, device: str
 
     from .context import RunContext
     from .evaluation import evaluate_model
-    from .resolve import build_recon_model, build_sampler
-    from .samplers import FixedSampler
     from .search import make_model_objective, search_model
 
     t_start = time.perf_counter()
     s = study
     ctx = RunContext(Path("calibration-not-written"), s, device, precision)  # nothing reads or writes run_dir
     ctx.bundle = bundle
-    unit = [1.0] * len(s.loss.terms)
     lam0 = [0.5] * s.n_lams
     trained, read = _needed_kinds(s, jobs)
     models: dict[str, Any] = {}
 
     def build(kind: str):
         if kind not in models:
-            if kind == "seg":
-                from .models import UNet
-
-                models[kind] = UNet(in_channels=1, out_channels=int(bundle.n_classes))
-            elif kind == "unet":
-                models[kind] = build_recon_model("unet", s)
-            elif kind == "film":
-                models[kind] = build_recon_model("film-unet", s)
-            else:
-                models[kind] = build_recon_model("hyperunet", s, kind.split("-", 1)[1])
+            models[kind] = model_of_kind(s, kind, bundle.n_classes)
         return models[kind]
 
     train_s: dict[str, float] = {}
@@ -237,11 +253,7 @@ def calibrate(study: Study, bundle: Any, jobs: Sequence[JobSpec], *, device: str
         for kind in trained:
             settings = dataclasses.replace(ctx.settings("calibration", warmup + steps + 1), checkpoint_every=0,
                                            log_every=warmup + steps + 1)
-            if kind == "seg":
-                task, sampler = ctx.seg_task(), None
-            else:
-                task = ctx.recon_task(unit)
-                sampler = FixedSampler(lam0) if kind == "unet" else build_sampler(s, "uniform")
+            task, sampler = task_of_kind(ctx, kind)
             train_s[kind] = _step_seconds(build(kind), task, sampler, settings, device, warmup)
 
         eval_s: dict[str, float] = {}
