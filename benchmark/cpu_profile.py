@@ -277,6 +277,52 @@ def _shares(prof: dict, skip: int, sample: int) -> tuple[dict[str, float], float
     return share, step_s * len(gaps)
 
 
+def study_work(name: str, profile: str, sets: list[str]) -> dict:
+    """Counted GFLOP per phase of a study's run and per training step of each model kind; no timing."""
+    from hyperrecon.config import load_study
+    from hyperrecon.context import RunContext, load_bundle
+    from hyperrecon.estimate import _needed_kinds
+    from hyperrecon.jobs import study_jobs
+
+    study = load_study(name, profile, sets)
+    ctx = RunContext(Path("not-written"), study, "cpu", "fp32")
+    ctx.bundle = load_bundle(study)
+    has_labels = ctx.bundle.train.labels is not None and ctx.bundle.n_classes is not None
+    jobs = study_jobs(study, has_labels=has_labels)
+    flops = count_flops(study, ctx, *_needed_kinds(study, jobs))
+    gflop = dict.fromkeys(("training", "evaluation", "search"), 0.0)
+    for job in jobs:
+        gflop[PHASE_OF_KIND.get(job.kind, "training")] += job_flops(study, job, flops) / 1e9
+    return {"study": name, "gflop": gflop, "step_gflop": {k: v / 1e9 for k, v in flops["train"].items()},
+            "size": study.data.image_size, "batch": study.train.batch_size}
+
+
+def write_work_table(rows: list[dict], out: Path, peak: float, meta: dict) -> str:
+    """The counted work of each study against the AVX2 peak (``--flops-only``)."""
+    flat = [{"study": r["study"], **{f"{k}_gflop": round(v, 1) for k, v in r["gflop"].items()},
+             "total_gflop": round(sum(r["gflop"].values()), 1),
+             "seconds_at_peak": round(sum(r["gflop"].values()) / peak, 1),
+             **{f"step_gflop_{k}": round(v, 3) for k, v in r["step_gflop"].items()}} for r in rows]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fields = list(dict.fromkeys(k for f in flat for k in f))
+    with open(out.with_suffix(".csv"), "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=fields)
+        w.writeheader()
+        w.writerows(flat)
+    lines = ["# Counted work of `hrbench run` against the two-core AVX2 peak", ""]
+    lines += [f"- {k}: {v}" for k, v in meta.items()]
+    lines += ["", "| study | size, batch | training GFLOP | evaluation GFLOP | search GFLOP | seconds at AVX2 peak | "
+              "seconds at 25% of peak | GFLOP per training step |", "|---|---|---:|---:|---:|---:|---:|---|"]
+    for r, f in zip(rows, flat, strict=True):
+        steps = ", ".join(f"{k} {v:.2f}" for k, v in r["step_gflop"].items())
+        lines.append(f"| {r['study']} | {r['size']}², B = {r['batch']} | {f['training_gflop']} | "
+                     f"{f['evaluation_gflop']} | {f['search_gflop']} | {f['seconds_at_peak']} | "
+                     f"{round(4 * f['seconds_at_peak'], 1)} | {steps} |")
+    table = "\n".join(lines) + "\n"
+    out.with_suffix(".md").write_text(table)
+    return table
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Parent: one child per variant, then the tables
 
@@ -345,8 +391,25 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--ghz", type=float, default=0.0, help="clock for the peak (0: cpu MHz of /proc/cpuinfo)")
     ap.add_argument("--cores", type=int, default=0, help="cores for the peak (0: os.cpu_count())")
     ap.add_argument("--out", type=Path, default=ROOT / "reports" / "benchmarks" / "cpu_profile")
+    ap.add_argument("--flops-only", action="store_true", help="count the work of --study (a comma list or 'all') "
+                    "against the peak; run nothing, time nothing (valid on a busy machine)")
     ap.add_argument("--child", type=Path, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    ghz = args.ghz or cpu_ghz() or 0.0
+    cores = args.cores or os.cpu_count() or 1
+    peak = peak_gflops(cores, ghz)
+    rule = f"{cores} cores x 2 FMA units x 8 fp32 lanes x 2 flops x {ghz:.2f} GHz (AVX2, fp32)"
+    if args.flops_only:
+        from hyperrecon.config import bundled_studies
+
+        names = list(bundled_studies()) if args.study == "all" else args.study.split(",")
+        rows = [study_work(n, args.profile, args.sets) for n in names]
+        meta = {"profile": args.profile, "sets": " ".join(args.sets) or "none",
+                "counted": "convolutions and matmuls by torch.utils.flop_counter.FlopCounterMode (FFT, elementwise, "
+                           "BatchNorm and metrics not counted: a lower bound); training = forward + backward",
+                "peak": f"{peak:.1f} GFLOP/s = {rule}", "date": time.strftime("%Y-%m-%d")}
+        print(write_work_table(rows, args.out, peak, meta))
+        return
     isas = [x.strip() for x in args.isa.split(",") if x.strip()]
     bad = [x for x in isas if x not in ISA_ENV]
     if bad or not isas:
@@ -375,16 +438,13 @@ def main(argv: list[str] | None = None) -> None:
                 f"{k} {v:.1f}" for k, v in r["phases"].items()), flush=True)
     from hyperrecon.context import device_name
 
-    ghz = args.ghz or cpu_ghz() or 0.0
-    cores = args.cores or os.cpu_count() or 1
     meta = {"device": f"{device_name('cpu')} (CPU), {cores} cores, clock {ghz:.2f} GHz",
             "torch": results[0]["torch"], "threads": results[0]["threads"],
             "variants": "; ".join(f"{r['isa']}: {' '.join(f'{k}={v}' for k, v in r['env'].items()) or 'as is'}, "
                                   f"ATen {r['cpu_capability']}, precision {r['precision']} (train.precision = auto)"
                                   for r in results),
             "study": args.study, "profile": args.profile, "sets": " ".join(args.sets) or "none",
-            "peak_gflops": round(peak_gflops(cores, ghz), 1),
-            "peak rule": f"{cores} cores x 2 FMA units x 8 fp32 lanes x 2 flops x {ghz:.2f} GHz (AVX2, fp32)",
+            "peak_gflops": round(peak, 1), "peak rule": rule,
             "kernels": f"torch.profiler self times; training jobs sampled ({args.sample} steps after {args.skip}), "
                        "evaluation and search in full",
             "profiler start/stop (excluded from the walls)": ", ".join(f"{r['isa']} {r['profiler_s']:.1f} s"

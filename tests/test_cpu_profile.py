@@ -102,3 +102,20 @@ def test_a_tiny_run_is_split_into_phases_and_kernels_on_both_isas(tmp_path):
     assert all(gflop[("native", p)] == gflop[("avx2", p)] for p in cpu_profile.PHASES)  # the same work
     md = stem.with_suffix(".md").read_text()
     assert "ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2" in md and "x 2 FMA units x 8 fp32 lanes" in md
+
+
+def test_flops_only_counts_the_work_and_divides_it_by_the_stated_peak(tmp_path):
+    stem = tmp_path / "work"
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmark" / "cpu_profile.py"), "--flops-only", "--study",
+                           "sl-knee-denoise", "--profile", "smoke", "--cores", "2", "--ghz", "2.5", "--out", str(stem)],
+                          capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300,
+                          cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    with open(stem.with_suffix(".csv"), newline="") as fh:
+        (row,) = list(csv.DictReader(fh))
+    phases = [float(row[f"{p}_gflop"]) for p in ("training", "evaluation", "search")]
+    assert float(row["total_gflop"]) == pytest.approx(sum(phases), abs=0.15)
+    assert float(row["seconds_at_peak"]) == pytest.approx(float(row["total_gflop"]) / 160.0, abs=0.05)  # 2 x 32 x 2.5
+    assert all(v > 0 for v in phases)
+    assert "160.0 GFLOP/s = 2 cores x 2 FMA units x 8 fp32 lanes x 2 flops x 2.50 GHz" in stem.with_suffix(".md").read_text()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["work.csv", "work.md"]  # no run folder
