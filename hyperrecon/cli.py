@@ -289,12 +289,12 @@ def run(
     if enqueue_only:
         _enqueue_only(run_, as_json)
         return
-    estimate = None if resume else _estimate_for(run_)
     if not as_json:
         err_console.print(f"[bold]hrbench run[/] {cfg.name} ({cfg.profile}) -> {run_.run_dir}  "
                           f"device {run_.device} {run_.precision}", highlight=False)
-        if estimate is not None:
-            _print_estimate(estimate)
+    estimate = None if resume else _estimate_for(run_)  # a resumed run: part of its work is done
+    if estimate is not None and not as_json:
+        _print_estimate(estimate)
     with _sigterm_interrupts(), _RunProgress(quiet=as_json) as progress:
         summary = execute(run_, workers=workers, progress=progress, device=device)
     if not no_report:
