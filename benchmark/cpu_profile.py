@@ -24,6 +24,8 @@ a CPU: hyperrecon.resolve.isa_capped_below_bf16). The variant runs the study in-
 
     python benchmark/cpu_profile.py --study ao-knee --profile quick --isa native,avx2        # the table (minutes)
     python benchmark/cpu_profile.py --study sl-knee-denoise --profile smoke --isa native --out /tmp/p   # seconds
+    python benchmark/cpu_profile.py --step-shares unet,hyper-M --threads 1 --out reports/benchmarks/cpu_step_shares
+    python benchmark/cpu_profile.py --flops-only --study all --out reports/benchmarks/cpu_work   # counts, no timing
 
 Writes ``<out>.csv`` (one row per variant, phase and category) and ``<out>.md``.
 """
@@ -258,6 +260,68 @@ def run_variant(args: argparse.Namespace) -> dict:
             "cpu_capability": torch.backends.cpu.get_cpu_capability(), "torch": torch.__version__}
 
 
+def run_step_shares(args: argparse.Namespace) -> dict:
+    """``--step-shares``: kernel shares of the real training loop's steps, per model kind, in this process's ISA.
+
+    Shares of one profiled span are ratios of times measured together, so they hold up better on a busy machine
+    than the absolute times (which the table also gives, with the load)."""
+    import dataclasses
+
+    import torch
+    import torch.profiler as tp
+
+    from hyperrecon.config import load_study
+    from hyperrecon.context import RunContext, load_bundle
+    from hyperrecon.estimate import model_of_kind, task_of_kind
+    from hyperrecon.resolve import resolve_precision
+    from hyperrecon.training import train
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    study = load_study(args.study, args.profile, args.sets)
+    precision = resolve_precision(study.train.precision, "cpu")
+    ctx = RunContext(Path("not-written"), study, "cpu", precision)
+    ctx.bundle = load_bundle(study)
+    kinds = {}
+    for kind in [k.strip() for k in args.step_shares.split(",") if k.strip()]:
+        model = model_of_kind(study, kind, ctx.bundle.n_classes)
+        task, sampler = task_of_kind(ctx, kind)
+        warm = dataclasses.replace(ctx.settings("profile", args.skip), checkpoint_every=0)
+        train(model, task, sampler, warm, device="cpu")  # untimed: first-call allocations, kernel choice
+        timed = dataclasses.replace(ctx.settings("profile", args.sample), checkpoint_every=0)
+        t0 = time.perf_counter()
+        with tp.profile(activities=[tp.ProfilerActivity.CPU]) as prof:
+            train(model, task, sampler, timed, device="cpu")
+        wall = time.perf_counter() - t0
+        cats = op_categories(prof)
+        kinds[kind] = {"step_s": wall / args.sample, **{c: v / wall for c, v in cats.items()},
+                       "untraced": max(1.0 - sum(cats.values()) / wall, 0.0)}
+    return {"isa": args.isa, "env": ISA_ENV[args.isa], "precision": precision, "kinds": kinds,
+            "threads": torch.get_num_threads(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "torch": torch.__version__}
+
+
+def write_share_table(results: list[dict], out: Path, meta: dict) -> str:
+    rows = [{"isa": r["isa"], "precision": r["precision"], "model": k, "step_s": round(v["step_s"], 4),
+             **{c: round(v[c], 3) for c in (*CATEGORIES[:6], "untraced")}}
+            for r in results for k, v in r["kinds"].items()]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out.with_suffix(".csv"), "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    cols = (*CATEGORIES[:6], "untraced")
+    lines = [f"# Kernel shares of a training step ({meta['study']}, {meta['profile']})", ""]
+    lines += [f"- {k}: {v}" for k, v in meta.items()]
+    lines += ["", "| variant | model | step (s) | " + " | ".join(cols) + " |", "|---|---|---:|" + "---:|" * len(cols)]
+    for r in rows:
+        lines.append(f"| {r['isa']} ({r['precision']}) | {r['model']} | {r['step_s']:.3f} | "
+                     + " | ".join(f"{100 * r[c]:.0f}%" for c in cols) + " |")
+    table = "\n".join(lines) + "\n"
+    out.with_suffix(".md").write_text(table)
+    return table
+
+
 def _shares(prof: dict, skip: int, sample: int) -> tuple[dict[str, float], float | None]:
     """(category shares of the sampled steps' wall, the job's total step seconds) of a sampled training job; (.., None)
     for a job profiled in full (no step events)."""
@@ -393,6 +457,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "reports" / "benchmarks" / "cpu_profile")
     ap.add_argument("--flops-only", action="store_true", help="count the work of --study (a comma list or 'all') "
                     "against the peak; run nothing, time nothing (valid on a busy machine)")
+    ap.add_argument("--step-shares", default="", metavar="KINDS",
+                    help="instead of a whole run: kernel shares of --sample training steps (after --skip untimed "
+                         "ones) of each model kind (comma list of unet, hyper-S, hyper-M, hyper-L, film, seg)")
     ap.add_argument("--child", type=Path, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     ghz = args.ghz or cpu_ghz() or 0.0
@@ -419,7 +486,7 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"error: --skip must be >= 2 and --sample >= 1, got {args.skip} and {args.sample}")
     if args.child is not None:
         args.isa = isas[0]
-        args.child.write_text(json.dumps(run_variant(args)))
+        args.child.write_text(json.dumps(run_step_shares(args) if args.step_shares else run_variant(args)))
         return
     results = []
     load0 = os.getloadavg()[0]
@@ -434,10 +501,23 @@ def main(argv: list[str] | None = None) -> None:
                                  f"{proc.stderr.strip().splitlines()[-1:] or ''}")
             results.append(json.loads(dest.read_text()))
             r = results[-1]
+            if args.step_shares:
+                continue
             print(f"{isa:7s} {r['precision']}  wall {r['wall_s']:.1f} s  " + ", ".join(
                 f"{k} {v:.1f}" for k, v in r["phases"].items()), flush=True)
     from hyperrecon.context import device_name
 
+    if args.step_shares:
+        meta = {"device": f"{device_name('cpu')} (CPU), {cores} cores", "torch": results[0]["torch"],
+                "threads": results[0]["threads"],
+                "variants": "; ".join(f"{r['isa']}: {' '.join(f'{k}={v}' for k, v in r['env'].items()) or 'as is'}"
+                                      f", ATen {r['cpu_capability']}, precision {r['precision']}" for r in results),
+                "study": args.study, "profile": args.profile, "sets": " ".join(args.sets) or "none",
+                "steps": f"{args.sample} profiled after {args.skip} untimed, real training loop (study data and loss)",
+                "shares": "operator self time / wall of the profiled steps; untraced = the rest (Python, sync)",
+                "date": time.strftime("%Y-%m-%d %H:%M"), "load average at start": round(load0, 2)}
+        print(write_share_table(results, args.out, meta))
+        return
     meta = {"device": f"{device_name('cpu')} (CPU), {cores} cores, clock {ghz:.2f} GHz",
             "torch": results[0]["torch"], "threads": results[0]["threads"],
             "variants": "; ".join(f"{r['isa']}: {' '.join(f'{k}={v}' for k, v in r['env'].items()) or 'as is'}, "

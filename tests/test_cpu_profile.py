@@ -119,3 +119,22 @@ def test_flops_only_counts_the_work_and_divides_it_by_the_stated_peak(tmp_path):
     assert all(v > 0 for v in phases)
     assert "160.0 GFLOP/s = 2 cores x 2 FMA units x 8 fp32 lanes x 2 flops x 2.50 GHz" in stem.with_suffix(".md").read_text()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["work.csv", "work.md"]  # no run folder
+
+
+def test_step_shares_split_the_profiled_steps_of_each_model_kind(tmp_path):
+    stem = tmp_path / "sh"
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmark" / "cpu_profile.py"), "--step-shares", "unet,hyper-S",
+                           "--study", "sl-knee-denoise", "--profile", "smoke", "--isa", "avx2", "--skip", "2",
+                           "--sample", "1", "--threads", "1", "--out", str(stem)], capture_output=True, text=True,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    with open(stem.with_suffix(".csv"), newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [(r["isa"], r["precision"], r["model"]) for r in rows] == [("avx2", "fp32", "unet"),
+                                                                       ("avx2", "fp32", "hyper-S")]
+    for r in rows:
+        shares = [float(r[c]) for c in (*cpu_profile.CATEGORIES[:6], "untraced")]
+        assert all(v >= 0 for v in shares) and sum(shares) == pytest.approx(1.0, abs=0.01)
+        assert float(r["convolution"]) > 0 and float(r["step_s"]) > 0
+    assert float(rows[0]["matmul"]) == 0.0 < float(rows[1]["matmul"])  # only the hypernetwork has heads
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sh.csv", "sh.md"]
