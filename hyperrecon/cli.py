@@ -373,6 +373,9 @@ def run(
         "`--resume` merges the results")] = False,
     set_: SetOpt = None,
     no_report: Annotated[bool, typer.Option("--no-report", help="skip writing report.md")] = False,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="print the job list and the estimated wall time (a few seconds of calibration); "
+        "train nothing, write no run folder")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Run a study: train HyperRecon variants, FiLM, baselines and the segmentation net; evaluate; search; report."""
@@ -380,6 +383,9 @@ def run(
 
     cfg = _load(study, profile, set_, data)
     t0 = __import__("time").perf_counter()
+    if dry_run:
+        _dry_run(cfg, device, as_json)
+        return
     run_ = prepare_run(cfg, out=out, resume=resume, storage=storage, device=device)
     if enqueue_only:
         _enqueue_only(run_, as_json)
@@ -387,6 +393,9 @@ def run(
     if not as_json:
         err_console.print(f"[bold]hrbench run[/] {cfg.name} ({cfg.profile}) -> {run_.run_dir.resolve()}  "
                           f"device {run_.device} {run_.precision}", highlight=False)
+    estimate = None if resume else _estimate_for(run_)  # a resumed run: part of its work is done
+    if estimate is not None and not as_json:
+        _print_estimate(estimate)
     with _sigterm_interrupts(), _RunProgress(quiet=as_json) as progress:
         summary = execute(run_, workers=workers, progress=progress, device=device)
     if not no_report:
@@ -394,6 +403,8 @@ def run(
 
         summary["report"] = str(Path(write_report(run_.run_dir)).resolve())
     summary["wall_seconds"] = round(__import__("time").perf_counter() - t0, 1)
+    if estimate is not None:
+        summary["estimated_wall_seconds"] = round(estimate.total_s, 1)
     if as_json:
         _print_json(summary)
     else:
@@ -401,6 +412,42 @@ def run(
         if "report" in summary:
             console.print(f"report: {summary['report']}", highlight=False)
         console.print(f"what each file and column means: {RUN_FOLDER_DOC}", highlight=False)
+
+
+def _estimate_for(run_: Any):
+    """The estimate of a new run (its data already loaded; the calibration writes nothing)."""
+    from .estimate import plan
+
+    return plan(run_.study, device=run_.device, bundle=run_.bundle).estimate
+
+
+def _print_estimate(est: Any) -> None:
+    from .estimate import format_seconds
+
+    phases = ", ".join(f"{k} {format_seconds(v)}" for k, v in est.by_phase().items())
+    err_console.print(f"estimated wall time on this machine: {format_seconds(est.total_s)} ({phases}; from "
+                      f"{format_seconds(est.calibration.seconds)} of calibration)", highlight=False, soft_wrap=True)
+
+
+def _dry_run(cfg: Any, device: str, as_json: bool) -> None:
+    """``hrbench run --dry-run``: the jobs a new run executes, in order, and their estimated seconds."""
+    from .estimate import format_seconds, plan
+
+    p = plan(cfg, device=device)
+    rows = p.estimate.jobs
+    if as_json:
+        _print_json({"study": cfg.name, "profile": cfg.profile, "device": p.device, "precision": p.precision,
+                     "jobs": [j.name for j in p.jobs], "estimate": p.estimate.to_dict()})
+        return
+    table = Table(title=f"{cfg.name} ({cfg.profile}): {len(rows)} jobs, device {p.device} {p.precision}",
+                  header_style="bold")
+    for col in ("phase", "job", "work", "estimate"):
+        table.add_column(col, justify="right" if col == "estimate" else "left")
+    for r in rows:
+        table.add_row(str(r["phase"]), r["name"], r["work"], format_seconds(r["seconds"]))
+    console.print(table)
+    _print_estimate(p.estimate)
+    console.print("dry run: nothing trained, no run folder written")
 
 
 def _enqueue_only(run_: Any, as_json: bool) -> None:

@@ -9,6 +9,7 @@ reads no data beyond checking that a given data path exists.
 from __future__ import annotations
 
 import functools
+import os
 from pathlib import Path
 from typing import Any
 
@@ -36,9 +37,27 @@ def resolve_device(device: str = "auto") -> str:
     return device
 
 
+# oneDNN ISA caps (ONEDNN_MAX_CPU_ISA, lower case) under which its kernels still use native bf16 dot products.
+_BF16_ISAS = ("avx512_core_bf16", "avx512_core_fp16", "avx512_core_amx", "avx512_core_amx_fp16", "avx10_1_512",
+              "avx10_1_512_amx", "avx10_1_512_amx_fp16", "avx10_2_512", "avx10_2_512_amx_2", "all", "default")
+
+
+def isa_capped_below_bf16() -> bool:
+    """True when the environment caps the CPU kernels below native bf16: ``ONEDNN_MAX_CPU_ISA`` (or the older
+    ``DNNL_MAX_CPU_ISA``) names an ISA without bf16 dot products (e.g. ``AVX2``, ``AVX512_CORE``), or
+    ``ATEN_CPU_CAPABILITY`` is ``avx2``/``default``. Both are read by torch at start-up, so a run under them
+    behaves like a CPU without native bf16 (reports/benchmarks: the AVX2 emulation), and ``auto`` must pick fp32."""
+    isa = (os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "").strip().lower()
+    aten = os.environ.get("ATEN_CPU_CAPABILITY", "").strip().lower()
+    return bool(isa and isa not in _BF16_ISAS) or aten in ("avx2", "default")
+
+
 @functools.cache
 def cpu_has_fast_bf16() -> bool:
-    """True when the CPU has AMX or AVX512-BF16, where bf16 autocast beats fp32 (measured: ~3x for a U-Net step)."""
+    """True when the CPU has AMX or AVX512-BF16, where bf16 autocast beats fp32 (measured: ~3x for a U-Net step),
+    and the environment does not cap the kernels below it (:func:`isa_capped_below_bf16`)."""
+    if isa_capped_below_bf16():
+        return False
     try:
         flags = Path("/proc/cpuinfo").read_text()
     except OSError:
