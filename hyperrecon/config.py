@@ -115,10 +115,28 @@ class EvaluationConfig:
 @dataclass(frozen=True)
 class SearchConfig:
     objective: str = "psnr"
-    strategies: tuple[str, ...] = ("grid", "random", "tpe", "gp", "qmc")
+    strategies: tuple[str, ...] = ("grid", "random", "tpe", "gp", "qmc", "random+successive-halving",
+                                   "tpe+hyperband", "tpe+median")
+    """Samplers, or ``sampler+pruner`` for multi-fidelity search over the baselines (``hrbench list strategies``,
+    ``hrbench list pruners``; any ``optuna.samplers``/``optuna.pruners`` class name works too)."""
     budget: int = 20
     seeds: int = 3
     n_val: int | None = None
+    strategy_params: dict[str, Any] = field(default_factory=dict)
+    """Per-sampler parameters, e.g. ``{tpe = {n_startup_trials = 5}}``."""
+    pruner_params: dict[str, Any] = field(default_factory=dict)
+    """Per-pruner parameters, e.g. ``{median = {n_startup_trials = 3}}``."""
+    fidelities: int = 4
+    """Points of each baseline's training at which its validation metrics are recorded (geometric, ratio η)."""
+    reduction_factor: int = 3
+    """η of the fidelity steps, successive halving and Hyperband."""
+    model_seeds: int | None = None
+    """Seeds of the searches over λ-conditioned models (default: ``seeds``; replays are cheaper)."""
+    workers: tuple[int, ...] = (1, 4, 16)
+    """Simulated asynchronous workers of the replayed baseline searches (wall-clock time to a target)."""
+    objective_pairs: tuple[tuple[str, ...], ...] = (("psnr", "hfen"), ("psnr", "dice"))
+    """Multi-objective searches; a pair with ``dice`` runs only where there is a segmentation model."""
+    mo_strategies: tuple[str, ...] = ("nsga2", "tpe")
 
 
 @dataclass(frozen=True)
@@ -202,6 +220,12 @@ _CHECKS: dict[tuple[str, str], tuple[typing.Callable[[Any], bool], str]] = {
     ("search", "budget"): (lambda v: v >= 1, "budget >= 1"),
     ("search", "seeds"): (lambda v: v >= 1, "seeds >= 1"),
     ("search", "n_val"): (lambda v: v is None or v >= 1, "n_val >= 1"),
+    ("search", "fidelities"): (lambda v: 1 <= v <= 10, "1 <= fidelities <= 10"),
+    ("search", "reduction_factor"): (lambda v: v >= 2, "reduction_factor >= 2"),
+    ("search", "model_seeds"): (lambda v: v is None or v >= 1, "model_seeds >= 1"),
+    ("search", "workers"): (lambda v: len(v) >= 1 and all(w >= 1 for w in v), "every workers >= 1"),
+    ("search", "objective_pairs"): (lambda v: all(len(p) == 2 and p[0] != p[1] for p in v),
+                                    "every pair has two different metrics"),
     ("segmentation", "steps"): (lambda v: v >= 1, "steps >= 1"),
 }
 
@@ -394,7 +418,7 @@ def _apply_override(merged: dict[str, Any], item: str, source: str) -> None:
             raise ConfigError(
                 f"--set {key}: unknown key '{sub}' in [{parts[0]}]{did_you_mean(sub, valid)}; valid keys: {', '.join(valid)}"
             )
-        if len(parts) > 2 and parts[1] not in ("params", "sampler_params"):
+        if len(parts) > 2 and parts[1] not in ("params", "sampler_params", "strategy_params", "pruner_params"):
             raise ConfigError(f"--set {key}: '{parts[0]}.{parts[1]}' is not a table")
     elif len(parts) > 1 or parts[0] not in ("name", "description", "seed", "plugins", "kind"):
         valid = ["name", "description", "seed", "plugins", "kind", *SECTIONS]

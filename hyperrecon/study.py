@@ -10,10 +10,11 @@ Run folder (``runs/<study>/<timestamp>/`` unless ``--out``)::
     scales.json         loss scales in use (given, or computed by the ``scales`` job)
     checkpoints/        training checkpoints (resume mid-job)         models/   final weights per model
     jobs/<job>.json     what each job did and cost                    eval/     per-model evaluation outputs
-    search/             per-target search trials                      figures/  report figures
+    search/             per-target search trials, fidelity.csv        figures/  report figures
     results.csv         tidy: model, lam1, lam2, slice, metric, value (test set)
     costs.csv           one row per trained model: parameters, steps, device and wall seconds, peak memory
     search.csv          every search trial;   search_summary.csv   per target and strategy
+    search_parallel.csv replayed baseline searches with 1, 4, 16 workers;  search_mo.csv  multi-objective trials
     summary.json        headline numbers;     report.md            the report
 
 Every job is deterministic given the study seed and its name, so a job that is retried after a crash gives the
@@ -381,9 +382,9 @@ def finalize(run: Run, ctx: RunContext) -> dict[str, Any]:
     costs = pd.DataFrame(cost_rows)
     write_csv(d / "costs.csv", costs)
 
-    trials = [_read_csv(p) for p in sorted((d / "search").glob("*.csv")) if not p.name.endswith("-test.csv")]
-    search = pd.concat(trials, ignore_index=True)
-    write_csv(d / "search.csv", search)
+    from .search.runner import merge_search_tables
+
+    search = merge_search_tables(d, s, _read_csv)  # search.csv, search_parallel.csv, search_mo.csv
 
     maximize = higher_is_better(s)
     baseline_val = search[search.target == "baselines"]

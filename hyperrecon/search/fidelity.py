@@ -83,7 +83,7 @@ class FidelityTable:
             for f, step in enumerate(steps):
                 i = index.get((cell, int(step)))
                 if i is None:
-                    raise ConfigError(f"{where}: baseline λ={list(cell)} has no row for step {int(step)} "
+                    raise ConfigError(f"{where}: baseline λ={[float(v) for v in cell]} has no row for step {int(step)} "
                                       f"(every baseline needs the steps {steps.tolist()})")
                 row = frame.iloc[i]
                 values[c, f] = [float(row[m]) for m in metrics]
