@@ -210,3 +210,49 @@ def test_replays_are_deterministic_per_seed() -> None:
                         maximize=True, workers=4)
     pd.testing.assert_frame_equal(a, b)
     assert not math.isnan(a["best_so_far"].iloc[-1])
+
+
+def test_training_probes_pause_the_clock_and_leave_training_unchanged() -> None:
+    """The probe hook of the training loop: events at the probe steps (not at the last step) with the cost so
+    far; evaluating the model there (as the fidelity recorder does, on a copy) changes nothing in training."""
+    import copy
+
+    import torch
+
+    from hyperrecon.evaluation import EvalData
+    from hyperrecon.losses import CompositeLoss
+    from hyperrecon.models import UNet
+    from hyperrecon.physics import Denoise
+    from hyperrecon.samplers import FixedSampler
+    from hyperrecon.search import make_model_objectives
+    from hyperrecon.training import ReconTask, TrainSettings, train
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(8, 1, 16, 16, generator=g)
+    fm = Denoise((16, 16), sigma=0.1)
+    y = fm.measure(x, generator=torch.Generator().manual_seed(1))
+    task = ReconTask(fm.network_input(y), x, y, fm, CompositeLoss(["mae", "ssim"]))
+    val = EvalData.from_arrays(x[:4, 0].numpy(), None, fm, generator_seed=2)
+    settings = TrainSettings(steps=9, batch_size=4, seed=3, log_every=3)
+
+    def fresh():
+        torch.manual_seed(0)
+        return UNet(in_channels=2, out_channels=1, width=4)
+
+    plain = fresh()
+    train(plain, task, FixedSampler([0.5]), settings)
+    probed = fresh()
+    events: list[tuple[int, float]] = []
+    values: list[dict] = []
+
+    def probe(event, info):
+        if event == "probe":
+            events.append((info["step"], info["cost"]["device_seconds"]))
+            values.append(make_model_objectives(copy.deepcopy(probed), val, ["psnr", "hfen"])(None)[0])
+
+    result = train(probed, task, FixedSampler([0.5]), settings, callbacks=[probe], probe_steps=[1, 3, 9])
+    assert [s for s, _ in events] == [1, 3]  # the last step is the evaluation job's
+    assert 0 < events[0][1] <= events[1][1] <= result.cost.device_seconds
+    assert all(np.isfinite(list(v.values())).all() for v in values)
+    for a, b in zip(plain.state_dict().values(), probed.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
