@@ -53,7 +53,8 @@ SECTIONS = {
 
 # The figures a report may write; a re-run removes those of them that this report did not draw (stale sections).
 FIGURE_NAMES = ("sl-curves.png", "ao-landscapes.png", "ao-differences.png", "dhs-kept.png", "diverse-pairs.png",
-                "examples.png", "dice.png", "dice-landscapes.png", "search.png", "training.png")
+                "examples.png", "dice.png", "dice-landscapes.png", "search.png", "training.png",
+                "search-regret.png", "search-parallel.png", "search-pareto.png", "search-hypervolume.png")
 
 DATA_NOTICES = {
     "knee-phantom": "**Synthetic procedural knee phantom, not patient data.** Numbers on it test the method's "
@@ -435,16 +436,24 @@ def _search_section(data: RunData, se: dict[str, Any], fig_dir: Path, link) -> l
     obj = se["objective"]
     unit = " (dB)" if obj in ("psnr", "rpsnr") else ""
     obj_label = f"validation {metric_short(obj)}{unit}"
-    dev = data.costs.set_index("model")["device_seconds"]
-    training = {m: A.finite(dev.get(m)) for m in data.conditional}
-    p = F.search_figure(data.search, se["targets"], fig_dir / "search.png", objective_label=obj_label,
-                        grid_optimum=se["grid_optimum"], training_seconds=training)
-    out = [f"![search]({link(p)})",
-           f"Objective: {obj_label} ({'higher' if se['maximize'] else 'lower'} is better), {se['budget']} trials per "
-           f"search, {se['n_seeds']} seeds. The baseline searches are **replayed**: each suggested λ is snapped to "
-           "the nearest trained baseline and costs that U-Net's training device time. Searches on a λ-conditioned "
-           "model cost only inference; its training is added in 'total cost'. Regret = grid optimum − best "
-           "(> 0 worse than the best trained baseline, < 0 better). Test objective: at the chosen λ (median seed)."]
+    intro = [f"Objective: {obj_label} ({'higher' if se['maximize'] else 'lower'} is better), {se['budget']} trials per "
+             f"search, up to {se['n_seeds']} seeds. The baseline searches are **replayed**: each suggested λ is snapped "
+             "to the nearest trained baseline and costs that U-Net's training device time (plus its validation "
+             "passes where the fidelity table has them). Searches on a λ-conditioned model cost only inference; "
+             "its training is added in 'total cost'. Regret = grid optimum − best (> 0 worse than the best trained "
+             "baseline, < 0 better). Test objective: at the chosen λ (median seed).",
+             "Every search is an Optuna study in the run's storage (`hrbench-search:<run id>:<target>:<strategy>:"
+             "seed=<seed>`, trial costs as user attributes): `optuna-dashboard <run>/ledger.journal` opens them."]
+    if se.get("details"):
+        from .searchreport import markdown as search_markdown
+
+        out = intro + search_markdown(data, se, se["details"], fig_dir, link) + ["### Per strategy"]
+    else:
+        dev = data.costs.set_index("model")["device_seconds"]
+        training = {m: A.finite(dev.get(m)) for m in data.conditional}
+        p = F.search_figure(data.search, se["targets"], fig_dir / "search.png", objective_label=obj_label,
+                            grid_optimum=se["grid_optimum"], training_seconds=training)
+        out = [f"![search]({link(p)})", *intro]
     ss = data.search_summary
     rows = []
     for _, r in ss.iterrows():
