@@ -10,6 +10,12 @@ A strategy is a factory ``(n_lams, budget, seed, **params) -> optuna.samplers.Ba
     def my_sampler(n_lams, budget, seed):
         return MySampler(seed=seed)
 
+A strategy may name a pruner after a ``+`` (``"tpe+hyperband"``): a multi-fidelity search over the baselines, which
+stops unpromising trials early (:data:`PRUNERS`, factories ``(steps, reduction_factor, budget, seed, **params) ->
+optuna.pruners.BasePruner``). Any class of ``optuna.samplers`` / ``optuna.pruners`` also works by its class name
+(``"CmaEsSampler"``, ``"random+ThresholdPruner"``), with its parameters from the study's ``search.strategy_params``
+/ ``search.pruner_params``.
+
 Words: a *strategy* searches λ for a trained model or a set of baselines; a *sampler* (:mod:`hyperrecon.samplers`)
 draws λ during hypernetwork training. The two are never mixed up.
 """
