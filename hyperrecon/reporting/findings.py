@@ -136,8 +136,6 @@ def search_findings(search: dict[str, Any] | None) -> list[str]:
         return []
     out = []
     for t, f in search["fastest"].items():
-        if t == "baselines" and search.get("details"):
-            continue  # the details' finding says it with its confidence interval
         who = "the replayed baseline grid" if t == "baselines" else model_label(t)
         if f.get("strategy") is None:
             out.append(f"No strategy reached the grid optimum when searching {who} "
@@ -162,7 +160,4 @@ def findings(summary: dict[str, Any]) -> list[str]:
     out += ao_findings(summary.get("ao"))
     out += dice_findings(summary.get("dice"))
     out += search_findings(summary.get("search"))
-    from .searchreport import findings as search_details_findings
-
-    out += search_details_findings(summary.get("search"))
     return out

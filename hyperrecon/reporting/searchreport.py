@@ -182,7 +182,7 @@ def anytime_figure(details: dict[str, Any], targets: list[str], path: Path, *, o
                             mec="black", capsize=3, label=f"{model_label(p['model'])}: training + search")
         if grid_optimum is not None:
             ax.axhline(grid_optimum, color=BASELINE_COLOR, ls="--", lw=0.8, label="grid optimum")
-        ax.set_xscale("log")
+        _logx(ax)
         ax.set_title(f"{_target_label(t)} ({n_seeds.get(t, 0)} seeds)", fontsize=9)
         ax.set_xlabel("cumulative device time (s, log)")
         ax.set_ylabel(f"best-so-far {objective_label}")
@@ -208,7 +208,7 @@ def regret_figure(details: dict[str, Any], path: Path, *, objective_label: str) 
         ax.errorbar([p["x"]], [p["regret"]], yerr=err, fmt="D", ms=6, color=model_color(p["model"]), mec="black",
                     capsize=3, label=f"{model_label(p['model'])} ({p['strategy']})")
     ax.axhline(0.0, color="black", lw=0.8)
-    ax.set_xscale("log")
+    _logx(ax)
     ax.set_xlabel("cumulative device time (s, log); models: training + search")
     ax.set_ylabel(f"regret in {objective_label} (0: grid optimum; < 0 better)")
     ax.grid(alpha=0.3)
@@ -251,7 +251,7 @@ def hypervolume_figure(details: dict[str, Any], path: Path) -> Path:
         for (t, s), c in curves[curves.objectives == pair].groupby(["target", "strategy"], sort=False):
             color = BASELINE_COLOR if t == "baselines" else model_color(str(t))
             _band(ax, c, color, "-" if s == "nsga2" else "--", f"{_target_label(str(t))}, {s}")
-        ax.set_xscale("log")
+        _logx(ax)
         ax.set_xlabel("cumulative device time (s, log); models: training + search")
         ax.set_ylabel("hypervolume (normalised objectives)")
         ax.set_title(pair.replace(",", " vs "), fontsize=9)
@@ -284,6 +284,14 @@ def parallel_figure(par: pd.DataFrame, path: Path) -> Path:
     return save(fig, path)
 
 
+def _logx(ax) -> None:
+    """Log time axis with labels at the decades only (minor labels overlap on short spans)."""
+    from matplotlib.ticker import NullFormatter
+
+    ax.set_xscale("log")
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
 def _legend(fig, axes) -> None:
     handles, labels = [], []
     for ax in axes:
@@ -313,6 +321,9 @@ def markdown(data: RunData, se: dict[str, Any], d: dict[str, Any], fig_dir: Path
     label = f"validation {metric_short(obj)}{unit}"
     seeds = data.search.groupby("target")["seed"].nunique().to_dict()
     out = []
+    found = findings(se)
+    if found:  # the search's own findings (the report's Findings list is the claims table's)
+        out.append("\n".join(f"- {f}" for f in found))
     p = anytime_figure(d, se["targets"], fig_dir / "search.png", objective_label=label,
                        grid_optimum=se["grid_optimum"], n_seeds=seeds)
     out += [f"![search: anytime curves]({link(p)})",
@@ -430,7 +441,9 @@ def findings(se: dict[str, Any] | None) -> list[str]:
         full = base[base.frac_reached >= 1.0]
         pool = full if len(full) else base[base.frac_reached == base.frac_reached.max()]
         x = pool.loc[pool.device_mean.idxmin()]
-        out.append(f"Searching the baselines, {x.strategy} reached the grid optimum first: "
+        ties = int((np.abs(pool.device_mean - x.device_mean) <= 1e-9 * max(1.0, x.device_mean)).sum()) - 1
+        tied = f" (tied with {ties} other{'s' if ties > 1 else ''})" if ties else ""
+        out.append(f"Searching the baselines, {x.strategy}{tied} reached the grid optimum first: "
                    f"{_ci(x.device_mean, x.device_low, x.device_high)} of device time (mean [95% CI]) in "
                    f"{round(x.frac_reached * x.n_seeds)} of {int(x.n_seeds)} seeds.")
     r = d["ranking"]

@@ -97,7 +97,7 @@ def _run(
         for st in items:
             for seed in seeds:
                 name = study_name(run_id, target, st.name, seed, workers=workers)
-                attrs = {"run_id": run_id, "target": target, "strategy": st.name, "sampler": st.sampler,
+                attrs = {"hrbench_role": "search", "run_id": run_id, "target": target, "strategy": st.name, "sampler": st.sampler,
                          "pruner": st.pruner, "seed": seed, "workers": int(workers), "objectives": [objective],
                          "directions": ["maximize" if maximize else "minimize"], "replay": replay,
                          "fidelity_steps": [int(v) for v in fidelity_steps], "sampler_params": st.sampler_params,

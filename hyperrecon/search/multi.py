@@ -65,7 +65,7 @@ def search_multi(
         for st in items:
             for seed in seeds:
                 name = study_name(run_id, target, st.name, seed, objectives=metrics)
-                attrs = {"run_id": run_id, "target": target, "strategy": st.name, "sampler": st.sampler,
+                attrs = {"hrbench_role": "search", "run_id": run_id, "target": target, "strategy": st.name, "sampler": st.sampler,
                          "pruner": "none", "seed": seed, "workers": 1, "objectives": metrics,
                          "directions": directions, "sampler_params": st.sampler_params}
                 run, study = run_study(outcome, st, seed=seed, n_lams=n_lams, budget=int(budget),

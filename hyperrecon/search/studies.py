@@ -8,7 +8,7 @@ database) with :func:`save_studies`. ``optuna-dashboard <storage>`` and ``optuna
 Name: ``hrbench-search:<run_id>:<target>:<strategy>:seed=<seed>``, with ``:workers=<N>`` for simulated parallel
 searches (N > 1) and ``:mo=<metric1>,<metric2>`` for multi-objective ones. Study user attributes: ``run_id``,
 ``target``, ``strategy``, ``sampler``, ``pruner``, ``seed``, ``workers``, ``objectives``, ``directions``,
-``fidelity_steps``, ``sampler_params``, ``pruner_params``, ``replay``. Trial user attributes: ``cost_seconds``
+``fidelity_steps``, ``sampler_params``, ``pruner_params``, ``replay``, ``hrbench_role`` (``"search"``). Trial user attributes: ``cost_seconds``
 (device seconds the trial consumed), ``full_cost_seconds`` (the same trial trained to the end), ``steps``
 (training steps consumed; replayed baselines), ``lam1``/``lam2`` (λ evaluated: the replayed cell),
 ``start_seconds``/``end_seconds`` (the search's simulated clock).
