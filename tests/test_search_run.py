@@ -46,9 +46,9 @@ def test_fidelity_table_and_multi_fidelity_costs(run_dir: Path) -> None:
         # Dice of the single-term baselines, trained before the segmentation net, is scored from saved weights
         # by their evaluation jobs, which then delete them
         assert g.dice.notna().all() and g.dice.between(0, 1).all()
-    assert not list((run_dir / "checkpoints").glob("*-step*.pt"))
         final = json.loads((run_dir / "jobs" / f"{model}.json").read_text())["cost"]["device_seconds"]
         assert g.train_seconds.iloc[-1] == pytest.approx(final)  # the full training of the cost table
+    assert not list((run_dir / "checkpoints").glob("*-step*.pt"))
     val = {m: json.loads((run_dir / "jobs" / f"eval-{m}.json").read_text())["val_objective"] for m in baselines}
     last = fid[fid.step == steps[-1]].set_index("model")
     for m, v in val.items():
