@@ -110,10 +110,11 @@ def run_job(ctx: RunContext, name: str, spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def _phase(ctx: RunContext, name: str) -> int:
-    from .jobs import study_jobs
+    from .jobs import PHASE_TRAIN, study_jobs
     from .search.runner import has_seg
 
-    return next(j.phase for j in study_jobs(ctx.study, has_labels=has_seg(ctx)) if j.name == name)
+    base = name.rsplit("/", 1)[-1]  # a replicate's job "r<r>/<job>" runs in its job's phase
+    return next((j.phase for j in study_jobs(ctx.study, has_labels=has_seg(ctx)) if j.name == base), PHASE_TRAIN)
 
 
 def _scales_job(ctx: RunContext, name: str) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..search.multi import fronts, pick_for
+from ..search.multi import HV_REFERENCE, fronts, pick_for
 from ..search.stats import anytime, mean_ci, rank_strategies, regret, time_to_target
 from .figures import _grid_axes, new_figure, save
 from .rundata import RunData, finite, read_table
@@ -250,11 +250,12 @@ def hypervolume_figure(details: dict[str, Any], path: Path) -> Path:
     for ax, pair in zip(axes, pairs, strict=True):
         for (t, s), c in curves[curves.objectives == pair].groupby(["target", "strategy"], sort=False):
             color = BASELINE_COLOR if t == "baselines" else model_color(str(t))
+            c = c.assign(low=c["low"].clip(lower=0.0), high=c["high"].clip(upper=HV_REFERENCE**2))  # its range
             _band(ax, c, color, "-" if s == "nsga2" else "--", f"{_target_label(str(t))}, {s}")
         _logx(ax)
         ax.set_xlabel("cumulative device time (s, log); models: training + search")
         ax.set_ylabel("hypervolume (normalised objectives)")
-        ax.set_title(pair.replace(",", " vs "), fontsize=9)
+        ax.set_title(" vs ".join(metric_short(m) for m in pair.split(",")), fontsize=9)
         ax.grid(alpha=0.3)
     _legend(fig, axes)
     fig.suptitle("Multi-objective search: hypervolume against cost (mean, 95% band over seeds)")
@@ -404,7 +405,7 @@ def _to_target(d: dict[str, Any]) -> str:
 
 
 def _hv_table(final: list[dict[str, Any]]) -> str:
-    rows = [[str(x["objectives"]).replace(",", " vs "), _target_label(str(x["target"])), str(x["strategy"]),
+    rows = [[" vs ".join(metric_short(m) for m in str(x["objectives"]).split(",")), _target_label(str(x["target"])), str(x["strategy"]),
              _ci(x["hv"], x["low"], x["high"], lambda v: fmt_num(v, 3)), fmt_seconds(x["cost"])] for x in final]
     return ("Hypervolume of each search's final front, objectives normalised to [0, 1] over all points of the pair "
             "(reference point 1.1); cost: device time (models: with their training).\n\n"

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..errors import RunError
+from ..errors import ConfigError, RunError
 from ..io import read_json, write_csv
 from .fidelity import FIDELITY_COLUMNS, FidelityTable
 from .plan import (
@@ -177,8 +177,11 @@ def run_search_job(ctx, name: str, spec: dict[str, Any]) -> dict[str, Any]:
     if target == "baselines":
         frame = fidelity_frame(ctx)
         write_csv(out_dir / "fidelity.csv", frame)
-        table = FidelityTable.from_frame(frame, fidelity_metrics(s, has_seg=seg_ok), s.n_lams,
-                                         where=str(out_dir / "fidelity.csv"))
+        try:
+            table = FidelityTable.from_frame(frame, fidelity_metrics(s, has_seg=seg_ok), s.n_lams,
+                                             where=str(out_dir / "fidelity.csv"))
+        except ConfigError as exc:  # a damaged run file, not the study's settings: retried, exit 1
+            raise RunError(f"{exc} (run --resume to redo the baselines' evaluation jobs)") from exc
         seeds = search_seeds(s)
         kw = dict(seeds=seeds, metric=sc.objective, reduction_factor=sc.reduction_factor,
                   pruner_params=sc.pruner_params, studies_out=studies, **common)

@@ -78,7 +78,7 @@ def anytime(trials: pd.DataFrame, value: str = "best_so_far", time: str = "cum_c
     if missing:
         raise ConfigError(f"anytime curves: the trial table misses columns {missing}")
     out = []
-    for target, sub in trials.groupby("target", sort=False):
+    for _, sub in trials.groupby("target", sort=False):
         grid = time_grid(sub[time].to_numpy())
         for key, runs in sub.groupby(list(group), sort=False):
             per_seed = []
@@ -90,7 +90,6 @@ def anytime(trials: pd.DataFrame, value: str = "best_so_far", time: str = "cum_c
                 m, lo, hi, n = mean_ci(arr[:, j])
                 out.append({**dict(zip(group, key if isinstance(key, tuple) else (key,), strict=True)),
                             "time": float(t), "mean": m, "low": lo, "high": hi, "n": n})
-        del target
     return pd.DataFrame(out, columns=[*group, "time", "mean", "low", "high", "n"])
 
 
