@@ -127,3 +127,13 @@ def test_optuna_dashboard_lists_and_opens_the_run_studies(tmp_path: Path) -> Non
     assert len(detail["trials"]) == 6
     costs = [next(a["value"] for a in t["user_attrs"] if a["key"] == "cost_seconds") for t in detail["trials"]]
     assert np.all(np.asarray(costs, dtype=float) > 0)
+
+
+def test_studies_in_a_database_storage(tmp_path: Path) -> None:
+    """A run on a database (here SQLite through the same SQLAlchemy storage as PostgreSQL) keeps them there."""
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    _, _, studies = _searches("run-d")
+    names = save_studies(studies, url)
+    assert list_search_studies(url, "run-d") == sorted(names)
+    loaded = optuna.load_study(study_name=names[0], storage=open_storage(url))
+    assert len(loaded.trials) == 6 and all("cost_seconds" in t.user_attrs for t in loaded.trials)

@@ -34,13 +34,14 @@ def study_name(run_id: str, target: str, strategy: str, seed: int, *, workers: i
     return name
 
 
-def save_studies(studies: Iterable, url: str, *, chunk: int = 50) -> list[str]:
+def save_studies(studies: Iterable, url: str, *, chunk: int = 20) -> list[str]:
     """Copy finished in-memory studies into the storage at ``url`` under their own names, replacing a study of
     the same name (a retried job). Returns the names written.
 
     A journal file takes every operation as one locked, fsynced append (some 20 per study); here each chunk of
     studies is copied under the journal's own lock into a buffer that goes to the file in one append, so a run's
-    hundreds of searches cost one fsync per chunk. A database takes them one by one (:func:`optuna.copy_study`).
+    hundreds of searches cost one fsync per chunk. Chunks are small so that the lock is held for well under the
+    30 s after which other processes' Optuna journal backends would take a lock as stale. A database takes them one by one (:func:`optuna.copy_study`).
     """
     from ..storage import _redact, open_storage
 
