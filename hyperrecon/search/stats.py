@@ -14,8 +14,8 @@ Every function reads the trial table of :mod:`hyperrecon.search.core` (rows in f
   more strategies); post hoc, each strategy against the best-ranked one with the Wilcoxon signed-rank test
   (``scipy.stats.wilcoxon``), p-values adjusted by Benjamini-Hochberg (``scipy.stats.false_discovery_control``).
 - :func:`time_to_target`: per (target, strategy[, workers]) and seed, the first time the best-so-far reaches the
-  target value (within ``eps``), its mean and 95% t-interval over the seeds that reach it, and the fraction that
-  do.
+  target value (within ``eps``), its mean and 95% t-interval over the seeds that reach it (low end clipped at 0),
+  and the fraction that do.
 """
 
 from __future__ import annotations
@@ -141,6 +141,11 @@ def rank_strategies(trials: pd.DataFrame, *, maximize: bool, budget: float | Non
     return pd.DataFrame(out)
 
 
+def _clip_low(ci: tuple[float, float, float, int]) -> tuple[float, float, float, int]:
+    m, lo, hi, n = ci
+    return m, (max(0.0, lo) if math.isfinite(lo) else lo), hi, n
+
+
 def device_seconds_by(run: pd.DataFrame, t: float) -> float:
     """Device seconds a (parallel) search had consumed by wall-clock time ``t``: the overlap of every trial's
     ``[start_seconds, end_seconds]`` with ``[0, t]`` (with one worker: its cumulative cost)."""
@@ -169,7 +174,8 @@ def time_to_target(trials: pd.DataFrame, target_value: float | dict[str, float],
                 t = float(run["end_seconds"].iloc[hit[0]])
                 walls.append(t)
                 devices.append(device_seconds_by(run, t))
-        w, d = mean_ci(np.array(walls)), mean_ci(np.array(devices))
+        # times are positive: a t-interval of a few seeds can reach below 0, so its low end is clipped at 0
+        w, d = _clip_low(mean_ci(np.array(walls))), _clip_low(mean_ci(np.array(devices)))
         out.append({**info, "n_seeds": n, "frac_reached": len(walls) / n if n else math.nan,
                     "wall_mean": w[0], "wall_low": w[1], "wall_high": w[2],
                     "device_mean": d[0], "device_low": d[1], "device_high": d[2]})
