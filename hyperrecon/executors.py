@@ -79,17 +79,12 @@ def run_job(ctx: RunContext, name: str, spec: dict[str, Any]) -> dict[str, Any]:
         # makes the scale a constant factor, which Adam does not see.
         auto_first = isinstance(s.loss.scales, str) and s.kind == "sl" and lam in ((0.0,), (1.0,))
         scales = [1.0] * len(s.loss.terms) if auto_first else ctx.scales()
-        from .jobs import PHASE_FIRST
-        from .search.plan import baseline_fidelity_steps
-        from .search.runner import FidelityRecorder
+        from .search.runner import baseline_probe
 
         model = build_recon_model("unet", s)
-        # The validation metrics at the fidelity steps (multi-fidelity search); Dice of a baseline trained before
-        # the segmentation U-Net (phase 0) is scored later, by its evaluation job.
-        recorder = FidelityRecorder(ctx, name, list(lam), model, deferred_dice=_phase(ctx, name) == PHASE_FIRST)
+        recorder, probe_steps = baseline_probe(ctx, name, list(lam), model)  # validation metrics for the search
         result = _train_job(ctx, name, model, ctx.recon_task(scales), FixedSampler(list(lam)),
-                            s.baselines.steps or s.train.steps, probe=recorder,
-                            probe_steps=baseline_fidelity_steps(s)[:-1])
+                            s.baselines.steps or s.train.steps, probe=recorder, probe_steps=probe_steps)
         result["lam"] = list(lam)
     elif kind in ("hyper", "film"):
         model = (build_recon_model("hyperunet", s, spec["size"]) if kind == "hyper"
@@ -107,14 +102,6 @@ def run_job(ctx: RunContext, name: str, spec: dict[str, Any]) -> dict[str, Any]:
     write_json(ctx.run_dir / "jobs" / f"{name}.json", {"job": name, "spec": spec, **result})
     # The ledger keeps a small result; the history lives in jobs/<name>.json.
     return {k: v for k, v in result.items() if k != "history"}
-
-
-def _phase(ctx: RunContext, name: str) -> int:
-    from .jobs import PHASE_TRAIN, study_jobs
-    from .search.runner import has_seg
-
-    base = name.rsplit("/", 1)[-1]  # a replicate's job "r<r>/<job>" runs in its job's phase
-    return next((j.phase for j in study_jobs(ctx.study, has_labels=has_seg(ctx)) if j.name == base), PHASE_TRAIN)
 
 
 def _scales_job(ctx: RunContext, name: str) -> dict[str, Any]:

@@ -103,6 +103,18 @@ class FidelityRecorder:
                 "eval_seconds": seconds, **values}
 
 
+def baseline_probe(ctx, name: str, lam: list[float], model) -> tuple[FidelityRecorder, list[int]]:
+    """The training callback of a baseline job that records its fidelity table, and the steps to probe (every
+    fidelity step but the last, which the evaluation job scores). Dice of a baseline trained before the
+    segmentation U-Net (phase 0) is scored later, from saved weights, by its evaluation job."""
+    from ..jobs import PHASE_FIRST, PHASE_TRAIN, study_jobs
+
+    base = name.rsplit("/", 1)[-1]  # a replicate's job "r<r>/<job>" runs in its job's phase
+    phase = next((j.phase for j in study_jobs(ctx.study, has_labels=has_seg(ctx)) if j.name == base), PHASE_TRAIN)
+    recorder = FidelityRecorder(ctx, name, lam, model, deferred_dice=phase == PHASE_FIRST)
+    return recorder, baseline_fidelity_steps(ctx.study)[:-1]
+
+
 def finish_fidelity(ctx, name: str, lam: list[float], model, seg, train_seconds: float) -> dict[str, Any]:
     """Complete ``eval/<name>-fidelity.csv``: score deferred Dice from the saved snapshots (then delete them) and
     add the fully trained row. Returns that row (its objective is the baseline's validation objective)."""
