@@ -73,6 +73,9 @@ def test_ranking_at_the_common_budget_with_friedman_and_post_hoc() -> None:
     raw = [stats.wilcoxon([2, 2, 2, 3], [1, 1, 1, 2]).pvalue, stats.wilcoxon([3, 3, 3, 1], [1, 1, 1, 2]).pvalue]
     np.testing.assert_allclose(r.loc[["b", "c"], "vs_best_p"], stats.false_discovery_control(raw))
     assert r.loc["a", "score_mean"] == pytest.approx(6.5)
+    # at the end (whatever each search cost): b's second trial (100) wins every seed
+    end = rank_strategies(_runs(spec), maximize=True, budget=math.inf).set_index("strategy")
+    assert end.avg_rank.to_dict() == pytest.approx({"a": 2.25, "b": 1.0, "c": 2.75})
 
 
 def test_a_search_with_nothing_finished_by_the_budget_ranks_last() -> None:

@@ -59,6 +59,7 @@ def search_details(data: RunData, grid_optimum: float | None, maximize: bool) ->
     out: dict[str, Any] = {
         "best_curves": anytime(trials, "best_so_far"), "regret_curves": anytime(trials, "regret"),
         "ranking": rank_strategies(trials, maximize=maximize),
+        "ranking_final": rank_strategies(trials, maximize=maximize, budget=math.inf),
         "to_target": time_to_target(trials, grid_optimum, maximize=maximize),
     }
     dev = data.costs.set_index("model")["device_seconds"]
@@ -336,7 +337,7 @@ def markdown(data: RunData, se: dict[str, Any], d: dict[str, Any], fig_dir: Path
     if d["model_points"] or len(d["regret_curves"]):
         p = regret_figure(d, fig_dir / "search-regret.png", objective_label=label)
         out.append(f"![search: regret]({link(p)})")
-    out += ["### Ranking at equal device time", _ranking(d["ranking"])]
+    out += ["### Ranking at equal device time", _ranking(d["ranking"], d.get("ranking_final"))]
     if d.get("multi_fidelity"):
         out += ["### Multi-fidelity: what early stopping saved", _mf_table(d["multi_fidelity"])]
     out += ["### Time to the grid optimum", _to_target(d)]
@@ -356,18 +357,23 @@ def markdown(data: RunData, se: dict[str, Any], d: dict[str, Any], fig_dir: Path
     return out
 
 
-def _ranking(r: pd.DataFrame) -> str:
+def _ranking(r: pd.DataFrame, final: pd.DataFrame | None) -> str:
     rows = []
+    end = final.set_index(["target", "strategy"]) if final is not None else None
     for t, g in r.groupby("target", sort=False):
         for _, x in g.sort_values("avg_rank").iterrows():
+            f = end.loc[(t, x.strategy)] if end is not None else None
             rows.append([_target_label(str(t)), str(x.strategy), fmt_num(x.avg_rank, 2), fmt_num(x.score_mean, 3),
                          fmt_seconds(x.budget_seconds), "best" if x.best else fmt_p(x.vs_best_p),
-                         fmt_p(x.friedman_p), str(int(x.n_seeds))])
-    table = md_table(["target", "strategy", "average rank", "best-so-far at T (mean)", "T (device)",
-                      "p vs best (Wilcoxon, BH)", "Friedman p", "seeds"], rows, name="search ranking")
+                         fmt_p(x.friedman_p), fmt_num(f.avg_rank, 2) if f is not None else MISSING,
+                         fmt_p(f.friedman_p) if f is not None else MISSING, str(int(x.n_seeds))])
+    table = md_table(["target", "strategy", "average rank at T", "best-so-far at T (mean)", "T (device)",
+                      "p vs best (Wilcoxon, BH)", "Friedman p", "average rank at the end", "Friedman p at the end",
+                      "seeds"], rows, name="search ranking")
     return ("Per target and seed, the strategies are ranked (1 = best) by their best-so-far at the common budget T "
             "(the smallest total device time of any of the target's searches; a search with nothing finished by "
-            "then ranks last). Friedman test over the seeds (`scipy.stats.friedmanchisquare`, three or more "
+            "then ranks last); 'at the end': by each search's final best, whatever it cost. Friedman test over "
+            "the seeds (`scipy.stats.friedmanchisquare`, three or more "
             "strategies); post hoc, each strategy against the best-ranked one with the Wilcoxon signed-rank test, "
             "p adjusted by Benjamini-Hochberg.\n\n" + table)
 
