@@ -195,8 +195,7 @@ def resolve(study: Study) -> dict[str, Any]:
 
     from .search.plan import check_search
 
-    summary["search"] = check_search(study)
-    summary["strategies"] = list(study.search.strategies)
+    summary["search"] = check_search(study)  # strategies, fidelity steps, objective pairs
 
     metrics = registry("metrics")
     for name in study.evaluation.metrics:
