@@ -256,3 +256,14 @@ def test_training_probes_pause_the_clock_and_leave_training_unchanged() -> None:
     assert all(np.isfinite(list(v.values())).all() for v in values)
     for a, b in zip(plain.state_dict().values(), probed.state_dict().values(), strict=True):
         assert torch.equal(a, b)
+
+
+def test_a_search_does_not_depend_on_the_run_it_belongs_to() -> None:
+    # Hyperband assigns brackets by a hash of the study name: the run id stays out of the name the search runs
+    # under, so an interrupted and resumed run (or another run) replays the same trials
+    a = search_fidelity(hand_table(), ["random+hyperband", "tpe+hyperband"], budget=12, seeds=[0, 1], maximize=True,
+                        run_id="run-one")
+    b = search_fidelity(hand_table(), ["random+hyperband", "tpe+hyperband"], budget=12, seeds=[0, 1], maximize=True,
+                        run_id="another-run")
+    pd.testing.assert_frame_equal(a.drop(columns="study"), b.drop(columns="study"))
+    assert a.study.str.contains("run-one").all() and b.study.str.contains("another-run").all()

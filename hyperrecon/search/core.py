@@ -45,7 +45,7 @@ import pandas as pd
 from ..errors import ConfigError
 from .engine import Evaluate, Outcome, check_run, run_study, strategy_items, with_running_best
 from .fidelity import FidelityTable
-from .studies import study_name
+from .studies import MEMORY_RUN, study_name
 
 TRIAL_COLUMNS = [
     "target", "strategy", "seed", "trial", "lam1", "lam2", "objective", "cost_seconds", "cum_cost_seconds",
@@ -97,17 +97,18 @@ def _run(
         for st in items:
             for seed in seeds:
                 name = study_name(run_id, target, st.name, seed, workers=workers)
+                memory = study_name(MEMORY_RUN, target, st.name, seed, workers=workers)  # run-independent
                 attrs = {"hrbench_role": "search", "run_id": run_id, "target": target, "strategy": st.name, "sampler": st.sampler,
                          "pruner": st.pruner, "seed": seed, "workers": int(workers), "objectives": [objective],
                          "directions": ["maximize" if maximize else "minimize"], "replay": replay,
                          "fidelity_steps": [int(v) for v in fidelity_steps], "sampler_params": st.sampler_params,
                          "pruner_params": st.pruner_params}
                 run, study = run_study(evaluate, st, seed=seed, n_lams=n_lams, budget=int(budget),
-                                       directions=attrs["directions"], study_name=name, workers=workers,
+                                       directions=attrs["directions"], study_name=memory, workers=workers,
                                        fidelity_steps=fidelity_steps, reduction_factor=reduction_factor,
                                        user_attrs=attrs)
                 if studies_out is not None:
-                    studies_out.append(study)
+                    studies_out.append((study, name))
                 for row in run:
                     row.update(target=target, strategy=st.name, sampler=st.sampler, pruner=st.pruner, seed=seed,
                                replay=replay, workers=int(workers), study=name)

@@ -25,7 +25,7 @@ from ..errors import ConfigError
 from .core import _quiet_optuna
 from .engine import Outcome, check_run, run_study, strategy_items
 from .fidelity import FidelityTable
-from .studies import study_name
+from .studies import MEMORY_RUN, study_name
 
 MO_COLUMNS = ["target", "objectives", "strategy", "seed", "trial", "lam1", "lam2", "metric1", "value1", "metric2",
               "value2", "state", "cost_seconds", "cum_cost_seconds", "end_seconds", "study"]
@@ -65,14 +65,15 @@ def search_multi(
         for st in items:
             for seed in seeds:
                 name = study_name(run_id, target, st.name, seed, objectives=metrics)
+                memory = study_name(MEMORY_RUN, target, st.name, seed, objectives=metrics)  # run-independent
                 attrs = {"hrbench_role": "search", "run_id": run_id, "target": target, "strategy": st.name, "sampler": st.sampler,
                          "pruner": "none", "seed": seed, "workers": 1, "objectives": metrics,
                          "directions": directions, "sampler_params": st.sampler_params}
                 run, study = run_study(outcome, st, seed=seed, n_lams=n_lams, budget=int(budget),
-                                       directions=directions, study_name=name, user_attrs=attrs)
+                                       directions=directions, study_name=memory, user_attrs=attrs)
                 study.set_metric_names(metrics)
                 if studies_out is not None:
-                    studies_out.append(study)
+                    studies_out.append((study, name))
                 cum = 0.0
                 for r in run:
                     cum += r["cost_seconds"]

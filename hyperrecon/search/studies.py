@@ -1,9 +1,10 @@
 """Search studies in a run's storage: predictable names, saving, listing.
 
 Every search (one target x strategy x seed, and per worker count or objective pair where those vary) runs as an
-in-memory Optuna study that already bears its final name (Hyperband assigns brackets by a hash of the study name,
-so the name is part of the result), and is then copied into the run's own storage (its ``ledger.journal`` or
-database) with :func:`save_studies`. ``optuna-dashboard <storage>`` and ``optuna.load_study`` open them there.
+in-memory Optuna study named as in the storage but with the run id :data:`MEMORY_RUN` (Hyperband assigns brackets by
+a hash of the study name: a name without the run id keeps a search the same in every run and after a resume),
+and is then copied into the run's own storage (its ``ledger.journal`` or database) under its own name with
+:func:`save_studies`. ``optuna-dashboard <storage>`` and ``optuna.load_study`` open them there.
 
 Name: ``hrbench-search:<run_id>:<target>:<strategy>:seed=<seed>``, with ``:workers=<N>`` for simulated parallel
 searches (N > 1) and ``:mo=<metric1>,<metric2>`` for multi-objective ones. Study user attributes: ``run_id``,
@@ -21,6 +22,7 @@ from collections.abc import Iterable, Sequence
 from ..errors import RunError
 
 SEARCH_PREFIX = "hrbench-search:"
+MEMORY_RUN = "search"
 
 
 def study_name(run_id: str, target: str, strategy: str, seed: int, *, workers: int = 1,
@@ -35,8 +37,8 @@ def study_name(run_id: str, target: str, strategy: str, seed: int, *, workers: i
 
 
 def save_studies(studies: Iterable, url: str, *, chunk: int = 20) -> list[str]:
-    """Copy finished in-memory studies into the storage at ``url`` under their own names, replacing a study of
-    the same name (a retried job). Returns the names written.
+    """Copy finished in-memory studies, each a ``(study, name)`` pair (or a study, kept under its own name), into
+    the storage at ``url``, replacing a study of the same name (a retried job). Returns the names written.
 
     A journal file takes every operation as one locked, fsynced append (some 20 per study); here each chunk of
     studies is copied under the journal's own lock into a buffer that goes to the file in one append, so a run's
@@ -45,7 +47,7 @@ def save_studies(studies: Iterable, url: str, *, chunk: int = 20) -> list[str]:
     """
     from ..storage import _redact, open_storage
 
-    studies = list(studies)
+    studies = [item if isinstance(item, tuple) else (item, item.study_name) for item in studies]
     names = []
     for start in range(0, len(studies), chunk):
         part = studies[start:start + chunk]
@@ -56,7 +58,7 @@ def save_studies(studies: Iterable, url: str, *, chunk: int = 20) -> list[str]:
                 _copy_to_journal(part, url.removeprefix("journal:"))
         except Exception as exc:  # a database that went away, a full disk: one line naming the storage
             raise RunError(f"{_redact(url)}: cannot save search studies ({type(exc).__name__}: {exc})") from exc
-        names += [st.study_name for st in part]
+        names += [name for _, name in part]
     return names
 
 
@@ -64,11 +66,11 @@ def _copy(studies: list, storage) -> None:
     import optuna
 
     existing = {s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}
-    for study in studies:
-        if study.study_name in existing:
-            optuna.delete_study(study_name=study.study_name, storage=storage)
+    for study, name in studies:
+        if name in existing:
+            optuna.delete_study(study_name=name, storage=storage)
         optuna.copy_study(from_study_name=study.study_name, from_storage=study._storage, to_storage=storage,
-                          to_study_name=study.study_name)
+                          to_study_name=name)
 
 
 class _NoLock:
