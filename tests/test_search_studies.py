@@ -137,3 +137,28 @@ def test_studies_in_a_database_storage(tmp_path: Path) -> None:
     assert list_search_studies(url, "run-d") == sorted(names)
     loaded = optuna.load_study(study_name=names[0], storage=open_storage(url))
     assert len(loaded.trials) == 6 and all("cost_seconds" in t.user_attrs for t in loaded.trials)
+
+
+def test_chunks_interleaved_with_other_writers_keep_every_id(tmp_path: Path) -> None:
+    """Between two chunks another process appends to the journal (here: the job ledger); the next chunk counts
+    those lines before it writes, so every study and trial lands where its operations say."""
+    from hyperrecon.search.studies import _journal_copier
+
+    url = str(tmp_path / "ledger.journal")
+    ledger = JobLedger(url, "run-e", create=True)
+    trials, _, studies = _searches("run-e")
+    copier = _journal_copier(url)
+    copier.copy(studies[:2])
+    ledger.enqueue("job-between", 1, {"kind": "x"})
+    other = optuna.create_study(study_name="someone-else", storage=open_storage(url))
+    other.add_trial(optuna.trial.create_trial(params={}, distributions={}, value=1.0))
+    copier.copy(studies[2:])
+    storage = open_storage(url)
+    for study, name in studies:
+        loaded = optuna.load_study(study_name=name, storage=storage)
+        assert [t.params for t in loaded.trials] == [t.params for t in study.trials]
+        attrs = [json.dumps(t.user_attrs, sort_keys=True) for t in loaded.trials]  # NaN lam2: compare as text
+        assert attrs == [json.dumps(t.user_attrs, sort_keys=True) for t in study.trials]
+        assert [t.intermediate_values for t in loaded.trials] == [t.intermediate_values for t in study.trials]
+    assert JobLedger(url, "run-e").status() == {"job-between": "WAITING"}
+    assert len(optuna.load_study(study_name="someone-else", storage=storage).trials) == 1

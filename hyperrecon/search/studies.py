@@ -42,20 +42,23 @@ def save_studies(studies: Iterable, url: str, *, chunk: int = 20) -> list[str]:
 
     A journal file takes every operation as one locked, fsynced append (some 20 per study); here each chunk of
     studies is copied under the journal's own lock into a buffer that goes to the file in one append, so a run's
-    hundreds of searches cost one fsync per chunk. Chunks are small so that the lock is held for well under the
-    30 s after which other processes' Optuna journal backends would take a lock as stale. A database takes them one by one (:func:`optuna.copy_study`).
+    hundreds of searches cost one fsync per chunk, and the journal is read once. Chunks are small so that the lock
+    is held for well under the 30 s after which other processes' Optuna journal backends would take it as stale.
+    A database takes the studies one by one (:func:`optuna.copy_study`).
     """
     from ..storage import _redact, open_storage
 
     studies = [item if isinstance(item, tuple) else (item, item.study_name) for item in studies]
     names = []
+    journal = not ("://" in url and not url.startswith("journal:"))
+    target = _journal_copier(url.removeprefix("journal:")) if journal else None
     for start in range(0, len(studies), chunk):
         part = studies[start:start + chunk]
         try:
-            if "://" in url and not url.startswith("journal:"):
-                _copy(part, open_storage(url))
+            if target is not None:
+                target.copy(part)
             else:
-                _copy_to_journal(part, url.removeprefix("journal:"))
+                _copy(part, open_storage(url))
         except Exception as exc:  # a database that went away, a full disk: one line naming the storage
             raise RunError(f"{_redact(url)}: cannot save search studies ({type(exc).__name__}: {exc})") from exc
         names += [name for _, name in part]
@@ -83,7 +86,9 @@ class _NoLock:
         pass
 
 
-def _copy_to_journal(studies: list, path: str) -> None:
+def _journal_copier(path: str):
+    """A journal backend over the file at ``path`` whose appends wait in a buffer; ``copy(part)`` copies studies
+    under the file's lock and appends their operations at once."""
     from optuna.storages.journal import (
         BaseJournalBackend,
         JournalFileBackend,
@@ -91,36 +96,43 @@ def _copy_to_journal(studies: list, path: str) -> None:
         JournalStorage,
     )
 
-    class Buffered(BaseJournalBackend):
-        """The file's logs, then the operations of this copy, held back until :meth:`flush`."""
-
+    class Copier(BaseJournalBackend):
         def __init__(self) -> None:
             self.file = JournalFileBackend(path, lock_obj=_NoLock())
-            self.n_file = sum(1 for _ in self.file.read_logs(0))
+            self.n_file = 0  # lines of the file known to this copier
             self.buffer: list = []
+            self.storage = None
 
         def read_logs(self, log_number_from: int):
             if log_number_from < self.n_file:
-                yield from self.file.read_logs(log_number_from)
+                for i, log in enumerate(self.file.read_logs(log_number_from), start=log_number_from):
+                    if i >= self.n_file:
+                        break
+                    yield log
             yield from self.buffer[max(0, log_number_from - self.n_file):]
 
         def append_logs(self, logs) -> None:
             self.buffer.extend(logs)
 
-        def flush(self) -> None:
-            if self.buffer:
-                self.file.append_logs(self.buffer)
+        def copy(self, part: list) -> None:
+            # The lock of the run's journal backend (hyperrecon.storage.open_storage): nobody appends meanwhile,
+            # so the ids in the buffered operations are those the file gives them.
+            lock = JournalFileSymlinkLock(path)
+            lock.acquire()
+            try:
+                self.n_file += sum(1 for _ in self.file.read_logs(self.n_file))  # others' appends since
+                self.buffer = []
+                if self.storage is None:
+                    self.storage = JournalStorage(self)  # replays the file once
+                _copy(part, self.storage)
+                if self.buffer:
+                    self.file.append_logs(self.buffer)
+                    self.n_file += len(self.buffer)
+                    self.buffer = []
+            finally:
+                lock.release()
 
-    # The same lock the run's journal backend takes (hyperrecon.storage.open_storage): nobody appends meanwhile,
-    # so the ids in the buffered operations stay those the file will give them.
-    lock = JournalFileSymlinkLock(path)
-    lock.acquire()
-    try:
-        backend = Buffered()
-        _copy(studies, JournalStorage(backend))
-        backend.flush()
-    finally:
-        lock.release()
+    return Copier()
 
 
 def list_search_studies(url: str, run_id: str | None = None) -> list[str]:
