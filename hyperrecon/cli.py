@@ -218,7 +218,7 @@ def _load(study: str, profile: str, set_: list[str] | None, data: str | None):
 # ---------------------------------------------------------------------------------------------------------------
 
 
-LIST_KINDS = ("studies", "losses", "samplers", "strategies", "models", "datasets", "metrics", "forward-models")
+LIST_KINDS = ("studies", "losses", "samplers", "strategies", "pruners", "models", "datasets", "metrics", "forward-models")
 ListKind = Literal[LIST_KINDS]  # type: ignore[valid-type]
 
 

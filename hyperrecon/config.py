@@ -147,14 +147,32 @@ class EvaluationConfig:
 class SearchConfig:
     objective: str = "psnr"
     """A metric name or ``dice`` (needs the segmentation net)."""
-    strategies: tuple[str, ...] = ("grid", "random", "tpe", "gp", "qmc")
-    """λ search strategies (``hrbench list strategies``)."""
+    strategies: tuple[str, ...] = ("grid", "random", "tpe", "gp", "qmc", "random+successive-halving",
+                                   "tpe+hyperband", "tpe+median")
+    """Samplers, or ``sampler+pruner`` for multi-fidelity search over the baselines (``hrbench list strategies``,
+    ``hrbench list pruners``; any ``optuna.samplers``/``optuna.pruners`` class name works too)."""
     budget: PosInt = 20
     """Trials per strategy and seed."""
     seeds: PosInt = 3
     """Seeds per strategy."""
     n_val: PosInt | None = None
     """Validation slices used by the search (None: all)."""
+    strategy_params: dict[str, Any] = field(default_factory=dict)
+    """Per-sampler parameters, e.g. ``{tpe = {n_startup_trials = 5}}``."""
+    pruner_params: dict[str, Any] = field(default_factory=dict)
+    """Per-pruner parameters, e.g. ``{median = {n_startup_trials = 3}}``."""
+    fidelities: Annotated[int, Field(ge=1, le=10)] = 4
+    """Points of each baseline's training at which its validation metrics are recorded (geometric, ratio η)."""
+    reduction_factor: Annotated[int, Field(ge=2)] = 3
+    """η of the fidelity steps, successive halving and Hyperband."""
+    model_seeds: PosInt | None = None
+    """Seeds of the searches over λ-conditioned models (default: ``seeds``; replays are cheaper)."""
+    workers: tuple[PosInt, ...] = (1, 4, 16)
+    """Simulated asynchronous workers of the replayed baseline searches (wall-clock time to a target)."""
+    objective_pairs: tuple[tuple[str, ...], ...] = (("psnr", "hfen"), ("psnr", "dice"))
+    """Multi-objective searches; a pair with ``dice`` runs only where there is a segmentation model."""
+    mo_strategies: tuple[str, ...] = ("nsga2", "tpe")
+    """Optuna samplers of the multi-objective searches."""
 
 
 @dataclass(frozen=True, config=_SCHEMA)
@@ -233,6 +251,11 @@ _TOP_KEYS = ("name", "kind", "description", "seed", "replicates", "plugins", "pr
 _CHECKS: dict[tuple[str, str], tuple[typing.Callable[[Any], bool], str]] = {
     ("baselines", "grid"): (lambda v: len(v) >= 1 and all(0.0 <= x <= 1.0 for x in v), "every λ in [0, 1]"),
     ("loss", "scales"): (lambda v: isinstance(v, str) or all(x > 0 for x in v), "every scale > 0"),
+    ("search", "fidelities"): (lambda v: 1 <= v <= 10, "1 <= fidelities <= 10"),
+    ("search", "reduction_factor"): (lambda v: v >= 2, "reduction_factor >= 2"),
+    ("search", "workers"): (lambda v: len(v) >= 1 and all(w >= 1 for w in v), "every workers >= 1"),
+    ("search", "objective_pairs"): (lambda v: all(len(p) == 2 and p[0] != p[1] for p in v),
+                                    "every pair has two different metrics"),
 }
 
 
@@ -528,7 +551,7 @@ def _apply_override(merged: dict[str, Any], item: str, source: str) -> None:
             raise ConfigError(
                 f"--set {key}: unknown key '{sub}' in [{parts[0]}]{did_you_mean(sub, valid)}; valid keys: {', '.join(valid)}"
             )
-        if len(parts) > 2 and parts[1] not in ("params", "sampler_params"):
+        if len(parts) > 2 and parts[1] not in ("params", "sampler_params", "strategy_params", "pruner_params"):
             raise ConfigError(f"--set {key}: '{parts[0]}.{parts[1]}' is not a table")
     elif len(parts) > 1 or parts[0] not in ("name", "description", "seed", "replicates", "plugins", "kind"):
         valid = ["name", "description", "seed", "replicates", "plugins", "kind", *SECTIONS]

@@ -41,7 +41,8 @@ def eval_every(steps: int, n_evals: int = N_EVALS) -> int:
 
 
 class ValidationTracker:
-    """Training callback: ``objective(model) -> float`` every ``every`` steps and at the end, in eval mode.
+    """Training callback: ``objective(model) -> float`` every ``every`` steps (at ``probe`` events, the training
+    timer paused) and at the end, in eval mode.
 
     ``history``: ``[{"step": s, "val_loss": v}, ...]``. ``path`` (optional): a JSON file rewritten (atomically) at
     each evaluation, so that a resumed training keeps the evaluations of the interrupted attempt (those at steps up
@@ -63,10 +64,17 @@ class ValidationTracker:
 
                 saved = read_json(self.path)
                 self.history = [r for r in saved.get("history", []) if r["step"] <= info["step"]]
-        elif event == "step":
+        elif event == "probe":  # emitted at probe_steps() with the training timer paused
             step = int(info["step"])
-            if step % self.every == 0 or step == info["total"]:
+            if step % self.every == 0:
                 self.evaluate(step)
+        elif event == "end":  # after the last step, outside the timed training
+            self.evaluate(int(info["total"]))
+
+    def probe_steps(self) -> list[int]:
+        """The training steps (before the last) after which this tracker evaluates; pass them to
+        :func:`hyperrecon.training.train` as ``probe_steps`` so that validation does not count as training time."""
+        return list(range(self.every, self.steps, self.every))
 
     def evaluate(self, step: int) -> float:
         was_training = self.model.training

@@ -34,7 +34,8 @@ def _val_tracker(ctx: RunContext, name: str, model, steps: int, lams, scales):
     return ValidationTracker(model, objective, steps, path=ctx.run_dir / "checkpoints" / f"{name}-val.json")
 
 
-def _train_job(ctx: RunContext, name: str, model, task, sampler, steps: int, tracker=None) -> dict[str, Any]:
+def _train_job(ctx: RunContext, name: str, model, task, sampler, steps: int, tracker=None, probe=None,
+               probe_steps=()) -> dict[str, Any]:
     from .training import train
 
     started: dict[str, Any] = {}
@@ -42,12 +43,17 @@ def _train_job(ctx: RunContext, name: str, model, task, sampler, steps: int, tra
     def callback(event: str, info: dict[str, Any]) -> None:
         if event == "start":
             started.update(info)
+        if probe is not None:
+            probe(event, info)
         if ctx.progress is not None:
             ctx.progress(event, {"job": name, **info})
 
     ckpt = ctx.run_dir / "checkpoints" / f"{name}.pt"  # train's load_checkpoint verifies its zip checksums
+    if tracker is not None:  # its evaluations run at probe steps, with the device timer paused
+        probe_steps = sorted({*probe_steps, *tracker.probe_steps()})
     result = train(model, task, sampler, ctx.settings(name, steps), device=ctx.device, checkpoint_path=ckpt, resume=True,
-                   callbacks=[callback] + ([tracker] if tracker is not None else []), name=name)
+                   callbacks=[callback] + ([tracker] if tracker is not None else []), name=name,
+                   probe_steps=probe_steps)
     _save_model(ctx.model_path(name), model)
     out = {"cost": result.cost.to_dict(), "final_loss": result.history[-1]["loss"] if result.history else None,
            "device_seconds": result.cost.device_seconds, "history": result.history,
@@ -109,11 +115,15 @@ def run_job(ctx: RunContext, name: str, spec: dict[str, Any]) -> dict[str, Any]:
         # makes the scale a constant factor, which Adam does not see.
         auto_first = isinstance(s.loss.scales, str) and s.kind == "sl" and lam in ((0.0,), (1.0,))
         scales = [1.0] * len(s.loss.terms) if auto_first else ctx.scales()
+        from .search.runner import baseline_probe
+
         model = build_recon_model("unet", s)
         steps = s.baselines.steps or s.train.steps
         # (single-term baselines: unit scales, like their training; a relative change does not see the scale)
         tracker = _val_tracker(ctx, name, model, steps, [list(lam)], scales)
-        result = _train_job(ctx, name, model, ctx.recon_task(scales), FixedSampler(list(lam)), steps, tracker)
+        recorder, probe_steps = baseline_probe(ctx, name, list(lam), model)  # validation metrics for the search
+        result = _train_job(ctx, name, model, ctx.recon_task(scales), FixedSampler(list(lam)), steps, tracker,
+                            probe=recorder, probe_steps=probe_steps)
         result["lam"] = list(lam)
     elif kind in ("hyper", "film"):
         from .convergence import val_lam_grid
@@ -251,12 +261,14 @@ def _eval_job(ctx: RunContext, name: str, spec: dict[str, Any]) -> dict[str, Any
     result: dict[str, Any] = {"model": model_name, "seconds": res.seconds,
                               "device_seconds": float(res.seconds.get("device_seconds", 0.0))}
     if spec["model_kind"] == "baseline":
-        # The validation objective of this baseline, for the search comparison replayed from the grid.
-        val = ctx.eval_data("val", s.search.n_val)
-        vres = evaluate_model(model, model_name, val, lams, [] if _objective_is_dice(s) else [s.search.objective],
-                              range_slices=0, **common)
-        vt = vres.table
-        result["val_objective"] = float(vt[vt.metric == s.search.objective].value.mean())
+        # The validation metrics of this baseline, fully trained: the last row of its fidelity table, which the
+        # search over baselines replays.
+        from .search.runner import finish_fidelity
+
+        train_seconds = read_json(ctx.run_dir / "jobs" / f"{model_name}.json")["cost"]["device_seconds"]
+        final = finish_fidelity(ctx, model_name, list(lams[0]), model, seg, train_seconds)
+        result["val_objective"] = float(final[s.search.objective])
+        result["device_seconds"] += float(final["eval_seconds"])
     write_json(out_dir / f"{model_name}-meta.json", {**meta, **{k: v for k, v in result.items() if k != "seconds"}})
     return result
 
@@ -291,47 +303,6 @@ def higher_is_better(study: Study) -> bool:
 
 
 def _search_job(ctx: RunContext, name: str, spec: dict[str, Any]) -> dict[str, Any]:
-    import pandas as pd
+    from .search.runner import run_search_job
 
-    from .search import make_model_objective, search_model, search_replay
-
-    s = ctx.study
-    seeds = [s.seed + i for i in range(s.search.seeds)]
-    maximize = higher_is_better(s)
-    target = spec["target"]
-    if target == "baselines":
-        rows = []
-        for model_name, kind, params in recon_models(s):
-            if kind != "baseline":
-                continue
-            ev = read_json(ctx.run_dir / "jobs" / f"eval-{model_name}.json")
-            tr = read_json(ctx.run_dir / "jobs" / f"{model_name}.json")
-            lam = params["lam"]
-            rows.append({"lam1": lam[0], **({"lam2": lam[1]} if len(lam) > 1 else {}),
-                         "objective": ev["val_objective"], "cost_seconds": tr["cost"]["device_seconds"]})
-        table = pd.DataFrame(rows)
-        trials = search_replay(table, list(s.search.strategies), budget=s.search.budget, seeds=seeds,
-                               n_lams=s.n_lams, maximize=maximize)
-    else:
-        model = ctx.load_model(target)
-        seg = ctx.load_model("seg") if _objective_is_dice(s) else None
-        val = ctx.eval_data("val", s.search.n_val)
-        fn = make_model_objective(model, val, s.search.objective, device=ctx.device, precision=ctx.precision,
-                                  batch_size=s.train.batch_size, seg_model=seg,
-                                  n_classes=int(ctx.bundle.n_classes) if seg is not None else None)
-        trials = search_model(fn, list(s.search.strategies), budget=s.search.budget, seeds=seeds, n_lams=s.n_lams,
-                              maximize=maximize, target=target)
-        # The test metric at each strategy's chosen λ (one forward pass over the test set each).
-        test = ctx.eval_data("test", s.evaluation.n_test)
-        test_fn = make_model_objective(model, test, s.search.objective, device=ctx.device, precision=ctx.precision,
-                                       batch_size=s.train.batch_size, seg_model=seg,
-                                       n_classes=int(ctx.bundle.n_classes) if seg is not None else None)
-        chosen = trials.groupby(["strategy", "seed"]).tail(1)
-        tests = []
-        for _, row in chosen.iterrows():
-            lam = [row["best_lam1"]] + ([row["best_lam2"]] if s.n_lams > 1 else [])
-            tests.append({"strategy": row["strategy"], "seed": row["seed"], "test_objective": test_fn(lam)[0]})
-        write_csv(ctx.run_dir / "search" / f"{target}-test.csv", pd.DataFrame(tests))
-    write_csv(ctx.run_dir / "search" / f"{target}.csv", trials)
-    return {"target": target, "n_trials": len(trials), "device_seconds": float(trials["cost_seconds"].sum())
-            if target != "baselines" else 0.0}
+    return run_search_job(ctx, name, spec)

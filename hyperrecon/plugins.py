@@ -18,6 +18,7 @@ REGISTRIES: dict[str, tuple[str, str]] = {
     "losses": ("hyperrecon.losses", "LOSSES"),
     "samplers": ("hyperrecon.samplers", "SAMPLERS"),
     "strategies": ("hyperrecon.strategies", "STRATEGIES"),
+    "pruners": ("hyperrecon.strategies", "PRUNERS"),
     "models": ("hyperrecon.models", "MODELS"),
     "datasets": ("hyperrecon.data", "DATASETS"),
     "metrics": ("hyperrecon.metrics", "METRICS"),

@@ -126,8 +126,12 @@ def build_sampler(study: Study, name: str):
 
 
 def build_strategy(study: Study, name: str, seed: int):
-    where = f"{study.source_file} [search] strategies"
-    return registry("strategies").build(name, {}, where=where, n_lams=study.n_lams, budget=study.search.budget, seed=seed)
+    """The sampler of strategy ``name`` (``sampler`` or ``sampler+pruner``) with the study's parameters."""
+    from .strategies import build_strategy_sampler, split_strategy
+
+    sampler = split_strategy(name)[0]
+    return build_strategy_sampler(sampler, dict(study.search.strategy_params.get(sampler, {})), n_lams=study.n_lams,
+                                  budget=study.search.budget, seed=seed, where=f"{study.source_file} [search] strategies")
 
 
 def check_data(study: Study) -> dict[str, Any]:
@@ -208,9 +212,9 @@ def resolve(study: Study) -> dict[str, Any]:
         build_sampler(study, name)
     summary["samplers"] = list(study.hyper.samplers)
 
-    for name in study.search.strategies:
-        build_strategy(study, name, seed=study.seed)
-    summary["strategies"] = list(study.search.strategies)
+    from .search.plan import check_search
+
+    summary["search"] = check_search(study)  # strategies, fidelity steps, objective pairs
 
     metrics = registry("metrics")
     for name in study.evaluation.metrics:

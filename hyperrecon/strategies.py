@@ -10,6 +10,12 @@ A strategy is a factory ``(n_lams, budget, seed, **params) -> optuna.samplers.Ba
     def my_sampler(n_lams, budget, seed):
         return MySampler(seed=seed)
 
+A strategy may name a pruner after a ``+`` (``"tpe+hyperband"``): a multi-fidelity search over the baselines, which
+stops unpromising trials early (:data:`PRUNERS`, factories ``(steps, reduction_factor, budget, seed, **params) ->
+optuna.pruners.BasePruner``). Any class of ``optuna.samplers`` / ``optuna.pruners`` also works by its class name
+(``"CmaEsSampler"``, ``"random+ThresholdPruner"``), with its parameters from the study's ``search.strategy_params``
+/ ``search.pruner_params``.
+
 Words: a *strategy* searches λ for a trained model or a set of baselines; a *sampler* (:mod:`hyperrecon.samplers`)
 draws λ during hypernetwork training. The two are never mixed up.
 """
@@ -17,9 +23,11 @@ draws λ during hypernetwork training. The two are never mixed up.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
+from .errors import ConfigError
 from .registry import Registry
 
 STRATEGIES: Registry = Registry("search strategy")
@@ -87,3 +95,132 @@ def qmc(n_lams: int, budget: int, seed: int, qmc_type: str = "sobol"):
 
 
 qmc.smoke_params = {}
+
+
+@STRATEGIES.register("nsga2", description="NSGA-II genetic algorithm, multi-objective (Optuna NSGAIISampler)")
+def nsga2(n_lams: int, budget: int, seed: int, population_size: int | None = None):
+    import optuna
+
+    # Optuna's default population (50) exceeds the small budgets here: about a third of the budget, at least 4,
+    # gives a few generations.
+    size = population_size if population_size is not None else max(4, min(50, budget // 3))
+    return optuna.samplers.NSGAIISampler(population_size=size, seed=seed)
+
+
+nsga2.smoke_params = {"population_size": 4}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Pruners: early stopping for multi-fidelity search over baselines (hyperrecon.search.replay)
+
+PRUNERS: Registry = Registry("pruner")
+"""A pruner is a factory ``(steps, reduction_factor, budget, seed, **params) -> optuna.pruners.BasePruner``:
+``steps`` are the fidelity steps (training steps at which a baseline's validation objective is known, ascending,
+the last = full training), ``reduction_factor`` the study's η (``search.reduction_factor``)."""
+
+
+@PRUNERS.register("none", description="no early stopping: every trial trains to the end (Optuna NopPruner)")
+def no_pruner(steps, reduction_factor: int, budget: int, seed: int):
+    import optuna
+
+    return optuna.pruners.NopPruner()
+
+
+@PRUNERS.register("median", description="stop a trial whose value is worse than the median of earlier trials "
+                                        "at the same step (Optuna MedianPruner)")
+def median(steps, reduction_factor: int, budget: int, seed: int, n_startup_trials: int = 3, n_warmup_steps: int = 0):
+    import optuna
+
+    return optuna.pruners.MedianPruner(n_startup_trials=min(n_startup_trials, budget), n_warmup_steps=n_warmup_steps)
+
+
+@PRUNERS.register("successive-halving", description="asynchronous successive halving: keep the top 1/η of each "
+                                                    "rung (Optuna SuccessiveHalvingPruner)")
+def successive_halving(steps, reduction_factor: int, budget: int, seed: int, min_early_stopping_rate: int = 0,
+                       bootstrap_count: int = 0):
+    import optuna
+
+    # Rungs at min_resource · η^r: the fidelity steps are that geometric series (hyperrecon.search.fidelity_steps).
+    return optuna.pruners.SuccessiveHalvingPruner(min_resource=int(steps[0]), reduction_factor=reduction_factor,
+                                                  min_early_stopping_rate=min_early_stopping_rate,
+                                                  bootstrap_count=bootstrap_count)
+
+
+@PRUNERS.register("hyperband", description="Hyperband: successive halving over several brackets of starting "
+                                           "budgets (Optuna HyperbandPruner)")
+def hyperband(steps, reduction_factor: int, budget: int, seed: int, bootstrap_count: int = 0):
+    import optuna
+
+    return optuna.pruners.HyperbandPruner(min_resource=int(steps[0]), max_resource=int(steps[-1]),
+                                          reduction_factor=reduction_factor, bootstrap_count=bootstrap_count)
+
+
+for _factory in (no_pruner, median, successive_halving, hyperband):
+    _factory.smoke_params = {}
+
+
+def split_strategy(name: str) -> tuple[str, str]:
+    """``"tpe+hyperband"`` -> ``("tpe", "hyperband")``; a plain sampler name has pruner ``"none"``."""
+    sampler, _, pruner = str(name).partition("+")
+    return sampler, (pruner or "none")
+
+
+def _optuna_class(module: Any, name: str, base: type) -> type | None:
+    """``optuna.samplers.CmaEsSampler`` / ``CmaEsSampler`` -> the class in ``module`` when it subclasses ``base``."""
+    short = name.rsplit(".", 1)[-1]
+    cls = getattr(module, short, None)
+    return cls if isinstance(cls, type) and issubclass(cls, base) and name.startswith(("optuna.", short)) else None
+
+
+def build_strategy_sampler(name: str, params: dict[str, Any] | None, *, n_lams: int, budget: int, seed: int,
+                           where: str = "search strategies"):
+    """A sampler from the ``STRATEGIES`` registry, or any class of ``optuna.samplers`` by its name (e.g.
+    ``"CmaEsSampler"`` or ``"optuna.samplers.CmaEsSampler"``, given ``seed`` when its constructor takes one)."""
+    import optuna
+
+    if name not in STRATEGIES:
+        cls = _optuna_class(optuna.samplers, name, optuna.samplers.BaseSampler)
+        if cls is not None:
+            return _build_class(cls, dict(params or {}), seed, where)
+    return STRATEGIES.build(name, params, where=where, n_lams=n_lams, budget=budget, seed=seed)
+
+
+def build_pruner(name: str, params: dict[str, Any] | None, *, steps, reduction_factor: int, budget: int, seed: int,
+                 where: str = "search pruners"):
+    """A pruner from the ``PRUNERS`` registry, or any class of ``optuna.pruners`` by its name (e.g.
+    ``"ThresholdPruner"`` with ``{lower = 20.0}``)."""
+    import optuna
+
+    if name not in PRUNERS:
+        cls = _optuna_class(optuna.pruners, name, optuna.pruners.BasePruner)
+        if cls is not None:
+            return _build_class(cls, dict(params or {}), None, where)
+    return PRUNERS.build(name, params, where=where, steps=list(steps), reduction_factor=int(reduction_factor),
+                         budget=budget, seed=seed)
+
+
+def check_strategy(name: str, params: dict[str, Any] | None, pruner_params: dict[str, Any] | None = None, *,
+                   where: str = "search strategies") -> None:
+    """Fail early (``UnknownNameError``/``ConfigError``) on an unknown sampler or pruner or a wrong parameter."""
+    import optuna
+
+    sampler, pruner = split_strategy(name)
+    if sampler not in STRATEGIES and _optuna_class(optuna.samplers, sampler, optuna.samplers.BaseSampler) is None:
+        STRATEGIES.get(sampler, where=where)
+    elif sampler in STRATEGIES:
+        STRATEGIES.check_params(sampler, dict(params or {}), where=where)
+    if pruner not in PRUNERS and _optuna_class(optuna.pruners, pruner, optuna.pruners.BasePruner) is None:
+        PRUNERS.get(pruner, where=where)
+    elif pruner in PRUNERS:
+        PRUNERS.check_params(pruner, dict(pruner_params or {}), where=where)
+
+
+def _build_class(cls: type, params: dict[str, Any], seed: int | None, where: str):
+    import inspect
+
+    try:
+        if seed is not None and "seed" in inspect.signature(cls).parameters and "seed" not in params:
+            params["seed"] = seed
+        return cls(**params)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{where}: cannot build {cls.__module__}.{cls.__name__} with {params}: {exc}") from exc

@@ -10,7 +10,7 @@ Run folder (``runs/<study>/<timestamp>/`` unless ``--out``)::
     scales.json         loss scales in use (given, or computed by the ``scales`` job)
     checkpoints/        training checkpoints (resume mid-job)         models/   final weights per model
     jobs/<job>.json     what each job did and cost                    eval/     per-model evaluation outputs
-    search/             per-target search trials                      figures/  report figures
+    search/             per-target search trials, fidelity.csv        figures/  report figures
     results.csv         tidy: model, lam1, lam2 (AO only), slice, metric, replicate, value (test set, every replicate)
     metrics.csv         unit and better direction of each metric
     costs.csv           one row per replicate and trained model: parameters, steps, device and wall seconds, peak memory
@@ -18,6 +18,7 @@ Run folder (``runs/<study>/<timestamp>/`` unless ``--out``)::
     convergence.csv     one row per trained model: steps, validation loss, convergence check (convergence.py)
     dice_reference.csv  segmentation Dice on the ground-truth (ceiling) and zero-filled (floor) test slices
     search.csv          every search trial;   search_summary.csv   per target and strategy
+    search_parallel.csv replayed baseline searches with 1, 4, 16 workers;  search_mo.csv  multi-objective trials
     summary.json        machine-readable headline;  report.md      the report
 
 Every file, column and key is described in ``docs/run-folder.md``.
@@ -445,11 +446,9 @@ def finalize(run: Run, ctx: RunContext) -> dict[str, Any]:
 
     write_convergence_csv(d, [(m, k) for m, k, _ in recon_models(s)] + [("seg", "seg")])
 
-    trials = [_read_csv(p) for p in sorted((d / "search").glob("*.csv")) if not p.name.endswith("-test.csv")]
-    search = pd.concat(trials, ignore_index=True)
-    named = search.copy()
-    named.insert(list(named.columns).index("objective") + 1, "objective_metric", s.search.objective)
-    write_csv(d / "search.csv", tidy(named, s.n_lams))
+    from .search.runner import merge_search_tables
+
+    search = merge_search_tables(d, s, _read_csv)  # search.csv, search_parallel.csv, search_mo.csv
 
     maximize = higher_is_better(s)
     baseline_val = search[search.target == "baselines"]

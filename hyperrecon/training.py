@@ -28,6 +28,10 @@ Callbacks are callables ``cb(event, info)``: ``("start", {step, total, name, res
 ``("step", {step, total, loss})``, ``("log", {step, total, record})``, ``("checkpoint", {step, path})``,
 ``("end", {step, total, cost})``; the CLI turns them into progress bars. ``step`` counts completed steps; a step's
 ``loss`` is a 0-d tensor on the device (``float()`` of it waits for the device).
+``probe_steps``: after each of these steps (before the last) ``("probe", {step, total, cost})`` is emitted with
+the device timer paused, so that a callback may evaluate the model (e.g. on validation data: the fidelity table of
+:mod:`hyperrecon.search.fidelity`) without that time counting as training; the model is put back in training mode
+afterwards. ``cost`` is the training cost so far.
 """
 
 from __future__ import annotations
@@ -165,10 +169,12 @@ def train(
     resume: bool = True,
     callbacks: Iterable[Callback] = (),
     name: str = "model",
+    probe_steps: Iterable[int] = (),
 ) -> TrainResult:
     """Train ``model`` in place on ``task`` with λ from ``sampler`` (None for tasks without λ); see module doc."""
     device = torch.device(device)
     callbacks = tuple(callbacks)
+    probes = frozenset(int(s) for s in probe_steps)
     n_lams = task.n_lams
     if n_lams > 0 and sampler is None:
         raise ConfigError(f"training '{name}': the loss has k={n_lams} hyperparameters, so a sampler is needed")
@@ -328,6 +334,12 @@ def train(
                     sums, n_sum = {}, 0
                     _emit(callbacks, "log", {"step": done, "total": settings.steps, "record": record})
                 _emit(callbacks, "step", {"step": done, "total": settings.steps, "loss": loss.detach()})
+                if done in probes and done < settings.steps:
+                    timer.stop()  # a probe's evaluation is not training cost
+                    _emit(callbacks, "probe", {"step": done, "total": settings.steps,
+                                               "cost": cost_so_far().to_dict()})
+                    model.train()
+                    timer.start()
                 if (
                     ckpt is not None
                     and settings.checkpoint_every

@@ -66,7 +66,7 @@ def test_help_lists_choices_and_an_example() -> None:
         assert result.exit_code == 0, result.output
         assert "Example: hrbench" in result.output, cmd
     run_help = runner.invoke(app, ["run", "--help"]).output
-    assert "smoke|quick|paper" in run_help and "auto|cpu|cuda|cuda:N" in run_help
+    assert "smoke|quick|standard|paper" in run_help and "auto|cpu|cuda|cuda:N" in run_help
     assert "forward-models" in runner.invoke(app, ["list", "--help"]).output
 
 

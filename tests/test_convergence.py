@@ -52,8 +52,12 @@ def test_tracker_evaluates_on_schedule_in_eval_mode_and_restores_mode(tmp_path) 
     tr = ValidationTracker(model, objective, 20, every=5, path=tmp_path / "v.json")
     model.train()
     tr("start", {"step": 0, "resumed": False})
+    assert tr.probe_steps() == [5, 10, 15]  # the training loop emits "probe" there, its timer paused
     for s in range(1, 21):
-        tr("step", {"step": s, "total": 20})
+        tr("step", {"step": s, "total": 20})  # steps alone evaluate nothing (they are timed as training)
+        if s in tr.probe_steps():
+            tr("probe", {"step": s, "total": 20})
+    tr("end", {"step": 20, "total": 20})
     assert [r["step"] for r in tr.history] == [5, 10, 15, 20] and seen == [False] * 4 and model.training
     # a resumed run keeps the evaluations up to its resume step
     again = ValidationTracker(model, objective, 20, every=5, path=tmp_path / "v.json")

@@ -538,10 +538,14 @@ def search_analysis(data: RunData) -> dict[str, Any] | None:
         best_rows[t] = {"strategy": str(rows.loc[i, "strategy"]), "regret_mean": finite(rows.loc[i, "regret_mean"]),
                         "best_mean": finite(rows.loc[i, "best_mean"])}
     replay = {t: bool(ss[ss.target == t]["replay"].all()) if "replay" in ss else t == "baselines" for t in targets}
+    from .searchreport import search_details
+
     return {"objective": data.objective, "maximize": maximize, "grid_optimum": grid_opt, "targets": targets,
             "fastest": fastest, "best": best_rows, "replay": replay,
             "n_seeds": int(data.search["seed"].nunique()),
-            "budget": int(data.search.groupby(["target", "strategy", "seed"]).size().max())}
+            "budget": int(data.search.groupby(["target", "strategy", "seed"]).size().max()),
+            # anytime curves, rankings, multi-fidelity costs, parallel and multi-objective parts
+            "details": search_details(data, grid_opt, maximize)}
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -59,7 +59,8 @@ SECTIONS = {
 
 # The figures a report may write; a re-run removes those of them that this report did not draw (stale sections).
 FIGURE_NAMES = ("sl-curves.png", "ao-landscapes.png", "ao-differences.png", "dhs-kept.png", "diverse-pairs.png",
-                "examples.png", "dice.png", "dice-landscapes.png", "search.png", "training.png")
+                "examples.png", "dice.png", "dice-landscapes.png", "search.png", "training.png",
+                "search-regret.png", "search-parallel.png", "search-pareto.png", "search-hypervolume.png")
 
 DATA_NOTICES = {
     "knee-phantom": "**Synthetic procedural knee phantom, not patient data.** Numbers on it test the method's "
@@ -533,18 +534,24 @@ def _search_section(data: RunData, se: dict[str, Any], fig_dir: Path, link) -> l
     obj = se["objective"]
     unit = " (dB)" if obj in ("psnr", "rpsnr") else ""
     obj_label = f"validation {metric_short(obj)}{unit}"
-    dev = data.costs.set_index("model")["device_seconds"]
-    training = {m: A.finite(dev.get(m)) for m in data.conditional}
-    p = F.search_figure(data.search, se["targets"], fig_dir / "search.png", objective_label=obj_label,
-                        grid_optimum=se["grid_optimum"], training_seconds=training)
-    out = [f"![search]({link(p)})",
-           f"Objective: {obj_label} ({'higher' if se['maximize'] else 'lower'} is better), {se['budget']} trials per "
-           f"search, {se['n_seeds']} seeds. The baseline searches are **replayed**: each suggested λ is snapped to "
-           "the nearest trained baseline and costs that U-Net's training device time. Searches on a λ-conditioned "
-           "model cost only inference; its training is added in 'total cost'. Regret = grid optimum − best "
-           "(> 0 worse than the best trained baseline, < 0 better). Test objective: at the chosen λ (median seed)."
-           + (f" The searches ran on replicate 0 only (of {len(data.replicates)})." if len(data.replicates) > 1
-              else "")]
+    intro = [f"Objective: {obj_label} ({'higher' if se['maximize'] else 'lower'} is better), {se['budget']} trials per "
+             f"search, up to {se['n_seeds']} seeds. The baseline searches are **replayed**: each suggested λ is snapped "
+             "to the nearest trained baseline and costs that U-Net's training device time (plus its validation "
+             "passes where the fidelity table has them). Searches on a λ-conditioned model cost only inference; "
+             "its training is added in 'total cost'. Regret = grid optimum − best (> 0 worse than the best trained "
+             "baseline, < 0 better). Test objective: at the chosen λ (median seed).",
+             "Every search is an Optuna study in the run's storage (`hrbench-search:<run id>:<target>:<strategy>:"
+             "seed=<seed>`, trial costs as user attributes): `optuna-dashboard <run>/ledger.journal` opens them."]
+    if se.get("details"):
+        from .searchreport import markdown as search_markdown
+
+        out = intro + search_markdown(data, se, se["details"], fig_dir, link) + ["### Per strategy"]
+    else:
+        dev = data.costs.set_index("model")["device_seconds"]
+        training = {m: A.finite(dev.get(m)) for m in data.conditional}
+        p = F.search_figure(data.search, se["targets"], fig_dir / "search.png", objective_label=obj_label,
+                            grid_optimum=se["grid_optimum"], training_seconds=training)
+        out = [f"![search]({link(p)})", *intro]
     ss = data.search_summary
     rows = []
     for _, r in ss.iterrows():
@@ -637,21 +644,6 @@ def _read_everything(data: RunData, s: dict[str, Any]) -> None:
             _test_metric(data, row)  # reads search/<target>-test.csv where the summary lacks the number
 
 
-def record_claims(run_dir: Path, claims: list[dict[str, Any]]) -> None:
-    """Put the claims table into the run's ``summary.json`` under ``claims`` (atomic rewrite; nothing when the run
-    has no summary.json)."""
-    try:
-        from ..runfiles import record_claims as record  # the summary.json writer, where the package has it
-    except ImportError:
-        from ..io import read_json, write_json
-
-        def record(run_dir: Path, claims: list[dict[str, Any]] | None) -> None:
-            path = Path(run_dir) / "summary.json"
-            if path.exists():
-                write_json(path, {**read_json(path), "claims": claims})
-    record(Path(run_dir), claims)
-
-
 def write_report(run_dir: Path, out: Path | None = None) -> Path:
     """Write ``report.md`` (or ``out``) and its figures in ``figures/`` next to it; returns the markdown path.
 
@@ -672,7 +664,10 @@ def write_report(run_dir: Path, out: Path | None = None) -> Path:
         raise RunError(f"{fig_dir}: not a folder; expected the report's figure folder")
     text = build_markdown(data, s, fig_dir, md_path.parent)
     path = atomic_write_text(md_path, text)
-    record_claims(run_dir, A.jsonable(s["claims"]))
+    if md_path.parent.resolve() == run_dir.resolve():  # `-o ELSEWHERE` leaves the run folder untouched
+        from ..runfiles import record_claims
+
+        record_claims(run_dir, A.jsonable(s["claims"]))
     linked = {Path(p).name for p in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)}
     for name in FIGURE_NAMES:
         if name not in linked:

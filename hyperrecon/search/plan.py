@@ -1,0 +1,87 @@
+"""What a study's ``[search]`` section asks for: seeds, strategies per target, fidelity steps, the metrics the
+fidelity table records, the multi-objective pairs; and the check of it all before a run starts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..config import Study
+from ..errors import ConfigError
+from .fidelity import fidelity_steps
+
+
+def search_seeds(study: Study, *, models: bool = False) -> list[int]:
+    """Seeds of the replayed baseline searches (``search.seeds``), or of the model searches
+    (``search.model_seeds``, default the same)."""
+    n = study.search.model_seeds if models and study.search.model_seeds is not None else study.search.seeds
+    return [study.seed + i for i in range(n)]
+
+
+def model_strategies(study: Study) -> list[str]:
+    """The strategies of a search over a λ-conditioned model: each distinct sampler (one evaluation per trial,
+    so a pruner has nothing to stop)."""
+    return list(dict.fromkeys(name.partition("+")[0] for name in study.search.strategies))
+
+
+def baseline_steps(study: Study) -> int:
+    return int(study.baselines.steps or study.train.steps)
+
+
+def baseline_fidelity_steps(study: Study) -> list[int]:
+    """Training steps at which every baseline's validation metrics are recorded (the last: full training)."""
+    return fidelity_steps(baseline_steps(study), study.search.fidelities, study.search.reduction_factor)
+
+
+def objective_pairs(study: Study, *, has_seg: bool) -> list[tuple[str, str]]:
+    """The multi-objective pairs that this run can evaluate (pairs with ``dice`` need a segmentation model)."""
+    return [(a, b) for a, b in study.search.objective_pairs if has_seg or "dice" not in (a, b)]
+
+
+def fidelity_metrics(study: Study, *, has_seg: bool) -> list[str]:
+    """Metric columns of the fidelity table: the objective, then every metric of the objective pairs."""
+    names = [study.search.objective] + [m for pair in objective_pairs(study, has_seg=has_seg) for m in pair]
+    return list(dict.fromkeys(names))
+
+
+def maximize_of(metric: str) -> bool:
+    if metric == "dice":
+        return True
+    from ..metrics import METRICS
+
+    return bool(METRICS.get(metric).higher_is_better)
+
+
+def check_search(study: Study) -> dict[str, Any]:
+    """Check every strategy, pruner and parameter and the objective pairs of ``study`` (``UnknownNameError`` /
+    ``ConfigError`` naming the study file and key). Returns a printable summary."""
+    from ..plugins import registry
+    from ..strategies import build_pruner, build_strategy_sampler, check_strategy, split_strategy
+
+    src = study.source_file
+    s = study.search
+    where = f"{src} [search] strategies"
+    steps = baseline_fidelity_steps(study)
+    for name in [*s.strategies, *s.mo_strategies]:
+        sampler, pruner = split_strategy(name)
+        check_strategy(name, s.strategy_params.get(sampler, {}), s.pruner_params.get(pruner, {}), where=where)
+        build_strategy_sampler(sampler, dict(s.strategy_params.get(sampler, {})), n_lams=study.n_lams,
+                               budget=s.budget, seed=study.seed, where=where)
+        build_pruner(pruner, dict(s.pruner_params.get(pruner, {})), steps=steps, reduction_factor=s.reduction_factor,
+                     budget=s.budget, seed=study.seed, where=where)
+    for key, table in (("strategy_params", s.strategy_params), ("pruner_params", s.pruner_params)):
+        used = {split_strategy(n)[0 if key == "strategy_params" else 1] for n in [*s.strategies, *s.mo_strategies]}
+        for name, params in table.items():
+            if name not in used:
+                raise ConfigError(f"{src} [search] {key}: '{name}' is not used by any strategy "
+                                  f"{sorted(used)}")
+            if not isinstance(params, dict):
+                raise ConfigError(f"{src} [search] {key}.{name}: expected a table of parameters, got {params!r}")
+    metrics = registry("metrics")
+    for pair in s.objective_pairs:
+        for m in pair:
+            if m != "dice":
+                metrics.get(m, where=f"{src} [search] objective_pairs")
+            elif not study.segmentation.enabled:
+                raise ConfigError(f"{src} [search] objective_pairs: 'dice' needs [segmentation] enabled = true")
+    return {"strategies": list(s.strategies), "fidelity_steps": steps, "objective_pairs": [list(p) for p in
+                                                                                           s.objective_pairs]}
