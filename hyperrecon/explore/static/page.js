@@ -7,7 +7,7 @@
   const $ = (id) => document.getElementById(id);
   const EXPORT = JSON.parse($("export-data").textContent || "null");
   const state = { info: null, model: null, slice: 0, lam: [], metric: null, sliceData: null, recon: null };
-  // what the browser test and the curious read: renders shown, last latency, current λ
+  // what the browser test and the curious read: renders shown, last latency, current λ; ready once an image shows
   const probe = (window.hrExplore = { renders: 0, latencyMs: null, lam: state.lam, ready: false, errors: 0 });
   const client = Math.random().toString(36).slice(2, 12);
   let seq = 0;
@@ -123,7 +123,7 @@
     }
     readout(r, b);
     const ms = performance.now() - t0;
-    probe.renders += 1; probe.latencyMs = ms; probe.shownLam = r.lam.slice();
+    probe.renders += 1; probe.latencyMs = ms; probe.shownLam = r.lam.slice(); probe.ready = true;
     $("latency").textContent = EXPORT ? "pre-rendered (λ snapped to the export grid)"
       : `slider to image ${ms.toFixed(0)} ms (server ${fmt(r.server_ms, 1)} ms)`;
     drawLandscape();
@@ -287,8 +287,7 @@
       $("copy").onclick = copyLam;
       $("diverse-btn").onclick = showDiverse;
       drawLandscape();
-      await selectSlice(info.slices[0].index);
-      probe.ready = true;
+      await selectSlice(info.slices[0].index); // probe.ready turns true when the first image is shown
     } catch (e) {
       status(String(e.message || e), true);
     }
