@@ -374,12 +374,18 @@ def explore(
 ) -> None:
     """Move λ and watch the reconstruction change, live, in a local web page over a trained run."""
     from .errors import ConfigError
-    from .explore.session import RequestError, open_explorer
+    from .explore.export import check_out, check_points
+    from .explore.session import RequestError, check_save_path, open_explorer
 
-    ex = open_explorer(run_dir, device=device)
-    if save is not None:
+    if save is not None:  # option checks first: a mistake costs no model loading
+        check_save_path(save)
         if model is None or lam is None:
             raise ConfigError("--save needs --model and --lam (the page's \"copy λ\" gives all three)")
+    if export is not None:
+        check_out(export)
+        check_points(export_points)
+    ex = open_explorer(run_dir, device=device)
+    if save is not None:
         try:
             name, values = ex.parse_model(model), ex.parse_lam(lam)
         except RequestError as exc:
@@ -395,7 +401,8 @@ def explore(
     from .explore.server import make_server, serve
 
     server = make_server(ex, host=host, port=port)
-    console.print(f"[bold]hrbench explore[/] {escape(str(run_dir))}: {server.url}  (Ctrl-C stops)", highlight=False)
+    console.print(f"[bold]hrbench explore[/] {escape(str(run_dir))}: {server.url}  (Ctrl-C stops)", highlight=False,
+                  soft_wrap=True)
     if not no_browser:
         import webbrowser
 

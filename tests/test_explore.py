@@ -338,16 +338,56 @@ def test_save_writes_the_reconstructions_at_lambda(ao_run: Path, explorer, tmp_p
                                        atol=1e-6)
 
 
+@pytest.mark.slow
 def test_report_links_the_exported_page(run_copy: Path) -> None:
-    result = runner.invoke(app, ["report", str(run_copy)])
-    assert result.exit_code == 0, result.output
-    text = (run_copy / "report.md").read_text(encoding="utf-8")
-    assert "`hrbench explore RUN_DIR --export RUN_DIR/explore.html`" in text and "](explore.html)" not in text
+    from types import SimpleNamespace
+
+    from hyperrecon.reporting.report import _explore_note
+
+    note = _explore_note(SimpleNamespace(run_dir=run_copy), lambda p: p.name)
+    assert "`hrbench explore RUN_DIR --export RUN_DIR/explore.html`" in note and "](explore.html)" not in note
     result = runner.invoke(app, ["explore", str(run_copy), "--export", str(run_copy / "explore.html"),
                                  "--export-points", "2"])
     assert result.exit_code == 0, result.output
     assert runner.invoke(app, ["report", str(run_copy)]).exit_code == 0
     assert "[explore.html](explore.html)" in (run_copy / "report.md").read_text(encoding="utf-8")
+
+
+def test_a_partly_evaluated_run_is_explored_without_its_landscape(run_copy: Path) -> None:
+    from hyperrecon.explore.session import open_explorer
+
+    (run_copy / "eval" / "hyper-S-uniform.csv").unlink()
+    (run_copy / "models" / "film-uniform.pt").unlink()
+    ex = open_explorer(run_copy)
+    assert list(ex.models) == ["hyper-S-uniform", "hyper-S-dhs"]
+    lands = ex.info()["landscapes"]["models"]
+    assert "hyper-S-uniform" not in lands and "psnr" in lands["hyper-S-dhs"]
+    assert np.isfinite(ex.render("hyper-S-uniform", 0, [0.2, 0.9])["metrics"]["psnr"])
+
+
+def test_the_command_serves_until_interrupted(ao_run: Path) -> None:
+    """The real command in a subprocess: prints its URL (port 0: a free one), answers, stops on Ctrl-C (exit 0)."""
+    import signal
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "hyperrecon.cli", "explore", str(ao_run), "--no-browser",
+                             "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        url = re.search(r"http://127\.0\.0\.1:(\d+)/", line)
+        assert url, line + proc.stderr.read()
+        conn = http.client.HTTPConnection("127.0.0.1", int(url.group(1)), timeout=60)
+        conn.request("GET", "/api/info")
+        assert conn.getresponse().status == 200
+        conn.close()
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert "stopped" in out and "Traceback" not in err
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -31,11 +31,10 @@ def export_data(ex: Explorer, *, points: int | None = None, slices: int = DEFAUL
     from ..evaluation import range_slice_indices
 
     k = ex.n_lams
+    check_points(points)
     points = DEFAULT_POINTS[k] if points is None else int(points)
-    if not 2 <= points <= 101:
-        raise ConfigError(f"--export-points: `2 <= points <= 101` must hold, but got {points}")
     if slices < 1:
-        raise ConfigError(f"--export-slices: `slices >= 1` must hold, but got {slices}")
+        raise ConfigError(f"export slices: `slices >= 1` must hold, but got {slices}")
     axis = np.linspace(0.0, 1.0, points)
     lams = [[float(a)] for a in axis] if k == 1 else [[float(a), float(b)] for a in axis for b in axis]
     chosen = range_slice_indices(ex.n_slices, slices)
@@ -69,9 +68,19 @@ def export_data(ex: Explorer, *, points: int | None = None, slices: int = DEFAUL
             "renders": renders, "baselines": baselines, "diverse": diverse}
 
 
+def check_points(points: int | None) -> None:
+    if points is not None and not 2 <= int(points) <= 101:
+        raise ConfigError(f"--export-points: `2 <= points <= 101` must hold, but got {points}")
+
+
+def check_out(out: str | Path) -> Path:
+    """``out`` must not be a folder (checked before any work)."""
+    out = Path(out)
+    if out.is_dir():
+        raise ConfigError(f"--export {out}: is a folder; expected an .html file name")
+    return out
+
+
 def export_page(ex: Explorer, out: str | Path, **kwargs: Any) -> Path:
     """Write the self-contained page to ``out`` atomically; returns its path."""
-    out = Path(out)
-    if out.exists() and out.is_dir():
-        raise ConfigError(f"--export {out}: is a folder; expected an .html file name")
-    return atomic_write_text(out, export_html(export_data(ex, **kwargs)))
+    return atomic_write_text(check_out(out), export_html(export_data(ex, **kwargs)))

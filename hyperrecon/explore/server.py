@@ -14,7 +14,8 @@ Routes (GET only; every answer is JSON except the page; errors are ``{"error": m
 Bad values (λ outside [0, 1], NaN, a slice out of range, an unknown model, an unknown path such as
 ``/../models/x.pt``) get a 4xx answer naming the parameter and what is expected, and the server goes on. Nothing is
 served from the file system and nothing is written anywhere. The ``Host`` header must name this server (an answer
-to a page of another site that resolves its name to 127.0.0.1 is refused: DNS rebinding).
+to a page of another site that resolves its name to 127.0.0.1 is refused: DNS rebinding) when the server listens
+on loopback, as it does by default.
 """
 
 from __future__ import annotations
@@ -64,8 +65,14 @@ class ExploreServer(ThreadingHTTPServer):
         shown = f"[{host}]" if ":" in str(host) else str(host)
         return f"http://{shown}:{port}/"
 
-    def allowed_hosts(self) -> set[str]:
+    def allowed_hosts(self) -> set[str] | None:
+        """Host header values accepted on a loopback address; None (any) when listening on another address,
+        where a remote browser names the machine as it knows it."""
+        import ipaddress
+
         host, port = self.server_address[:2]
+        if not ipaddress.ip_address(host).is_loopback:
+            return None
         names = {str(host), "localhost", "127.0.0.1", "[::1]", f"[{host}]"}
         return {f"{n}:{port}" for n in names} | names
 
@@ -139,8 +146,8 @@ class ExploreHandler(BaseHTTPRequestHandler):
     # -- routing ----------------------------------------------------------------------------------------------
 
     def _route(self) -> None:
-        host = self.headers.get("Host")
-        if host is not None and host.lower() not in self.server.allowed_hosts():
+        host, allowed = self.headers.get("Host"), self.server.allowed_hosts()
+        if host is not None and allowed is not None and host.lower() not in allowed:
             raise RequestError(f"Host '{host}' is not this server; open {self.server.url}", 403)
         parts = urlsplit(self.path)
         query = parse_qs(parts.query, keep_blank_values=True)

@@ -231,9 +231,7 @@ class Explorer:
         from ..evaluation import reconstruct
         from ..io import write_npz
 
-        out = Path(out)
-        if out.suffix != ".npz":
-            raise ConfigError(f"--save {out}: expected a file name ending in .npz")
+        out = check_save_path(out)
         x_hat = reconstruct(self.models[model], self.data.inputs, np.asarray(lam), device=self.device,
                             precision=self.precision)
         return write_npz(out, recon=x_hat[:, 0].numpy().astype(np.float32), ids=np.asarray(self.data.ids),
@@ -290,6 +288,14 @@ class Explorer:
             "landscapes": self.landscapes(),
             "command": f"hrbench explore {shlex.quote(str(self.run_dir))}",
         }
+
+
+def check_save_path(out: str | Path) -> Path:
+    """A ``--save`` target: a file name ending in ``.npz`` (checked before any work)."""
+    out = Path(out)
+    if out.suffix != ".npz" or out.is_dir():
+        raise ConfigError(f"--save {out}: expected a file name ending in .npz")
+    return out
 
 
 def _finite(x: Any) -> float | None:
