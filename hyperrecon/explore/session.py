@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError, RunError
+from ..reporting.rundata import finite as _finite
 from . import imaging
 
 READOUT_METRICS = ("psnr", "rpsnr", "ssim", "hfen")
@@ -139,7 +140,7 @@ class Explorer:
         d = self.data
         vals = batch_metrics(list(READOUT_METRICS), x_hat, d.targets[index : index + 1],
                              d.degraded[index : index + 1], ssim_convention=self.study.evaluation.ssim_convention)
-        return {k: float(v[0]) for k, v in vals.items()}
+        return {k: _finite(v[0]) for k, v in vals.items()}  # JSON has no NaN: a diverged model reads null
 
     def reconstruct(self, model: str, index: int, lam: list[float] | None):
         """The reconstruction ``(1, 1, H, W)`` float32 of test slice ``index`` by ``model`` at ``lam``."""
@@ -217,8 +218,9 @@ class Explorer:
         }
         dv = res.diverse
         if dv:
-            out["pair"] = {"lam_a": dv["lam_a"], "lam_b": dv["lam_b"], "psnr_a": dv["psnr_a"], "psnr_b": dv["psnr_b"],
-                           "distance": float(dv["distance"]), "n_kept": int(dv["n_kept"]),
+            out["pair"] = {"lam_a": dv["lam_a"], "lam_b": dv["lam_b"], "psnr_a": _finite(dv["psnr_a"]),
+                           "psnr_b": _finite(dv["psnr_b"]), "distance": _finite(dv["distance"]),
+                           "n_kept": int(dv["n_kept"]),
                            "quantile": float(dv["quantile"]),
                            "image_a": imaging.data_url(dv["image_a"]), "image_b": imaging.data_url(dv["image_b"])}
         out["server_ms"] = round((time.perf_counter() - t0) * 1e3, 1)
@@ -296,14 +298,6 @@ def check_save_path(out: str | Path) -> Path:
     if out.suffix != ".npz" or out.is_dir():
         raise ConfigError(f"--save {out}: expected a file name ending in .npz")
     return out
-
-
-def _finite(x: Any) -> float | None:
-    try:
-        v = float(x)
-    except (TypeError, ValueError):
-        return None
-    return v if math.isfinite(v) else None
 
 
 def open_explorer(run_dir: str | Path, *, device: str = "cpu", precision: str | None = None) -> Explorer:
