@@ -33,8 +33,8 @@ def read_rows(stem: Path) -> list[dict[str, str]]:
 
 def test_the_scripts_are_the_documented_ones():
     readme = (ROOT / "reports" / "benchmarks" / "README.md").read_text()
-    assert SCRIPTS == ["data_throughput.py", "eval_sweep.py", "hyper_init.py", "study_wall.py", "train_loop.py",
-                       "train_step.py"]
+    assert SCRIPTS == ["data_throughput.py", "eval_sweep.py", "explore_latency.py", "hyper_init.py", "study_wall.py",
+                       "train_loop.py", "train_step.py"]
     for name in SCRIPTS:
         assert f"benchmark/{name}" in readme, f"{name} is not described in reports/benchmarks/README.md"
 

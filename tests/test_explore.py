@@ -390,6 +390,28 @@ def test_the_command_serves_until_interrupted(ao_run: Path) -> None:
     assert "stopped" in out and "Traceback" not in err
 
 
+@pytest.mark.slow
+def test_the_latency_benchmark_runs_and_counts_every_burst_request(ao_run: Path, tmp_path: Path) -> None:
+    import csv
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    stem = tmp_path / "lat"
+    proc = subprocess.run([sys.executable, str(root / "benchmark" / "explore_latency.py"), str(ao_run),
+                           "--requests", "4", "--warmup", "1", "--bursts", "2", "--burst-size", "4",
+                           "--precisions", "fp32", "--threads", "1", "--out", str(stem)],
+                          capture_output=True, text=True, timeout=300, cwd=root / "benchmark")
+    assert proc.returncode == 0, proc.stderr
+    with open(stem.with_suffix(".csv"), newline="") as fh:
+        (row,) = list(csv.DictReader(fh))
+    assert row["precision"] == "fp32" and row["image"] == "32x32" and int(row["requests"]) == 4
+    assert 0 < float(row["median_ms"]) <= float(row["p95_ms"]) <= float(row["max_ms"])
+    parts = [int(row[k]) for k in ("burst_rendered", "burst_superseded", "burst_refused")]
+    assert sum(parts) == int(row["burst_requests"]) == 8 and parts[0] >= 2  # the last of each burst renders
+    assert "median_ms" in stem.with_suffix(".md").read_text()
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # CLI errors: one line, non-zero exit, the run folder as it was
 

@@ -50,7 +50,6 @@ class Explorer:
 
     run_dir: Path
     study: Any  # hyperrecon.config.Study
-    ctx: Any  # hyperrecon.context.RunContext
     data: Any  # hyperrecon.evaluation.EvalData, the test slices
     models: dict[str, Any]  # conditional models by name, in the study's order
     baselines: dict[str, tuple[float, ...]]  # trained baselines: name -> λ
@@ -305,6 +304,8 @@ def open_explorer(run_dir: str | Path, *, device: str = "cpu", precision: str | 
     on this machine as the run resolved it). Errors, each one line naming the file: not a run folder
     (``RunError``), no trained conditional model yet (``RunError``), a corrupt or truncated weight file
     (``CheckpointError``), unreadable data (``DataError``)."""
+    import pandas as pd
+
     from ..context import RunContext
     from ..jobs import recon_models
     from ..plugins import load_plugins
@@ -330,13 +331,13 @@ def open_explorer(run_dir: str | Path, *, device: str = "cpu", precision: str | 
                        "let `hrbench run` train one first")
     models = {n: ctx.load_model(n) for n in conditional}  # fails here, before serving, on a corrupt file
     baselines = {n: tuple(float(v) for v in p["lam"]) for n, kind, p in names if kind == "baseline"}
-    explorer = Explorer(run_dir=run_dir, study=study, ctx=ctx, data=ctx.eval_data("test", study.evaluation.n_test),
+    explorer = Explorer(run_dir=run_dir, study=study, data=ctx.eval_data("test", study.evaluation.n_test),
                         models=models, baselines=baselines, baseline_nets={n: ctx.load_model(n) for n in baselines},
                         tables={}, device=dev, precision=prec)
     for n, _, _ in names:
         table = read_table(run_dir / "eval" / f"{n}.csv", RESULT_COLUMNS, "the model's evaluation table",
                            required=False)
         if table is not None:
-            table["value"] = table["value"].astype(float)
+            table["value"] = pd.to_numeric(table["value"], errors="coerce")
             explorer.tables[n] = table
     return explorer
