@@ -373,6 +373,8 @@ def test_the_command_serves_until_interrupted(ao_run: Path) -> None:
 
     proc = subprocess.Popen([sys.executable, "-m", "hyperrecon.cli", "explore", str(ao_run), "--no-browser",
                              "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    watchdog = threading.Timer(300, proc.kill)  # a hung command fails the test instead of hanging it
+    watchdog.start()
     try:
         line = proc.stdout.readline()
         url = re.search(r"http://127\.0\.0\.1:(\d+)/", line)
@@ -384,6 +386,7 @@ def test_the_command_serves_until_interrupted(ao_run: Path) -> None:
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=60)
     finally:
+        watchdog.cancel()
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 0, err
