@@ -506,6 +506,63 @@ def report(
         console.print(f"[bold green]wrote[/] {Path(path).resolve()}  (files of a run: {RUN_FOLDER_DOC})", highlight=False)
 
 
+@app.command()
+@handle_errors
+def explore(
+    run_dir: Annotated[Path, typer.Argument(help="a run folder (finished, or partly: trained models are enough)")],
+    port: Annotated[int, typer.Option("--port", min=0, max=65535, help="port (0: any free one)")] = 8765,
+    host: Annotated[str, typer.Option("--host", help="address to listen on (loopback by default)")] = "127.0.0.1",
+    no_browser: Annotated[bool, typer.Option("--no-browser", help="do not open a browser")] = False,
+    export: Annotated[Path | None, typer.Option("--export", help="write one self-contained page.html and exit")] = None,
+    export_points: Annotated[int | None, typer.Option("--export-points", help="λ grid points per axis of --export "
+                                                      "(default 21 for one λ, 7 for two)")] = None,
+    model: Annotated[str | None, typer.Option("--model", help="with --save: the conditional model")] = None,
+    lam: Annotated[str | None, typer.Option("--lam", help="with --save: λ, e.g. 0.3 or 0.3,0.7")] = None,
+    save: Annotated[Path | None, typer.Option("--save", help="write --model's reconstructions of every test slice "
+                                              "at --lam to this .npz and exit")] = None,
+    device: Annotated[str, typer.Option("--device", help="auto | cpu | cuda")] = "cpu",
+) -> None:
+    """Move λ and watch the reconstruction change, live, in a local web page over a trained run."""
+    from .errors import ConfigError
+    from .explore.export import check_out, check_points
+    from .explore.session import RequestError, check_save_path, open_explorer
+
+    if save is not None:  # option checks first: a mistake costs no model loading
+        check_save_path(save)
+        if model is None or lam is None:
+            raise ConfigError("--save needs --model and --lam (the page's \"copy λ\" gives all three)")
+    if export is not None:
+        check_out(export)
+        check_points(export_points)
+    ex = open_explorer(run_dir, device=device)
+    if save is not None:
+        try:
+            name, values = ex.parse_model(model), ex.parse_lam(lam)
+        except RequestError as exc:
+            raise ConfigError(f"--model/--lam: {exc}") from None
+        console.print(f"[bold green]wrote[/] {escape(str(ex.save(name, values, save)))}", highlight=False)
+        return
+    if export is not None:
+        from .explore.export import export_page
+
+        path = export_page(ex, export, points=export_points)
+        console.print(f"[bold green]wrote[/] {escape(str(path))}", highlight=False)
+        return
+    from .explore.server import make_server, serve
+
+    server = make_server(ex, host=host, port=port)
+    console.print(f"[bold]hrbench explore[/] {escape(str(run_dir))}: {server.url}  (Ctrl-C stops)", highlight=False,
+                  soft_wrap=True)
+    if not no_browser:
+        import webbrowser
+
+        webbrowser.open(server.url)
+    try:
+        serve(server)
+    except KeyboardInterrupt:
+        console.print("stopped")
+
+
 def main() -> None:  # pragma: no cover - console entry point helper
     app(prog_name="hrbench")
 

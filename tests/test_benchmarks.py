@@ -33,9 +33,9 @@ def read_rows(stem: Path) -> list[dict[str, str]]:
 
 def test_the_scripts_are_the_documented_ones():
     readme = (ROOT / "reports" / "benchmarks" / "README.md").read_text()
-    assert SCRIPTS == ["cpu_profile.py", "data_throughput.py", "dhs_select.py", "eval_sweep.py", "gpu_study_plan.py",
-                       "gpu_targets.py", "hyper_init.py", "lam_response.py", "new_lam.py", "study_wall.py",
-                       "train_loop.py", "train_step.py"]
+    assert SCRIPTS == ["cpu_profile.py", "data_throughput.py", "dhs_select.py", "eval_sweep.py", "explore_latency.py",
+                       "gpu_study_plan.py", "gpu_targets.py", "hyper_init.py", "lam_response.py", "new_lam.py",
+                       "study_wall.py", "train_loop.py", "train_step.py"]
     for name in SCRIPTS:
         assert f"benchmark/{name}" in readme, f"{name} is not described in reports/benchmarks/README.md"
 

@@ -588,6 +588,15 @@ RUN_FOLDER_NOTE = ("What every file of this run folder holds, with each column's
                    "`metrics.csv` here, and `summary.json` is the machine-readable headline.")
 
 
+def _explore_note(data: RunData, link) -> str:
+    """Where to see every λ: the exported explorer page when the run folder has ``explore.html``."""
+    page = data.run_dir / "explore.html"
+    live = "Any λ, live: `hrbench explore RUN_DIR` (RUN_DIR: this run folder)."
+    if page.is_file():
+        return f"{live} Every λ of a grid, in one self-contained page: [explore.html]({link(page)})."
+    return f"{live} A self-contained page for sharing: `hrbench explore RUN_DIR --export RUN_DIR/explore.html`."
+
+
 def build_markdown(data: RunData, s: dict[str, Any], fig_dir: Path, md_dir: Path) -> str:
     def link(path: Path) -> str:
         return Path(os.path.relpath(Path(path).resolve(), Path(md_dir).resolve())).as_posix()
@@ -626,7 +635,7 @@ def build_markdown(data: RunData, s: dict[str, Any], fig_dir: Path, md_dir: Path
         section("examples", [f"![examples]({link(p)})",
                              "Top: ground truth and the network input. Then the baselines, each at its own λ "
                              "(those nearest to the λ shown for the conditional models), and each λ-conditioned "
-                             "model over λ. Titles: λ, PSNR (dB) and SSIM of that slice."])
+                             "model over λ. Titles: λ, PSNR (dB) and SSIM of that slice.", _explore_note(data, link)])
     if s["dice"]:
         section("dice", _dice_section(data, s["dice"], fig_dir, link) + C.dice_reference_lines(s["dice"]))
     if s["search"]:
