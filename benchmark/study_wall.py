@@ -48,8 +48,9 @@ def run_study(study: str, profile: str, out: Path, extra: list[str]) -> dict:
             "other_s": round(other, 1)}
 
 
-KEEP = ("report.md", "results.csv", "costs.csv", "search.csv", "search_summary.csv", "summary.json", "run.json",
-        "config.json", "scales.json")
+KEEP = ("report.md", "results.csv", "metrics.csv", "costs.csv", "convergence.csv", "dice_reference.csv", "search.csv",
+        "search_summary.csv", "search_parallel.csv", "search_mo.csv", "summary.json", "run.json", "config.json",
+        "scales.json")
 
 
 def keep_report(run_dir: Path, dest: Path) -> None:

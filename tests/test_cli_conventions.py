@@ -65,8 +65,9 @@ def test_help_lists_choices_and_an_example() -> None:
         result = runner.invoke(app, [*cmd, "--help"])
         assert result.exit_code == 0, result.output
         assert "Example: hrbench" in result.output, cmd
-    run_help = runner.invoke(app, ["run", "--help"]).output
-    assert "smoke|quick|standard|paper" in run_help and "auto|cpu|cuda|cuda:N" in run_help
+    # a wide terminal, so that the choices do not wrap inside the help table's column
+    run_help = runner.invoke(app, ["run", "--help"], env={"COLUMNS": "250", "TERMINAL_WIDTH": "250"}).output
+    assert "|".join(PROFILES) in run_help and "auto|cpu|cuda|cuda:N" in run_help
     assert "forward-models" in runner.invoke(app, ["list", "--help"]).output
 
 

@@ -33,7 +33,10 @@ def hand_calibration() -> Calibration:
 def test_estimate_multiplies_the_quick_ao_knee_jobs_by_the_calibration():
     # Quick ao-knee pinned to the budgets below (independent of later profile changes):
     study = load_study("ao-knee", "quick", ["train.steps=300", "baselines.steps=200", "hyper.steps=300",
-                                            "baselines.grid=[0.5, 0.9, 0.99]", "segmentation.steps=150"])
+                                            "baselines.grid=[0.5, 0.9, 0.99]", "segmentation.steps=150",
+                                            'search.strategies=["grid", "random", "tpe", "gp", "qmc"]',
+                                            "search.seeds=2", "search.model_seeds=2", "search.workers=[1]",
+                                            "search.objective_pairs=[]"])
     jobs = study_jobs(study, has_labels=True)
     est = estimate(study, jobs, hand_calibration())
     got = {r["name"]: r["seconds"] for r in est.jobs}

@@ -54,7 +54,7 @@ def test_settings_reach_samplers_and_pruners_from_the_study_file(tmp_path: Path)
     src = src.replace('"tpe+median"]', '"tpe+median", "CmaEsSampler+ThresholdPruner"]', 1)
     path = tmp_path / "study.toml"
     path.write_text(src)
-    s = load_study(str(path), "quick", ["search.reduction_factor=2", "search.fidelities=3"])
+    s = load_study(str(path), "quick", ["search.reduction_factor=2", "search.fidelities=3", "train.steps=200"])
     assert check_search(s)["fidelity_steps"] == [50, 100, 200] == baseline_fidelity_steps(s)
     tpe = build_strategy_sampler("tpe", s.search.strategy_params["tpe"], n_lams=1, budget=10, seed=0)
     assert tpe._n_startup_trials == 2

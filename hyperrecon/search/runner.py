@@ -79,7 +79,7 @@ class FidelityRecorder:
             if start and self.path.exists():  # rows written before the checkpoint this attempt resumes from
                 old = pd.read_csv(self.path)
                 self.rows = old[old.step <= start].to_dict("records")
-        elif event == "probe":
+        elif event == "probe" and int(info["step"]) in self.steps:  # other callbacks may probe other steps
             self.rows.append(self._row(int(info["step"]), float(info["cost"]["device_seconds"])))
             write_csv(self.path, pd.DataFrame(self.rows, columns=[*FIDELITY_COLUMNS, *self.metrics]))
 
