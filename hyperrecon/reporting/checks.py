@@ -50,7 +50,7 @@ def dice_reference_lines(dice: dict[str, Any]) -> list[str]:
     line = (f"References: the segmentation net scores Dice **{fmt_num(ref['ceiling'], 3)}** on the ground-truth "
             f"test images (ceiling) and **{fmt_num(ref['floor'], 3)}** on the zero-filled input (floor); trained "
             f"{ref.get('steps')} of at most {ref.get('step_budget')} steps, "
-            + ("stopped when its validation Dice plateaued." if ref.get("plateaued") else
+            + ("by then its validation Dice had plateaued." if ref.get("plateaued") else
                "**without reaching a plateau** of its validation Dice."))
     out = [line]
     if not ref.get("usable"):
