@@ -108,8 +108,10 @@ class RunContext:
             part = getattr(self.bundle, split)
             n = len(part) if limit is None else min(limit, len(part))
             labels = part.labels[:n] if part.labels is not None else None
+            # slice ids (`<volume>/<index>`), so that statistics can group slices by subject (reporting/stats.py)
             self._cache[key] = EvalData.from_arrays(part.images[:n], labels, self.forward_model,
-                                                    generator_seed=self.study.seed + {"train": 0, "val": 1, "test": 2}[split])
+                                                    generator_seed=self.study.seed + {"train": 0, "val": 1, "test": 2}[split],
+                                                    ids=list(part.ids[:n]))
         return self._cache[key]
 
     def recon_task(self, scales: list[float], split: str = "train", limit: int | None = None):
