@@ -36,6 +36,18 @@ def new_figure(width: float, height: float):
     return fig
 
 
+def shared_legend(fig, axes, *, max_cols: int, fontsize: int) -> None:
+    """One legend below the panels: each label once, in the order the panels first show it."""
+    handles, labels = [], []
+    for ax in axes:
+        for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
+            if lab not in labels:
+                handles.append(h)
+                labels.append(lab)
+    fig.legend(handles, labels, loc="outside lower center", ncols=min(max_cols, len(labels)), fontsize=fontsize,
+               frameon=False)
+
+
 def save(fig, path: Path) -> Path:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=DPI)
@@ -381,13 +393,7 @@ def search_figure(search: pd.DataFrame, targets: Sequence[str], path: Path, *, o
         ax.set_xlabel("cumulative device time (s)")
         ax.set_ylabel(f"best-so-far {objective_label}")
         ax.grid(alpha=0.3)
-    handles, labels = [], []
-    for ax in axes:
-        for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
-            if lab not in labels:
-                handles.append(h)
-                labels.append(lab)
-    fig.legend(handles, labels, loc="outside lower center", ncols=min(6, len(labels)), fontsize=8, frameon=False)
+    shared_legend(fig, axes, max_cols=6, fontsize=8)
     fig.suptitle("λ search: best validation objective so far against device time (mean ± 1 std over seeds)")
     return save(fig, path)
 

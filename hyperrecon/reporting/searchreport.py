@@ -17,7 +17,7 @@ import pandas as pd
 
 from ..search.multi import HV_REFERENCE, fronts, pick_for
 from ..search.stats import anytime, mean_ci, rank_strategies, regret, time_to_target
-from .figures import _grid_axes, new_figure, save
+from .figures import _grid_axes, new_figure, save, shared_legend
 from .rundata import RunData, finite, read_table
 from .style import BASELINE_COLOR, higher_is_better, metric_short, model_color, model_label, strategy_color
 from .tables import MISSING, fmt_lam, fmt_num, fmt_p, fmt_seconds, md_table
@@ -299,13 +299,7 @@ def _logx(ax) -> None:
 
 
 def _legend(fig, axes) -> None:
-    handles, labels = [], []
-    for ax in axes:
-        for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
-            if lab not in labels:
-                handles.append(h)
-                labels.append(lab)
-    fig.legend(handles, labels, loc="outside lower center", ncols=min(5, len(labels)), fontsize=7, frameon=False)
+    shared_legend(fig, axes, max_cols=5, fontsize=7)
 
 
 # ---------------------------------------------------------------------------------------------------------------
