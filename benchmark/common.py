@@ -27,10 +27,16 @@ __all__ = ["keep_freed_memory"]  # re-exported for the scripts
 MODEL_NAMES = ("unet", "hyper-S", "hyper-M", "hyper-L", "film")
 PRECISIONS = ("fp32", "bf16")  # the default comparison: float32 NCHW against autocast bf16 + channels_last
 # Every precision x memory-format variant, for the before/after figure of each of the two changes alone.
-PRECISION_VARIANTS = {"fp32": (False, False), "fp32-cl": (False, True), "bf16-nchw": (True, False),
-                      "bf16": (True, True)}  # name -> (bf16 autocast, channels_last)
-PRECISION_HELP = "fp32 (float32 NCHW), fp32-cl (float32 channels_last), bf16-nchw (autocast bf16, NCHW), " \
-                 "bf16 (autocast bf16 + channels_last)"
+PRECISION_VARIANTS = {
+    "fp32": (False, False),
+    "fp32-cl": (False, True),
+    "bf16-nchw": (True, False),
+    "bf16": (True, True),
+}  # name -> (bf16 autocast, channels_last)
+PRECISION_HELP = (
+    "fp32 (float32 NCHW), fp32-cl (float32 channels_last), bf16-nchw (autocast bf16, NCHW), "
+    "bf16 (autocast bf16 + channels_last)"
+)
 
 
 def device_name(device: torch.device) -> str:
@@ -51,7 +57,9 @@ def build_model(name: str, path: str) -> torch.nn.Module:
 def check_precisions(names: list[str]) -> list[str]:
     bad = [n for n in names if n not in PRECISION_VARIANTS]
     if bad:
-        raise SystemExit(f"error: --precisions: unknown {', '.join(map(repr, bad))}; valid: {', '.join(PRECISION_VARIANTS)}")
+        raise SystemExit(
+            f"error: --precisions: unknown {', '.join(map(repr, bad))}; valid: {', '.join(PRECISION_VARIANTS)}"
+        )
     return names
 
 
@@ -69,10 +77,19 @@ def add_machine_args(p: argparse.ArgumentParser, unit: str) -> None:
     """Options every timing script shares: threads, device, allocator, and the quiet-machine rule per ``unit``."""
     p.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: leave as is)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--malloc", choices=("keep", "default"), default="keep",
-                   help="keep: glibc keeps freed memory (hyperrecon.models.keep_freed_memory), no page faults per step")
-    p.add_argument("--quiet", type=float, default=0.1, help=f"a {unit} is clean if other processes used less than "
-                   f"this fraction of the CPUs meanwhile (shared machines); unclean {unit}s are retried")
+    p.add_argument(
+        "--malloc",
+        choices=("keep", "default"),
+        default="keep",
+        help="keep: glibc keeps freed memory (hyperrecon.models.keep_freed_memory), no page faults per step",
+    )
+    p.add_argument(
+        "--quiet",
+        type=float,
+        default=0.1,
+        help=f"a {unit} is clean if other processes used less than "
+        f"this fraction of the CPUs meanwhile (shared machines); unclean {unit}s are retried",
+    )
     p.add_argument("--retries", type=int, default=1, help=f"retries of an unclean {unit} (0: keep every {unit})")
     p.add_argument("--wait-quiet", type=float, default=5.0, help="seconds to wait for a quiet machine per round")
 

@@ -165,8 +165,11 @@ def count_flops(study, ctx, kinds_trained: list[str], kinds_read: list[str]) -> 
             total, dc, _ = task.batch_loss(model, idx, lam)
             (sampler.reduce(total, dc, 0) if sampler is not None else total.mean()).backward()
         out["train"][kind] = counter.get_total_flops() * b / len(idx)
-    splits = {"eval": ("test", study.evaluation.n_test), "val": ("val", study.search.n_val),
-              "test": ("test", study.evaluation.n_test)}
+    splits = {
+        "eval": ("test", study.evaluation.n_test),
+        "val": ("val", study.search.n_val),
+        "test": ("test", study.evaluation.n_test),
+    }
     for kind in kinds_read:
         model = model_of_kind(study, kind, n_classes)
         for key, (split, limit) in splits.items():
@@ -175,7 +178,7 @@ def count_flops(study, ctx, kinds_trained: list[str], kinds_read: list[str]) -> 
             with counter, _inference([model], torch.device("cpu"), "fp32"):
                 row = _lam_row(model, np.full(study.n_lams, 0.5), torch.device("cpu"))
                 for start in range(0, len(data), b):
-                    _forward(model, data.inputs[start:start + b], row)
+                    _forward(model, data.inputs[start : start + b], row)
             out[key][kind] = counter.get_total_flops()
     return out
 
@@ -229,8 +232,9 @@ def run_variant(args: argparse.Namespace) -> dict:
         flops = count_flops(study, ctx, *_needed_kinds(study, jobs))
     phases = dict.fromkeys(PHASES, 0.0)
     phases.update(data=t_data, report=t_report)
-    cats: dict[str, dict[str, float]] = {p: dict.fromkeys(CATEGORIES, 0.0) for p in ("training", "evaluation",
-                                                                                     "search")}
+    cats: dict[str, dict[str, float]] = {
+        p: dict.fromkeys(CATEGORIES, 0.0) for p in ("training", "evaluation", "search")
+    }
     gflop = dict.fromkeys(("training", "evaluation", "search"), 0.0)
     for job in jobs:
         rec, prof = records[job.name], hook.jobs.get(job.name)
@@ -255,9 +259,20 @@ def run_variant(args: argparse.Namespace) -> dict:
     # The profiler starts and stops between jobs (outside job_wall_seconds): not part of the run.
     phases["other"] = max(wall - sum(phases.values()) - hook.overhead_s, 0.0)
     wall -= hook.overhead_s
-    return {"isa": args.isa, "env": ISA_ENV[args.isa], "wall_s": wall, "profiler_s": hook.overhead_s, "phases": phases, "categories": cats,
-            "gflop": gflop, "flops_per_unit": flops, "precision": run.precision, "threads": torch.get_num_threads(),
-            "cpu_capability": torch.backends.cpu.get_cpu_capability(), "torch": torch.__version__}
+    return {
+        "isa": args.isa,
+        "env": ISA_ENV[args.isa],
+        "wall_s": wall,
+        "profiler_s": hook.overhead_s,
+        "phases": phases,
+        "categories": cats,
+        "gflop": gflop,
+        "flops_per_unit": flops,
+        "precision": run.precision,
+        "threads": torch.get_num_threads(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "torch": torch.__version__,
+    }
 
 
 def run_step_shares(args: argparse.Namespace) -> dict:
@@ -294,17 +309,34 @@ def run_step_shares(args: argparse.Namespace) -> dict:
             train(model, task, sampler, timed, device="cpu")
         wall = time.perf_counter() - t0
         cats = op_categories(prof)
-        kinds[kind] = {"step_s": wall / args.sample, **{c: v / wall for c, v in cats.items()},
-                       "untraced": max(1.0 - sum(cats.values()) / wall, 0.0)}
-    return {"isa": args.isa, "env": ISA_ENV[args.isa], "precision": precision, "kinds": kinds,
-            "threads": torch.get_num_threads(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-            "torch": torch.__version__}
+        kinds[kind] = {
+            "step_s": wall / args.sample,
+            **{c: v / wall for c, v in cats.items()},
+            "untraced": max(1.0 - sum(cats.values()) / wall, 0.0),
+        }
+    return {
+        "isa": args.isa,
+        "env": ISA_ENV[args.isa],
+        "precision": precision,
+        "kinds": kinds,
+        "threads": torch.get_num_threads(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "torch": torch.__version__,
+    }
 
 
 def write_share_table(results: list[dict], out: Path, meta: dict) -> str:
-    rows = [{"isa": r["isa"], "precision": r["precision"], "model": k, "step_s": round(v["step_s"], 4),
-             **{c: round(v[c], 3) for c in (*CATEGORIES[:6], "untraced")}}
-            for r in results for k, v in r["kinds"].items()]
+    rows = [
+        {
+            "isa": r["isa"],
+            "precision": r["precision"],
+            "model": k,
+            "step_s": round(v["step_s"], 4),
+            **{c: round(v[c], 3) for c in (*CATEGORIES[:6], "untraced")},
+        }
+        for r in results
+        for k, v in r["kinds"].items()
+    ]
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out.with_suffix(".csv"), "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=list(rows[0]))
@@ -315,8 +347,11 @@ def write_share_table(results: list[dict], out: Path, meta: dict) -> str:
     lines += [f"- {k}: {v}" for k, v in meta.items()]
     lines += ["", "| variant | model | step (s) | " + " | ".join(cols) + " |", "|---|---|---:|" + "---:|" * len(cols)]
     for r in rows:
-        lines.append(f"| {r['isa']} ({r['precision']}) | {r['model']} | {r['step_s']:.3f} | "
-                     + " | ".join(f"{100 * r[c]:.0f}%" for c in cols) + " |")
+        lines.append(
+            f"| {r['isa']} ({r['precision']}) | {r['model']} | {r['step_s']:.3f} | "
+            + " | ".join(f"{100 * r[c]:.0f}%" for c in cols)
+            + " |"
+        )
     table = "\n".join(lines) + "\n"
     out.with_suffix(".md").write_text(table)
     return table
@@ -331,8 +366,8 @@ def _shares(prof: dict, skip: int, sample: int) -> tuple[dict[str, float], float
     gaps = [b - a for a, b in zip(stamps[:-1], stamps[1:], strict=True)]  # gaps[0]: start -> end of step 1
     if len(gaps) < 2:
         return {}, None
-    sampled = gaps[skip:skip + sample]
-    plain = gaps[1:skip] + gaps[skip + sample:]  # neither the first step nor the profiled ones
+    sampled = gaps[skip : skip + sample]
+    plain = gaps[1:skip] + gaps[skip + sample :]  # neither the first step nor the profiled ones
     step_s = statistics.median(plain) if plain else statistics.median(sampled)
     sampled_wall = sum(sampled)
     traced = prof["categories"]
@@ -357,16 +392,27 @@ def study_work(name: str, profile: str, sets: list[str]) -> dict:
     gflop = dict.fromkeys(("training", "evaluation", "search"), 0.0)
     for job in jobs:
         gflop[PHASE_OF_KIND.get(job.kind, "training")] += job_flops(study, job, flops) / 1e9
-    return {"study": name, "gflop": gflop, "step_gflop": {k: v / 1e9 for k, v in flops["train"].items()},
-            "size": study.data.image_size, "batch": study.train.batch_size}
+    return {
+        "study": name,
+        "gflop": gflop,
+        "step_gflop": {k: v / 1e9 for k, v in flops["train"].items()},
+        "size": study.data.image_size,
+        "batch": study.train.batch_size,
+    }
 
 
 def write_work_table(rows: list[dict], out: Path, peak: float, meta: dict) -> str:
     """The counted work of each study against the AVX2 peak (``--flops-only``)."""
-    flat = [{"study": r["study"], **{f"{k}_gflop": round(v, 1) for k, v in r["gflop"].items()},
-             "total_gflop": round(sum(r["gflop"].values()), 1),
-             "seconds_at_peak": round(sum(r["gflop"].values()) / peak, 1),
-             **{f"step_gflop_{k}": round(v, 3) for k, v in r["step_gflop"].items()}} for r in rows]
+    flat = [
+        {
+            "study": r["study"],
+            **{f"{k}_gflop": round(v, 1) for k, v in r["gflop"].items()},
+            "total_gflop": round(sum(r["gflop"].values()), 1),
+            "seconds_at_peak": round(sum(r["gflop"].values()) / peak, 1),
+            **{f"step_gflop_{k}": round(v, 3) for k, v in r["step_gflop"].items()},
+        }
+        for r in rows
+    ]
     out.parent.mkdir(parents=True, exist_ok=True)
     fields = list(dict.fromkeys(k for f in flat for k in f))
     with open(out.with_suffix(".csv"), "w", newline="") as fh:
@@ -375,13 +421,19 @@ def write_work_table(rows: list[dict], out: Path, peak: float, meta: dict) -> st
         w.writerows(flat)
     lines = ["# Counted work of `hrbench run` against the two-core AVX2 peak", ""]
     lines += [f"- {k}: {v}" for k, v in meta.items()]
-    lines += ["", "| study | size, batch | training GFLOP | evaluation GFLOP | search GFLOP | seconds at AVX2 peak | "
-              "seconds at 25% of peak | GFLOP per training step |", "|---|---|---:|---:|---:|---:|---:|---|"]
+    lines += [
+        "",
+        "| study | size, batch | training GFLOP | evaluation GFLOP | search GFLOP | seconds at AVX2 peak | "
+        "seconds at 25% of peak | GFLOP per training step |",
+        "|---|---|---:|---:|---:|---:|---:|---|",
+    ]
     for r, f in zip(rows, flat, strict=True):
         steps = ", ".join(f"{k} {v:.2f}" for k, v in r["step_gflop"].items())
-        lines.append(f"| {r['study']} | {r['size']}², B = {r['batch']} | {f['training_gflop']} | "
-                     f"{f['evaluation_gflop']} | {f['search_gflop']} | {f['seconds_at_peak']} | "
-                     f"{round(4 * f['seconds_at_peak'], 1)} | {steps} |")
+        lines.append(
+            f"| {r['study']} | {r['size']}², B = {r['batch']} | {f['training_gflop']} | "
+            f"{f['evaluation_gflop']} | {f['search_gflop']} | {f['seconds_at_peak']} | "
+            f"{round(4 * f['seconds_at_peak'], 1)} | {steps} |"
+        )
     table = "\n".join(lines) + "\n"
     out.with_suffix(".md").write_text(table)
     return table
@@ -395,12 +447,28 @@ def write_tables(results: list[dict], out: Path, meta: dict) -> str:
     rows = []
     for r in results:
         for phase, sec in r["phases"].items():
-            rows.append({"isa": r["isa"], "precision": r["precision"], "phase": phase, "category": "",
-                         "seconds": round(sec, 2), "gflop": round(r["gflop"].get(phase, 0.0), 2)})
+            rows.append(
+                {
+                    "isa": r["isa"],
+                    "precision": r["precision"],
+                    "phase": phase,
+                    "category": "",
+                    "seconds": round(sec, 2),
+                    "gflop": round(r["gflop"].get(phase, 0.0), 2),
+                }
+            )
         for phase, cats in r["categories"].items():
             for c, sec in cats.items():
-                rows.append({"isa": r["isa"], "precision": r["precision"], "phase": phase, "category": c,
-                             "seconds": round(sec, 2), "gflop": ""})
+                rows.append(
+                    {
+                        "isa": r["isa"],
+                        "precision": r["precision"],
+                        "phase": phase,
+                        "category": c,
+                        "seconds": round(sec, 2),
+                        "gflop": "",
+                    }
+                )
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out.with_suffix(".csv"), "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=list(rows[0]))
@@ -410,10 +478,17 @@ def write_tables(results: list[dict], out: Path, meta: dict) -> str:
     peak = meta["peak_gflops"]
     lines = [f"# Where the time of `hrbench run` goes ({meta['study']}, {meta['profile']})", ""]
     lines += [f"- {k}: {v}" for k, v in meta.items()]
-    lines += ["", "## Phases (wall seconds) and counted work", "",
-              "| phase | " + " | ".join(f"{n} s" for n in names) + " | GFLOP (conv + matmul) | "
-              + " | ".join(f"{n} GFLOP/s" for n in names) + " | at AVX2 peak (s) |",
-              "|---|" + "---:|" * (2 * len(names) + 2)]
+    lines += [
+        "",
+        "## Phases (wall seconds) and counted work",
+        "",
+        "| phase | "
+        + " | ".join(f"{n} s" for n in names)
+        + " | GFLOP (conv + matmul) | "
+        + " | ".join(f"{n} GFLOP/s" for n in names)
+        + " | at AVX2 peak (s) |",
+        "|---|" + "---:|" * (2 * len(names) + 2),
+    ]
     for phase in PHASES:
         g = results[0]["gflop"].get(phase, 0.0)
         secs = [r["phases"][phase] for r in results]
@@ -421,11 +496,21 @@ def write_tables(results: list[dict], out: Path, meta: dict) -> str:
         work = [f"{g:.1f}", *rates, f"{g / peak:.2f}"] if g else [""] * (len(secs) + 2)
         lines.append(f"| {phase} | " + " | ".join([f"{s:.1f}" for s in secs] + work[:1] + work[1:]) + " |")
     total_g = sum(results[0]["gflop"].values())
-    lines.append("| **total** | " + " | ".join(f"**{r['wall_s']:.1f}**" for r in results) + f" | {total_g:.1f} | "
-                 + " | ".join(f"{total_g / r['wall_s']:.1f}" for r in results) + f" | {total_g / peak:.2f} |")
+    lines.append(
+        "| **total** | "
+        + " | ".join(f"**{r['wall_s']:.1f}**" for r in results)
+        + f" | {total_g:.1f} | "
+        + " | ".join(f"{total_g / r['wall_s']:.1f}" for r in results)
+        + f" | {total_g / peak:.2f} |"
+    )
     for phase in ("training", "evaluation", "search"):
-        lines += ["", f"## {phase}: kernels (seconds, share of the phase)", "",
-                  "| category | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
+        lines += [
+            "",
+            f"## {phase}: kernels (seconds, share of the phase)",
+            "",
+            "| category | " + " | ".join(names) + " |",
+            "|---|" + "---:|" * len(names),
+        ]
         for c in CATEGORIES:
             cells = []
             for r in results:
@@ -433,18 +518,22 @@ def write_tables(results: list[dict], out: Path, meta: dict) -> str:
                 cells.append(f"{v:.1f} ({100 * v / tot:.0f}%)")
             lines.append(f"| {c} | " + " | ".join(cells) + " |")
     conv = [(r["categories"]["training"]["convolution"], r) for r in results]
-    lines += ["", "Convolution throughput in training (counted training GFLOP, nearly all convolutions, over the "
-              "convolution kernels' time): " + ", ".join(
-                  f"{r['isa']} {results[0]['gflop']['training'] / c:.1f} GFLOP/s" for c, r in conv if c > 0)
-              + f"; AVX2 peak {peak:.0f} GFLOP/s."]
+    lines += [
+        "",
+        "Convolution throughput in training (counted training GFLOP, nearly all convolutions, over the "
+        "convolution kernels' time): "
+        + ", ".join(f"{r['isa']} {results[0]['gflop']['training'] / c:.1f} GFLOP/s" for c, r in conv if c > 0)
+        + f"; AVX2 peak {peak:.0f} GFLOP/s.",
+    ]
     table = "\n".join(lines) + "\n"
     out.with_suffix(".md").write_text(table)
     return table
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__
+    )
     ap.add_argument("--study", default="ao-knee")
     ap.add_argument("--profile", default="quick")
     ap.add_argument("--set", action="append", default=[], dest="sets", help="study override key=value (repeatable)")
@@ -455,11 +544,19 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--ghz", type=float, default=0.0, help="clock for the peak (0: cpu MHz of /proc/cpuinfo)")
     ap.add_argument("--cores", type=int, default=0, help="cores for the peak (0: os.cpu_count())")
     ap.add_argument("--out", type=Path, default=ROOT / "reports" / "benchmarks" / "cpu_profile")
-    ap.add_argument("--flops-only", action="store_true", help="count the work of --study (a comma list or 'all') "
-                    "against the peak; run nothing, time nothing (valid on a busy machine)")
-    ap.add_argument("--step-shares", default="", metavar="KINDS",
-                    help="instead of a whole run: kernel shares of --sample training steps (after --skip untimed "
-                         "ones) of each model kind (comma list of unet, hyper-S, hyper-M, hyper-L, film, seg)")
+    ap.add_argument(
+        "--flops-only",
+        action="store_true",
+        help="count the work of --study (a comma list or 'all') "
+        "against the peak; run nothing, time nothing (valid on a busy machine)",
+    )
+    ap.add_argument(
+        "--step-shares",
+        default="",
+        metavar="KINDS",
+        help="instead of a whole run: kernel shares of --sample training steps (after --skip untimed "
+        "ones) of each model kind (comma list of unet, hyper-S, hyper-M, hyper-L, film, seg)",
+    )
     ap.add_argument("--child", type=Path, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     ghz = args.ghz or cpu_ghz() or 0.0
@@ -471,17 +568,22 @@ def main(argv: list[str] | None = None) -> None:
 
         names = list(bundled_studies()) if args.study == "all" else args.study.split(",")
         rows = [study_work(n, args.profile, args.sets) for n in names]
-        meta = {"profile": args.profile, "sets": " ".join(args.sets) or "none",
-                "counted": "convolutions and matmuls by torch.utils.flop_counter.FlopCounterMode (FFT, elementwise, "
-                           "BatchNorm and metrics not counted: a lower bound); training = forward + backward",
-                "peak": f"{peak:.1f} GFLOP/s = {rule}", "date": time.strftime("%Y-%m-%d")}
+        meta = {
+            "profile": args.profile,
+            "sets": " ".join(args.sets) or "none",
+            "counted": "convolutions and matmuls by torch.utils.flop_counter.FlopCounterMode (FFT, elementwise, "
+            "BatchNorm and metrics not counted: a lower bound); training = forward + backward",
+            "peak": f"{peak:.1f} GFLOP/s = {rule}",
+            "date": time.strftime("%Y-%m-%d"),
+        }
         print(write_work_table(rows, args.out, peak, meta))
         return
     isas = [x.strip() for x in args.isa.split(",") if x.strip()]
     bad = [x for x in isas if x not in ISA_ENV]
     if bad or not isas:
-        raise SystemExit(f"error: --isa: unknown {', '.join(map(repr, bad)) or 'empty list'}; valid: "
-                         f"{', '.join(ISA_ENV)}")
+        raise SystemExit(
+            f"error: --isa: unknown {', '.join(map(repr, bad)) or 'empty list'}; valid: {', '.join(ISA_ENV)}"
+        )
     if args.skip < 2 or args.sample < 1:
         raise SystemExit(f"error: --skip must be >= 2 and --sample >= 1, got {args.skip} and {args.sample}")
     if args.child is not None:
@@ -493,43 +595,74 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for isa in isas:
             dest = Path(tmp) / f"{isa}.json"
-            cmd = [sys.executable, __file__, *(argv if argv is not None else sys.argv[1:]), "--isa", isa,
-                   "--child", str(dest)]
+            cmd = [
+                sys.executable,
+                __file__,
+                *(argv if argv is not None else sys.argv[1:]),
+                "--isa",
+                isa,
+                "--child",
+                str(dest),
+            ]
             proc = subprocess.run(cmd, env={**os.environ, **ISA_ENV[isa]}, capture_output=True, text=True)
             if proc.returncode != 0:
-                raise SystemExit(f"error: variant {isa} failed (exit {proc.returncode}): "
-                                 f"{proc.stderr.strip().splitlines()[-1:] or ''}")
+                raise SystemExit(
+                    f"error: variant {isa} failed (exit {proc.returncode}): "
+                    f"{proc.stderr.strip().splitlines()[-1:] or ''}"
+                )
             results.append(json.loads(dest.read_text()))
             r = results[-1]
             if args.step_shares:
                 continue
-            print(f"{isa:7s} {r['precision']}  wall {r['wall_s']:.1f} s  " + ", ".join(
-                f"{k} {v:.1f}" for k, v in r["phases"].items()), flush=True)
+            print(
+                f"{isa:7s} {r['precision']}  wall {r['wall_s']:.1f} s  "
+                + ", ".join(f"{k} {v:.1f}" for k, v in r["phases"].items()),
+                flush=True,
+            )
     from hyperrecon.context import device_name
 
     if args.step_shares:
-        meta = {"device": f"{device_name('cpu')} (CPU), {cores} cores", "torch": results[0]["torch"],
-                "threads": results[0]["threads"],
-                "variants": "; ".join(f"{r['isa']}: {' '.join(f'{k}={v}' for k, v in r['env'].items()) or 'as is'}"
-                                      f", ATen {r['cpu_capability']}, precision {r['precision']}" for r in results),
-                "study": args.study, "profile": args.profile, "sets": " ".join(args.sets) or "none",
-                "steps": f"{args.sample} profiled after {args.skip} untimed, real training loop (study data and loss)",
-                "shares": "operator self time / wall of the profiled steps; untraced = the rest (Python, sync)",
-                "date": time.strftime("%Y-%m-%d %H:%M"), "load average at start": round(load0, 2)}
+        meta = {
+            "device": f"{device_name('cpu')} (CPU), {cores} cores",
+            "torch": results[0]["torch"],
+            "threads": results[0]["threads"],
+            "variants": "; ".join(
+                f"{r['isa']}: {' '.join(f'{k}={v}' for k, v in r['env'].items()) or 'as is'}"
+                f", ATen {r['cpu_capability']}, precision {r['precision']}"
+                for r in results
+            ),
+            "study": args.study,
+            "profile": args.profile,
+            "sets": " ".join(args.sets) or "none",
+            "steps": f"{args.sample} profiled after {args.skip} untimed, real training loop (study data and loss)",
+            "shares": "operator self time / wall of the profiled steps; untraced = the rest (Python, sync)",
+            "date": time.strftime("%Y-%m-%d %H:%M"),
+            "load average at start": round(load0, 2),
+        }
         print(write_share_table(results, args.out, meta))
         return
-    meta = {"device": f"{device_name('cpu')} (CPU), {cores} cores, clock {ghz:.2f} GHz",
-            "torch": results[0]["torch"], "threads": results[0]["threads"],
-            "variants": "; ".join(f"{r['isa']}: {' '.join(f'{k}={v}' for k, v in r['env'].items()) or 'as is'}, "
-                                  f"ATen {r['cpu_capability']}, precision {r['precision']} (train.precision = auto)"
-                                  for r in results),
-            "study": args.study, "profile": args.profile, "sets": " ".join(args.sets) or "none",
-            "peak_gflops": round(peak, 1), "peak rule": rule,
-            "kernels": f"torch.profiler self times; training jobs sampled ({args.sample} steps after {args.skip}), "
-                       "evaluation and search in full",
-            "profiler start/stop (excluded from the walls)": ", ".join(f"{r['isa']} {r['profiler_s']:.1f} s"
-                                                                        for r in results),
-            "date": time.strftime("%Y-%m-%d %H:%M"), "load average at start": round(load0, 2)}
+    meta = {
+        "device": f"{device_name('cpu')} (CPU), {cores} cores, clock {ghz:.2f} GHz",
+        "torch": results[0]["torch"],
+        "threads": results[0]["threads"],
+        "variants": "; ".join(
+            f"{r['isa']}: {' '.join(f'{k}={v}' for k, v in r['env'].items()) or 'as is'}, "
+            f"ATen {r['cpu_capability']}, precision {r['precision']} (train.precision = auto)"
+            for r in results
+        ),
+        "study": args.study,
+        "profile": args.profile,
+        "sets": " ".join(args.sets) or "none",
+        "peak_gflops": round(peak, 1),
+        "peak rule": rule,
+        "kernels": f"torch.profiler self times; training jobs sampled ({args.sample} steps after {args.skip}), "
+        "evaluation and search in full",
+        "profiler start/stop (excluded from the walls)": ", ".join(
+            f"{r['isa']} {r['profiler_s']:.1f} s" for r in results
+        ),
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "load average at start": round(load0, 2),
+    }
     print(write_tables(results, args.out, meta))
 
 

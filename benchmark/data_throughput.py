@@ -32,8 +32,9 @@ def write_fastmri(folder: Path, n_files: int, n_slices: int, rng: np.random.Gene
 
     yy, xx = np.mgrid[-1:1:320j, -1:1:320j]
     for i in range(n_files):
-        vol = np.stack([np.exp(-(xx**2 + yy**2) * (2 + s / 10)) + 0.05 * rng.random((320, 320))
-                        for s in range(n_slices)]).astype(np.float32)
+        vol = np.stack(
+            [np.exp(-(xx**2 + yy**2) * (2 + s / 10)) + 0.05 * rng.random((320, 320)) for s in range(n_slices)]
+        ).astype(np.float32)
         with h5py.File(folder / f"file{i:03d}.h5", "w") as f:
             f.create_dataset("reconstruction_esc", data=vol)
             f.create_dataset("kspace", data=np.zeros((n_slices, 4, 4), np.complex64))
@@ -73,8 +74,9 @@ def measure(source: str, size: int, path: str | None, params: dict, cache: Path)
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size", type=int, default=256, help="image size H=W the slices are prepared at")
-    ap.add_argument("--out", type=Path, default=ROOT / "reports" / "benchmarks" / "data_throughput",
-                    help="output stem (.csv, .md)")
+    ap.add_argument(
+        "--out", type=Path, default=ROOT / "reports" / "benchmarks" / "data_throughput", help="output stem (.csv, .md)"
+    )
     args = ap.parse_args()
     rng = np.random.default_rng(0)
     rows = []
@@ -94,25 +96,47 @@ def main() -> None:
         ]
         for source, path, params in cases:
             n, first, cached = measure(source, args.size, path, params, tmp / f"cache-{source}")
-            rows.append({"source": source, "slices": n, "first_s": round(first, 2), "cached_s": round(cached, 3),
-                         "first_slices_per_s": round(n / first, 1), "cached_slices_per_s": round(n / cached, 1)})
+            rows.append(
+                {
+                    "source": source,
+                    "slices": n,
+                    "first_s": round(first, 2),
+                    "cached_s": round(cached, 3),
+                    "first_slices_per_s": round(n / first, 1),
+                    "cached_slices_per_s": round(n / cached, 1),
+                }
+            )
             print(rows[-1], flush=True)
     import platform
 
-    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                if ln.startswith("model name")), platform.processor())
+    cpu = next(
+        (
+            ln.split(":", 1)[1].strip()
+            for ln in Path("/proc/cpuinfo").read_text().splitlines()
+            if ln.startswith("model name")
+        ),
+        platform.processor(),
+    )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with open(args.out.with_suffix(".csv"), "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
-    lines = ["# Data pipeline throughput", "",
-             f"device: {cpu} (CPU), {os.cpu_count()} cores, image size {args.size}, date {time.strftime('%Y-%m-%d')}; "
-             "first = prepare from source files (render/read, resize, normalise, augment) and write the cache; "
-             "cached = read the prepared .npz", "",
-             "| source | slices | first load (s) | slices/s | cached load (s) | slices/s |", "|---|---:|---:|---:|---:|---:|"]
-    lines += [f"| {r['source']} | {r['slices']} | {r['first_s']} | {r['first_slices_per_s']} | {r['cached_s']} | "
-              f"{r['cached_slices_per_s']} |" for r in rows]
+    lines = [
+        "# Data pipeline throughput",
+        "",
+        f"device: {cpu} (CPU), {os.cpu_count()} cores, image size {args.size}, date {time.strftime('%Y-%m-%d')}; "
+        "first = prepare from source files (render/read, resize, normalise, augment) and write the cache; "
+        "cached = read the prepared .npz",
+        "",
+        "| source | slices | first load (s) | slices/s | cached load (s) | slices/s |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    lines += [
+        f"| {r['source']} | {r['slices']} | {r['first_s']} | {r['first_slices_per_s']} | {r['cached_s']} | "
+        f"{r['cached_slices_per_s']} |"
+        for r in rows
+    ]
     args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print(f"wrote {args.out.with_suffix('.md')}")
 

@@ -41,12 +41,14 @@ def main() -> None:
     sampler = build_sampler(study, "dhs")
     steps = args.steps or study.hyper.steps or study.train.steps
     train(model, ctx.recon_task(scales), sampler, ctx.settings(f"hyper-{args.size}-dhs", steps), name="dhs")
-    check = kept_uniformity(sampler.kept_lams().numpy(), sampler.kept_steps().numpy(),
-                            warmup_steps=sampler.warmup_steps)
+    check = kept_uniformity(
+        sampler.kept_lams().numpy(), sampler.kept_steps().numpy(), warmup_steps=sampler.warmup_steps
+    )
     print(json.dumps(check.to_dict()))
     if args.out:
-        Path(args.out).write_text(json.dumps({"study": args.study, "size": args.size, "steps": steps,
-                                              **check.to_dict()}, indent=2) + "\n")
+        Path(args.out).write_text(
+            json.dumps({"study": args.study, "size": args.size, "steps": steps, **check.to_dict()}, indent=2) + "\n"
+        )
 
 
 if __name__ == "__main__":

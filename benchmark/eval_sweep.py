@@ -95,7 +95,11 @@ def main(argv: list[str] | None = None) -> None:
     setup_device(device)
     rows = []
     for size in parse_list(args.sizes, int):
-        sweeps = [Sweep(args, size, m, p) for m in parse_list(args.models) for p in check_precisions(parse_list(args.precisions))]
+        sweeps = [
+            Sweep(args, size, m, p)
+            for m in parse_list(args.models)
+            for p in check_precisions(parse_list(args.precisions))
+        ]
         for s in sweeps:
             for _ in range(args.warmup):
                 s.run()
@@ -120,26 +124,52 @@ def main(argv: list[str] | None = None) -> None:
         best_cpu = max(unet_cpu.values()) if unet_cpu else float("nan")
         for s in sweeps:
             q1, med, q3 = quartiles(s.times)
-            rows.append({
-                "size": size, "batch": args.batch, "lams": args.lams, "model": s.model_name,
-                "precision": s.precision, "sweep_median_ms": round(med * 1e3, 1),
-                "sweep_iqr_ms": round((q3 - q1) * 1e3, 1), "slices_per_s": round(n / med, 1),
-                "ratio_vs_best_unet": round(n / med / best, 3),
-                "ratio_same_prec": round(n / med / unet.get(s.precision, float("nan")), 3),
-                "cpu_slices_per_s": round(n / quartiles(s.cpu_times)[1], 1),
-                "cpu_ratio_vs_best_unet": round(n / quartiles(s.cpu_times)[1] / best_cpu, 3),
-                "repeats": len(s.times), "unclean": sum(o >= args.quiet for o in s.others),
-                "others_load": round(sum(s.others) / len(s.others), 2) if s.others else "-", "device": device_name(device), "torch": torch.__version__,
-                "threads": torch.get_num_threads(),
-            })
+            rows.append(
+                {
+                    "size": size,
+                    "batch": args.batch,
+                    "lams": args.lams,
+                    "model": s.model_name,
+                    "precision": s.precision,
+                    "sweep_median_ms": round(med * 1e3, 1),
+                    "sweep_iqr_ms": round((q3 - q1) * 1e3, 1),
+                    "slices_per_s": round(n / med, 1),
+                    "ratio_vs_best_unet": round(n / med / best, 3),
+                    "ratio_same_prec": round(n / med / unet.get(s.precision, float("nan")), 3),
+                    "cpu_slices_per_s": round(n / quartiles(s.cpu_times)[1], 1),
+                    "cpu_ratio_vs_best_unet": round(n / quartiles(s.cpu_times)[1] / best_cpu, 3),
+                    "repeats": len(s.times),
+                    "unclean": sum(o >= args.quiet for o in s.others),
+                    "others_load": round(sum(s.others) / len(s.others), 2) if s.others else "-",
+                    "device": device_name(device),
+                    "torch": torch.__version__,
+                    "threads": torch.get_num_threads(),
+                }
+            )
     meta = {
-        "device": device_name(device), "torch": torch.__version__, "threads": torch.get_num_threads(),
-        "batch (slices per λ)": args.batch, "λ per sweep": args.lams, "repeats": args.repeats,
-        "date": time.strftime("%Y-%m-%d %H:%M"), "malloc": malloc,
+        "device": device_name(device),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "batch (slices per λ)": args.batch,
+        "λ per sweep": args.lams,
+        "repeats": args.repeats,
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "malloc": malloc,
         "precisions": PRECISION_HELP,
     }
-    cols = ["size", "model", "precision", "sweep_median_ms", "sweep_iqr_ms", "unclean", "slices_per_s", "ratio_vs_best_unet",
-            "ratio_same_prec", "cpu_slices_per_s", "cpu_ratio_vs_best_unet"]
+    cols = [
+        "size",
+        "model",
+        "precision",
+        "sweep_median_ms",
+        "sweep_iqr_ms",
+        "unclean",
+        "slices_per_s",
+        "ratio_vs_best_unet",
+        "ratio_same_prec",
+        "cpu_slices_per_s",
+        "cpu_ratio_vs_best_unet",
+    ]
     print(write_outputs(rows, Path(args.out), "λ-sweep reconstruction throughput (eval, inference mode)", meta, cols))
 
 

@@ -46,8 +46,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--bursts", type=int, default=10, help="bursts of the coalescing phase")
     p.add_argument("--burst-size", type=int, default=8, help="requests per burst (from 4 threads)")
     p.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: leave as is)")
-    p.add_argument("--quiet", type=float, default=0.1, help="a request is clean if other processes used less "
-                   "than this fraction of the CPUs meanwhile")
+    p.add_argument(
+        "--quiet",
+        type=float,
+        default=0.1,
+        help="a request is clean if other processes used less than this fraction of the CPUs meanwhile",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=None, help="write <out>.csv and <out>.md")
     return p.parse_args(argv)
@@ -115,9 +119,14 @@ def time_precision(args: argparse.Namespace, precision: str) -> dict:
     kept = [x for x, c in zip(lat, clean, strict=True) if c]
     h, w = ex.image_shape
     return {
-        "precision": precision, "model": model, "image": f"{h}x{w}", "requests": len(lat),
-        "median_ms": round(statistics.median(lat), 1), "p95_ms": round(_pct(lat, 95), 1),
-        "max_ms": round(max(lat), 1), "server_median_ms": round(statistics.median(server_ms), 1),
+        "precision": precision,
+        "model": model,
+        "image": f"{h}x{w}",
+        "requests": len(lat),
+        "median_ms": round(statistics.median(lat), 1),
+        "p95_ms": round(_pct(lat, 95), 1),
+        "max_ms": round(max(lat), 1),
+        "server_median_ms": round(statistics.median(server_ms), 1),
         "clean_requests": len(kept),
         "clean_median_ms": round(statistics.median(kept), 1) if kept else float("nan"),
         "clean_p95_ms": round(_pct(kept, 95), 1),
@@ -136,8 +145,9 @@ def burst_phase(host: str, port: int, model: str, k: int, args: argparse.Namespa
         nonlocal superseded, rendered, refused, worst
         conn = http.client.HTTPConnection(host, port, timeout=60)
         t0 = time.perf_counter()
-        conn.request("GET", f"/api/render?model={model}&slice=0&lam={','.join([f'{lam:.3f}'] * k)}"
-                            f"&client=bench&seq={s}")
+        conn.request(
+            "GET", f"/api/render?model={model}&slice=0&lam={','.join([f'{lam:.3f}'] * k)}&client=bench&seq={s}"
+        )
         resp = conn.getresponse()
         body = json.loads(resp.read())
         dt = (time.perf_counter() - t0) * 1e3
@@ -162,8 +172,13 @@ def burst_phase(host: str, port: int, model: str, k: int, args: argparse.Namespa
                 time.sleep(0.001)
         for t in threads:
             t.join()
-    return {"burst_requests": superseded + rendered + refused, "burst_rendered": rendered,
-            "burst_superseded": superseded, "burst_refused": refused, "burst_worst_ms": round(worst, 1)}
+    return {
+        "burst_requests": superseded + rendered + refused,
+        "burst_rendered": rendered,
+        "burst_superseded": superseded,
+        "burst_refused": refused,
+        "burst_worst_ms": round(worst, 1),
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -180,11 +195,31 @@ def main(argv: list[str] | None = None) -> None:
             print("bf16: skipped (this CPU has no AMX / AVX512-BF16; --force-bf16 times it anyway)")
             continue
         rows.append(time_precision(args, precision))
-    columns = ["precision", "model", "image", "requests", "median_ms", "p95_ms", "max_ms", "server_median_ms",
-               "clean_requests", "clean_median_ms", "clean_p95_ms", "burst_requests", "burst_rendered",
-               "burst_superseded", "burst_refused", "burst_worst_ms"]
-    meta = {"run": str(args.run_dir), "device": device_name(torch.device("cpu")), "torch threads":
-            torch.get_num_threads(), "fast bf16 CPU": cpu_has_fast_bf16(), "date": time.strftime("%Y-%m-%d %H:%M")}
+    columns = [
+        "precision",
+        "model",
+        "image",
+        "requests",
+        "median_ms",
+        "p95_ms",
+        "max_ms",
+        "server_median_ms",
+        "clean_requests",
+        "clean_median_ms",
+        "clean_p95_ms",
+        "burst_requests",
+        "burst_rendered",
+        "burst_superseded",
+        "burst_refused",
+        "burst_worst_ms",
+    ]
+    meta = {
+        "run": str(args.run_dir),
+        "device": device_name(torch.device("cpu")),
+        "torch threads": torch.get_num_threads(),
+        "fast bf16 CPU": cpu_has_fast_bf16(),
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+    }
     if args.out is not None:
         print(write_outputs(rows, args.out, "hrbench explore: slider-to-image latency over HTTP", meta, columns))
     else:

@@ -28,7 +28,7 @@ FIXED = [
     "model.residual=true",  # a few thousand steps: start from the zero-filled image (as the quick profile does)
     f"baselines.grid={json.dumps(BASELINE_GRID)}",
     f"hyper.sizes={json.dumps(HYPER_SIZES)}",
-    "hyper.samplers=[\"uniform\"]",
+    'hyper.samplers=["uniform"]',
     "hyper.groups=4",
     "hyper.film=true",
     "evaluation.grid_points=21",
@@ -73,16 +73,18 @@ def plan(times: dict[str, float], budget: float, overhead: float, lo: int, hi: i
     per_model["film"] = times.get("film", 1.2 * unet)
     one_step = overhead * sum(per_model.values())
     steps = int(max(lo, min(hi, budget / one_step)) // 50 * 50) or lo
-    return {"steps": steps, "seconds_per_step_all_models": one_step, "estimated_training_s": steps * one_step,
-            "step_seconds": per_model,
-            "overrides": [*FIXED, f"train.steps={steps}", f"segmentation.steps={steps}",
-                          f"train.checkpoint_every={steps}"]}
+    return {
+        "steps": steps,
+        "seconds_per_step_all_models": one_step,
+        "estimated_training_s": steps * one_step,
+        "step_seconds": per_model,
+        "overrides": [*FIXED, f"train.steps={steps}", f"segmentation.steps={steps}", f"train.checkpoint_every={steps}"],
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    p = plan(step_seconds(Path(args.steps_csv), args.size), args.budget, args.overhead, args.min_steps,
-             args.max_steps)
+    p = plan(step_seconds(Path(args.steps_csv), args.size), args.budget, args.overhead, args.min_steps, args.max_steps)
     out = Path(args.out).with_suffix(".json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(p, indent=2) + "\n")

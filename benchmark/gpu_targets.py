@@ -66,15 +66,24 @@ def evaluate(folder: Path, size: int) -> list[dict]:
     sweep = best_by_model(read(folder / "eval_sweep.csv"), size, "ratio_vs_best_unet", lowest=False)
     hyper = ("hyper-S", "hyper-M", "hyper-L")
     return [
-        {"target": f"one {size}x{size} reconstruction at a new λ, batch 1 (weights generated included) <= 2 ms",
-         "measured": {m: lat[m] for m in (*CONDITIONAL, "unet") if m in lat}, "unit": "ms (median)",
-         "status": verdict(lat, CONDITIONAL, lambda v: v <= 2.0)},
-        {"target": f"HyperUNet S/M/L training step <= 1.2x plain U-Net, {size}x{size}, B = 32",
-         "measured": {m: step[m] for m in (*hyper, "film") if m in step}, "unit": "x U-Net step (median)",
-         "status": verdict(step, hyper, lambda v: v <= 1.2)},
-        {"target": "λ-sweep throughput >= 0.9x plain U-Net inference",
-         "measured": {m: sweep[m] for m in CONDITIONAL if m in sweep}, "unit": "x U-Net slices/s",
-         "status": verdict(sweep, CONDITIONAL, lambda v: v >= 0.9)},
+        {
+            "target": f"one {size}x{size} reconstruction at a new λ, batch 1 (weights generated included) <= 2 ms",
+            "measured": {m: lat[m] for m in (*CONDITIONAL, "unet") if m in lat},
+            "unit": "ms (median)",
+            "status": verdict(lat, CONDITIONAL, lambda v: v <= 2.0),
+        },
+        {
+            "target": f"HyperUNet S/M/L training step <= 1.2x plain U-Net, {size}x{size}, B = 32",
+            "measured": {m: step[m] for m in (*hyper, "film") if m in step},
+            "unit": "x U-Net step (median)",
+            "status": verdict(step, hyper, lambda v: v <= 1.2),
+        },
+        {
+            "target": "λ-sweep throughput >= 0.9x plain U-Net inference",
+            "measured": {m: sweep[m] for m in CONDITIONAL if m in sweep},
+            "unit": "x U-Net slices/s",
+            "status": verdict(sweep, CONDITIONAL, lambda v: v >= 0.9),
+        },
     ]
 
 

@@ -102,18 +102,34 @@ def main() -> None:
                 vals.append(v)
                 tails.append(t)
                 print(f"{size} {init} seed {seed}: val {v:.5f} train-tail {t:.5f} ({time.perf_counter() - t0:.0f}s)")
-            rows.append({"size": size, "init": init, "steps": args.steps,
-                         "val_loss_mean": f"{statistics.mean(vals):.5f}",
-                         "val_loss_per_seed": " ".join(f"{v:.5f}" for v in vals),
-                         "train_tail_mean": f"{statistics.mean(tails):.5f}",
-                         "train_tail_per_seed": " ".join(f"{v:.5f}" for v in tails)})
-    meta = {"task": f"blob denoising 32x32, loss (1-λ) MSE + λ·{W_TV}·TV, B=16, 4 λ/batch, Adam 1e-3, bf16",
-            "metric": "held-out loss averaged over λ ∈ {0, .25, .5, .75, 1} (eval-mode BN; lower is better); "
-                      "train_tail: mean training loss over the last 20% of steps",
-            "inits": f"default = PyTorch Linear defaults; kaiming = He variance, share {LAMBDA_VARIANCE_SHARE} via λ",
-            "torch": torch.__version__, "threads": torch.get_num_threads()}
-    print(write_outputs(rows, Path(args.out), "HyperUNet initialisation: PyTorch default vs He-scaled kernels",
-                        meta, list(rows[0].keys())))
+            rows.append(
+                {
+                    "size": size,
+                    "init": init,
+                    "steps": args.steps,
+                    "val_loss_mean": f"{statistics.mean(vals):.5f}",
+                    "val_loss_per_seed": " ".join(f"{v:.5f}" for v in vals),
+                    "train_tail_mean": f"{statistics.mean(tails):.5f}",
+                    "train_tail_per_seed": " ".join(f"{v:.5f}" for v in tails),
+                }
+            )
+    meta = {
+        "task": f"blob denoising 32x32, loss (1-λ) MSE + λ·{W_TV}·TV, B=16, 4 λ/batch, Adam 1e-3, bf16",
+        "metric": "held-out loss averaged over λ ∈ {0, .25, .5, .75, 1} (eval-mode BN; lower is better); "
+        "train_tail: mean training loss over the last 20% of steps",
+        "inits": f"default = PyTorch Linear defaults; kaiming = He variance, share {LAMBDA_VARIANCE_SHARE} via λ",
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+    }
+    print(
+        write_outputs(
+            rows,
+            Path(args.out),
+            "HyperUNet initialisation: PyTorch default vs He-scaled kernels",
+            meta,
+            list(rows[0].keys()),
+        )
+    )
 
 
 if __name__ == "__main__":

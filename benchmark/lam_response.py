@@ -48,8 +48,11 @@ def evaluate(model, data, lams: list[float], batch_stats: bool = False) -> dict[
     for lv in lams:
         lam = torch.full((x.shape[0], 1), lv)
         x_hat = model(x, lam) if getattr(model, "conditional", False) else model(x)
-        out[lv] = {"ssim": float(ssim(x_hat, target).mean()), "psnr": float(psnr(x_hat, target).mean()),
-                   "mae": float((x_hat - target).abs().mean())}
+        out[lv] = {
+            "ssim": float(ssim(x_hat, target).mean()),
+            "psnr": float(psnr(x_hat, target).mean()),
+            "mae": float((x_hat - target).abs().mean()),
+        }
     return out
 
 
@@ -100,9 +103,14 @@ def main() -> None:
                 if args.init is not None or args.embed_init != "he":
                     from hyperrecon.models import HyperUNet
 
-                    model = HyperUNet(1, size=name.split("-")[1], width=study.model.width,
-                                      residual=study.model.residual, init=args.init or "auto",
-                                      embed_init=args.embed_init)
+                    model = HyperUNet(
+                        1,
+                        size=name.split("-")[1],
+                        width=study.model.width,
+                        residual=study.model.residual,
+                        init=args.init or "auto",
+                        embed_init=args.embed_init,
+                    )
             else:
                 model = build_recon_model("film-unet", study)
             train(model, task, build_sampler(study, "uniform"), settings, name=name)
@@ -111,9 +119,16 @@ def main() -> None:
             if args.bn_batch:
                 res = evaluate(model, data, [0.0, 1.0], batch_stats=True)
                 rows += [{"model": name, "tag": args.tag + "+bn-batch", "lam": lv, **res[lv]} for lv in (0.0, 1.0)]
-        print(f"{name:10s} {args.tag:12s} " + "  ".join(
-            f"λ={r['lam']:.0f}: SSIM {r['ssim']:.4f} PSNR {r['psnr']:.2f} MAE {r['mae']:.4f}"
-            for r in rows if r["model"] == name), f"({time.perf_counter() - t0:.0f} s)", flush=True)
+        print(
+            f"{name:10s} {args.tag:12s} "
+            + "  ".join(
+                f"λ={r['lam']:.0f}: SSIM {r['ssim']:.4f} PSNR {r['psnr']:.2f} MAE {r['mae']:.4f}"
+                for r in rows
+                if r["model"] == name
+            ),
+            f"({time.perf_counter() - t0:.0f} s)",
+            flush=True,
+        )
     if args.out:
         path = Path(args.out)
         new = not path.exists()

@@ -54,8 +54,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def measure(net: torch.nn.Module, x: torch.Tensor, lams: torch.Tensor, precision: str, device: torch.device,
-            conditional: bool) -> tuple[list[float], list[float]]:
+def measure(
+    net: torch.nn.Module, x: torch.Tensor, lams: torch.Tensor, precision: str, device: torch.device, conditional: bool
+) -> tuple[list[float], list[float]]:
     """Device and wall seconds of one call per row of ``lams`` (N, 1)."""
     clock, dev_s, wall_s = Clock(device), [], []
     with torch.inference_mode(), precision_context(precision, device):
@@ -92,24 +93,50 @@ def main(argv: list[str] | None = None) -> None:
                 dev_s, wall_s = measure(net, x, lams[args.warmup :], precision, device, conditional)
                 q1, med, q3 = quartiles(dev_s)
                 wq1, wmed, wq3 = quartiles(wall_s)
-                rows.append({
-                    "size": size, "model": model, "precision": precision, "batch": 1,
-                    "median_ms": round(med * 1e3, 3), "iqr_ms": round((q3 - q1) * 1e3, 3),
-                    "wall_median_ms": round(wmed * 1e3, 3), "wall_iqr_ms": round((wq3 - wq1) * 1e3, 3),
-                    "repeats": len(dev_s), "new_lam_each_call": conditional,
-                    "target_ms": TARGET_MS if size == 256 else "-",
-                    "device": device_name(device), "torch": torch.__version__,
-                })
+                rows.append(
+                    {
+                        "size": size,
+                        "model": model,
+                        "precision": precision,
+                        "batch": 1,
+                        "median_ms": round(med * 1e3, 3),
+                        "iqr_ms": round((q3 - q1) * 1e3, 3),
+                        "wall_median_ms": round(wmed * 1e3, 3),
+                        "wall_iqr_ms": round((wq3 - wq1) * 1e3, 3),
+                        "repeats": len(dev_s),
+                        "new_lam_each_call": conditional,
+                        "target_ms": TARGET_MS if size == 256 else "-",
+                        "device": device_name(device),
+                        "torch": torch.__version__,
+                    }
+                )
                 del net
-    meta = {"device": device_name(device), "torch": torch.__version__,
-            "cuda": torch.version.cuda if device.type == "cuda" else "-", "repeats": args.repeats,
-            "warmup": args.warmup, "date": time.strftime("%Y-%m-%d %H:%M"),
-            "timing": "CUDA events (device)" if device.type == "cuda" else "perf_counter (wall)",
-            "precisions": PRECISION_HELP}
-    cols = ["size", "model", "precision", "median_ms", "iqr_ms", "wall_median_ms", "wall_iqr_ms", "repeats",
-            "new_lam_each_call"]
-    print(write_outputs(rows, Path(args.out), "One reconstruction at a new λ (batch 1, weights generated included)",
-                        meta, cols))
+    meta = {
+        "device": device_name(device),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda if device.type == "cuda" else "-",
+        "repeats": args.repeats,
+        "warmup": args.warmup,
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "timing": "CUDA events (device)" if device.type == "cuda" else "perf_counter (wall)",
+        "precisions": PRECISION_HELP,
+    }
+    cols = [
+        "size",
+        "model",
+        "precision",
+        "median_ms",
+        "iqr_ms",
+        "wall_median_ms",
+        "wall_iqr_ms",
+        "repeats",
+        "new_lam_each_call",
+    ]
+    print(
+        write_outputs(
+            rows, Path(args.out), "One reconstruction at a new λ (batch 1, weights generated included)", meta, cols
+        )
+    )
 
 
 if __name__ == "__main__":

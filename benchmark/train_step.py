@@ -10,7 +10,8 @@ processes on shared cores hits all of them alike. ``bf16`` means ``torch.autocas
 channels_last model and inputs; ``fp32`` is plain float32 NCHW. The ratio column divides each median by the plain
 U-Net's median in its fastest precision at the same image size (``ratio_same_prec``: by the U-Net in the same
 precision). ``cpu_*`` columns use process CPU time (all threads), which is less sensitive to other processes on
-shared cores than wall time (but counts OpenMP spin-waiting). Results: ``<out>.csv`` and ``<out>.md`` (default ``reports/benchmarks/train_step``).
+shared cores than wall time (but counts OpenMP spin-waiting). Results: ``<out>.csv`` and ``<out>.md`` (default
+``reports/benchmarks/train_step``).
 """
 
 from __future__ import annotations
@@ -54,10 +55,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=2, help="untimed steps per configuration first")
     p.add_argument("--models", default=",".join(MODEL_NAMES), help=f"from {', '.join(MODEL_NAMES)}")
     p.add_argument("--precisions", default=",".join(PRECISIONS), help=PRECISION_HELP)
-    p.add_argument("--paths", default="auto", help="HyperUNet paths: auto, grouped, factorised, "
-                   "per-sample-grouped-conv, reference")
+    p.add_argument(
+        "--paths", default="auto", help="HyperUNet paths: auto, grouped, factorised, per-sample-grouped-conv, reference"
+    )
     p.add_argument("--groups", type=int, default=4, help="distinct λ per mini-batch (0: every sample its own)")
-    p.add_argument("--adam", default="fused", help="Adam implementation(s): fused, foreach (comma list; same for every model)")
+    p.add_argument(
+        "--adam", default="fused", help="Adam implementation(s): fused, foreach (comma list; same for every model)"
+    )
     p.add_argument("--compile", default="off", help="torch.compile the model (inductor): off, on or off,on")
     p.add_argument("--seed", type=int, default=0)
     add_machine_args(p, "step")
@@ -69,7 +73,13 @@ class Config:
     """One model x precision x path with its own optimiser and data."""
 
     def __init__(
-        self, args: argparse.Namespace, size: int, model: str, precision: str, path: str, adam: str,
+        self,
+        args: argparse.Namespace,
+        size: int,
+        model: str,
+        precision: str,
+        path: str,
+        adam: str,
         compiled: str = "off",
     ) -> None:
         self.size, self.model_name, self.precision, self.path, self.adam = size, model, precision, path, adam
@@ -119,7 +129,11 @@ def main(argv: list[str] | None = None) -> None:
     torch.manual_seed(args.seed)
     device = torch.device(args.device)
     setup_device(device)
-    models, precisions, paths = parse_list(args.models), check_precisions(parse_list(args.precisions)), parse_list(args.paths)
+    models, precisions, paths = (
+        parse_list(args.models),
+        check_precisions(parse_list(args.precisions)),
+        parse_list(args.paths),
+    )
     adams = parse_list(args.adam)
     rows = []
     for size in parse_list(args.sizes, int):
@@ -149,43 +163,83 @@ def main(argv: list[str] | None = None) -> None:
                 else:
                     dt = c.step()
                 c.times.append(dt)
-        print(f"size {size}: {len(configs)} configurations x {args.repeats} repeats in "
-              f"{time.perf_counter() - t_start:.1f}s")
+        print(
+            f"size {size}: {len(configs)} configurations x {args.repeats} repeats in "
+            f"{time.perf_counter() - t_start:.1f}s"
+        )
         # the U-Net reference of a configuration: same Adam, fastest precision (or the same precision)
         # (a compiled configuration is compared with the compiled U-Net of its precision, the best with the best)
         unet = {(c.precision, c.adam, c.compiled): quartiles(c.times)[1] for c in configs if c.model_name == "unet"}
-        unet_cpu = {(c.precision, c.adam, c.compiled): quartiles(c.cpu_times)[1]
-                    for c in configs if c.model_name == "unet"}
+        unet_cpu = {
+            (c.precision, c.adam, c.compiled): quartiles(c.cpu_times)[1] for c in configs if c.model_name == "unet"
+        }
         for c in configs:
             q1, med, q3 = quartiles(c.times)
             same = unet.get((c.precision, c.adam, c.compiled), float("nan"))
             best = min((v for (_, a, _), v in unet.items() if a == c.adam), default=float("nan"))
             best_cpu = min((v for (_, a, _), v in unet_cpu.items() if a == c.adam), default=float("nan"))
             cpu = quartiles(c.cpu_times)[1]
-            rows.append({
-                "size": size, "batch": args.batch, "model": c.model_name, "precision": c.precision,
-                "path": c.path, "chosen_path": c.chosen, "groups": args.groups if c.conditional else "-",
-                "median_ms": round(med * 1e3, 1), "q1_ms": round(q1 * 1e3, 1), "q3_ms": round(q3 * 1e3, 1),
-                "iqr_ms": round((q3 - q1) * 1e3, 1), "repeats": len(c.times),
-                "unclean": sum(o >= args.quiet for o in c.others),
-                "others_load": round(statistics.mean(c.others), 2) if c.others else "-",
-                "ratio_vs_best_unet": round(med / best, 3), "ratio_same_prec": round(med / same, 3),
-                "cpu_median_ms": round(cpu * 1e3, 1), "cpu_ratio_vs_best_unet": round(cpu / best_cpu, 3),
-                "device": device_name(device), "torch": torch.__version__, "threads": torch.get_num_threads(),
-                "adam": c.adam, "compiled": c.compiled,
-            })
+            rows.append(
+                {
+                    "size": size,
+                    "batch": args.batch,
+                    "model": c.model_name,
+                    "precision": c.precision,
+                    "path": c.path,
+                    "chosen_path": c.chosen,
+                    "groups": args.groups if c.conditional else "-",
+                    "median_ms": round(med * 1e3, 1),
+                    "q1_ms": round(q1 * 1e3, 1),
+                    "q3_ms": round(q3 * 1e3, 1),
+                    "iqr_ms": round((q3 - q1) * 1e3, 1),
+                    "repeats": len(c.times),
+                    "unclean": sum(o >= args.quiet for o in c.others),
+                    "others_load": round(statistics.mean(c.others), 2) if c.others else "-",
+                    "ratio_vs_best_unet": round(med / best, 3),
+                    "ratio_same_prec": round(med / same, 3),
+                    "cpu_median_ms": round(cpu * 1e3, 1),
+                    "cpu_ratio_vs_best_unet": round(cpu / best_cpu, 3),
+                    "device": device_name(device),
+                    "torch": torch.__version__,
+                    "threads": torch.get_num_threads(),
+                    "adam": c.adam,
+                    "compiled": c.compiled,
+                }
+            )
     meta = {
-        "device": device_name(device), "torch": torch.__version__, "threads": torch.get_num_threads(),
-        "batch": args.batch, "repeats": args.repeats, "warmup": args.warmup, "groups (distinct λ/batch)": args.groups,
-        "adam": args.adam, "compile": args.compile, "date": time.strftime("%Y-%m-%d %H:%M"), "malloc": malloc,
+        "device": device_name(device),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "batch": args.batch,
+        "repeats": args.repeats,
+        "warmup": args.warmup,
+        "groups (distinct λ/batch)": args.groups,
+        "adam": args.adam,
+        "compile": args.compile,
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "malloc": malloc,
         "clean step": f"other processes used < {args.quiet:.0%} of the CPUs during it (else retried up to "
-                      f"{args.retries}x; `unclean` counts kept steps that never got a quiet slot; `others_load` is the mean "
-                      "fraction of all CPUs other processes used during the kept steps)",
+        f"{args.retries}x; `unclean` counts kept steps that never got a quiet slot; `others_load` is the mean "
+        "fraction of all CPUs other processes used during the kept steps)",
         "precisions": PRECISION_HELP,
     }
-    cols = ["size", "model", "precision", "path", "chosen_path", "adam", "compiled", "median_ms", "iqr_ms", "unclean", "others_load",
-            "ratio_vs_best_unet",
-            "ratio_same_prec", "cpu_median_ms", "cpu_ratio_vs_best_unet"]
+    cols = [
+        "size",
+        "model",
+        "precision",
+        "path",
+        "chosen_path",
+        "adam",
+        "compiled",
+        "median_ms",
+        "iqr_ms",
+        "unclean",
+        "others_load",
+        "ratio_vs_best_unet",
+        "ratio_same_prec",
+        "cpu_median_ms",
+        "cpu_ratio_vs_best_unet",
+    ]
     print(write_outputs(rows, Path(args.out), "Training step time (forward + backward + Adam)", meta, cols))
 
 

@@ -90,4 +90,3 @@ def host_copy(t: Tensor) -> Tensor:
 def to_device_like(t: Tensor, device: torch.device) -> Tensor:
     """A small CPU tensor (indices, sizes) on ``device`` without a host wait (pinned, non-blocking)."""
     return stage(t, None, device) if t.device != device else t
-

@@ -35,8 +35,22 @@ def save_checkpoint(path: str | os.PathLike[str], payload: dict[str, Any]) -> No
         pass
 
 
-_REQUIRED_KEYS = ("format_version", "step", "model", "optimizer", "scheduler", "data_generator",
-                  "lam_generator", "perm", "perm_pos", "torch_rng", "sampler", "history", "cost", "settings")
+_REQUIRED_KEYS = (
+    "format_version",
+    "step",
+    "model",
+    "optimizer",
+    "scheduler",
+    "data_generator",
+    "lam_generator",
+    "perm",
+    "perm_pos",
+    "torch_rng",
+    "sampler",
+    "history",
+    "cost",
+    "settings",
+)
 
 
 def read_torch_file(path: str | os.PathLike[str], what: str = "checkpoint") -> Any:

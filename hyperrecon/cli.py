@@ -39,8 +39,14 @@ class _Group(TyperGroup):
     choices, a missing argument) are one ``error:`` line, or a JSON object under ``--json``, exit code 2; and the
     output streams are made safe for the terminal's encoding first."""
 
-    def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
-             standalone_mode: bool = True, **extra: Any) -> Any:
+    def main(
+        self,
+        args: Any = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
         ascii_safe_streams()
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
@@ -51,8 +57,11 @@ class _Group(TyperGroup):
             if type(exc).__name__ == "NoArgsIsHelpError":  # `hrbench` or `hrbench data` alone: the help is shown
                 sys.exit(exc.exit_code)
             command = getattr(getattr(exc, "ctx", None), "command_path", None) or "hrbench"
-            _report_error(f"{command}: {_usage_message(exc.format_message())} (see {command} --help)",
-                          exc.exit_code, as_json="--json" in argv)
+            _report_error(
+                f"{command}: {_usage_message(exc.format_message())} (see {command} --help)",
+                exc.exit_code,
+                as_json="--json" in argv,
+            )
             sys.exit(exc.exit_code)
         except typer.Abort:
             _report_error("aborted", 1, as_json="--json" in argv)
@@ -80,8 +89,12 @@ app = typer.Typer(
     add_completion=True,
     pretty_exceptions_enable=False,
 )
-data_app = typer.Typer(cls=_Group, help="Inspect the data a study uses.", no_args_is_help=True,
-                       epilog="Example: hrbench data preview --study ao-knee --profile smoke -o preview/")
+data_app = typer.Typer(
+    cls=_Group,
+    help="Inspect the data a study uses.",
+    no_args_is_help=True,
+    epilog="Example: hrbench data preview --study ao-knee --profile smoke -o preview/",
+)
 app.add_typer(data_app, name="data")
 
 console = Console()
@@ -110,8 +123,16 @@ SetOpt = Annotated[list[str] | None, typer.Option("--set", help="override a valu
 JsonOpt = Annotated[bool, typer.Option("--json", help="print machine-readable JSON instead of tables")]
 StudyOpt = Annotated[str, typer.Option("--study", "-s", help="a bundled study name or a path to a .toml file")]
 DataOpt = Annotated[str | None, typer.Option("--data", help="folder or file of real data (replaces data.path)")]
-DeviceOpt = Annotated[str, typer.Option("--device", parser=_device, autocompletion=_complete_device,
-                                        metavar="[auto|cpu|cuda|cuda:N]", help="where to train and evaluate")]
+DeviceOpt = Annotated[
+    str,
+    typer.Option(
+        "--device",
+        parser=_device,
+        autocompletion=_complete_device,
+        metavar="[auto|cpu|cuda|cuda:N]",
+        help="where to train and evaluate",
+    ),
+]
 
 
 def _version_callback(value: bool) -> None:
@@ -122,8 +143,9 @@ def _version_callback(value: bool) -> None:
 
 @app.callback()
 def _root(
-    version: Annotated[bool, typer.Option("--version", callback=_version_callback, is_eager=True,
-                                          help="print the version and exit")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version_callback, is_eager=True, help="print the version and exit")
+    ] = False,
 ) -> None:
     pass
 
@@ -218,7 +240,17 @@ def _load(study: str, profile: str, set_: list[str] | None, data: str | None):
 # ---------------------------------------------------------------------------------------------------------------
 
 
-LIST_KINDS = ("studies", "losses", "samplers", "strategies", "pruners", "models", "datasets", "metrics", "forward-models")
+LIST_KINDS = (
+    "studies",
+    "losses",
+    "samplers",
+    "strategies",
+    "pruners",
+    "models",
+    "datasets",
+    "metrics",
+    "forward-models",
+)
 ListKind = Literal[LIST_KINDS]  # type: ignore[valid-type]
 
 
@@ -323,8 +355,15 @@ class _RunProgress:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         self.quiet = quiet
-        self.bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                            TimeElapsedColumn(), console=err_console, transient=False, disable=quiet)
+        self.bar = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=err_console,
+            transient=False,
+            disable=quiet,
+        )
         self.jobs_task = None
         self.step_task = None
         self.n_jobs = 0
@@ -340,7 +379,9 @@ class _RunProgress:
         if event == "enqueued":
             self.n_jobs = int(info.get("total", len(info["jobs"])))
             if self.jobs_task is None:
-                self.jobs_task = self.bar.add_task("jobs", total=max(self.n_jobs, 1), completed=int(info.get("done", 0)))
+                self.jobs_task = self.bar.add_task(
+                    "jobs", total=max(self.n_jobs, 1), completed=int(info.get("done", 0))
+                )
         elif event == "job-start":
             if self.step_task is not None:
                 self.bar.remove_task(self.step_task)
@@ -356,26 +397,42 @@ class _RunProgress:
             self.bar.update(self.jobs_task, completed=done, total=max(len(info["status"]), 1))
 
 
-@app.command(epilog="Example: hrbench run --study sl-knee-cs --profile smoke --out runs/try  "
-                     f"(what the run folder holds: {RUN_FOLDER_DOC})")
+@app.command(
+    epilog="Example: hrbench run --study sl-knee-cs --profile smoke --out runs/try  "
+    f"(what the run folder holds: {RUN_FOLDER_DOC})"
+)
 @handle_errors
 def run(
     study: StudyOpt,
     profile: ProfileOpt = "quick",
     data: DataOpt = None,
     device: DeviceOpt = "auto",
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="run folder (default runs/<study>/<time>-<profile>)")] = None,
-    storage: Annotated[str | None, typer.Option("--storage", help="job ledger: a journal file path or postgresql://...")] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="run folder (default runs/<study>/<time>-<profile>)")
+    ] = None,
+    storage: Annotated[
+        str | None, typer.Option("--storage", help="job ledger: a journal file path or postgresql://...")
+    ] = None,
     workers: Annotated[int, typer.Option("--workers", "-w", min=1, help="local worker processes")] = 1,
     resume: Annotated[bool, typer.Option("--resume", help="continue the run in --out (or the latest run)")] = False,
-    enqueue_only: Annotated[bool, typer.Option(
-        "--enqueue-only", help="make the run and queue its jobs, run none: start `hrbench worker`s, then "
-        "`--resume` merges the results")] = False,
+    enqueue_only: Annotated[
+        bool,
+        typer.Option(
+            "--enqueue-only",
+            help="make the run and queue its jobs, run none: start `hrbench worker`s, then "
+            "`--resume` merges the results",
+        ),
+    ] = False,
     set_: SetOpt = None,
     no_report: Annotated[bool, typer.Option("--no-report", help="skip writing report.md")] = False,
-    dry_run: Annotated[bool, typer.Option(
-        "--dry-run", help="print the job list and the estimated wall time (a few seconds of calibration); "
-        "train nothing, write no run folder")] = False,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="print the job list and the estimated wall time (a few seconds of calibration); "
+            "train nothing, write no run folder",
+        ),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Run a study: train HyperRecon variants, FiLM, baselines and the segmentation net; evaluate; search; report."""
@@ -391,8 +448,11 @@ def run(
         _enqueue_only(run_, as_json)
         return
     if not as_json:
-        err_console.print(f"[bold]hrbench run[/] {cfg.name} ({cfg.profile}) -> {run_.run_dir.resolve()}  "
-                          f"device {run_.device} {run_.precision}", highlight=False)
+        err_console.print(
+            f"[bold]hrbench run[/] {cfg.name} ({cfg.profile}) -> {run_.run_dir.resolve()}  "
+            f"device {run_.device} {run_.precision}",
+            highlight=False,
+        )
     estimate = None if resume else _estimate_for(run_)  # a resumed run: part of its work is done
     if estimate is not None and not as_json:
         _print_estimate(estimate)
@@ -425,8 +485,12 @@ def _print_estimate(est: Any) -> None:
     from .estimate import format_seconds
 
     phases = ", ".join(f"{k} {format_seconds(v)}" for k, v in est.by_phase().items())
-    err_console.print(f"estimated wall time on this machine: {format_seconds(est.total_s)} ({phases}; from "
-                      f"{format_seconds(est.calibration.seconds)} of calibration)", highlight=False, soft_wrap=True)
+    err_console.print(
+        f"estimated wall time on this machine: {format_seconds(est.total_s)} ({phases}; from "
+        f"{format_seconds(est.calibration.seconds)} of calibration)",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 def _dry_run(cfg: Any, device: str, as_json: bool) -> None:
@@ -436,11 +500,20 @@ def _dry_run(cfg: Any, device: str, as_json: bool) -> None:
     p = plan(cfg, device=device)
     rows = p.estimate.jobs
     if as_json:
-        _print_json({"study": cfg.name, "profile": cfg.profile, "device": p.device, "precision": p.precision,
-                     "jobs": [j.name for j in p.jobs], "estimate": p.estimate.to_dict()})
+        _print_json(
+            {
+                "study": cfg.name,
+                "profile": cfg.profile,
+                "device": p.device,
+                "precision": p.precision,
+                "jobs": [j.name for j in p.jobs],
+                "estimate": p.estimate.to_dict(),
+            }
+        )
         return
-    table = Table(title=f"{cfg.name} ({cfg.profile}): {len(rows)} jobs, device {p.device} {p.precision}",
-                  header_style="bold")
+    table = Table(
+        title=f"{cfg.name} ({cfg.profile}): {len(rows)} jobs, device {p.device} {p.precision}", header_style="bold"
+    )
     for col in ("phase", "job", "work", "estimate"):
         table.add_column(col, justify="right" if col == "estimate" else "left")
     for r in rows:
@@ -455,24 +528,41 @@ def _enqueue_only(run_: Any, as_json: bool) -> None:
     from .study import context_for, enqueue
 
     added = enqueue(run_, context_for(run_))
-    info = {"run_dir": str(run_.run_dir.resolve()), "run_id": run_.run_id, "storage": _redact(run_.storage), "enqueued": added}
+    info = {
+        "run_dir": str(run_.run_dir.resolve()),
+        "run_id": run_.run_id,
+        "storage": _redact(run_.storage),
+        "enqueued": added,
+    }
     if as_json:
         _print_json(info)
         return
-    console.print(f"[bold green]queued[/] {len(added)} job(s) of {escape(run_.run_id)} in {escape(info['storage'])}",
-                  highlight=False)
-    console.print(f"start workers: hrbench worker --run-dir {escape(info['run_dir'])}  (or --study "
-                  f"{escape(run_.study.name)} --storage URL); then merge: hrbench run --study ... --out "
-                  f"{escape(info['run_dir'])} --resume", highlight=False, soft_wrap=True)
+    console.print(
+        f"[bold green]queued[/] {len(added)} job(s) of {escape(run_.run_id)} in {escape(info['storage'])}",
+        highlight=False,
+    )
+    console.print(
+        f"start workers: hrbench worker --run-dir {escape(info['run_dir'])}  (or --study "
+        f"{escape(run_.study.name)} --storage URL); then merge: hrbench run --study ... --out "
+        f"{escape(info['run_dir'])} --resume",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
-@app.command(epilog="Example: hrbench worker --run-dir runs/sl-knee-cs/20250101-120000-quick  (or --study "
-                     "sl-knee-cs --storage postgresql://host/db)")
+@app.command(
+    epilog="Example: hrbench worker --run-dir runs/sl-knee-cs/20250101-120000-quick  (or --study "
+    "sl-knee-cs --storage postgresql://host/db)"
+)
 @handle_errors
 def worker(
     run_dir: Annotated[Path | None, typer.Option("--run-dir", help="the run folder (shared file system)")] = None,
-    study: Annotated[str | None, typer.Option("--study", "-s", help="with --storage: serve the newest run of it")] = None,
-    storage: Annotated[str | None, typer.Option("--storage", help="the job ledger (postgresql://... or journal file)")] = None,
+    study: Annotated[
+        str | None, typer.Option("--study", "-s", help="with --storage: serve the newest run of it")
+    ] = None,
+    storage: Annotated[
+        str | None, typer.Option("--storage", help="the job ledger (postgresql://... or journal file)")
+    ] = None,
     device: DeviceOpt = "auto",
 ) -> None:
     """Take jobs of a run from its ledger until none are left (start many, on many machines)."""
@@ -503,7 +593,9 @@ def report(
     if as_json:
         _print_json(report_summary(run_dir))
     else:
-        console.print(f"[bold green]wrote[/] {Path(path).resolve()}  (files of a run: {RUN_FOLDER_DOC})", highlight=False)
+        console.print(
+            f"[bold green]wrote[/] {Path(path).resolve()}  (files of a run: {RUN_FOLDER_DOC})", highlight=False
+        )
 
 
 @app.command()
@@ -514,12 +606,18 @@ def explore(
     host: Annotated[str, typer.Option("--host", help="address to listen on (loopback by default)")] = "127.0.0.1",
     no_browser: Annotated[bool, typer.Option("--no-browser", help="do not open a browser")] = False,
     export: Annotated[Path | None, typer.Option("--export", help="write one self-contained page.html and exit")] = None,
-    export_points: Annotated[int | None, typer.Option("--export-points", help="λ grid points per axis of --export "
-                                                      "(default 21 for one λ, 7 for two)")] = None,
+    export_points: Annotated[
+        int | None,
+        typer.Option("--export-points", help="λ grid points per axis of --export (default 21 for one λ, 7 for two)"),
+    ] = None,
     model: Annotated[str | None, typer.Option("--model", help="with --save: the conditional model")] = None,
     lam: Annotated[str | None, typer.Option("--lam", help="with --save: λ, e.g. 0.3 or 0.3,0.7")] = None,
-    save: Annotated[Path | None, typer.Option("--save", help="write --model's reconstructions of every test slice "
-                                              "at --lam to this .npz and exit")] = None,
+    save: Annotated[
+        Path | None,
+        typer.Option(
+            "--save", help="write --model's reconstructions of every test slice at --lam to this .npz and exit"
+        ),
+    ] = None,
     device: Annotated[str, typer.Option("--device", help="auto | cpu | cuda")] = "cpu",
 ) -> None:
     """Move λ and watch the reconstruction change, live, in a local web page over a trained run."""
@@ -530,7 +628,7 @@ def explore(
     if save is not None:  # option checks first: a mistake costs no model loading
         check_save_path(save)
         if model is None or lam is None:
-            raise ConfigError("--save needs --model and --lam (the page's \"copy λ\" gives all three)")
+            raise ConfigError('--save needs --model and --lam (the page\'s "copy λ" gives all three)')
     if export is not None:
         check_out(export)
         check_points(export_points)
@@ -551,8 +649,11 @@ def explore(
     from .explore.server import make_server, serve
 
     server = make_server(ex, host=host, port=port)
-    console.print(f"[bold]hrbench explore[/] {escape(str(run_dir))}: {server.url}  (Ctrl-C stops)", highlight=False,
-                  soft_wrap=True)
+    console.print(
+        f"[bold]hrbench explore[/] {escape(str(run_dir))}: {server.url}  (Ctrl-C stops)",
+        highlight=False,
+        soft_wrap=True,
+    )
     if not no_browser:
         import webbrowser
 

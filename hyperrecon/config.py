@@ -121,7 +121,13 @@ class HyperConfig:
 
 @dataclass(frozen=True, config=_SCHEMA)
 class BaselineConfig:
-    grid: Annotated[tuple[Annotated[float, Field(ge=0.0, le=1.0)], ...], Field(min_length=1)] = (0.0, 0.25, 0.5, 0.75, 1.0)
+    grid: Annotated[tuple[Annotated[float, Field(ge=0.0, le=1.0)], ...], Field(min_length=1)] = (
+        0.0,
+        0.25,
+        0.5,
+        0.75,
+        1.0,
+    )
     """λ values per axis; for two hyperparameters the grid is the product of this list with itself."""
     steps: PosInt | None = None
     """Training steps for baselines (default: ``train.steps``)."""
@@ -147,8 +153,16 @@ class EvaluationConfig:
 class SearchConfig:
     objective: str = "psnr"
     """A metric name or ``dice`` (needs the segmentation net)."""
-    strategies: tuple[str, ...] = ("grid", "random", "tpe", "gp", "qmc", "random+successive-halving",
-                                   "tpe+hyperband", "tpe+median")
+    strategies: tuple[str, ...] = (
+        "grid",
+        "random",
+        "tpe",
+        "gp",
+        "qmc",
+        "random+successive-halving",
+        "tpe+hyperband",
+        "tpe+median",
+    )
     """Samplers, or ``sampler+pruner`` for multi-fidelity search over the baselines (``hrbench list strategies``,
     ``hrbench list pruners``; any ``optuna.samplers``/``optuna.pruners`` class name works too)."""
     budget: PosInt = 20
@@ -254,8 +268,10 @@ _CHECKS: dict[tuple[str, str], tuple[typing.Callable[[Any], bool], str]] = {
     ("search", "fidelities"): (lambda v: 1 <= v <= 10, "1 <= fidelities <= 10"),
     ("search", "reduction_factor"): (lambda v: v >= 2, "reduction_factor >= 2"),
     ("search", "workers"): (lambda v: len(v) >= 1 and all(w >= 1 for w in v), "every workers >= 1"),
-    ("search", "objective_pairs"): (lambda v: all(len(p) == 2 and p[0] != p[1] for p in v),
-                                    "every pair has two different metrics"),
+    ("search", "objective_pairs"): (
+        lambda v: all(len(p) == 2 and p[0] != p[1] for p in v),
+        "every pair has two different metrics",
+    ),
 }
 
 
@@ -304,9 +320,7 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: malformed TOML: {exc}") from exc
 
 
-def load_study(
-    name_or_path: str, profile: str = DEFAULT_PROFILE, overrides: typing.Sequence[str] = ()
-) -> Study:
+def load_study(name_or_path: str, profile: str = DEFAULT_PROFILE, overrides: typing.Sequence[str] = ()) -> Study:
     """Load, merge the profile, apply ``key=value`` overrides, type- and range-check.
 
     Raises ``ConfigError`` (exit 2) with one line naming the file, table and key on any problem.
@@ -337,8 +351,9 @@ def study_from_dict(
     for key in ("name", "kind"):
         if key not in merged:
             raise ConfigError(f"{source}: missing required key '{key}'")
-    payload: dict[str, Any] = {k: merged[k] for k in ("name", "kind", "description", "seed", "replicates", "plugins")
-                               if k in merged}
+    payload: dict[str, Any] = {
+        k: merged[k] for k in ("name", "kind", "description", "seed", "replicates", "plugins") if k in merged
+    }
     for section in SECTIONS:
         table = merged.get(section, {})
         if not isinstance(table, dict):
@@ -380,20 +395,31 @@ def _config_error(exc: ValidationError, payload: dict[str, Any], source: str) ->
     key = str(first[1] if section else first[0])
     where = f" [{section}]" if section else ""
     value = (payload.get(section, {}) if section else payload).get(key)
-    mine = [e for e in errors if tuple(e["loc"][:2 if section else 1]) == ((section, key) if section else (key,))]
+    mine = [e for e in errors if tuple(e["loc"][: 2 if section else 1]) == ((section, key) if section else (key,))]
     cls = SECTIONS[section] if section else Study
     hint = typing.get_type_hints(cls, include_extras=True)[key]
-    constraint = next((e for e in mine if not e["type"].endswith(_TYPE_ERRORS_SUFFIX)
-                       and e["type"] not in ("literal_error", "none_required", "missing", "union_tag_invalid")), None)
+    constraint = next(
+        (
+            e
+            for e in mine
+            if not e["type"].endswith(_TYPE_ERRORS_SUFFIX)
+            and e["type"] not in ("literal_error", "none_required", "missing", "union_tag_invalid")
+        ),
+        None,
+    )
     if constraint is not None:
-        return ConfigError(f"{source}{where} {key}: `{_condition(section, key, hint, constraint['type'])}` must hold, "
-                           f"but got {key}={_show(value)}")
+        return ConfigError(
+            f"{source}{where} {key}: `{_condition(section, key, hint, constraint['type'])}` must hold, "
+            f"but got {key}={_show(value)}"
+        )
     literal = next((e for e in mine if e["type"] == "literal_error" and len(e["loc"]) == (2 if section else 1)), None)
     if literal is not None:
         allowed = typing.get_args(_unwrap(hint))
         return ConfigError(
-            f"{source}{where} {key}: expected one of {', '.join(json.dumps(a) for a in allowed)}, got {_show_any(value)}"
-            f"{did_you_mean(str(value), [str(a) for a in allowed])}")
+            f"{source}{where} {key}: expected one of {', '.join(json.dumps(a) for a in allowed)}, "
+            f"got {_show_any(value)}"
+            f"{did_you_mean(str(value), [str(a) for a in allowed])}"
+        )
     return ConfigError(f"{source}{where} {key}: expected {_type_name(hint)}, got {_show_any(value)}")
 
 
@@ -448,6 +474,7 @@ def _condition(section: str, key: str, hint: Any, error_type: str) -> str:
 def _check_finite(table: Any, source: str, section: str, key: str) -> None:
     """Numbers inside free-form parameter tables are checked by their plugins; NaN and infinity never make sense
     there, so they are refused here for every plugin alike."""
+
     def walk(node: Any, path: str) -> None:
         if isinstance(node, dict):
             for k, v in node.items():
@@ -471,7 +498,7 @@ def _cross_checks(s: Study, source: str) -> None:
         )
     if isinstance(s.loss.scales, str):
         if s.loss.scales != "auto":
-            raise ConfigError(f"{source} [loss] scales: expected a list of numbers or \"auto\", got {s.loss.scales!r}")
+            raise ConfigError(f'{source} [loss] scales: expected a list of numbers or "auto", got {s.loss.scales!r}')
     else:
         if len(s.loss.scales) != len(s.loss.terms):
             raise ConfigError(
@@ -525,7 +552,9 @@ def _check_keys(table: dict[str, Any], source: str, where: str) -> None:
         elif key not in _TOP_KEYS:
             valid = [*_TOP_KEYS, *SECTIONS]
             table_name = f" [{where}]" if where else ""
-            raise ConfigError(f"{source}{table_name}: unknown key '{key}'{did_you_mean(key, valid)}; valid keys: {', '.join(valid)}")
+            raise ConfigError(
+                f"{source}{table_name}: unknown key '{key}'{did_you_mean(key, valid)}; valid keys: {', '.join(valid)}"
+            )
 
 
 def _parse_value(text: str) -> Any:
@@ -549,13 +578,16 @@ def _apply_override(merged: dict[str, Any], item: str, source: str) -> None:
         if len(parts) < 2 or parts[1] not in valid:
             sub = parts[1] if len(parts) > 1 else ""
             raise ConfigError(
-                f"--set {key}: unknown key '{sub}' in [{parts[0]}]{did_you_mean(sub, valid)}; valid keys: {', '.join(valid)}"
+                f"--set {key}: unknown key '{sub}' in [{parts[0]}]{did_you_mean(sub, valid)}; "
+                f"valid keys: {', '.join(valid)}"
             )
         if len(parts) > 2 and parts[1] not in ("params", "sampler_params", "strategy_params", "pruner_params"):
             raise ConfigError(f"--set {key}: '{parts[0]}.{parts[1]}' is not a table")
     elif len(parts) > 1 or parts[0] not in ("name", "description", "seed", "replicates", "plugins", "kind"):
         valid = ["name", "description", "seed", "replicates", "plugins", "kind", *SECTIONS]
-        raise ConfigError(f"--set {key}: unknown key '{parts[0]}'{did_you_mean(parts[0], valid)}; valid keys: {', '.join(valid)}")
+        raise ConfigError(
+            f"--set {key}: unknown key '{parts[0]}'{did_you_mean(parts[0], valid)}; valid keys: {', '.join(valid)}"
+        )
     node = merged
     for p in parts[:-1]:
         node = node.setdefault(p, {})
@@ -612,6 +644,7 @@ def _plain(obj: Any) -> Any:
 # ---------------------------------------------------------------------------------------------------------------
 # JSON Schema of a study file (published as docs/study.schema.json; `tests/test_schema.py` keeps the two equal)
 
+
 def study_json_schema() -> dict[str, Any]:
     """JSON Schema (draft 2020-12) of a study TOML file, from the same pydantic classes that check it on load.
 
@@ -625,9 +658,19 @@ def study_json_schema() -> dict[str, Any]:
     for key in ("profile", "source_file"):  # filled by the loader
         props.pop(key, None)
     # A profile table holds overrides: any key of the file except name, kind and profiles, none required.
-    profile = {"type": "object", "additionalProperties": False, "description": "Overrides merged over the base "
-               "(tables deeply, params tables one level).",
-               "properties": {k: v for k, v in props.items() if k not in ("name", "kind")}}
-    props["profiles"] = {"type": "object", "description": f"Named profiles ({', '.join(PROFILES)} ...).",
-                         "additionalProperties": profile}
-    return {"$schema": "https://json-schema.org/draft/2020-12/schema", "title": "hrbench study file", **{k: v for k, v in schema.items() if k != "title"}}
+    profile = {
+        "type": "object",
+        "additionalProperties": False,
+        "description": "Overrides merged over the base (tables deeply, params tables one level).",
+        "properties": {k: v for k, v in props.items() if k not in ("name", "kind")},
+    }
+    props["profiles"] = {
+        "type": "object",
+        "description": f"Named profiles ({', '.join(PROFILES)} ...).",
+        "additionalProperties": profile,
+    }
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "hrbench study file",
+        **{k: v for k, v in schema.items() if k != "title"},
+    }

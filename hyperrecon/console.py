@@ -13,11 +13,43 @@ import sys
 
 #: Spelled-out forms of the non-ASCII characters the project's texts use.
 SPELLED = {
-    "λ": "lambda", "Λ": "Lambda", "σ": "sigma", "Δ": "Delta", "μ": "u", "µ": "u", "ε": "eps",
-    "−": "-", "–": "-", "—": "--", "‐": "-", "²": "^2", "³": "^3", "×": "x", "·": "*", "±": "+/-",
-    "≥": ">=", "≤": "<=", "≈": "~", "≠": "!=", "∈": "in", "→": "->", "←": "<-", "…": "...", "•": "*",
-    "‘": "'", "’": "'", "“": '"', "”": '"', "━": "-", "─": "-", "│": "|", "╭": "+", "╮": "+", "╰": "+",
-    "╯": "+", "\u00a0": " ",
+    "λ": "lambda",
+    "Λ": "Lambda",
+    "σ": "sigma",
+    "Δ": "Delta",
+    "μ": "u",
+    "µ": "u",
+    "ε": "eps",
+    "−": "-",
+    "–": "-",
+    "—": "--",
+    "‐": "-",
+    "²": "^2",
+    "³": "^3",
+    "×": "x",
+    "·": "*",
+    "±": "+/-",
+    "≥": ">=",
+    "≤": "<=",
+    "≈": "~",
+    "≠": "!=",
+    "∈": "in",
+    "→": "->",
+    "←": "<-",
+    "…": "...",
+    "•": "*",
+    "‘": "'",
+    "’": "'",
+    "“": '"',
+    "”": '"',
+    "━": "-",
+    "─": "-",
+    "│": "|",
+    "╭": "+",
+    "╮": "+",
+    "╰": "+",
+    "╯": "+",
+    "\u00a0": " ",
 }
 ERRORS = "hrbench-spell"
 
@@ -25,7 +57,7 @@ ERRORS = "hrbench-spell"
 def _spell(exc: UnicodeError) -> tuple[str, int]:
     if not isinstance(exc, UnicodeEncodeError):
         raise exc
-    text = exc.object[exc.start:exc.end]
+    text = exc.object[exc.start : exc.end]
     return "".join(SPELLED.get(c, "?") for c in text), exc.end
 
 

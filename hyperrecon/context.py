@@ -30,8 +30,13 @@ Progress = Callable[[str, dict[str, Any]], None]
 
 def _git_sha() -> str | None:
     try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=Path(__file__).resolve().parent)
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            cwd=Path(__file__).resolve().parent,
+        )
         return out.stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         return None
@@ -109,9 +114,13 @@ class RunContext:
             n = len(part) if limit is None else min(limit, len(part))
             labels = part.labels[:n] if part.labels is not None else None
             # slice ids (`<volume>/<index>`), so that statistics can group slices by subject (reporting/stats.py)
-            self._cache[key] = EvalData.from_arrays(part.images[:n], labels, self.forward_model,
-                                                    generator_seed=self.study.seed + {"train": 0, "val": 1, "test": 2}[split],
-                                                    ids=list(part.ids[:n]))
+            self._cache[key] = EvalData.from_arrays(
+                part.images[:n],
+                labels,
+                self.forward_model,
+                generator_seed=self.study.seed + {"train": 0, "val": 1, "test": 2}[split],
+                ids=list(part.ids[:n]),
+            )
         return self._cache[key]
 
     def recon_task(self, scales: list[float], split: str = "train", limit: int | None = None):
@@ -130,8 +139,13 @@ class RunContext:
             self._cache[key] = (self.forward_model.network_input(y), images, y)
         inputs, targets, y = self._cache[key]
         loss = CompositeLoss(list(self.study.loss.terms), scales)
-        return ReconTask(inputs=inputs, targets=targets if loss.supervised else None, measurements=y,
-                         forward_model=self.forward_model, loss=loss)
+        return ReconTask(
+            inputs=inputs,
+            targets=targets if loss.supervised else None,
+            measurements=y,
+            forward_model=self.forward_model,
+            loss=loss,
+        )
 
     def seg_task(self):
         import torch
@@ -139,8 +153,11 @@ class RunContext:
         from .tasks import SegTask
 
         tr = self.bundle.train
-        return SegTask(images=torch.from_numpy(tr.images).unsqueeze(1).float(),
-                       labels=torch.from_numpy(tr.labels.astype("int64")), n_classes=int(self.bundle.n_classes))
+        return SegTask(
+            images=torch.from_numpy(tr.images).unsqueeze(1).float(),
+            labels=torch.from_numpy(tr.labels.astype("int64")),
+            n_classes=int(self.bundle.n_classes),
+        )
 
     def for_replicate(self, replicate: int) -> RunContext:
         """The context of replicate ``replicate`` (>= 1): its folder and seed (:func:`hyperrecon.jobs.replicate_seed`),
@@ -160,8 +177,9 @@ class RunContext:
                     job = info.get("job")
                     parent(event, {**info, "job": f"r{replicate}/{job}"} if job else info)
 
-            self._cache[key] = RunContext(replicate_dir(self.run_dir, replicate), study, self.device, self.precision,
-                                          progress=progress)
+            self._cache[key] = RunContext(
+                replicate_dir(self.run_dir, replicate), study, self.device, self.precision, progress=progress
+            )
         return self._cache[key]
 
     # -- settings, scales, models ------------------------------------------------------------------------------
@@ -170,10 +188,18 @@ class RunContext:
         from .training import TrainSettings
 
         t = self.study.train
-        return TrainSettings(steps=steps, batch_size=t.batch_size, lr=t.lr, lr_schedule=t.lr_schedule,
-                             precision=self.precision, channels_last=t.channels_last, grad_clip=t.grad_clip,
-                             checkpoint_every=t.checkpoint_every, seed=job_seed(self.study, name),
-                             log_every=max(1, min(50, steps // 20 or 1)))
+        return TrainSettings(
+            steps=steps,
+            batch_size=t.batch_size,
+            lr=t.lr,
+            lr_schedule=t.lr_schedule,
+            precision=self.precision,
+            channels_last=t.channels_last,
+            grad_clip=t.grad_clip,
+            checkpoint_every=t.checkpoint_every,
+            seed=job_seed(self.study, name),
+            log_every=max(1, min(50, steps // 20 or 1)),
+        )
 
     def scales(self) -> list[float]:
         given = self.study.loss.scales
@@ -218,8 +244,14 @@ def load_bundle(study: Study):
     from .data import load_data
 
     s = study
-    return load_data(s.data.source, image_size=s.data.image_size, seed=s.seed, path=s.data.path,
-                     params=dict(s.data.params), where=f"{s.source_file} [data]")
+    return load_data(
+        s.data.source,
+        image_size=s.data.image_size,
+        seed=s.seed,
+        path=s.data.path,
+        params=dict(s.data.params),
+        where=f"{s.source_file} [data]",
+    )
 
 
 def ran_with(device: str, precision: str) -> dict[str, Any]:
@@ -227,8 +259,13 @@ def ran_with(device: str, precision: str) -> dict[str, Any]:
     Stored per job (``jobs/<name>.json`` ``ran_with``) so that a run finished elsewhere says what it mixed."""
     import torch
 
-    return {"threads": torch.get_num_threads(), "device": device, "device_name": device_name(device),
-            "precision": precision, "torch": torch.__version__}
+    return {
+        "threads": torch.get_num_threads(),
+        "device": device,
+        "device_name": device_name(device),
+        "precision": precision,
+        "torch": torch.__version__,
+    }
 
 
 def ran_with_summary(run_dir: Path) -> str | None:
@@ -245,8 +282,10 @@ def ran_with_summary(run_dir: Path) -> str | None:
         except (OSError, ValueError, AttributeError):
             continue
         if isinstance(rw, dict):
-            seen[f"{rw.get('threads')} threads, {rw.get('device_name')} ({rw.get('device')}), {rw.get('precision')}, "
-                 f"torch {rw.get('torch')}"] += 1
+            seen[
+                f"{rw.get('threads')} threads, {rw.get('device_name')} ({rw.get('device')}), {rw.get('precision')}, "
+                f"torch {rw.get('torch')}"
+            ] += 1
     if not seen:
         return None
     if len(seen) == 1:

@@ -31,8 +31,18 @@ import torch
 REL_TOL = 0.02
 TAIL = 0.25
 N_EVALS = 20
-CONVERGENCE_COLUMNS = ["model", "kind", "steps", "n_evals", "val_loss_first", "val_loss_tail_start",
-                       "val_loss_final", "rel_change_last_quarter", "rel_tol", "converged"]
+CONVERGENCE_COLUMNS = [
+    "model",
+    "kind",
+    "steps",
+    "n_evals",
+    "val_loss_first",
+    "val_loss_tail_start",
+    "val_loss_final",
+    "rel_change_last_quarter",
+    "rel_tol",
+    "converged",
+]
 
 
 def eval_every(steps: int, n_evals: int = N_EVALS) -> int:
@@ -49,8 +59,15 @@ class ValidationTracker:
     to the resume step).
     """
 
-    def __init__(self, model: torch.nn.Module, objective: Callable[[torch.nn.Module], float], steps: int, *,
-                 every: int | None = None, path: Path | None = None) -> None:
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        objective: Callable[[torch.nn.Module], float],
+        steps: int,
+        *,
+        every: int | None = None,
+        path: Path | None = None,
+    ) -> None:
         self.model, self.objective, self.steps = model, objective, steps
         self.every = every if every is not None else eval_every(steps)
         self.path = path
@@ -92,8 +109,9 @@ class ValidationTracker:
         return value
 
 
-def recon_val_objective(task, lams: Sequence[Sequence[float]], *, batch_size: int = 32,
-                        precision: str = "fp32") -> Callable[[torch.nn.Module], float]:
+def recon_val_objective(
+    task, lams: Sequence[Sequence[float]], *, batch_size: int = 32, precision: str = "fp32"
+) -> Callable[[torch.nn.Module], float]:
     """Mean composite loss of ``task`` (a validation :class:`~hyperrecon.tasks.ReconTask`) over its samples and
     the λ rows ``lams`` (each a list of k values)."""
     lam_rows = [torch.tensor([float(v) for v in lam], dtype=torch.float32) for lam in lams]
@@ -121,8 +139,9 @@ def val_lam_grid(n_lams: int) -> list[list[float]]:
     return [[a, b] for a in axis for b in axis]
 
 
-def convergence(history: Sequence[dict[str, float]], steps: int, *, tail: float = TAIL,
-                rel_tol: float = REL_TOL) -> dict[str, Any]:
+def convergence(
+    history: Sequence[dict[str, float]], steps: int, *, tail: float = TAIL, rel_tol: float = REL_TOL
+) -> dict[str, Any]:
     """The convergence check of one model from its validation ``history`` (module doc).
 
     Returns ``{n_evals, val_loss_first, val_loss_tail_start, val_loss_final, rel_change_last_quarter, rel_tol,
@@ -130,9 +149,15 @@ def convergence(history: Sequence[dict[str, float]], steps: int, *, tail: float 
     and ``converged`` is None (unknown).
     """
     rows = sorted(history, key=lambda r: r["step"])
-    out: dict[str, Any] = {"n_evals": len(rows), "val_loss_first": math.nan, "val_loss_tail_start": math.nan,
-                           "val_loss_final": math.nan, "rel_change_last_quarter": math.nan, "rel_tol": rel_tol,
-                           "converged": None}
+    out: dict[str, Any] = {
+        "n_evals": len(rows),
+        "val_loss_first": math.nan,
+        "val_loss_tail_start": math.nan,
+        "val_loss_final": math.nan,
+        "rel_change_last_quarter": math.nan,
+        "rel_tol": rel_tol,
+        "converged": None,
+    }
     if not rows:
         return out
     out["val_loss_first"], out["val_loss_final"] = rows[0]["val_loss"], rows[-1]["val_loss"]

@@ -50,8 +50,14 @@ class KeptCheck:
         return asdict(self)
 
 
-def kept_uniformity(lams: np.ndarray, steps: np.ndarray | None = None, *, warmup_steps: int = 0,
-                    alpha: float = ALPHA, min_n: int = MIN_N) -> KeptCheck:
+def kept_uniformity(
+    lams: np.ndarray,
+    steps: np.ndarray | None = None,
+    *,
+    warmup_steps: int = 0,
+    alpha: float = ALPHA,
+    min_n: int = MIN_N,
+) -> KeptCheck:
     """Test the kept λ ``lams`` ``(n, k)`` in [0, 1] against U[0,1]^k (module doc).
 
     ``steps`` ``(n,)``: the training step of each row (rows before ``warmup_steps`` are dropped); ``ValueError`` on
@@ -87,5 +93,14 @@ def kept_uniformity(lams: np.ndarray, steps: np.ndarray | None = None, *, warmup
             chi2, chi2_p = float(res.statistic), float(res.pvalue)
             pvals.append(chi2_p)
     p = min(1.0, min(pvals) * len(pvals))
-    return KeptCheck(n, float(max(r.statistic for r in ks)), p, "selects" if p < alpha else "selects nothing",
-                     tuple(float(r.statistic) for r in ks), tuple(float(r.pvalue) for r in ks), chi2, chi2_p, mean)
+    return KeptCheck(
+        n,
+        float(max(r.statistic for r in ks)),
+        p,
+        "selects" if p < alpha else "selects nothing",
+        tuple(float(r.statistic) for r in ks),
+        tuple(float(r.pvalue) for r in ks),
+        chi2,
+        chi2_p,
+        mean,
+    )

@@ -74,8 +74,12 @@ class Estimate:
         return {**out, **self.fixed_s}
 
     def to_dict(self) -> dict[str, Any]:
-        return {"total_s": round(self.total_s, 1), "by_phase": {k: round(v, 1) for k, v in self.by_phase().items()},
-                "jobs": self.jobs, "calibration": self.calibration.to_dict() if self.calibration else None}
+        return {
+            "total_s": round(self.total_s, 1),
+            "by_phase": {k: round(v, 1) for k, v in self.by_phase().items()},
+            "jobs": self.jobs,
+            "calibration": self.calibration.to_dict() if self.calibration else None,
+        }
 
 
 _PHASE_NAMES = {"eval": "evaluation", "search": "search"}
@@ -169,8 +173,13 @@ def estimate(study: Study, jobs: Sequence[JobSpec], cal: Calibration) -> Estimat
 def _needed_kinds(study: Study, jobs: Sequence[JobSpec]) -> tuple[list[str], list[str]]:
     """(kinds trained, kinds evaluated or searched), in job order."""
     trained = list(dict.fromkeys(model_kind(study, j) for j in jobs if j.kind not in ("eval", "search")))
-    read = list(dict.fromkeys(model_kind(study, j) for j in jobs
-                              if j.kind == "eval" or (j.kind == "search" and j.params["target"] != "baselines")))
+    read = list(
+        dict.fromkeys(
+            model_kind(study, j)
+            for j in jobs
+            if j.kind == "eval" or (j.kind == "search" and j.params["target"] != "baselines")
+        )
+    )
     if any(j.kind == "scales" for j in jobs) and study.kind == "sl" and "unet" not in read:
         read.append("unet")
     return trained, read
@@ -214,12 +223,21 @@ def _step_seconds(model, task, sampler, settings, device: str, warmup: int) -> f
             stamps.append(time.perf_counter())
 
     train(model, task, sampler, settings, device=device, callbacks=[on_step], name="calibration")
-    gaps = [b - a for a, b in zip(stamps[warmup:], stamps[warmup + 1:], strict=False)]
+    gaps = [b - a for a, b in zip(stamps[warmup:], stamps[warmup + 1 :], strict=False)]
     return statistics.median(gaps) if gaps else float("nan")
 
 
-def calibrate(study: Study, bundle: Any, jobs: Sequence[JobSpec], *, device: str, precision: str,
-              steps: int = 4, warmup: int = 2, data_s: float = 0.0) -> Calibration:
+def calibrate(
+    study: Study,
+    bundle: Any,
+    jobs: Sequence[JobSpec],
+    *,
+    device: str,
+    precision: str,
+    steps: int = 4,
+    warmup: int = 2,
+    data_s: float = 0.0,
+) -> Calibration:
     """Measure the unit costs the run's ``jobs`` need (see the module doc); writes nothing.
 
     ``steps`` timed training steps per model kind after ``warmup`` untimed ones; evaluation and search passes are
@@ -251,16 +269,18 @@ def calibrate(study: Study, bundle: Any, jobs: Sequence[JobSpec], *, device: str
     with torch.random.fork_rng():
         torch.manual_seed(s.seed)
         for kind in trained:
-            settings = dataclasses.replace(ctx.settings("calibration", warmup + steps + 1), checkpoint_every=0,
-                                           log_every=warmup + steps + 1)
+            settings = dataclasses.replace(
+                ctx.settings("calibration", warmup + steps + 1), checkpoint_every=0, log_every=warmup + steps + 1
+            )
             task, sampler = task_of_kind(ctx, kind)
             train_s[kind] = _step_seconds(build(kind), task, sampler, settings, device, warmup)
 
         eval_s: dict[str, float] = {}
         val_s: dict[str, float] = {}
         test_s: dict[str, float] = {}
-        metrics = list(dict.fromkeys([*s.evaluation.metrics, *([] if s.search.objective == "dice" else
-                                                                [s.search.objective])]))
+        metrics = list(
+            dict.fromkeys([*s.evaluation.metrics, *([] if s.search.objective == "dice" else [s.search.objective])])
+        )
         seg = build("seg").to(device).eval() if s.search.objective == "dice" and bundle.n_classes else None
         n_classes = int(bundle.n_classes) if seg is not None else None
         test = ctx.eval_data("test", s.evaluation.n_test)
@@ -268,13 +288,23 @@ def calibrate(study: Study, bundle: Any, jobs: Sequence[JobSpec], *, device: str
         lams = np.array([lam0], dtype=float)
         for kind in read:
             model = build(kind).to(device).eval()
-            common = dict(seg_model=seg, n_classes=n_classes, device=device, precision=precision,
-                          batch_size=s.train.batch_size)
-            eval_s[kind] = _timed(functools.partial(evaluate_model, model, kind, test, lams, metrics, range_slices=0,
-                                                     **common))
+            common = dict(
+                seg_model=seg, n_classes=n_classes, device=device, precision=precision, batch_size=s.train.batch_size
+            )
+            eval_s[kind] = _timed(
+                functools.partial(evaluate_model, model, kind, test, lams, metrics, range_slices=0, **common)
+            )
             for data, out in ((val, val_s), (test, test_s)):
-                fn = make_model_objective(model, data, s.search.objective, device=device, precision=precision,
-                                          batch_size=s.train.batch_size, seg_model=seg, n_classes=n_classes)
+                fn = make_model_objective(
+                    model,
+                    data,
+                    s.search.objective,
+                    device=device,
+                    precision=precision,
+                    batch_size=s.train.batch_size,
+                    seg_model=seg,
+                    n_classes=n_classes,
+                )
                 out[kind] = _timed(lambda fn=fn: fn(np.array(lam0)))
 
     # The search library's own cost per trial (samplers, GP fits) on an objective that costs nothing: the run's
@@ -282,20 +312,37 @@ def calibrate(study: Study, bundle: Any, jobs: Sequence[JobSpec], *, device: str
     # first GP fit): counted once in the estimate, not per trial.
     trial_s = search_once_s = 0.0
     if any(j.kind == "search" for j in jobs) and s.search.budget > 0:
+
         def cheap(lam: np.ndarray) -> tuple[float, float]:
             return float(-np.square(lam - 0.3).sum()), 0.0
 
         times = []
         for seed in (s.seed, s.seed + 1):
             t0 = time.perf_counter()
-            search_model(cheap, list(s.search.strategies), budget=s.search.budget, seeds=[seed], n_lams=s.n_lams,
-                         maximize=True, target="calibration")
+            search_model(
+                cheap,
+                list(s.search.strategies),
+                budget=s.search.budget,
+                seeds=[seed],
+                n_lams=s.n_lams,
+                maximize=True,
+                target="calibration",
+            )
             times.append(time.perf_counter() - t0)
         trial_s = times[1] / (len(s.search.strategies) * s.search.budget)
         search_once_s = max(0.0, times[0] - times[1])
-    return Calibration(train_s=train_s, eval_s=eval_s, val_s=val_s, test_s=test_s, trial_s=trial_s, search_once_s=search_once_s,
-                       data_s=data_s,
-                       seconds=time.perf_counter() - t_start, device=device, precision=precision)
+    return Calibration(
+        train_s=train_s,
+        eval_s=eval_s,
+        val_s=val_s,
+        test_s=test_s,
+        trial_s=trial_s,
+        search_once_s=search_once_s,
+        data_s=data_s,
+        seconds=time.perf_counter() - t_start,
+        device=device,
+        precision=precision,
+    )
 
 
 def _timed(fn) -> float:

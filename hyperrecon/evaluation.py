@@ -74,7 +74,9 @@ class EvalData:
         n = int(self.targets.shape[0]) if self.targets.ndim == 4 else -1
         h, w = self.targets.shape[-2:] if self.targets.ndim == 4 else (0, 0)
         if n < 1 or self.targets.shape[1] != 1:
-            raise DataError(f"eval data targets: expected shape (N, 1, H, W) with N >= 1, got {tuple(self.targets.shape)}")
+            raise DataError(
+                f"eval data targets: expected shape (N, 1, H, W) with N >= 1, got {tuple(self.targets.shape)}"
+            )
         if self.inputs.ndim != 4 or self.inputs.shape[0] != n or tuple(self.inputs.shape[-2:]) != (h, w):
             raise DataError(f"eval data inputs: expected shape ({n}, C, {h}, {w}), got {tuple(self.inputs.shape)}")
         if tuple(self.degraded.shape) != (n, 1, h, w):
@@ -116,7 +118,9 @@ class EvalData:
         if images.ndim != 3 or images.shape[0] < 1:
             raise DataError(f"eval images: expected an array of shape (N, H, W) with N >= 1, got {images.shape}")
         if labels is not None and np.asarray(labels).shape != images.shape:
-            raise DataError(f"eval labels: expected shape {images.shape} like the images, got {np.asarray(labels).shape}")
+            raise DataError(
+                f"eval labels: expected shape {images.shape} like the images, got {np.asarray(labels).shape}"
+            )
         x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))[:, None]
         gen = torch.Generator().manual_seed(int(generator_seed))
         inputs, degraded = [], []
@@ -177,8 +181,9 @@ def _inference(models: Sequence[nn.Module | None], device: torch.device, precisi
         m.to(device)
         m.to(memory_format=torch.channels_last)
     try:
-        with torch.inference_mode(), torch.autocast(
-            device_type=device.type, dtype=torch.bfloat16, enabled=precision == "bf16"
+        with (
+            torch.inference_mode(),
+            torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=precision == "bf16"),
         ):
             yield
     finally:
@@ -218,8 +223,11 @@ def _staged(data: EvalData, device: torch.device) -> EvalData:
     tensors = [data.inputs, data.targets, data.degraded] + ([data.labels] if data.labels is not None else [])
     total = sum(t.numel() * t.element_size() for t in tensors)
     return EvalData(
-        _stage(data.inputs, device, total), _stage(data.targets, device, total),
-        _stage(data.degraded, device, total), _stage(data.labels, device, total), data.ids,
+        _stage(data.inputs, device, total),
+        _stage(data.targets, device, total),
+        _stage(data.degraded, device, total),
+        _stage(data.labels, device, total),
+        data.ids,
     )
 
 
@@ -254,9 +262,7 @@ def endpoint_lams(baseline_lams: Sequence[Sequence[float]]) -> np.ndarray:
     return np.stack([arr.min(0), arr.max(0)])
 
 
-def endpoint_recons(
-    model: nn.Module, data: EvalData, lams: np.ndarray, **kw: Any
-) -> np.ndarray:
+def endpoint_recons(model: nn.Module, data: EvalData, lams: np.ndarray, **kw: Any) -> np.ndarray:
     """``(len(lams), N, H, W)`` float32: every slice of ``data`` reconstructed at each λ row of ``lams`` (a plain
     U-Net ignores λ: pass its own λ once). ``kw`` as :func:`reconstruct` (batch_size, device, precision)."""
     lams = _check_lams(lams, "endpoint_recons")
@@ -429,8 +435,14 @@ def evaluate_model(
                 with infer:
                     x_hat = _forward(model, staged.inputs[start:stop].to(dev), row)
                 vals = batch_metrics(
-                    names, x_hat, target, degraded, labels=labels, seg_model=seg_model,
-                    n_classes=n_classes, ssim_convention=ssim_convention,
+                    names,
+                    x_hat,
+                    target,
+                    degraded,
+                    labels=labels,
+                    seg_model=seg_model,
+                    n_classes=n_classes,
+                    ssim_convention=ssim_convention,
                 )
                 values[p, start:stop] = torch.stack([vals[m] for m in all_names], 1).double().cpu().numpy()
                 track.update(p, start, x_hat, target, degraded)
@@ -469,8 +481,13 @@ class _SliceTracker:
     reconstructions at the example λ rows."""
 
     def __init__(
-        self, ranged: list[int], p_count: int, shape: tuple[int, int], threshold: float,
-        example_rows: list[int], dev: torch.device,
+        self,
+        ranged: list[int],
+        p_count: int,
+        shape: tuple[int, int],
+        threshold: float,
+        example_rows: list[int],
+        dev: torch.device,
     ) -> None:
         self.ranged, self.threshold, self.example_rows = ranged, float(threshold), example_rows
         self.gains = np.empty((p_count, len(ranged)), dtype=np.float64)
@@ -507,9 +524,14 @@ class _SliceTracker:
             total = float((self.hi[r, 0] - self.lo[r, 0]).double().sum()) if above else float("nan")
             rows.append(
                 {
-                    "model": model_name, "slice": ids[s], "slice_index": s, "n_above": above,
-                    "n_lams": int(self.gains.shape[0]), "rpsnr_threshold": self.threshold,
-                    "range_sum": total, "range_mean_per_pixel": total / (h * w),
+                    "model": model_name,
+                    "slice": ids[s],
+                    "slice_index": s,
+                    "n_above": above,
+                    "n_lams": int(self.gains.shape[0]),
+                    "rpsnr_threshold": self.threshold,
+                    "range_sum": total,
+                    "range_mean_per_pixel": total / (h * w),
                 }
             )
         return pd.DataFrame(rows)

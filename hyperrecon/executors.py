@@ -34,8 +34,9 @@ def _val_tracker(ctx: RunContext, name: str, model, steps: int, lams, scales):
     return ValidationTracker(model, objective, steps, path=ctx.run_dir / "checkpoints" / f"{name}-val.json")
 
 
-def _train_job(ctx: RunContext, name: str, model, task, sampler, steps: int, tracker=None, probe=None,
-               probe_steps=()) -> dict[str, Any]:
+def _train_job(
+    ctx: RunContext, name: str, model, task, sampler, steps: int, tracker=None, probe=None, probe_steps=()
+) -> dict[str, Any]:
     from .training import train
 
     started: dict[str, Any] = {}
@@ -51,14 +52,27 @@ def _train_job(ctx: RunContext, name: str, model, task, sampler, steps: int, tra
     ckpt = ctx.run_dir / "checkpoints" / f"{name}.pt"  # train's load_checkpoint verifies its zip checksums
     if tracker is not None:  # its evaluations run at probe steps, with the device timer paused
         probe_steps = sorted({*probe_steps, *tracker.probe_steps()})
-    result = train(model, task, sampler, ctx.settings(name, steps), device=ctx.device, checkpoint_path=ckpt, resume=True,
-                   callbacks=[callback] + ([tracker] if tracker is not None else []), name=name,
-                   probe_steps=probe_steps)
+    result = train(
+        model,
+        task,
+        sampler,
+        ctx.settings(name, steps),
+        device=ctx.device,
+        checkpoint_path=ckpt,
+        resume=True,
+        callbacks=[callback] + ([tracker] if tracker is not None else []),
+        name=name,
+        probe_steps=probe_steps,
+    )
     _save_model(ctx.model_path(name), model)
-    out = {"cost": result.cost.to_dict(), "final_loss": result.history[-1]["loss"] if result.history else None,
-           "device_seconds": result.cost.device_seconds, "history": result.history,
-           # the step a checkpoint of an interrupted attempt let this one start from (0: trained from scratch)
-           "resumed_from_step": int(started.get("step", 0)) if started.get("resumed") else 0}
+    out = {
+        "cost": result.cost.to_dict(),
+        "final_loss": result.history[-1]["loss"] if result.history else None,
+        "device_seconds": result.cost.device_seconds,
+        "history": result.history,
+        # the step a checkpoint of an interrupted attempt let this one start from (0: trained from scratch)
+        "resumed_from_step": int(started.get("step", 0)) if started.get("resumed") else 0,
+    }
     if tracker is not None:
         from .convergence import convergence
 
@@ -73,9 +87,12 @@ def _train_job(ctx: RunContext, name: str, model, task, sampler, steps: int, tra
             from .io import write_npz
 
             # steps and warm-up let the report test only the λ that DHS ranked (hyperrecon/dhs_check.py)
-            write_npz(ctx.run_dir / "eval" / f"{name}-dhs-kept.npz", lams=lams.numpy(),
-                      steps=sampler.kept_steps().numpy(),
-                      warmup_steps=np.array(getattr(sampler, "warmup_steps", 0)))
+            write_npz(
+                ctx.run_dir / "eval" / f"{name}-dhs-kept.npz",
+                lams=lams.numpy(),
+                steps=sampler.kept_steps().numpy(),
+                warmup_steps=np.array(getattr(sampler, "warmup_steps", 0)),
+            )
     return out
 
 
@@ -122,14 +139,24 @@ def run_job(ctx: RunContext, name: str, spec: dict[str, Any]) -> dict[str, Any]:
         # (single-term baselines: unit scales, like their training; a relative change does not see the scale)
         tracker = _val_tracker(ctx, name, model, steps, [list(lam)], scales)
         recorder, probe_steps = baseline_probe(ctx, name, list(lam), model)  # validation metrics for the search
-        result = _train_job(ctx, name, model, ctx.recon_task(scales), FixedSampler(list(lam)), steps, tracker,
-                            probe=recorder, probe_steps=probe_steps)
+        result = _train_job(
+            ctx,
+            name,
+            model,
+            ctx.recon_task(scales),
+            FixedSampler(list(lam)),
+            steps,
+            tracker,
+            probe=recorder,
+            probe_steps=probe_steps,
+        )
         result["lam"] = list(lam)
     elif kind in ("hyper", "film"):
         from .convergence import val_lam_grid
 
-        model = (build_recon_model("hyperunet", s, spec["size"]) if kind == "hyper"
-                 else build_recon_model("film-unet", s))
+        model = (
+            build_recon_model("hyperunet", s, spec["size"]) if kind == "hyper" else build_recon_model("film-unet", s)
+        )
         sampler = build_sampler(s, spec["sampler"])
         steps = s.hyper.steps or s.train.steps
         tracker = _val_tracker(ctx, name, model, steps, val_lam_grid(s.n_lams), ctx.scales())
@@ -162,23 +189,31 @@ def _seg_job(ctx: RunContext, name: str, model) -> dict[str, Any]:
     if val.labels is None:
         raise RunError("job 'seg': the validation slices have no label maps")
     side = ctx.run_dir / "checkpoints" / f"{name}-val.json"
-    tracker = ValidationTracker(model, dice_objective(val.targets, val.labels, n_classes), s.segmentation.steps,
-                                path=side)
+    tracker = ValidationTracker(
+        model, dice_objective(val.targets, val.labels, n_classes), s.segmentation.steps, path=side
+    )
     if side.exists() and (ctx.run_dir / "checkpoints" / f"{name}.pt").exists():
         tracker.history = list(read_json(side).get("history", []))  # a retried job continues its evaluations
     task = ctx.seg_task()
-    run = train_until_plateau(lambda target: _train_job(ctx, name, model, task, None, target), tracker,
-                              s.segmentation.steps)
+    run = train_until_plateau(
+        lambda target: _train_job(ctx, name, model, task, None, target), tracker, s.segmentation.steps
+    )
     result = run["result"]
-    refs = dice_references(model.to(ctx.device), ctx.eval_data("test", s.evaluation.n_test), n_classes,
-                           batch_size=s.train.batch_size)
+    refs = dice_references(
+        model.to(ctx.device), ctx.eval_data("test", s.evaluation.n_test), n_classes, batch_size=s.train.batch_size
+    )
     write_reference_csv(ctx.run_dir, refs)
     result["val_history"] = tracker.history
     # converged: the validation Dice plateaued (the 2 % rule on 1 - Dice would be stricter than the plateau rule)
     result["convergence"] = {**convergence(tracker.history, run["steps"]), "converged": run["plateaued"]}
-    result["dice_reference"] = {"ceiling": refs["ceiling"], "floor": refs["floor"], "steps": run["steps"],
-                                "step_budget": s.segmentation.steps, "plateaued": run["plateaued"],
-                                "best_val_dice": run["best_val_dice"]}
+    result["dice_reference"] = {
+        "ceiling": refs["ceiling"],
+        "floor": refs["floor"],
+        "steps": run["steps"],
+        "step_budget": s.segmentation.steps,
+        "plateaued": run["plateaued"],
+        "best_val_dice": run["best_val_dice"],
+    }
     return result
 
 
@@ -192,7 +227,10 @@ def _scales_job(ctx: RunContext, name: str) -> dict[str, Any]:
     unit = [1.0] * len(s.loss.terms)
     val_task = ctx.recon_task(unit, split="val", limit=s.search.n_val)
     if s.kind == "sl":
-        models = {0.0: ctx.load_model(f"baseline-{lam_label((0.0,))}"), 1.0: ctx.load_model(f"baseline-{lam_label((1.0,))}")}
+        models = {
+            0.0: ctx.load_model(f"baseline-{lam_label((0.0,))}"),
+            1.0: ctx.load_model(f"baseline-{lam_label((1.0,))}"),
+        }
         scales = sl_auto_scales(models, val_task.to(ctx.device))
         rule = "SL: s_i = mean validation value of term i for the baseline trained on term i alone (paper 4.4)"
     else:
@@ -207,8 +245,10 @@ def _scales_job(ctx: RunContext, name: str) -> dict[str, Any]:
         steps = max(1, min(100, (s.baselines.steps or s.train.steps) // 3))
         train(model, ctx.recon_task(first), FixedSampler(lam), ctx.settings(name, steps), device=ctx.device, name=name)
         scales = ao_auto_scales(model, ctx.recon_task(first, split="val", limit=s.search.n_val).to(ctx.device))
-        rule = ("AO: s_i = median over validation slices of term i for a U-Net briefly trained at equal weights "
-                "(two passes; see hyperrecon/scales.py)")
+        rule = (
+            "AO: s_i = median over validation slices of term i for a U-Net briefly trained at equal weights "
+            "(two passes; see hyperrecon/scales.py)"
+        )
     timer.stop()
     scales = [float(v) for v in scales]
     write_json(ctx.run_dir / "scales.json", {"terms": list(s.loss.terms), "scales": scales, "rule": rule})
@@ -236,30 +276,52 @@ def _eval_job(ctx: RunContext, name: str, spec: dict[str, Any]) -> dict[str, Any
     else:
         lams = lam_grid(s.n_lams, s.evaluation.grid_points)
     metrics = list(dict.fromkeys([*s.evaluation.metrics, *([] if _objective_is_dice(s) else [s.search.objective])]))
-    common = dict(seg_model=seg, n_classes=n_classes, device=ctx.device, precision=ctx.precision,
-                  batch_size=s.train.batch_size)
+    common = dict(
+        seg_model=seg, n_classes=n_classes, device=ctx.device, precision=ctx.precision, batch_size=s.train.batch_size
+    )
     test = ctx.eval_data("test", s.evaluation.n_test)
 
     def progress(done: int, total: int) -> None:
         if ctx.progress is not None:
             ctx.progress("eval", {"job": name, "done": done, "total": total})
 
-    res = evaluate_model(model, model_name, test, lams, metrics, range_slices=4,
-                         rpsnr_threshold=s.evaluation.rpsnr_threshold, diverse_quantile=s.evaluation.diverse_quantile,
-                         progress=progress, **common)
+    res = evaluate_model(
+        model,
+        model_name,
+        test,
+        lams,
+        metrics,
+        range_slices=4,
+        rpsnr_threshold=s.evaluation.rpsnr_threshold,
+        diverse_quantile=s.evaluation.diverse_quantile,
+        progress=progress,
+        **common,
+    )
     out_dir = ctx.run_dir / "eval"
-    _write_endpoints(out_dir / f"{model_name}-endpoints.npz", model, test, lams, spec["model_kind"] == "baseline",
-                     [p["lam"] for _, k, p in recon_models(s) if k == "baseline"], common)
+    _write_endpoints(
+        out_dir / f"{model_name}-endpoints.npz",
+        model,
+        test,
+        lams,
+        spec["model_kind"] == "baseline",
+        [p["lam"] for _, k, p in recon_models(s) if k == "baseline"],
+        common,
+    )
     write_csv(out_dir / f"{model_name}.csv", res.table)
     write_csv(out_dir / f"{model_name}-ranges.csv", res.ranges)
     arrays = {f"example_{k}": np.asarray(v) for k, v in res.examples.items() if _is_array(v)}
     arrays.update({f"diverse_{k}": np.asarray(v) for k, v in res.diverse.items() if _is_array(v)})
     write_npz(out_dir / f"{model_name}-images.npz", **arrays)
-    meta = {"examples": {k: v for k, v in res.examples.items() if not _is_array(v)},
-            "diverse": {k: v for k, v in res.diverse.items() if not _is_array(v)},
-            "seconds": res.seconds}
-    result: dict[str, Any] = {"model": model_name, "seconds": res.seconds,
-                              "device_seconds": float(res.seconds.get("device_seconds", 0.0))}
+    meta = {
+        "examples": {k: v for k, v in res.examples.items() if not _is_array(v)},
+        "diverse": {k: v for k, v in res.diverse.items() if not _is_array(v)},
+        "seconds": res.seconds,
+    }
+    result: dict[str, Any] = {
+        "model": model_name,
+        "seconds": res.seconds,
+        "device_seconds": float(res.seconds.get("device_seconds", 0.0)),
+    }
     if spec["model_kind"] == "baseline":
         # The validation metrics of this baseline, fully trained: the last row of its fidelity table, which the
         # search over baselines replays.

@@ -46,8 +46,11 @@ class FiniteWatch:
         if not self._flags:
             return None
         # Steps with different numbers of parts cannot stack; the loss and totals (first two) always exist.
-        ok = [f.cpu() for f in self._flags] if len({f.numel() for f in self._flags}) > 1 else \
-            list(torch.stack(self._flags).cpu())  # one device-to-host transfer for the whole window
+        ok = (
+            [f.cpu() for f in self._flags]
+            if len({f.numel() for f in self._flags}) > 1
+            else list(torch.stack(self._flags).cpu())
+        )  # one device-to-host transfer for the whole window
         found = None
         for flags, step, idx, names in zip(ok, self._steps, self._idx, self._names, strict=True):
             if not bool(flags.all()):

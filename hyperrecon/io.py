@@ -35,8 +35,10 @@ class NoSpaceError(RunError):
 def write_failed(path: str | os.PathLike[str], exc: OSError) -> RunError:
     """The one-line error for a failed write of ``path``: "PATH: cannot write (no space left on device) ..."."""
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return NoSpaceError(f"{path}: cannot write (no space left on device); free some space, then continue with "
-                        "--resume (what was written before is intact)")
+        return NoSpaceError(
+            f"{path}: cannot write (no space left on device); free some space, then continue with "
+            "--resume (what was written before is intact)"
+        )
     return RunError(f"{path}: cannot write ({exc.strerror or exc})")
 
 

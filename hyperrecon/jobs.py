@@ -99,8 +99,11 @@ def study_jobs(study: Study, *, has_labels: bool) -> list[JobSpec]:
     """Every job of the run: replicate 0's, then those of replicates 1 .. N-1 (no searches)."""
     jobs = _replicate_jobs(study, has_labels=has_labels)
     for r in range(1, int(getattr(study, "replicates", 1))):
-        jobs += [JobSpec(f"r{r}/{j.name}", j.phase, j.kind, {**j.params, "replicate": r})
-                 for j in _replicate_jobs(study, has_labels=has_labels) if j.kind != "search"]
+        jobs += [
+            JobSpec(f"r{r}/{j.name}", j.phase, j.kind, {**j.params, "replicate": r})
+            for j in _replicate_jobs(study, has_labels=has_labels)
+            if j.kind != "search"
+        ]
     return jobs
 
 

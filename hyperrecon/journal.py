@@ -68,8 +68,13 @@ def repair_torn_tail(path: str | os.PathLike[str]) -> Path | None:
         os.fsync(fd)
     finally:
         os.close(fd)
-    log.warning("%s: cut a torn last record (%d bytes, left by a crash or a full disk mid-write); the file as it "
-                "was is kept in %s", path, size - keep, backup)
+    log.warning(
+        "%s: cut a torn last record (%d bytes, left by a crash or a full disk mid-write); the file as it "
+        "was is kept in %s",
+        path,
+        size - keep,
+        backup,
+    )
     return backup
 
 
@@ -96,8 +101,10 @@ def _backup(path: Path) -> Path:
 
 
 def _no_backup(path: Path, exc: OSError) -> RunError:
-    return RunError(f"{path}: its last record is torn (a crash or a full disk mid-write) and no backup can be "
-                    f"written next to it ({exc.strerror}); the file is left as it was. Free some space, then run again")
+    return RunError(
+        f"{path}: its last record is torn (a crash or a full disk mid-write) and no backup can be "
+        f"written next to it ({exc.strerror}); the file is left as it was. Free some space, then run again"
+    )
 
 
 class SafeJournalFileBackend(JournalFileBackend):
@@ -138,7 +145,7 @@ class SafeJournalFileBackend(JournalFileBackend):
             try:
                 view = memoryview(data)
                 while view:
-                    view = view[os.write(fd, view):]
+                    view = view[os.write(fd, view) :]
                 os.fsync(fd)
             except OSError:
                 try:  # back to the last whole record: a failed append leaves no partial line behind

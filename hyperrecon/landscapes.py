@@ -17,7 +17,6 @@ from .errors import ConfigError
 TABLE_COLUMNS = ["model", "lam1", "lam2", "slice", "metric", "value"]
 
 
-
 def _rows(table: pd.DataFrame, metric: str, model: str | None) -> pd.DataFrame:
     missing = [c for c in TABLE_COLUMNS if c not in table.columns]
     if missing:

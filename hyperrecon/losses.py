@@ -185,9 +185,7 @@ class CompositeLoss:
         self.terms = terms
         self.scales = scales
         self.params = {k: dict(v) for k, v in params.items()}
-        self.modules: list[LossTerm] = [
-            LOSSES.build(name, self.params.get(name), where="loss terms") for name in terms
-        ]
+        self.modules: list[LossTerm] = [LOSSES.build(name, self.params.get(name), where="loss terms") for name in terms]
 
     @property
     def n_lams(self) -> int:

@@ -99,9 +99,7 @@ def _check_calib(calib: int | Sequence[int] | None, shape: Shape) -> Shape:
     except (TypeError, ValueError):
         ok = False
     if not ok:
-        raise ConfigError(
-            f"mask calib: expected an integer or (h, w) pair within 0..{shape}, but got {calib!r}"
-        )
+        raise ConfigError(f"mask calib: expected an integer or (h, w) pair within 0..{shape}, but got {calib!r}")
     return ch, cw
 
 
@@ -110,9 +108,7 @@ def target_samples(shape: Shape, acceleration: float, calib: Shape) -> int:
     h, w = shape
     real = isinstance(acceleration, numbers.Real) and not isinstance(acceleration, bool)
     if not (real and R_MIN < float(acceleration) <= R_MAX):
-        raise ConfigError(
-            f"mask acceleration: expected {R_MIN:g} < R <= {R_MAX:g}, but got R={acceleration!r}"
-        )
+        raise ConfigError(f"mask acceleration: expected {R_MIN:g} < R <= {R_MAX:g}, but got R={acceleration!r}")
     r = float(acceleration)
     n_calib = calib[0] * calib[1]
     exact = h * w / r
@@ -284,9 +280,7 @@ def _generate(shape: Shape, n_target: int, calib: Shape, seed: int) -> np.ndarra
 
 def _cache_path(cache_dir: Path, shape: Shape, acceleration: float, calib: Shape, seed: int) -> Path:
     r = format(float(acceleration), ".12g")
-    name = (
-        f"poisson-v{ALGORITHM_VERSION}_{shape[0]}x{shape[1]}_R{r}_calib{calib[0]}x{calib[1]}_seed{seed}.npy"
-    )
+    name = f"poisson-v{ALGORITHM_VERSION}_{shape[0]}x{shape[1]}_R{r}_calib{calib[0]}x{calib[1]}_seed{seed}.npy"
     return cache_dir / name
 
 

@@ -94,9 +94,7 @@ def _data_range(data_range: float | torch.Tensor, ref: torch.Tensor) -> torch.Te
     if isinstance(data_range, torch.Tensor):
         r = data_range.to(device=ref.device, dtype=ref.dtype).reshape(-1)
         if r.numel() not in (1, batch):
-            raise ValueError(
-                f"data_range: expected a scalar or shape ({batch},), got {tuple(data_range.shape)}"
-            )
+            raise ValueError(f"data_range: expected a scalar or shape ({batch},), got {tuple(data_range.shape)}")
         return r.expand(batch)
     if not (isinstance(data_range, numbers.Real) and math.isfinite(data_range) and data_range > 0):
         raise MetricArgumentError(f"data_range: a finite number > 0 is expected, got {data_range!r}")
@@ -237,9 +235,7 @@ def _symmetric_index(n: int, pad: int, device: torch.device) -> torch.Tensor:
     return torch.where(i >= n, 2 * n - 1 - i, i)
 
 
-def laplacian_of_gaussian(
-    img: torch.Tensor, sigma: float = HFEN_SIGMA, radius: int = HFEN_RADIUS
-) -> torch.Tensor:
+def laplacian_of_gaussian(img: torch.Tensor, sigma: float = HFEN_SIGMA, radius: int = HFEN_RADIUS) -> torch.Tensor:
     """Laplacian of Gaussian of ``(N, C, H, W)`` images, same shape, as ``scipy.ndimage.gaussian_laplace``.
 
     ``LoG = g'' ⊗ g + g ⊗ g''`` with ``g`` the normalised sampled Gaussian and ``g''(t) = (t²/σ⁴ - 1/σ²) g(t)``,
@@ -285,18 +281,14 @@ def _labels(name: str, labels: torch.Tensor, n_classes: int) -> torch.Tensor:
     if labels.ndim == 4 and labels.shape[1] == 1:
         labels = labels[:, 0]
     if labels.ndim != 3:
-        raise ValueError(
-            f"{name}: expected labels of shape (B, H, W) or (B, 1, H, W), got {tuple(labels.shape)}"
-        )
+        raise ValueError(f"{name}: expected labels of shape (B, H, W) or (B, 1, H, W), got {tuple(labels.shape)}")
     if labels.is_floating_point() or labels.is_complex():
         raise ValueError(f"{name}: labels must be an integer tensor, got {labels.dtype}")
     flat = _per_sample(labels.long())
     # the range check reads the CPU copy a training batch was staged from, where there is one (no device sync)
     src = host_copy(given) if isinstance(given, torch.Tensor) else flat
     if src.numel() and (int(src.min()) < 0 or int(src.max()) >= n_classes):
-        raise ValueError(
-            f"{name}: labels must lie in [0, {n_classes}), got min {int(src.min())}, max {int(src.max())}"
-        )
+        raise ValueError(f"{name}: labels must lie in [0, {n_classes}), got min {int(src.min())}, max {int(src.max())}")
     return flat
 
 
@@ -461,9 +453,7 @@ def diverse_pair(
         raise ValueError(f"diverse_pair: {recons.shape[0]} reconstructions but {score.shape[0]} scores")
     valid = np.flatnonzero(~np.isnan(score))
     if valid.size < 2:
-        raise ValueError(
-            f"diverse_pair: at least 2 reconstructions with a score are needed, got {valid.size}"
-        )
+        raise ValueError(f"diverse_pair: at least 2 reconstructions with a score are needed, got {valid.size}")
     threshold = np.quantile(score[valid], quantile)
     kept = valid[score[valid] >= threshold]
     if kept.size < 2:
@@ -519,18 +509,12 @@ def _register(metric: Metric) -> None:
 
 
 _register(Metric("psnr", psnr, True, False, "peak signal-to-noise ratio in dB (capped at 120 dB)", True))
-_register(
-    Metric("rpsnr", rpsnr, True, True, "PSNR gain in dB over the degraded (zero-filled/noisy) input", True)
-)
+_register(Metric("rpsnr", rpsnr, True, True, "PSNR gain in dB over the degraded (zero-filled/noisy) input", True))
 _register(Metric("ssim", ssim, True, False, "structural similarity, Wang et al. 11x11 Gaussian window", True))
 _register(Metric("mae", mae, False, False, "mean absolute error"))
 _register(Metric("mse", mse, False, False, "mean squared error"))
 _register(Metric("nmse", nmse, False, False, "normalised MSE ||x̂ - x||² / ||x||²"))
-_register(
-    Metric(
-        "hfen", hfen, False, False, "high-frequency error norm (15x15 LoG, sigma 1.5), normalised by target"
-    )
-)
+_register(Metric("hfen", hfen, False, False, "high-frequency error norm (15x15 LoG, sigma 1.5), normalised by target"))
 
 
 def compute_metrics(

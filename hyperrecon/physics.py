@@ -90,18 +90,12 @@ def _check_image_shape(value: Any, model: str) -> tuple[int, int]:
     except (TypeError, ValueError):
         ok = False
     if not ok:
-        raise ConfigError(
-            f"forward model '{model}' image_shape: expected (H, W) positive integers, but got {value!r}"
-        )
+        raise ConfigError(f"forward model '{model}' image_shape: expected (H, W) positive integers, but got {value!r}")
     return h, w
 
 
 def _check_nonneg(value: Any, model: str, name: str) -> float:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, numbers.Real)
-        or not (math.isfinite(value) and value >= 0)
-    ):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (math.isfinite(value) and value >= 0):
         raise ConfigError(f"forward model '{model}' {name}: expected a finite number >= 0, but got {value!r}")
     return float(value)
 
@@ -135,9 +129,7 @@ class ForwardModel(ABC):
         self._check(x, what, self.image_shape, (1, 2))
         if x.shape[1] == 2:
             if x.is_complex():
-                raise DataError(
-                    f"forward model '{self.name}' {what}: a 2-channel image must be real (real, imag)"
-                )
+                raise DataError(f"forward model '{self.name}' {what}: a 2-channel image must be real (real, imag)")
             x = _working(x)
             return torch.complex(x[:, :1], x[:, 1:])
         return _working(x)
@@ -228,9 +220,7 @@ class CSMRI(ForwardModel):
         self.acceleration = acceleration
         self.mask_seed = mask_seed
         try:
-            mask = poisson_disc_mask(
-                self.image_shape, acceleration, calib=calib, seed=mask_seed, cache_dir=cache_dir
-            )
+            mask = poisson_disc_mask(self.image_shape, acceleration, calib=calib, seed=mask_seed, cache_dir=cache_dir)
         except ConfigError as exc:
             raise ConfigError(f"forward model '{self.name}': {exc}") from None
         self.calib = default_calib(self.image_shape) if calib is None else calib
@@ -270,9 +260,7 @@ class CSMRI(ForwardModel):
             "acceleration": float(self.acceleration),
             "acceleration_achieved": achieved_acceleration(self._mask_np),
             "n_sampled": int(self._mask_np.sum()),
-            "calib": int(self.calib)
-            if isinstance(self.calib, numbers.Integral)
-            else [int(c) for c in self.calib],
+            "calib": int(self.calib) if isinstance(self.calib, numbers.Integral) else [int(c) for c in self.calib],
             "mask_seed": int(self.mask_seed),
             "noise_sigma": self.noise_sigma,
         }
@@ -320,9 +308,7 @@ class Denoise(ForwardModel):
         return (self.sigma * np.random.default_rng(0).standard_normal(self.image_shape)).astype(np.float32)
 
 
-@FORWARD_MODELS.register(
-    "super-resolution", description="super-resolution: box-average downsampling by factor"
-)
+@FORWARD_MODELS.register("super-resolution", description="super-resolution: box-average downsampling by factor")
 class SuperResolution(ForwardModel):
     """Super-resolution: ``y`` = f x f block means of ``x``, ``(B, 1, H/f, W/f)``; input = nearest upsampling of y."""
 
@@ -332,9 +318,7 @@ class SuperResolution(ForwardModel):
     def __init__(self, image_shape: Sequence[int], factor: int = 4) -> None:
         super().__init__(image_shape)
         if isinstance(factor, bool) or not isinstance(factor, numbers.Integral) or factor < 1:
-            raise ConfigError(
-                f"forward model '{self.name}' factor: expected an integer >= 1, but got {factor!r}"
-            )
+            raise ConfigError(f"forward model '{self.name}' factor: expected an integer >= 1, but got {factor!r}")
         self.factor = int(factor)
         h, w = self.image_shape
         if h % self.factor or w % self.factor:

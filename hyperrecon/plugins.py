@@ -52,6 +52,8 @@ def load_plugins(modules: Iterable[str], *, source: str = "", search_path: str |
         except ModuleNotFoundError as exc:
             raise ConfigError(f"{prefix}plugins: cannot import plugin module '{name}' ({exc})") from exc
         except Exception as exc:  # a plugin that fails at import time is the user's code: say where
-            raise ConfigError(f"{prefix}plugins: plugin module '{name}' failed to import: {type(exc).__name__}: {exc}") from exc
+            raise ConfigError(
+                f"{prefix}plugins: plugin module '{name}' failed to import: {type(exc).__name__}: {exc}"
+            ) from exc
         loaded.append(name)
     return loaded

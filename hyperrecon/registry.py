@@ -80,11 +80,7 @@ class Registry(Generic[T]):
             sig = inspect.signature(obj)  # type: ignore[arg-type]
         except (TypeError, ValueError):  # builtins without a signature: nothing to check
             return
-        accepted = {
-            p.name: p
-            for p in sig.parameters.values()
-            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
-        }
+        accepted = {p.name: p for p in sig.parameters.values() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
         takes_kwargs = any(p.kind == p.VAR_KEYWORD for p in sig.parameters.values())
         prefix = f"{where}: " if where else ""
         if not takes_kwargs:

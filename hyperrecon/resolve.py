@@ -38,8 +38,19 @@ def resolve_device(device: str = "auto") -> str:
 
 
 # oneDNN ISA caps (ONEDNN_MAX_CPU_ISA, lower case) under which its kernels still use native bf16 dot products.
-_BF16_ISAS = ("avx512_core_bf16", "avx512_core_fp16", "avx512_core_amx", "avx512_core_amx_fp16", "avx10_1_512",
-              "avx10_1_512_amx", "avx10_1_512_amx_fp16", "avx10_2_512", "avx10_2_512_amx_2", "all", "default")
+_BF16_ISAS = (
+    "avx512_core_bf16",
+    "avx512_core_fp16",
+    "avx512_core_amx",
+    "avx512_core_amx_fp16",
+    "avx10_1_512",
+    "avx10_1_512_amx",
+    "avx10_1_512_amx_fp16",
+    "avx10_2_512",
+    "avx10_2_512_amx_2",
+    "all",
+    "default",
+)
 
 
 def isa_capped_below_bf16() -> bool:
@@ -66,7 +77,9 @@ def cpu_has_fast_bf16() -> bool:
 
 
 def resolve_precision(precision: str, device: str) -> str:
-    """``auto`` -> ``bf16`` on GPUs with native bf16 (compute capability >= 8.0) and on CPUs with AMX/AVX512-BF16, else ``fp32``."""
+    """``auto`` -> ``bf16`` on GPUs with native bf16 (compute capability >= 8.0) and on CPUs with
+    AMX/AVX512-BF16, else ``fp32``.
+    """
     if precision != "auto":
         return precision
     if device.startswith("cuda"):
@@ -88,7 +101,11 @@ def build_forward_model(study: Study, cache_dir: str | None = None):
     where = f"{study.source_file} [forward] params"
     params = dict(study.forward.params)
     extra: dict[str, Any] = {"image_shape": image_shape(study)}
-    if cache_dir is not None and "cache_dir" not in params and _accepts(registry("forward-models").get(study.forward.name), "cache_dir"):
+    if (
+        cache_dir is not None
+        and "cache_dir" not in params
+        and _accepts(registry("forward-models").get(study.forward.name), "cache_dir")
+    ):
         extra["cache_dir"] = cache_dir
     return registry("forward-models").build(study.forward.name, params, where=where, **extra)
 
@@ -130,8 +147,14 @@ def build_strategy(study: Study, name: str, seed: int):
     from .strategies import build_strategy_sampler, split_strategy
 
     sampler = split_strategy(name)[0]
-    return build_strategy_sampler(sampler, dict(study.search.strategy_params.get(sampler, {})), n_lams=study.n_lams,
-                                  budget=study.search.budget, seed=seed, where=f"{study.source_file} [search] strategies")
+    return build_strategy_sampler(
+        sampler,
+        dict(study.search.strategy_params.get(sampler, {})),
+        n_lams=study.n_lams,
+        budget=study.search.budget,
+        seed=seed,
+        where=f"{study.source_file} [search] strategies",
+    )
 
 
 def check_data(study: Study) -> dict[str, Any]:
@@ -144,8 +167,9 @@ def check_data(study: Study) -> dict[str, Any]:
     if needs_path is True and study.data.path is None:
         raise ConfigError(f"{where} path: dataset '{study.data.source}' reads files; give --data PATH or data.path")
     if needs_path is False and study.data.path is not None:
-        raise ConfigError(f"{where} path: dataset '{study.data.source}' is built in and takes no path, but got "
-                          f"path={study.data.path}")
+        raise ConfigError(
+            f"{where} path: dataset '{study.data.source}' is built in and takes no path, but got path={study.data.path}"
+        )
     return {"source": study.data.source, "path": study.data.path, "image_size": study.data.image_size}
 
 

@@ -24,17 +24,33 @@ SUMMARY_FORMAT = 1
 #: Unit of each metric's values. PSNR-like metrics are in decibels; the others are ratios or intensities of the
 #: target image, which the data sources scale to [0, 1] (so MAE is a fraction of the intensity range).
 UNITS = {
-    "psnr": "dB", "rpsnr": "dB", "ssim": "1", "mae": "intensity (target range [0, 1])",
-    "mse": "intensity^2 (target range [0, 1])", "nmse": "1", "hfen": "1", "dice": "1",
+    "psnr": "dB",
+    "rpsnr": "dB",
+    "ssim": "1",
+    "mae": "intensity (target range [0, 1])",
+    "mse": "intensity^2 (target range [0, 1])",
+    "nmse": "1",
+    "hfen": "1",
+    "dice": "1",
 }
-_DICE = ("Dice overlap of the segmentation net's labels on the reconstruction with the ground truth, mean over "
-         "classes")
+_DICE = "Dice overlap of the segmentation net's labels on the reconstruction with the ground truth, mean over classes"
 
 #: Columns that only mean something when the study has two hyperparameters (AO).
 SECOND_LAMBDA = ("lam2", "best_lam2", "suggested_lam2", "chosen_lam2")
 #: Columns that hold counts; pandas reads an empty cell as NaN and turns them into floats, so they are cast back.
-COUNT_COLUMNS = ("n_params", "steps", "seed", "trial", "n_seeds", "n_trials", "chosen_seed", "slice", "n_above",
-                 "n_lams", "slice_index")
+COUNT_COLUMNS = (
+    "n_params",
+    "steps",
+    "seed",
+    "trial",
+    "n_seeds",
+    "n_trials",
+    "chosen_seed",
+    "slice",
+    "n_above",
+    "n_lams",
+    "slice_index",
+)
 
 
 def metric_info(name: str) -> dict[str, str]:
@@ -44,14 +60,19 @@ def metric_info(name: str) -> dict[str, str]:
     from .metrics import METRICS
 
     m = METRICS.get(name)
-    return {"metric": name, "unit": getattr(m, "unit", None) or UNITS.get(name, "1"),
-            "better": "higher" if m.higher_is_better else "lower", "description": m.description}
+    return {
+        "metric": name,
+        "unit": getattr(m, "unit", None) or UNITS.get(name, "1"),
+        "better": "higher" if m.higher_is_better else "lower",
+        "description": m.description,
+    }
 
 
 def metrics_table(names: list[str]) -> pd.DataFrame:
     """The ``metrics.csv`` sidecar: one row per metric in ``names`` (order kept, duplicates dropped)."""
-    return pd.DataFrame([metric_info(n) for n in dict.fromkeys(names)],
-                        columns=["metric", "unit", "better", "description"])
+    return pd.DataFrame(
+        [metric_info(n) for n in dict.fromkeys(names)], columns=["metric", "unit", "better", "description"]
+    )
 
 
 def tidy(frame: pd.DataFrame, n_lams: int) -> pd.DataFrame:
@@ -78,8 +99,9 @@ def _lam(row: Any, prefix: str, n_lams: int) -> list[float | None]:
     return [_finite(row.get(f"{prefix}{i}")) for i in range(1, n_lams + 1)]
 
 
-def model_headlines(results: pd.DataFrame, costs: pd.DataFrame, objective: str, maximize: bool,
-                    n_lams: int) -> dict[str, Any]:
+def model_headlines(
+    results: pd.DataFrame, costs: pd.DataFrame, objective: str, maximize: bool, n_lams: int
+) -> dict[str, Any]:
     """Per model: kind, size, training cost, and the test-set objective (mean over test slices) at its best λ
     and averaged over the λ grid, with every other metric at that best λ."""
     out: dict[str, Any] = {}
@@ -92,8 +114,11 @@ def model_headlines(results: pd.DataFrame, costs: pd.DataFrame, objective: str, 
         entry: dict[str, Any] = {}
         if model in cost.index:
             c = cost.loc[model]
-            entry.update(kind=str(c.get("kind")), n_params=int(c["n_params"]),
-                         training_device_seconds=_finite(c.get("device_seconds")))
+            entry.update(
+                kind=str(c.get("kind")),
+                n_params=int(c["n_params"]),
+                training_device_seconds=_finite(c.get("device_seconds")),
+            )
         obj = rows[rows.metric == objective]
         if len(obj):
             means = obj.groupby(lam_cols, dropna=False)["value"].mean()
@@ -103,9 +128,12 @@ def model_headlines(results: pd.DataFrame, costs: pd.DataFrame, objective: str, 
             for col, v in zip(lam_cols, best_key, strict=True):
                 at_best = at_best[(at_best[col] - v).abs() < 1e-9]
             entry.update(
-                best_lam=[_finite(v) for v in best_key], best_objective=_finite(means.max() if maximize else means.min()),
-                mean_objective_over_lam=_finite(means.mean()), n_lam=int(len(means)),
-                metrics_at_best_lam={m: _finite(v) for m, v in at_best.groupby("metric")["value"].mean().items()})
+                best_lam=[_finite(v) for v in best_key],
+                best_objective=_finite(means.max() if maximize else means.min()),
+                mean_objective_over_lam=_finite(means.mean()),
+                n_lam=int(len(means)),
+                metrics_at_best_lam={m: _finite(v) for m, v in at_best.groupby("metric")["value"].mean().items()},
+            )
         out[str(model)] = entry
     return out
 
@@ -114,17 +142,34 @@ def search_outcomes(summary_table: pd.DataFrame, n_lams: int) -> list[dict[str, 
     """One object per target and strategy of ``search_summary.csv``."""
     rows = []
     for _, r in summary_table.iterrows():
-        rows.append({"target": str(r["target"]), "strategy": str(r["strategy"]),
-                     "best_validation_objective": _finite(r.get("best_mean")), "regret": _finite(r.get("regret_mean")),
-                     "chosen_lam": _lam(r, "chosen_lam", n_lams), "test_objective": _finite(r.get("test_metric")),
-                     "search_device_seconds": _finite(r.get("search_cost_mean")),
-                     "total_device_seconds": _finite(r.get("total_cost_mean"))})
+        rows.append(
+            {
+                "target": str(r["target"]),
+                "strategy": str(r["strategy"]),
+                "best_validation_objective": _finite(r.get("best_mean")),
+                "regret": _finite(r.get("regret_mean")),
+                "chosen_lam": _lam(r, "chosen_lam", n_lams),
+                "test_objective": _finite(r.get("test_metric")),
+                "search_device_seconds": _finite(r.get("search_cost_mean")),
+                "total_device_seconds": _finite(r.get("total_cost_mean")),
+            }
+        )
     return rows
 
 
-def build_summary(*, run_dir: Path, run_id: str, storage: str, study: Any, results: pd.DataFrame,
-                  costs: pd.DataFrame, search_summary: pd.DataFrame | None, grid_optimum: float, maximize: bool,
-                  baseline_trials: int) -> dict[str, Any]:
+def build_summary(
+    *,
+    run_dir: Path,
+    run_id: str,
+    storage: str,
+    study: Any,
+    results: pd.DataFrame,
+    costs: pd.DataFrame,
+    search_summary: pd.DataFrame | None,
+    grid_optimum: float,
+    maximize: bool,
+    baseline_trials: int,
+) -> dict[str, Any]:
     """The ``summary.json`` object (keys in ``docs/run-folder.md``). ``storage`` must already be masked."""
     objective = study.search.objective
     info = metric_info(objective)
@@ -138,8 +183,12 @@ def build_summary(*, run_dir: Path, run_id: str, storage: str, study: Any, resul
         "run_dir": str(Path(run_dir).resolve()),
         "storage": storage,
         "docs": "docs/run-folder.md",
-        "objective": {"metric": objective, "direction": "maximize" if maximize else "minimize", "unit": info["unit"],
-                      "grid_optimum": _finite(grid_optimum)},
+        "objective": {
+            "metric": objective,
+            "direction": "maximize" if maximize else "minimize",
+            "unit": info["unit"],
+            "grid_optimum": _finite(grid_optimum),
+        },
         "n_results": int(len(results)),
         "n_models": int(results["model"].nunique()),
         "baseline_trials": int(baseline_trials),

@@ -142,11 +142,15 @@ class DHSSampler(LamSampler):
         super().validate(batch_size)
         k = self.k_for(batch_size)
         if k > batch_size:
-            raise ConfigError(f"sampler 'dhs' top_k: `1 <= top_k <= batch_size` must hold, but got top_k={k} "
-                              f"with batch_size={batch_size}")
+            raise ConfigError(
+                f"sampler 'dhs' top_k: `1 <= top_k <= batch_size` must hold, but got top_k={k} "
+                f"with batch_size={batch_size}"
+            )
         if self.groups == 1:
-            raise ConfigError("sampler 'dhs' groups: DHS selects among the distinct λ of a batch, so `groups >= 2` "
-                              "(or none) must hold, but got groups=1")
+            raise ConfigError(
+                "sampler 'dhs' groups: DHS selects among the distinct λ of a batch, so `groups >= 2` "
+                "(or none) must hold, but got groups=1"
+            )
 
     def groups_kept(self, batch_size: int) -> int:
         """Under ``groups``: how many of the G distinct λ of a batch are kept, round(K·G/B) within [1, G]."""
@@ -169,8 +173,9 @@ class DHSSampler(LamSampler):
             else:
                 # ``sample`` gave each λ a contiguous block of b = B/G samples: rank the λ by their block's mean.
                 b = batch_size // self.groups
-                order = torch.topk(dc.view(self.groups, b).mean(1), self.groups_kept(batch_size), largest=False,
-                                   sorted=True).indices
+                order = torch.topk(
+                    dc.view(self.groups, b).mean(1), self.groups_kept(batch_size), largest=False, sorted=True
+                ).indices
                 kept = (order[:, None] * b + torch.arange(b, device=dc.device)).flatten()
         self.last_kept = kept
         self._record(kept, step)

@@ -33,8 +33,9 @@ def chunk_steps(max_steps: int) -> int:
 
 
 @torch.no_grad()
-def per_slice_dice(seg_model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, n_classes: int, *,
-                   batch_size: int = 32) -> torch.Tensor:
+def per_slice_dice(
+    seg_model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, n_classes: int, *, batch_size: int = 32
+) -> torch.Tensor:
     """Hard mean Dice (background excluded) of ``seg_model``'s argmax on ``images`` (N, 1, H, W): ``(N,)``.
     Images are clipped to [0, 1] as in the evaluation (:func:`hyperrecon.evaluation.image_metrics`)."""
     from .evaluation import _seg_input
@@ -59,8 +60,15 @@ def dice_objective(images: torch.Tensor, labels: torch.Tensor, n_classes: int) -
     return lambda model: 1.0 - float(per_slice_dice(model, images, labels, n_classes).mean())
 
 
-def train_until_plateau(train_chunk: Callable[[int], Any], tracker, max_steps: int, *, chunk: int | None = None,
-                        patience: int = PATIENCE, min_delta: float = MIN_DELTA) -> dict[str, Any]:
+def train_until_plateau(
+    train_chunk: Callable[[int], Any],
+    tracker,
+    max_steps: int,
+    *,
+    chunk: int | None = None,
+    patience: int = PATIENCE,
+    min_delta: float = MIN_DELTA,
+) -> dict[str, Any]:
     """Call ``train_chunk(target_steps)`` (train, resuming, up to that many steps in all) chunk by chunk, evaluating
     ``tracker`` (a :class:`~hyperrecon.convergence.ValidationTracker` whose objective is 1 - Dice) after each,
     until the validation Dice plateaus or ``max_steps``. Evaluations already in ``tracker.history`` (a retried job)
@@ -91,10 +99,16 @@ def dice_references(seg_model: torch.nn.Module, test, n_classes: int, *, batch_s
     Returns ``{"ceiling": mean, "floor": mean, "per_slice": {"ceiling": [...], "floor": [...]}, "ids": [...]}``."""
     if test.labels is None:
         raise ValueError("dice_references: the test slices have no label maps")
-    per = {"ceiling": per_slice_dice(seg_model, test.targets, test.labels, n_classes, batch_size=batch_size),
-           "floor": per_slice_dice(seg_model, test.degraded, test.labels, n_classes, batch_size=batch_size)}
-    return {"ceiling": float(per["ceiling"].mean()), "floor": float(per["floor"].mean()),
-            "per_slice": {k: v.tolist() for k, v in per.items()}, "ids": list(test.ids)}
+    per = {
+        "ceiling": per_slice_dice(seg_model, test.targets, test.labels, n_classes, batch_size=batch_size),
+        "floor": per_slice_dice(seg_model, test.degraded, test.labels, n_classes, batch_size=batch_size),
+    }
+    return {
+        "ceiling": float(per["ceiling"].mean()),
+        "floor": float(per["floor"].mean()),
+        "per_slice": {k: v.tolist() for k, v in per.items()},
+        "ids": list(test.ids),
+    }
 
 
 def write_reference_csv(run_dir: Path, refs: dict[str, Any]) -> Path:
@@ -102,8 +116,11 @@ def write_reference_csv(run_dir: Path, refs: dict[str, Any]) -> Path:
 
     from .io import write_csv
 
-    rows = [{"reference": k, "slice": sid, "value": v} for k in ("ceiling", "floor")
-            for sid, v in zip(refs["ids"], refs["per_slice"][k], strict=True)]
+    rows = [
+        {"reference": k, "slice": sid, "value": v}
+        for k in ("ceiling", "floor")
+        for sid, v in zip(refs["ids"], refs["per_slice"][k], strict=True)
+    ]
     path = Path(run_dir) / REFERENCE_FILE
     write_csv(path, pd.DataFrame(rows, columns=["reference", "slice", "value"]))
     return path

@@ -54,8 +54,10 @@ def heartbeat_s() -> float:
     value = _seconds("HRBENCH_HEARTBEAT_S", DEFAULT_HEARTBEAT_S)
     lo, hi = HEARTBEAT_RANGE
     if not lo <= value <= hi:
-        raise ConfigError(f"HRBENCH_HEARTBEAT_S={value:g}: `{lo:g} <= HRBENCH_HEARTBEAT_S <= {hi:g}` must hold "
-                          "(seconds between a running job's heartbeats)")
+        raise ConfigError(
+            f"HRBENCH_HEARTBEAT_S={value:g}: `{lo:g} <= HRBENCH_HEARTBEAT_S <= {hi:g}` must hold "
+            "(seconds between a running job's heartbeats)"
+        )
     return value
 
 
@@ -66,8 +68,10 @@ def grace_s() -> float:
     if not value <= GRACE_MAX:
         raise ConfigError(f"HRBENCH_GRACE_S={value:g}: `HRBENCH_GRACE_S <= {GRACE_MAX:g}` must hold")
     if not value > beat:
-        raise ConfigError(f"HRBENCH_GRACE_S={value:g}: `HRBENCH_GRACE_S > HRBENCH_HEARTBEAT_S` must hold, but the "
-                          f"heartbeat is {beat:g} s (a live job would be reclaimed and run twice)")
+        raise ConfigError(
+            f"HRBENCH_GRACE_S={value:g}: `HRBENCH_GRACE_S > HRBENCH_HEARTBEAT_S` must hold, but the "
+            f"heartbeat is {beat:g} s (a live job would be reclaimed and run twice)"
+        )
     return value
 
 
@@ -82,8 +86,10 @@ def host_id_override() -> str | None:
     if text is None:
         return None
     if len(text) > HOST_ID_MAX or not text.isascii() or not text.isprintable() or any(c.isspace() for c in text):
-        raise ConfigError(f"HRBENCH_HOST_ID={text[:60]!r}: expected printable ASCII without spaces, at most "
-                          f"{HOST_ID_MAX} characters (a name for this machine)")
+        raise ConfigError(
+            f"HRBENCH_HOST_ID={text[:60]!r}: expected printable ASCII without spaces, at most "
+            f"{HOST_ID_MAX} characters (a name for this machine)"
+        )
     return text.replace(":", "_")
 
 

@@ -64,8 +64,10 @@ def host_id() -> str:
 @functools.cache
 def _machine_digest() -> str:
     parts = []
-    for read in (lambda: Path("/proc/sys/kernel/random/boot_id").read_text().strip(),
-                 lambda: os.readlink("/proc/self/ns/pid")):
+    for read in (
+        lambda: Path("/proc/sys/kernel/random/boot_id").read_text().strip(),
+        lambda: os.readlink("/proc/self/ns/pid"),
+    ):
         try:
             parts.append(read())
         except OSError:  # not Linux: the hostname alone
@@ -91,8 +93,10 @@ def open_storage(url: str):
         try:
             return optuna.storages.RDBStorage(target, engine_kwargs={"pool_pre_ping": True})
         except ImportError as exc:  # a driver that find_spec saw but that does not import
-            raise ConfigError(f"--storage {_redact(url)}: the database driver does not import "
-                              f"({scrub(str(exc), url)}); reinstall it: pip install 'hyperrecon[postgres]'") from exc
+            raise ConfigError(
+                f"--storage {_redact(url)}: the database driver does not import "
+                f"({scrub(str(exc), url)}); reinstall it: pip install 'hyperrecon[postgres]'"
+            ) from exc
         except Exception as exc:  # sqlalchemy.exc.OperationalError and friends: one line, no traceback
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise RunError(f"--storage {_redact(url)}: cannot connect: {scrub(first, url)}") from exc
@@ -116,8 +120,10 @@ def _redact(url: str) -> str:
 
 #: What a job ledger's Optuna study says about itself, for optuna-dashboard and other Optuna tools: its trials are
 #: jobs, not λ trials, and each complete trial's value is the device seconds the job used.
-JOB_QUEUE_ATTRS = {"hrbench_role": "job queue (each trial is one job of the run, not a hyperparameter trial)",
-                   "hrbench_value": "device_seconds: device time the job used (see docs/run-folder.md)"}
+JOB_QUEUE_ATTRS = {
+    "hrbench_role": "job queue (each trial is one job of the run, not a hyperparameter trial)",
+    "hrbench_value": "device_seconds: device time the job used (see docs/run-folder.md)",
+}
 JOB_VALUE_NAMES = ["device_seconds"]
 
 
@@ -167,8 +173,16 @@ class Job:
 class JobLedger:
     """The jobs of one run inside an Optuna storage (study ``hrbench-jobs:<run_id>``)."""
 
-    def __init__(self, url: str, run_id: str, *, create: bool = False, max_attempts: int = 3,
-                 heartbeat_s: float | None = None, grace_s: float | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        run_id: str,
+        *,
+        create: bool = False,
+        max_attempts: int = 3,
+        heartbeat_s: float | None = None,
+        grace_s: float | None = None,
+    ) -> None:
         optuna = _optuna()
         self.url = url
         self.run_id = run_id
@@ -208,9 +222,16 @@ class JobLedger:
         if "job" not in ua:
             return None
         started = t.datetime_start.timestamp() if t.datetime_start is not None else None
-        return Job(name=ua["job"], phase=int(ua.get("phase", 0)), spec=json.loads(ua.get("spec", "{}")),
-                   attempt=int(ua.get("attempt", 1)), number=t.number, state=t.state.name, user_attrs=dict(ua),
-                   started=started)
+        return Job(
+            name=ua["job"],
+            phase=int(ua.get("phase", 0)),
+            spec=json.loads(ua.get("spec", "{}")),
+            attempt=int(ua.get("attempt", 1)),
+            number=t.number,
+            state=t.state.name,
+            user_attrs=dict(ua),
+            started=started,
+        )
 
     def jobs(self) -> list[Job]:
         return [j for j in (self._job(t) for t in self._trials()) if j is not None]
@@ -232,7 +253,12 @@ class JobLedger:
     def enqueue(self, name: str, phase: int, spec: dict[str, Any] | None = None, attempt: int = 1) -> None:
         self.study.enqueue_trial(
             params={},
-            user_attrs={"job": name, "phase": phase, "spec": json.dumps(spec or {}, sort_keys=True), "attempt": attempt},
+            user_attrs={
+                "job": name,
+                "phase": phase,
+                "spec": json.dumps(spec or {}, sort_keys=True),
+                "attempt": attempt,
+            },
             skip_if_exists=False,
         )
 
@@ -361,8 +387,11 @@ class JobLedger:
         for j in self.jobs():
             if j.name not in latest or j.number > latest[j.name].number:
                 latest[j.name] = j
-        return {name: j.user_attrs.get("error", "failed") for name, j in latest.items()
-                if status[name] == "FAIL" and (j.attempt >= self.max_attempts or j.user_attrs.get("final"))}
+        return {
+            name: j.user_attrs.get("error", "failed")
+            for name, j in latest.items()
+            if status[name] == "FAIL" and (j.attempt >= self.max_attempts or j.user_attrs.get("final"))
+        }
 
     # -- liveness -----------------------------------------------------------------------------------------
 
@@ -413,7 +442,9 @@ class JobLedger:
             tid = self.storage.get_trial_id_from_study_id_trial_number(self._study_id, t.number)
             try:
                 # Note why before finishing it: a finished trial takes no more attributes.
-                self.storage.set_trial_user_attr(tid, "error", f"worker {job.user_attrs.get('worker')} stopped (no heartbeat)")
+                self.storage.set_trial_user_attr(
+                    tid, "error", f"worker {job.user_attrs.get('worker')} stopped (no heartbeat)"
+                )
                 won = self.storage.set_trial_state_values(tid, state=TrialState.FAIL)
             except UpdateFinishedTrialError:
                 continue
@@ -427,5 +458,8 @@ def find_runs(url: str) -> list[str]:
     """Run ids with a job ledger in the storage at ``url``, oldest first."""
     optuna = _optuna()
     storage = open_storage(url)
-    return [s.study_name[len(JOBS_PREFIX):] for s in optuna.get_all_study_summaries(storage, include_best_trial=False)
-            if s.study_name.startswith(JOBS_PREFIX)]
+    return [
+        s.study_name[len(JOBS_PREFIX) :]
+        for s in optuna.get_all_study_summaries(storage, include_best_trial=False)
+        if s.study_name.startswith(JOBS_PREFIX)
+    ]

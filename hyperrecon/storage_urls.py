@@ -23,23 +23,41 @@ from .errors import ConfigError
 
 # dialect -> (driver -> (module to import, package to install)); None: the dialect's default driver
 DRIVERS: dict[str, dict[str | None, tuple[str, str]]] = {
-    "postgresql": {"psycopg2": ("psycopg2", "psycopg2-binary (or: pip install 'hyperrecon[postgres]')"),
-                   "psycopg": ("psycopg", "'psycopg[binary]'"),
-                   "pg8000": ("pg8000", "pg8000")},
-    "mysql": {"mysqldb": ("MySQLdb", "mysqlclient"), "pymysql": ("pymysql", "pymysql"),
-              "mysqlconnector": ("mysql.connector", "mysql-connector-python")},
-    "mariadb": {"mysqldb": ("MySQLdb", "mysqlclient"), "pymysql": ("pymysql", "pymysql"),
-                "mariadbconnector": ("mariadb", "mariadb")},
+    "postgresql": {
+        "psycopg2": ("psycopg2", "psycopg2-binary (or: pip install 'hyperrecon[postgres]')"),
+        "psycopg": ("psycopg", "'psycopg[binary]'"),
+        "pg8000": ("pg8000", "pg8000"),
+    },
+    "mysql": {
+        "mysqldb": ("MySQLdb", "mysqlclient"),
+        "pymysql": ("pymysql", "pymysql"),
+        "mysqlconnector": ("mysql.connector", "mysql-connector-python"),
+    },
+    "mariadb": {
+        "mysqldb": ("MySQLdb", "mysqlclient"),
+        "pymysql": ("pymysql", "pymysql"),
+        "mariadbconnector": ("mariadb", "mariadb"),
+    },
     "sqlite": {"pysqlite": ("sqlite3", "a Python built with sqlite3")},
 }
 ALIASES = {"postgres": "postgresql"}
-NEAR = {"psql": "postgresql", "pgsql": "postgresql", "pg": "postgresql", "postgre": "postgresql",
-        "postgresq": "postgresql", "maria": "mariadb", "sqlite3": "sqlite"}  # said, never guessed
+NEAR = {
+    "psql": "postgresql",
+    "pgsql": "postgresql",
+    "pg": "postgresql",
+    "postgre": "postgresql",
+    "postgresq": "postgresql",
+    "maria": "mariadb",
+    "sqlite3": "sqlite",
+}  # said, never guessed
 # Drivers a plain ``dialect://`` may use, in order of preference (SQLAlchemy's own default first).
-DEFAULT_DRIVERS = {"postgresql": ("psycopg2", "psycopg", "pg8000"), "mysql": ("mysqldb", "pymysql", "mysqlconnector"),
-                   "mariadb": ("mysqldb", "pymysql", "mariadbconnector"), "sqlite": ("pysqlite",)}
-EXPECTED = ("expected a file path, journal:PATH, postgresql://USER@HOST/DB, mysql://USER@HOST/DB or "
-            "sqlite:///PATH")
+DEFAULT_DRIVERS = {
+    "postgresql": ("psycopg2", "psycopg", "pg8000"),
+    "mysql": ("mysqldb", "pymysql", "mysqlconnector"),
+    "mariadb": ("mysqldb", "pymysql", "mariadbconnector"),
+    "sqlite": ("pysqlite",),
+}
+EXPECTED = "expected a file path, journal:PATH, postgresql://USER@HOST/DB, mysql://USER@HOST/DB or sqlite:///PATH"
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+._-]*):(/*)(.*)$", re.S)
 KNOWN = ("journal", "file", *DRIVERS)
 
@@ -52,7 +70,7 @@ def _credentials(url: str) -> tuple[str, str, str] | None:
         return None
     prefix = re.match(r"^[A-Za-z][A-Za-z0-9+._-]*:?/*", url)
     head = prefix.group(0) if prefix else ""
-    creds, host = url[len(head):].rsplit("@", 1)
+    creds, host = url[len(head) :].rsplit("@", 1)
     user, has, secret = creds.partition(":")
     return (f"{head}{user}", secret, host) if has else None
 
@@ -99,8 +117,10 @@ def normalize(url: str) -> tuple[str, str]:
     slip = re.match(r"^(postgres(?:ql)?|mysql|mariadb|sqlite)(\+\w+)?//", url, re.I)
     if slip:  # "postgresql//host/db": the colon is missing
         name = slip.group(1) + (slip.group(2) or "")
-        raise ConfigError(f"--storage {shown}: did you mean {redact(name + ':' + url[len(name):])}? "
-                          "(a database URL has '://' after its scheme)")
+        raise ConfigError(
+            f"--storage {shown}: did you mean {redact(name + ':' + url[len(name) :])}? "
+            "(a database URL has '://' after its scheme)"
+        )
     m = _SCHEME.match(url)
     if m is None or len(m.group(1)) == 1:  # a plain path (or a Windows drive letter)
         return "journal", url
@@ -109,11 +129,12 @@ def normalize(url: str) -> tuple[str, str]:
     if dialect == "journal":
         if slashes == "//":
             raise ConfigError(f"--storage {shown}: did you mean journal:{rest}? (journal:PATH, no '//')")
-        return "journal", url[len("journal:"):]
+        return "journal", url[len("journal:") :]
     if dialect == "file":
         if slashes != "///" and not (slashes == "//" and rest.startswith("localhost/")):
-            raise ConfigError(f"--storage {shown}: a file URL needs an absolute path, file:///PATH; or give the "
-                              "path itself")
+            raise ConfigError(
+                f"--storage {shown}: a file URL needs an absolute path, file:///PATH; or give the path itself"
+            )
         return "journal", "/" + rest.removeprefix("localhost/")
     dialect = ALIASES.get(dialect, dialect)
     if dialect not in DRIVERS:
@@ -125,11 +146,15 @@ def normalize(url: str) -> tuple[str, str]:
         raise ConfigError(f"--storage {shown}: unknown scheme '{scheme}'; {hint}{EXPECTED}")
     if dialect == "sqlite":
         if slashes not in ("///", "////") or not rest:
-            raise ConfigError(f"--storage {shown}: an SQLite ledger needs a file, sqlite:///PATH (three slashes; "
-                              "four for an absolute path); an in-memory database would forget the jobs")
+            raise ConfigError(
+                f"--storage {shown}: an SQLite ledger needs a file, sqlite:///PATH (three slashes; "
+                "four for an absolute path); an in-memory database would forget the jobs"
+            )
     elif slashes not in ("//", "///"):  # '///DB': the server's local socket
-        raise ConfigError(f"--storage {shown}: did you mean {redact(f'{dialect}{plus}{driver}://{rest}')}? "
-                          "(a database URL has '://' after its scheme)")
+        raise ConfigError(
+            f"--storage {shown}: did you mean {redact(f'{dialect}{plus}{driver}://{rest}')}? "
+            "(a database URL has '://' after its scheme)"
+        )
     elif not rest:
         raise ConfigError(f"--storage {shown}: nothing after '://'; expected {dialect}://USER@HOST[:PORT]/DATABASE")
     drivers = DRIVERS[dialect]
@@ -137,12 +162,15 @@ def normalize(url: str) -> tuple[str, str]:
         if driver not in drivers:
             guess = _did_you_mean(driver, tuple(d for d in drivers))
             hint = f"did you mean {dialect}+{guess}://...? " if guess else ""
-            raise ConfigError(f"--storage {shown}: unknown driver '{driver}' for {dialect}; {hint}known: "
-                              f"{', '.join(sorted(drivers))}")
+            raise ConfigError(
+                f"--storage {shown}: unknown driver '{driver}' for {dialect}; {hint}known: {', '.join(sorted(drivers))}"
+            )
         module, package = drivers[driver]
         if importlib.util.find_spec(module.split(".")[0]) is None:
-            raise ConfigError(f"--storage {shown}: {dialect}+{driver} needs the {module} driver, which is not "
-                              f"installed; pip install {package}")
+            raise ConfigError(
+                f"--storage {shown}: {dialect}+{driver} needs the {module} driver, which is not "
+                f"installed; pip install {package}"
+            )
         return "rdb", f"{dialect}+{driver}:{slashes}{rest}"
     for candidate in DEFAULT_DRIVERS[dialect]:
         module, _ = drivers[candidate]
@@ -152,5 +180,7 @@ def normalize(url: str) -> tuple[str, str]:
             return "rdb", f"{dialect}+{candidate}:{slashes}{rest}"
     first = DEFAULT_DRIVERS[dialect][0]
     others = " or ".join(f"{dialect}+{d}:// with pip install {drivers[d][1]}" for d in DEFAULT_DRIVERS[dialect][1:])
-    raise ConfigError(f"--storage {shown}: {dialect}:// needs a database driver and none is installed; pip install "
-                      f"{drivers[first][1]} (or use {others})")
+    raise ConfigError(
+        f"--storage {shown}: {dialect}:// needs a database driver and none is installed; pip install "
+        f"{drivers[first][1]} (or use {others})"
+    )

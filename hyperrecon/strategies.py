@@ -39,7 +39,9 @@ def grid_axis(n_lams: int, budget: int) -> list[float]:
     return [float(v) for v in np.linspace(0.0, 1.0, per_axis)]
 
 
-@STRATEGIES.register("grid", description="evenly spaced grid over [0,1]^k, visited in random order (Optuna GridSampler)")
+@STRATEGIES.register(
+    "grid", description="evenly spaced grid over [0,1]^k, visited in random order (Optuna GridSampler)"
+)
 def grid(n_lams: int, budget: int, seed: int):
     import optuna
 
@@ -126,33 +128,48 @@ def no_pruner(steps, reduction_factor: int, budget: int, seed: int):
     return optuna.pruners.NopPruner()
 
 
-@PRUNERS.register("median", description="stop a trial whose value is worse than the median of earlier trials "
-                                        "at the same step (Optuna MedianPruner)")
+@PRUNERS.register(
+    "median",
+    description="stop a trial whose value is worse than the median of earlier trials "
+    "at the same step (Optuna MedianPruner)",
+)
 def median(steps, reduction_factor: int, budget: int, seed: int, n_startup_trials: int = 3, n_warmup_steps: int = 0):
     import optuna
 
     return optuna.pruners.MedianPruner(n_startup_trials=min(n_startup_trials, budget), n_warmup_steps=n_warmup_steps)
 
 
-@PRUNERS.register("successive-halving", description="asynchronous successive halving: keep the top 1/η of each "
-                                                    "rung (Optuna SuccessiveHalvingPruner)")
-def successive_halving(steps, reduction_factor: int, budget: int, seed: int, min_early_stopping_rate: int = 0,
-                       bootstrap_count: int = 0):
+@PRUNERS.register(
+    "successive-halving",
+    description="asynchronous successive halving: keep the top 1/η of each rung (Optuna SuccessiveHalvingPruner)",
+)
+def successive_halving(
+    steps, reduction_factor: int, budget: int, seed: int, min_early_stopping_rate: int = 0, bootstrap_count: int = 0
+):
     import optuna
 
     # Rungs at min_resource · η^r: the fidelity steps are that geometric series (hyperrecon.search.fidelity_steps).
-    return optuna.pruners.SuccessiveHalvingPruner(min_resource=int(steps[0]), reduction_factor=reduction_factor,
-                                                  min_early_stopping_rate=min_early_stopping_rate,
-                                                  bootstrap_count=bootstrap_count)
+    return optuna.pruners.SuccessiveHalvingPruner(
+        min_resource=int(steps[0]),
+        reduction_factor=reduction_factor,
+        min_early_stopping_rate=min_early_stopping_rate,
+        bootstrap_count=bootstrap_count,
+    )
 
 
-@PRUNERS.register("hyperband", description="Hyperband: successive halving over several brackets of starting "
-                                           "budgets (Optuna HyperbandPruner)")
+@PRUNERS.register(
+    "hyperband",
+    description="Hyperband: successive halving over several brackets of starting budgets (Optuna HyperbandPruner)",
+)
 def hyperband(steps, reduction_factor: int, budget: int, seed: int, bootstrap_count: int = 0):
     import optuna
 
-    return optuna.pruners.HyperbandPruner(min_resource=int(steps[0]), max_resource=int(steps[-1]),
-                                          reduction_factor=reduction_factor, bootstrap_count=bootstrap_count)
+    return optuna.pruners.HyperbandPruner(
+        min_resource=int(steps[0]),
+        max_resource=int(steps[-1]),
+        reduction_factor=reduction_factor,
+        bootstrap_count=bootstrap_count,
+    )
 
 
 for _factory in (no_pruner, median, successive_halving, hyperband):
@@ -172,8 +189,9 @@ def _optuna_class(module: Any, name: str, base: type) -> type | None:
     return cls if isinstance(cls, type) and issubclass(cls, base) and name.startswith(("optuna.", short)) else None
 
 
-def build_strategy_sampler(name: str, params: dict[str, Any] | None, *, n_lams: int, budget: int, seed: int,
-                           where: str = "search strategies"):
+def build_strategy_sampler(
+    name: str, params: dict[str, Any] | None, *, n_lams: int, budget: int, seed: int, where: str = "search strategies"
+):
     """A sampler from the ``STRATEGIES`` registry, or any class of ``optuna.samplers`` by its name (e.g.
     ``"CmaEsSampler"`` or ``"optuna.samplers.CmaEsSampler"``, given ``seed`` when its constructor takes one)."""
     import optuna
@@ -185,8 +203,16 @@ def build_strategy_sampler(name: str, params: dict[str, Any] | None, *, n_lams: 
     return STRATEGIES.build(name, params, where=where, n_lams=n_lams, budget=budget, seed=seed)
 
 
-def build_pruner(name: str, params: dict[str, Any] | None, *, steps, reduction_factor: int, budget: int, seed: int,
-                 where: str = "search pruners"):
+def build_pruner(
+    name: str,
+    params: dict[str, Any] | None,
+    *,
+    steps,
+    reduction_factor: int,
+    budget: int,
+    seed: int,
+    where: str = "search pruners",
+):
     """A pruner from the ``PRUNERS`` registry, or any class of ``optuna.pruners`` by its name (e.g.
     ``"ThresholdPruner"`` with ``{lower = 20.0}``)."""
     import optuna
@@ -195,12 +221,18 @@ def build_pruner(name: str, params: dict[str, Any] | None, *, steps, reduction_f
         cls = _optuna_class(optuna.pruners, name, optuna.pruners.BasePruner)
         if cls is not None:
             return _build_class(cls, dict(params or {}), None, where)
-    return PRUNERS.build(name, params, where=where, steps=list(steps), reduction_factor=int(reduction_factor),
-                         budget=budget, seed=seed)
+    return PRUNERS.build(
+        name, params, where=where, steps=list(steps), reduction_factor=int(reduction_factor), budget=budget, seed=seed
+    )
 
 
-def check_strategy(name: str, params: dict[str, Any] | None, pruner_params: dict[str, Any] | None = None, *,
-                   where: str = "search strategies") -> None:
+def check_strategy(
+    name: str,
+    params: dict[str, Any] | None,
+    pruner_params: dict[str, Any] | None = None,
+    *,
+    where: str = "search strategies",
+) -> None:
     """Fail early (``UnknownNameError``/``ConfigError``) on an unknown sampler or pruner or a wrong parameter."""
     import optuna
 

@@ -57,8 +57,23 @@ from .storage import JobLedger, find_runs, open_storage
 from .storage_urls import normalize, public_url, redact
 from .timing import add_job_peaks
 
-__all__ = ["RUN_FORMAT", "Progress", "Run", "RunContext", "context_for", "device_name", "enqueue", "execute",
-           "finalize", "load_weights", "prepare_run", "provenance", "run_for_worker", "run_job", "work"]
+__all__ = [
+    "RUN_FORMAT",
+    "Progress",
+    "Run",
+    "RunContext",
+    "context_for",
+    "device_name",
+    "enqueue",
+    "execute",
+    "finalize",
+    "load_weights",
+    "prepare_run",
+    "provenance",
+    "run_for_worker",
+    "run_job",
+    "work",
+]
 
 RUN_FORMAT = 1
 LEDGER_FILE = "ledger.journal"
@@ -102,8 +117,10 @@ def claim_run_dir(run_dir: Path, info: dict[str, Any]) -> None:
     try:
         atomic_create_bytes(run_dir / "run.json", text.encode("utf-8"))
     except FileExistsError:
-        raise RunError(f"{run_dir}: another run claimed this folder first (it made run.json while this run was "
-                       "starting); choose another --out, or --resume that run") from None
+        raise RunError(
+            f"{run_dir}: another run claimed this folder first (it made run.json while this run was "
+            "starting); choose another --out, or --resume that run"
+        ) from None
 
 
 def run_threads(info: dict[str, Any] | None = None) -> int:
@@ -166,11 +183,14 @@ def read_run_info(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     info = read_json(run_dir / "run.json")
     fmt = info.get("format") if isinstance(info, dict) else None
     if fmt != RUN_FORMAT:
-        raise RunError(f"{run_dir / 'run.json'}: run folder format {fmt!r} is not this version's ({RUN_FORMAT}); "
-                       "start a new run")
+        raise RunError(
+            f"{run_dir / 'run.json'}: run folder format {fmt!r} is not this version's ({RUN_FORMAT}); start a new run"
+        )
     missing = [k for k in ("run_id", "storage") if not isinstance(info.get(k), str)]
     if missing:
-        raise RunError(f"{run_dir / 'run.json'}: lacks {', '.join(missing)}; expected a run folder made by `hrbench run`")
+        raise RunError(
+            f"{run_dir / 'run.json'}: lacks {', '.join(missing)}; expected a run folder made by `hrbench run`"
+        )
     saved = read_json(run_dir / "config.json")
     if not isinstance(saved, dict) or not isinstance(saved.get("study"), dict):
         raise RunError(f"{run_dir / 'config.json'}: no 'study' object; expected the resolved study config")
@@ -190,15 +210,18 @@ def prepare_run(study: Study, *, out: Path | None, resume: bool, storage: str | 
         run_dir = Path(run_dir)
         info, saved = read_run_info(run_dir)
         if saved.get("config_hash") != study.config_hash():
-            raise RunError(f"{run_dir / 'config.json'}: this run was made with a different study config "
-                           f"(hash {saved.get('config_hash')} vs {study.config_hash()}); resume with the same study, "
-                           "profile and --set values, or start a new run")
-        run = Run(run_dir, study, info["run_id"], ledger_url(run_dir, info), dev, precision,
-                  threads=run_threads(info))
+            raise RunError(
+                f"{run_dir / 'config.json'}: this run was made with a different study config "
+                f"(hash {saved.get('config_hash')} vs {study.config_hash()}); resume with the same study, "
+                "profile and --set values, or start a new run"
+            )
+        run = Run(run_dir, study, info["run_id"], ledger_url(run_dir, info), dev, precision, threads=run_threads(info))
         if storage is not None:
             if public_url(storage) not in (public_url(run.storage), public_url(info["storage"])):
-                raise ConfigError(f"--storage {redact(storage)}: this run keeps its jobs in {redact(run.storage)}; "
-                                  "resume without --storage")
+                raise ConfigError(
+                    f"--storage {redact(storage)}: this run keeps its jobs in {redact(run.storage)}; "
+                    "resume without --storage"
+                )
             if normalize(storage)[0] == "rdb":
                 run.storage = storage  # the same database, with the password run.json does not keep
         check_resumable(run)
@@ -207,7 +230,9 @@ def prepare_run(study: Study, *, out: Path | None, resume: bool, storage: str | 
     if run_dir is not None and run_dir.exists() and not run_dir.is_dir():
         raise RunError(f"{run_dir}: exists and is not a folder; expected a new or empty folder for the run")
     if run_dir is not None and run_dir.exists() and any(run_dir.iterdir()):
-        raise RunError(f"{run_dir}: folder exists and is not empty; use --resume to continue it or choose another --out")
+        raise RunError(
+            f"{run_dir}: folder exists and is not empty; use --resume to continue it or choose another --out"
+        )
     if storage is not None:
         open_storage(storage)  # a bad URL or an unreachable database fails before anything is written
     bundle = load_bundle(study)  # so do bad data
@@ -218,13 +243,25 @@ def prepare_run(study: Study, *, out: Path | None, resume: bool, storage: str | 
     stored_url = public_url(storage_url) if storage and normalize(storage)[0] == "rdb" else storage_url
     threads = run_threads()
     # run.json first, created exclusively: of two runs started on one folder, one claims it, the other stops.
-    claim_run_dir(run_dir, {"format": RUN_FORMAT, "run_id": run_id, "storage": stored_url,
-                            **({} if storage else {"ledger": LEDGER_FILE}), "threads": threads,
-                            "study": study.name, "profile": study.profile, "provenance": provenance(dev, precision)})
+    claim_run_dir(
+        run_dir,
+        {
+            "format": RUN_FORMAT,
+            "run_id": run_id,
+            "storage": stored_url,
+            **({} if storage else {"ledger": LEDGER_FILE}),
+            "threads": threads,
+            "study": study.name,
+            "profile": study.profile,
+            "provenance": provenance(dev, precision),
+        },
+    )
     write_json(run_dir / "config.json", {"config_hash": study.config_hash(), "study": study.to_dict()})
     if not isinstance(study.loss.scales, str):
-        write_json(run_dir / "scales.json", {"terms": list(study.loss.terms), "scales": list(study.loss.scales),
-                                             "rule": "given in the study file"})
+        write_json(
+            run_dir / "scales.json",
+            {"terms": list(study.loss.terms), "scales": list(study.loss.scales), "rule": "given in the study file"},
+        )
     return Run(run_dir, study, run_id, storage_url, dev, precision, bundle=bundle, threads=threads)
 
 
@@ -259,7 +296,7 @@ def check_resumable(run: Run) -> None:
             ckpt = d / "checkpoints" / f"{name}.pt"
             if unfinished(name) and ckpt.exists():
                 load_checkpoint(ckpt)  # the job will resume from it (checksums verified, as torch.load does not)
-        readers = [j[len(pre):] for j in status if j.startswith((pre + "eval-", pre + "search-"))]
+        readers = [j[len(pre) :] for j in status if j.startswith((pre + "eval-", pre + "search-"))]
         for name in [*models, "seg"]:
             consumers = readers + ["scales"] if name == "seg" else [f"eval-{name}", f"search-{name}", "scales"]
             path = d / "models" / f"{name}.pt"
@@ -292,8 +329,15 @@ def enqueue(run: Run, ctx: RunContext) -> list[str]:
 # Workers
 
 
-def work(run: Run, ctx: RunContext, *, poll_s: float = 0.5, on_job: Progress | None = None,
-         stop_when_idle: bool = False, max_jobs: int | None = None) -> int:
+def work(
+    run: Run,
+    ctx: RunContext,
+    *,
+    poll_s: float = 0.5,
+    on_job: Progress | None = None,
+    stop_when_idle: bool = False,
+    max_jobs: int | None = None,
+) -> int:
     """Claim and run jobs until every job is complete (or ``max_jobs`` ran). Returns the number this worker ran.
 
     Failures: a ``RunError`` is retried by the ledger (up to its attempts) and this worker goes on. A config or
@@ -313,8 +357,10 @@ def work(run: Run, ctx: RunContext, *, poll_s: float = 0.5, on_job: Progress | N
             failed = ledger.failed_for_good()
             if failed:
                 name, err = next(iter(failed.items()))
-                raise RunError(f"job '{name}' failed and is not retried; last error: {err} (fix the cause, then "
-                               "continue with --resume)")
+                raise RunError(
+                    f"job '{name}' failed and is not retried; last error: {err} (fix the cause, then "
+                    "continue with --resume)"
+                )
             if stop_when_idle:
                 return ran
             time.sleep(poll_s)
@@ -362,8 +408,11 @@ def work(run: Run, ctx: RunContext, *, poll_s: float = 0.5, on_job: Progress | N
 
 
 def context_for(run: Run, progress: Progress | None = None) -> RunContext:
-    load_plugins(run.study.plugins, source=run.study.source_file,
-                 search_path=str(Path(run.study.source_file).parent) if run.study.source_file else None)
+    load_plugins(
+        run.study.plugins,
+        source=run.study.source_file,
+        search_path=str(Path(run.study.source_file).parent) if run.study.source_file else None,
+    )
     ctx = RunContext(run.run_dir, run.study, run.device, run.precision, progress=progress, threads=run.threads)
     if run.threads is not None:  # data and forward model too are computed with the run's thread count
         import torch
@@ -390,15 +439,25 @@ def run_for_worker(*, run_dir: Path | None, storage: str | None, study_name: str
     info, saved = read_run_info(run_dir)
     study = study_from_dict_resolved(saved["study"])
     dev = resolve_device(device)
-    return Run(run_dir, study, info["run_id"], storage or ledger_url(run_dir, info), dev,
-               resolve_precision(study.train.precision, dev), threads=run_threads(info))
+    return Run(
+        run_dir,
+        study,
+        info["run_id"],
+        storage or ledger_url(run_dir, info),
+        dev,
+        resolve_precision(study.train.precision, dev),
+        threads=run_threads(info),
+    )
 
 
 def study_from_dict_resolved(d: dict[str, Any]) -> Study:
     """Rebuild a resolved :class:`Study` from ``config.json`` (profile already merged)."""
     raw = {k: v for k, v in d.items() if k not in ("profile", "source_file")}
-    s = study_from_dict(raw, profile="paper" if d["profile"] not in PROFILES else d["profile"],
-                        source=d.get("source_file", "config.json"))
+    s = study_from_dict(
+        raw,
+        profile="paper" if d["profile"] not in PROFILES else d["profile"],
+        source=d.get("source_file", "config.json"),
+    )
     import dataclasses
 
     return dataclasses.replace(s, profile=d["profile"], source_file=d.get("source_file", ""))
@@ -454,12 +513,15 @@ def finalize(run: Run, ctx: RunContext) -> dict[str, Any]:
     baseline_val = search[search.target == "baselines"]
     objective = s.search.objective
     # Grid optimum: the best validation objective among the trained baselines.
-    grid_vals = [read_json(d / "jobs" / f"eval-{m}.json")["val_objective"] for m, k, _ in recon_models(s) if k == "baseline"]
+    grid_vals = [
+        read_json(d / "jobs" / f"eval-{m}.json")["val_objective"] for m, k, _ in recon_models(s) if k == "baseline"
+    ]
     grid_optimum = max(grid_vals) if maximize else min(grid_vals)
-    test_tables = {p.name[:-len("-test.csv")]: _read_csv(p) for p in (d / "search").glob("*-test.csv")}
+    test_tables = {p.name[: -len("-test.csv")]: _read_csv(p) for p in (d / "search").glob("*-test.csv")}
     # the searches ran on replicate 0
-    baseline_test = results[(results.replicate == 0) & (results.metric == objective)
-                            & results.model.str.startswith("baseline-")]
+    baseline_test = results[
+        (results.replicate == 0) & (results.metric == objective) & results.model.str.startswith("baseline-")
+    ]
 
     def test_metric(target: str, lam: Any, strategy: str | None = None, seed: int | None = None) -> float:
         if target == "baselines":
@@ -473,16 +535,28 @@ def finalize(run: Run, ctx: RunContext) -> dict[str, Any]:
         row = t[(t.strategy == strategy) & (t.seed == seed)]
         return float(row.test_objective.iloc[0]) if len(row) else float("nan")
 
-    summary_table = summarise(search, grid_optimum=grid_optimum, maximize=maximize, test_metric_fn=test_metric,
-                              training_cost=training_cost)
+    summary_table = summarise(
+        search, grid_optimum=grid_optimum, maximize=maximize, test_metric_fn=test_metric, training_cost=training_cost
+    )
     # Conditional models: the test objective at each strategy's chosen λ was measured by the search job.
     for i, row in summary_table.iterrows():
         if row["target"] != "baselines":
-            summary_table.loc[i, "test_metric"] = test_metric(row["target"], None, row["strategy"], int(row["chosen_seed"]))
+            summary_table.loc[i, "test_metric"] = test_metric(
+                row["target"], None, row["strategy"], int(row["chosen_seed"])
+            )
     write_csv(d / "search_summary.csv", tidy(summary_table, s.n_lams))
-    summary = build_summary(run_dir=d, run_id=run.run_id, storage=redact(run.storage), study=s, results=results,
-                            costs=costs, search_summary=summary_table, grid_optimum=grid_optimum, maximize=maximize,
-                            baseline_trials=len(baseline_val))
+    summary = build_summary(
+        run_dir=d,
+        run_id=run.run_id,
+        storage=redact(run.storage),
+        study=s,
+        results=results,
+        costs=costs,
+        search_summary=summary_table,
+        grid_optimum=grid_optimum,
+        maximize=maximize,
+        baseline_trials=len(baseline_val),
+    )
     summary["replicates"] = int(s.replicates)
     write_json(d / "summary.json", summary)
     return summary
@@ -512,22 +586,43 @@ def _merge_replicates(run: Run) -> tuple[Any, list[dict[str, Any]], dict[str, fl
             if "cost" in info:
                 c = info["cost"]
                 kind = next((k for m, k, _ in recon_models(s) if m == name), name)
-                row = {"model": name, "kind": kind, **{k: c[k] for k in ("n_params", "steps", "device_seconds",
-                                                                         "wall_seconds", "peak_memory_mb", "device",
-                                                                         "dtype")}}
+                row = {
+                    "model": name,
+                    "kind": kind,
+                    **{
+                        k: c[k]
+                        for k in (
+                            "n_params",
+                            "steps",
+                            "device_seconds",
+                            "wall_seconds",
+                            "peak_memory_mb",
+                            "device",
+                            "dtype",
+                        )
+                    },
+                }
                 if r == 0:
                     training_cost[name] = float(c["device_seconds"])
             elif name == "scales":
-                row = {"model": "scales", "kind": "scales", "n_params": 0, "steps": 0,
-                       "device_seconds": info.get("device_seconds", 0.0), "wall_seconds": info.get("wall_seconds", 0.0),
-                       "peak_memory_mb": info.get("peak_memory_mib", 0.0), "device": run.device,
-                       "dtype": run.precision}
+                row = {
+                    "model": "scales",
+                    "kind": "scales",
+                    "n_params": 0,
+                    "steps": 0,
+                    "device_seconds": info.get("device_seconds", 0.0),
+                    "wall_seconds": info.get("wall_seconds", 0.0),
+                    "peak_memory_mb": info.get("peak_memory_mib", 0.0),
+                    "device": run.device,
+                    "dtype": run.precision,
+                }
             else:
                 continue
             meta_path = d / "eval" / f"{name}-meta.json"
             if meta_path.exists():
-                row["inference_seconds_per_slice"] = read_json(meta_path).get("seconds", {}).get(
-                    "inference_seconds_per_slice")
+                row["inference_seconds_per_slice"] = (
+                    read_json(meta_path).get("seconds", {}).get("inference_seconds_per_slice")
+                )
             add_job_peaks([row], d / "jobs")
             cost_rows.append({**row, "replicate": r})
     return pd.concat(frames, ignore_index=True), cost_rows, training_cost
@@ -545,7 +640,7 @@ def _first_worker_error(run_dir: Path, n: int, offsets: dict[Path, int]) -> str 
             continue
         for line in text.splitlines():
             if line.startswith("error: "):
-                return line[len("error: "):].strip()
+                return line[len("error: ") :].strip()
     return None
 
 
@@ -567,8 +662,15 @@ def execute(run: Run, *, workers: int = 1, progress: Progress | None = None, dev
     added = enqueue(run, ctx)
     if progress is not None:
         status = open_ledger(run).status()
-        progress("enqueued", {"jobs": added, "ledger": run.storage, "total": len(status),
-                              "done": sum(1 for v in status.values() if v == "COMPLETE")})
+        progress(
+            "enqueued",
+            {
+                "jobs": added,
+                "ledger": run.storage,
+                "total": len(status),
+                "done": sum(1 for v in status.values() if v == "COMPLETE"),
+            },
+        )
     if workers <= 1:
         work(run, ctx, on_job=progress)
     else:
@@ -587,6 +689,8 @@ def execute(run: Run, *, workers: int = 1, progress: Progress | None = None, dev
         bad = [p.returncode for p in procs if p.returncode != 0]
         if bad or ledger.current_phase() is not None:
             first = _first_worker_error(run.run_dir, workers, logs)
-            raise RunError(f"{run.run_dir}: {len(bad)} worker(s) failed{f' ({first})' if first else ''}; see "
-                           "worker-*.log there; fix the cause and continue with --resume")
+            raise RunError(
+                f"{run.run_dir}: {len(bad)} worker(s) failed{f' ({first})' if first else ''}; see "
+                "worker-*.log there; fix the cause and continue with --resume"
+            )
     return finalize(run, ctx)

@@ -64,7 +64,8 @@ class ReconTask:
             raise DataError(f"recon task targets: expected shape {(n, 1, h, w)}, got {tuple(self.targets.shape)}")
         if self.measurements is not None and self.measurements.shape[0] != n:
             raise DataError(
-                f"recon task measurements: expected {n} samples (first axis), got shape {tuple(self.measurements.shape)}"
+                f"recon task measurements: expected {n} samples (first axis), "
+                f"got shape {tuple(self.measurements.shape)}"
             )
         if self.loss.supervised and self.targets is None:
             raise ConfigError(f"loss terms {self.loss.terms} are supervised, but the task has no targets")

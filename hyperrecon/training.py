@@ -61,8 +61,20 @@ _RESUME_MUST_MATCH = ("batch_size", "seed", "lr", "lr_schedule")
 Callback = Callable[[str, dict[str, Any]], Any]
 
 # Tasks and checkpoint I/O live in their own modules; their names stay importable from here.
-__all__ = ["CHECKPOINT_VERSION", "Callback", "IndexStream", "ReconTask", "SegTask", "Task", "TrainResult",
-           "TrainSettings", "load_checkpoint", "read_torch_file", "save_checkpoint", "train"]
+__all__ = [
+    "CHECKPOINT_VERSION",
+    "Callback",
+    "IndexStream",
+    "ReconTask",
+    "SegTask",
+    "Task",
+    "TrainResult",
+    "TrainSettings",
+    "load_checkpoint",
+    "read_torch_file",
+    "save_checkpoint",
+    "train",
+]
 
 
 # ---------------------------------------------------------------------------------------------------- settings
@@ -97,10 +109,16 @@ class TrainSettings:
         need(self.lr_schedule in LR_SCHEDULES, f"lr_schedule in {LR_SCHEDULES}", "lr_schedule")
         need(self.precision in PRECISIONS, f"precision in {PRECISIONS}", "precision")
         need(isinstance(self.channels_last, bool), "channels_last is true or false", "channels_last")
-        need(self.grad_clip is None or (isinstance(self.grad_clip, int | float) and self.grad_clip > 0),
-             "grad_clip > 0 or none", "grad_clip")
-        need(self.checkpoint_every is None or (is_int(self.checkpoint_every) and self.checkpoint_every >= 0),
-             "checkpoint_every >= 0 or none", "checkpoint_every")
+        need(
+            self.grad_clip is None or (isinstance(self.grad_clip, int | float) and self.grad_clip > 0),
+            "grad_clip > 0 or none",
+            "grad_clip",
+        )
+        need(
+            self.checkpoint_every is None or (is_int(self.checkpoint_every) and self.checkpoint_every >= 0),
+            "checkpoint_every >= 0 or none",
+            "checkpoint_every",
+        )
         need(is_int(self.seed), "seed is an integer", "seed")
         need(is_int(self.log_every) and self.log_every >= 1, "log_every >= 1", "log_every")
 
@@ -336,8 +354,7 @@ def train(
                 _emit(callbacks, "step", {"step": done, "total": settings.steps, "loss": loss.detach()})
                 if done in probes and done < settings.steps:
                     timer.stop()  # a probe's evaluation is not training cost
-                    _emit(callbacks, "probe", {"step": done, "total": settings.steps,
-                                               "cost": cost_so_far().to_dict()})
+                    _emit(callbacks, "probe", {"step": done, "total": settings.steps, "cost": cost_so_far().to_dict()})
                     model.train()
                     timer.start()
                 if (
@@ -369,6 +386,13 @@ def train(
 
 
 __all__ = [
-    "CHECKPOINT_VERSION", "IndexStream", "ReconTask", "SegTask", "TrainResult", "TrainSettings",
-    "load_checkpoint", "save_checkpoint", "train",
+    "CHECKPOINT_VERSION",
+    "IndexStream",
+    "ReconTask",
+    "SegTask",
+    "TrainResult",
+    "TrainSettings",
+    "load_checkpoint",
+    "save_checkpoint",
+    "train",
 ]

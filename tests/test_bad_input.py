@@ -36,8 +36,11 @@ BRAIN = ["--study", "sl-brain-cs", "--profile", "smoke"]
 
 def snapshot(root: Path) -> dict[str, str]:
     """SHA-256 of every file under ``root`` (hidden and temporary files included)."""
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def error_line(args: list[str], code: int, *needles: str) -> str:
@@ -181,18 +184,34 @@ def test_not_utf8_study_file(tmp_path: Path) -> None:
 
 CONFIG_CASES = [
     # (id, extra args, needles); every one is a ConfigError: exit 2
-    ("unknown-study", ["--study", "sl-knee-denoize"], ["unknown study 'sl-knee-denoize'", "did you mean 'sl-knee-denoise'"]),
+    (
+        "unknown-study",
+        ["--study", "sl-knee-denoize"],
+        ["unknown study 'sl-knee-denoize'", "did you mean 'sl-knee-denoise'"],
+    ),
     ("unknown-profile", ["--profile", "tiny"], ["--profile", "'tiny' is not one of"]),
     ("unknown-key", ["--set", "train.stepz=3"], ["unknown key 'stepz'", "did you mean 'steps'"]),
-    ("unknown-loss", ["--set", 'loss.terms=["mae","ssimm"]'], ["[loss] terms", "unknown loss 'ssimm'", "did you mean 'ssim'"]),
+    (
+        "unknown-loss",
+        ["--set", 'loss.terms=["mae","ssimm"]'],
+        ["[loss] terms", "unknown loss 'ssimm'", "did you mean 'ssim'"],
+    ),
     ("unknown-sampler", ["--set", 'hyper.samplers=["uniformm"]'], ["unknown sampler 'uniformm'"]),
     ("unknown-strategy", ["--set", 'search.strategies=["tpee"]'], ["unknown", "'tpee'", "did you mean 'tpe'"]),
     ("unknown-dataset", ["--set", "data.source=knee-phantomm"], ["unknown dataset 'knee-phantomm'"]),
-    ("unknown-metric", ["--set", 'evaluation.metrics=["psnrr"]'], ["[evaluation] metrics", "'psnrr'", "did you mean 'psnr'"]),
+    (
+        "unknown-metric",
+        ["--set", 'evaluation.metrics=["psnrr"]'],
+        ["[evaluation] metrics", "'psnrr'", "did you mean 'psnr'"],
+    ),
     ("unknown-objective", ["--set", "search.objective=ssmi"], ["[search] objective", "'ssmi'"]),
     ("unknown-forward-model", ["--set", "forward.name=denoize"], ["unknown forward model 'denoize'"]),
     ("unknown-plugin", ["--set", 'plugins=["no_such_plugin_mod"]'], ["plugins", "no_such_plugin_mod"]),
-    ("unknown-data-param", ["--set", "data.params.n_trian=3"], ["[data] params", "'n_trian'", "did you mean 'n_train'"]),
+    (
+        "unknown-data-param",
+        ["--set", "data.params.n_trian=3"],
+        ["[data] params", "'n_trian'", "did you mean 'n_train'"],
+    ),
     ("type-lr-string", ["--set", "train.lr=fast"], ["[train] lr", "expected number", '"fast"']),
     ("type-steps-float", ["--set", "train.steps=1.5"], ["[train] steps", "expected integer", "1.5"]),
     ("type-sizes-int", ["--set", "hyper.sizes=3"], ["[hyper] sizes", "expected list"]),
@@ -235,8 +254,12 @@ def test_unreachable_database(tmp_path: Path) -> None:
     pytest.importorskip("psycopg2")
     out = tmp_path / "new-run"
     # Port 1 on loopback: refused at once. The password must not be printed.
-    line = error_line(["run", *STUDY, "--storage", "postgresql://me:secret@127.0.0.1:1/hr", "--out", out], 1,
-                      "cannot connect", "me:***@127.0.0.1:1")
+    line = error_line(
+        ["run", *STUDY, "--storage", "postgresql://me:secret@127.0.0.1:1/hr", "--out", out],
+        1,
+        "cannot connect",
+        "me:***@127.0.0.1:1",
+    )
     assert "secret" not in line
     assert not out.exists()
 
@@ -318,8 +341,13 @@ def test_data_mgz_garbled_inside_the_stream(tmp_path: Path) -> None:
     d = brain_folder(tmp_path / "brain")
     f = d / "subj0" / "mri" / "aseg.mgz"
     garble(f, at=0.3, n=64)  # deflate still decodes: 2931 voxels change
-    error_line(["data", "preview", *BRAIN, "--data", d, "--out", tmp_path / "preview"], 2, str(f),
-               "cannot read volume", "gzip stream")
+    error_line(
+        ["data", "preview", *BRAIN, "--data", d, "--out", tmp_path / "preview"],
+        2,
+        str(f),
+        "cannot read volume",
+        "gzip stream",
+    )
 
 
 def test_data_npy_four_dims_with_channels(tmp_path: Path) -> None:
@@ -382,8 +410,9 @@ def test_out_inside_a_regular_file(tmp_path: Path) -> None:
 @pytest.mark.skipif(not Path("/proc/self").exists(), reason="needs Linux /proc")
 def test_out_under_proc() -> None:
     # root may write almost anywhere; /proc takes no new folders, for root neither.
-    error_line(["run", *STUDY, "--out", "/proc/self/hrbench-run"], 1, "/proc/self/hrbench-run",
-               "cannot create the run folder")
+    error_line(
+        ["run", *STUDY, "--out", "/proc/self/hrbench-run"], 1, "/proc/self/hrbench-run", "cannot create the run folder"
+    )
 
 
 def test_report_out_inside_a_regular_file(tmp_path: Path, finished_run: Path, copy_run) -> None:
@@ -436,8 +465,9 @@ def test_resume_with_another_config(partial_run: Path, copy_run) -> None:
 
 def test_resume_with_another_storage(partial_run: Path, copy_run, tmp_path: Path) -> None:
     run = copy_run(partial_run)
-    check_unchanged(run, [*RESUME, run, "--storage", tmp_path / "other.journal"], 2, "--storage",
-                    "resume without --storage")
+    check_unchanged(
+        run, [*RESUME, run, "--storage", tmp_path / "other.journal"], 2, "--storage", "resume without --storage"
+    )
 
 
 def test_resume_ledger_missing(partial_run: Path, copy_run) -> None:

@@ -56,8 +56,7 @@ def test_freesurfer_subject_ids_clash(tmp_path: Path) -> None:
     brain_folder(tmp_path / "other", 2)
     for f in ("norm.mgz", "aseg.mgz"):
         (tmp_path / "other" / "subj1" / "mri" / f).rename(d / "subj1" / "mri" / f)
-    data_error(tmp_path, d, 2, f"{d}/subj1/norm.mgz and {d}/subj1/mri/norm.mgz", "subject id 'subj1'",
-               study=BRAIN)
+    data_error(tmp_path, d, 2, f"{d}/subj1/norm.mgz and {d}/subj1/mri/norm.mgz", "subject id 'subj1'", study=BRAIN)
 
 
 def test_aseg_code_not_in_the_table(tmp_path: Path) -> None:
@@ -76,8 +75,20 @@ def test_labels_path_is_the_images_file(tmp_path: Path) -> None:
     (d / "labels.npy").symlink_to(d / "slices.npy")
     before = snapshot(d)
     out = tmp_path / "new-run"
-    error_line(["run", *STUDY, "--data", d / "slices.npy", "--set", f"data.params.labels_path={d / 'labels.npy'}",
-                "--out", out], 2, f"{d / 'labels.npy'}: labels_path is the same file as path")
+    error_line(
+        [
+            "run",
+            *STUDY,
+            "--data",
+            d / "slices.npy",
+            "--set",
+            f"data.params.labels_path={d / 'labels.npy'}",
+            "--out",
+            out,
+        ],
+        2,
+        f"{d / 'labels.npy'}: labels_path is the same file as path",
+    )
     assert not out.exists() and snapshot(d) == before
 
 
@@ -92,12 +103,20 @@ def test_h5_held_open_for_writing_by_another_process(tmp_path: Path, monkeypatch
     monkeypatch.delenv("HDF5_USE_FILE_LOCKING", raising=False)  # HDF5's default: lock files (as users have it)
     d = knee_folder(tmp_path / "knee")
     f = d / "file1.h5"
-    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(f)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                              text=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(f)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
     try:
         assert holder.stdout.readline().strip() == "open"
-        line = data_error(tmp_path, d, 1, str(f), "locked by another process", "open for writing",
-                          "wait until that process has finished")
+        line = data_error(
+            tmp_path,
+            d,
+            1,
+            str(f),
+            "locked by another process",
+            "open for writing",
+            "wait until that process has finished",
+        )
         assert "cannot read" not in line and "intact" not in line  # not called damaged
     finally:
         holder.stdin.close()
@@ -119,8 +138,13 @@ def test_h5_left_flagged_open_by_a_writer_that_died(tmp_path: Path) -> None:
         dst.attrs.update(src.attrs)
     plain.unlink()
     env = {**os.environ, "HDF5_USE_FILE_LOCKING": "FALSE"}
-    holder = subprocess.Popen([sys.executable, "-c", HOLD.replace('"a"', '"a", libver="latest"'), str(f)],
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD.replace('"a"', '"a", libver="latest"'), str(f)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     assert holder.stdout.readline().strip() == "open"
     holder.kill()  # dies without closing the file: the flag stays
     holder.wait(timeout=30)
@@ -132,11 +156,20 @@ def test_h5_lock_refused_by_the_file_system_is_not_called_busy() -> None:
     from hyperrecon.data.fastmri import h5_open_error
     from hyperrecon.errors import DataBusyError, DataError
 
-    exc = OSError("Unable to synchronously open file (unable to lock file, errno = 38, error message = "
-                  "'Function not implemented')")
+    exc = OSError(
+        "Unable to synchronously open file (unable to lock file, errno = 38, error message = "
+        "'Function not implemented')"
+    )
     err = h5_open_error(Path("/d/x.h5"), exc, "HDF5")
     assert not isinstance(err, DataError) and err.exit_code == 1
     assert str(err).startswith("/d/x.h5: cannot take HDF5's file lock") and "HDF5_USE_FILE_LOCKING=FALSE" in str(err)
-    busy = h5_open_error(Path("/d/x.h5"), BlockingIOError(11, "Unable to synchronously open file (unable to lock "
-                         "file, errno = 11, error message = 'Resource temporarily unavailable')"), "HDF5")
+    busy = h5_open_error(
+        Path("/d/x.h5"),
+        BlockingIOError(
+            11,
+            "Unable to synchronously open file (unable to lock "
+            "file, errno = 11, error message = 'Resource temporarily unavailable')",
+        ),
+        "HDF5",
+    )
     assert isinstance(busy, DataBusyError) and busy.exit_code == 1

@@ -20,8 +20,9 @@ SCRIPTS = sorted(p.name for p in BENCH.glob("*.py") if p.name != "common.py")
 
 def run_script(name: str, *args: str, timeout: float = 240) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, str(BENCH / name), *args], capture_output=True, text=True, env=env,
-                          timeout=timeout, cwd=ROOT)
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / name), *args], capture_output=True, text=True, env=env, timeout=timeout, cwd=ROOT
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     return proc
 
@@ -33,9 +34,21 @@ def read_rows(stem: Path) -> list[dict[str, str]]:
 
 def test_the_scripts_are_the_documented_ones():
     readme = (ROOT / "reports" / "benchmarks" / "README.md").read_text()
-    assert SCRIPTS == ["cpu_profile.py", "data_throughput.py", "dhs_select.py", "eval_sweep.py", "explore_latency.py",
-                       "gpu_study_plan.py", "gpu_targets.py", "hyper_init.py", "lam_response.py", "new_lam.py",
-                       "study_wall.py", "train_loop.py", "train_step.py"]
+    assert SCRIPTS == [
+        "cpu_profile.py",
+        "data_throughput.py",
+        "dhs_select.py",
+        "eval_sweep.py",
+        "explore_latency.py",
+        "gpu_study_plan.py",
+        "gpu_targets.py",
+        "hyper_init.py",
+        "lam_response.py",
+        "new_lam.py",
+        "study_wall.py",
+        "train_loop.py",
+        "train_step.py",
+    ]
     for name in SCRIPTS:
         assert f"benchmark/{name}" in readme, f"{name} is not described in reports/benchmarks/README.md"
 
@@ -48,12 +61,36 @@ def test_every_script_explains_itself(name):
 
 def test_train_step_writes_one_row_per_configuration_with_the_unet_as_reference(tmp_path):
     stem = tmp_path / "ts"
-    run_script("train_step.py", "--sizes", "16", "--batch", "4", "--repeats", "2", "--warmup", "1", "--threads", "1",
-               "--models", "unet,hyper-S", "--precisions", "fp32,bf16", "--wait-quiet", "0", "--retries", "0",
-               "--out", str(stem))
+    run_script(
+        "train_step.py",
+        "--sizes",
+        "16",
+        "--batch",
+        "4",
+        "--repeats",
+        "2",
+        "--warmup",
+        "1",
+        "--threads",
+        "1",
+        "--models",
+        "unet,hyper-S",
+        "--precisions",
+        "fp32,bf16",
+        "--wait-quiet",
+        "0",
+        "--retries",
+        "0",
+        "--out",
+        str(stem),
+    )
     rows = read_rows(stem)
     assert [(r["model"], r["precision"]) for r in rows] == [
-        ("unet", "fp32"), ("unet", "bf16"), ("hyper-S", "fp32"), ("hyper-S", "bf16")]
+        ("unet", "fp32"),
+        ("unet", "bf16"),
+        ("hyper-S", "fp32"),
+        ("hyper-S", "bf16"),
+    ]
     for r in rows:
         assert float(r["median_ms"]) > 0 and int(r["repeats"]) == 2 and r["threads"] == "1"
         if r["model"] == "unet":
@@ -69,9 +106,31 @@ def test_train_step_writes_one_row_per_configuration_with_the_unet_as_reference(
 
 def test_eval_sweep_reports_throughput_against_unet_inference(tmp_path):
     stem = tmp_path / "es"
-    run_script("eval_sweep.py", "--sizes", "16", "--batch", "2", "--lams", "3", "--repeats", "2", "--warmup", "1",
-               "--threads", "1", "--models", "unet,hyper-S,film", "--precisions", "fp32", "--wait-quiet", "0",
-               "--retries", "0", "--out", str(stem))
+    run_script(
+        "eval_sweep.py",
+        "--sizes",
+        "16",
+        "--batch",
+        "2",
+        "--lams",
+        "3",
+        "--repeats",
+        "2",
+        "--warmup",
+        "1",
+        "--threads",
+        "1",
+        "--models",
+        "unet,hyper-S,film",
+        "--precisions",
+        "fp32",
+        "--wait-quiet",
+        "0",
+        "--retries",
+        "0",
+        "--out",
+        str(stem),
+    )
     rows = read_rows(stem)
     assert [r["model"] for r in rows] == ["unet", "hyper-S", "film"]
     for r in rows:
@@ -82,14 +141,39 @@ def test_eval_sweep_reports_throughput_against_unet_inference(tmp_path):
 
 def test_train_loop_times_the_real_jobs_of_a_study(tmp_path):
     stem = tmp_path / "tl"
-    run_script("train_loop.py", "--study", "ao-knee", "--profile", "smoke", "--jobs", "baseline,hyper-S-uniform",
-               "--adam", "fused,default", "--reuse", "on,off", "--steps", "4", "--skip", "1", "--rounds", "1",
-               "--threads", "1", "--out", str(stem))
+    run_script(
+        "train_loop.py",
+        "--study",
+        "ao-knee",
+        "--profile",
+        "smoke",
+        "--jobs",
+        "baseline,hyper-S-uniform",
+        "--adam",
+        "fused,default",
+        "--reuse",
+        "on,off",
+        "--steps",
+        "4",
+        "--skip",
+        "1",
+        "--rounds",
+        "1",
+        "--threads",
+        "1",
+        "--out",
+        str(stem),
+    )
     rows = read_rows(stem)
     configs = [(r["job"], r["adam"], r["reuse_weights"]) for r in rows]
-    assert configs == [("baseline", "fused", "-"), ("baseline", "default", "-"),
-                       ("hyper-S-uniform", "fused", "on"), ("hyper-S-uniform", "fused", "off"),
-                       ("hyper-S-uniform", "default", "on"), ("hyper-S-uniform", "default", "off")]
+    assert configs == [
+        ("baseline", "fused", "-"),
+        ("baseline", "default", "-"),
+        ("hyper-S-uniform", "fused", "on"),
+        ("hyper-S-uniform", "fused", "off"),
+        ("hyper-S-uniform", "default", "on"),
+        ("hyper-S-uniform", "default", "off"),
+    ]
     for r in rows:
         assert int(r["steps_timed"]) == 2 and float(r["median_ms"]) > 0 and r["size"] == "32"
     current = [r for r in rows if r["adam"] == "fused" and r["reuse_weights"] in ("on", "-")]
@@ -97,12 +181,39 @@ def test_train_loop_times_the_real_jobs_of_a_study(tmp_path):
 
 
 def test_train_loop_rejects_an_unknown_job(tmp_path):
-    proc = subprocess.run([sys.executable, str(BENCH / "train_loop.py"), "--profile", "smoke", "--jobs", "hyper-X",
-                           "--out", str(tmp_path / "x")], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(BENCH / "train_loop.py"),
+            "--profile",
+            "smoke",
+            "--jobs",
+            "hyper-X",
+            "--out",
+            str(tmp_path / "x"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
     assert proc.returncode != 0 and "unknown job 'hyper-X'" in proc.stderr
-    proc = subprocess.run([sys.executable, str(BENCH / "train_loop.py"), "--profile", "smoke", "--jobs",
-                           "hyper-S-bogus", "--out", str(tmp_path / "x")], capture_output=True, text=True, cwd=ROOT,
-                          timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(BENCH / "train_loop.py"),
+            "--profile",
+            "smoke",
+            "--jobs",
+            "hyper-S-bogus",
+            "--out",
+            str(tmp_path / "x"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
     assert proc.returncode != 0 and proc.stderr.strip().startswith("error:") and "'bogus'" in proc.stderr
     assert "Traceback" not in proc.stderr and not (tmp_path / "x.csv").exists()
 
@@ -120,18 +231,53 @@ def test_study_wall_splits_a_run_into_phases(tmp_path):
 
 def test_timing_scripts_reject_an_unknown_precision_in_one_line(tmp_path):
     for name in ("train_step.py", "eval_sweep.py"):
-        proc = subprocess.run([sys.executable, str(BENCH / name), "--precisions", "fp32,fp16", "--sizes", "16",
-                               "--out", str(tmp_path / "x")], capture_output=True, text=True, cwd=ROOT, timeout=120)
+        proc = subprocess.run(
+            [
+                sys.executable,
+                str(BENCH / name),
+                "--precisions",
+                "fp32,fp16",
+                "--sizes",
+                "16",
+                "--out",
+                str(tmp_path / "x"),
+            ],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=120,
+        )
         assert proc.returncode != 0 and proc.stderr.strip() == (
-            "error: --precisions: unknown 'fp16'; valid: fp32, fp32-cl, bf16-nchw, bf16")
+            "error: --precisions: unknown 'fp16'; valid: fp32, fp32-cl, bf16-nchw, bf16"
+        )
         assert not (tmp_path / "x.csv").exists()
 
 
 def test_memory_format_and_precision_vary_independently(tmp_path):
     stem = tmp_path / "fmt"
-    run_script("train_step.py", "--sizes", "16", "--batch", "2", "--repeats", "1", "--warmup", "0", "--threads", "1",
-               "--models", "unet", "--precisions", "fp32,fp32-cl,bf16-nchw,bf16", "--wait-quiet", "0",
-               "--retries", "0", "--out", str(stem))
+    run_script(
+        "train_step.py",
+        "--sizes",
+        "16",
+        "--batch",
+        "2",
+        "--repeats",
+        "1",
+        "--warmup",
+        "0",
+        "--threads",
+        "1",
+        "--models",
+        "unet",
+        "--precisions",
+        "fp32,fp32-cl,bf16-nchw,bf16",
+        "--wait-quiet",
+        "0",
+        "--retries",
+        "0",
+        "--out",
+        str(stem),
+    )
     assert [r["precision"] for r in read_rows(stem)] == ["fp32", "fp32-cl", "bf16-nchw", "bf16"]
     sys.path.insert(0, str(BENCH))
     try:

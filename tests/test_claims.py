@@ -26,7 +26,12 @@ from hyperrecon.reporting.sensitivity import RATIO_MIN, sensitivity_analysis
 from hyperrecon.reporting.stats import curve_ci, paired_units, subject_of, t_interval, unit_values
 
 SL_STUDY = {
-    "name": "rep-sl", "profile": "standard", "kind": "sl", "seed": 0, "replicates": 3, "description": "hand-made",
+    "name": "rep-sl",
+    "profile": "standard",
+    "kind": "sl",
+    "seed": 0,
+    "replicates": 3,
+    "description": "hand-made",
     "data": {"source": "knee-phantom", "image_size": 32, "params": {}, "path": None},
     "forward": {"name": "cs-mri", "params": {}},
     "loss": {"terms": ["mae", "ssim"], "scales": [1.0, 1.0]},
@@ -40,16 +45,32 @@ SUBJECTS = ("knee-test000", "knee-test001", "knee-test002")
 
 def _run_files(d: Path, study: dict, results: pd.DataFrame, costs: pd.DataFrame) -> Path:
     d.mkdir(parents=True, exist_ok=True)
-    (d / "run.json").write_text(json.dumps({"format": 1, "run_id": "x", "study": study["name"],
-                                            "profile": study["profile"], "provenance": {"device": "cpu"}}))
+    (d / "run.json").write_text(
+        json.dumps(
+            {
+                "format": 1,
+                "run_id": "x",
+                "study": study["name"],
+                "profile": study["profile"],
+                "provenance": {"device": "cpu"},
+            }
+        )
+    )
     (d / "config.json").write_text(json.dumps({"config_hash": "h", "study": study}))
     results.to_csv(d / "results.csv", index=False)
     costs.to_csv(d / "costs.csv", index=False)
     return d
 
 
-def _sl_run(d: Path, *, gap: float = 0.1, flat: bool = False, replicates: int = 3, hyper_cost: float = 10.0,
-            rep_shift=(0.0, 0.3, -0.2)) -> Path:
+def _sl_run(
+    d: Path,
+    *,
+    gap: float = 0.1,
+    flat: bool = False,
+    replicates: int = 3,
+    hyper_cost: float = 10.0,
+    rep_shift=(0.0, 0.3, -0.2),
+) -> Path:
     """Baselines: PSNR 20 + 4λ + replicate shift + subject offset, 2 slices per subject. HyperRecon-M: the same
     plus ``gap`` (+ a replicate wobble), or flat at the baselines' mean over λ (``flat``: ignores λ)."""
     rows = []
@@ -64,10 +85,16 @@ def _sl_run(d: Path, *, gap: float = 0.1, flat: bool = False, replicates: int = 
                     v = base + 2.0 if flat else base + 4 * lam + gap + 0.02 * r
                     rows.append(("hyper-M-uniform", lam, np.nan, sl, "psnr", r, v))
     res = pd.DataFrame(rows, columns=["model", "lam1", "lam2", "slice", "metric", "replicate", "value"])
-    costs = [{"model": m, "kind": k, "n_params": 1, "device_seconds": c + r, "wall_seconds": 1.0, "replicate": r}
-             for r in range(replicates)
-             for m, k, c in (("baseline-0", "baseline", 10.0), ("baseline-0.5", "baseline", 10.0),
-                             ("baseline-1", "baseline", 10.0), ("hyper-M-uniform", "hyper", hyper_cost))]
+    costs = [
+        {"model": m, "kind": k, "n_params": 1, "device_seconds": c + r, "wall_seconds": 1.0, "replicate": r}
+        for r in range(replicates)
+        for m, k, c in (
+            ("baseline-0", "baseline", 10.0),
+            ("baseline-0.5", "baseline", 10.0),
+            ("baseline-1", "baseline", 10.0),
+            ("hyper-M-uniform", "hyper", hyper_cost),
+        )
+    ]
     return _run_files(d, {**SL_STUDY, "replicates": replicates}, res, pd.DataFrame(costs))
 
 
@@ -216,9 +243,14 @@ def test_claim_e_needs_a_dice_ceiling_and_reads_the_optima(tmp_path: Path) -> No
     assert _by_id(claims_table(same, _s(same, dice={"ceiling": 0.9})))["e"]["verdict"] == "refuted"
 
 
-AO_STUDY = {**SL_STUDY, "name": "rep-ao", "kind": "ao", "loss": {"terms": ["dc", "l1_weights", "tv"],
-                                                                  "scales": [1, 1, 1]},
-            "evaluation": {"grid_points": 3, "rpsnr_threshold": 0.0}, "search": {"objective": "rpsnr", "seeds": 1}}
+AO_STUDY = {
+    **SL_STUDY,
+    "name": "rep-ao",
+    "kind": "ao",
+    "loss": {"terms": ["dc", "l1_weights", "tv"], "scales": [1, 1, 1]},
+    "evaluation": {"grid_points": 3, "rpsnr_threshold": 0.0},
+    "search": {"objective": "rpsnr", "seeds": 1},
+}
 
 
 def _ao_run(d: Path, offsets: dict[str, tuple[float, float, float]]) -> Path:
@@ -235,19 +267,24 @@ def _ao_run(d: Path, offsets: dict[str, tuple[float, float, float]]) -> Path:
                     for m, off in offsets.items():
                         rows.append((m, a, b, sl, "rpsnr", r, base + off[r]))
     res = pd.DataFrame(rows, columns=["model", "lam1", "lam2", "slice", "metric", "replicate", "value"])
-    costs = [{"model": m, "kind": "x", "n_params": 1, "device_seconds": 1.0, "wall_seconds": 1.0, "replicate": r}
-             for r in range(3) for m in res.model.unique()]
+    costs = [
+        {"model": m, "kind": "x", "n_params": 1, "device_seconds": 1.0, "wall_seconds": 1.0, "replicate": r}
+        for r in range(3)
+        for m in res.model.unique()
+    ]
     return _run_files(d, AO_STUDY, res, pd.DataFrame(costs))
 
 
 def test_claims_b_and_c_on_hand_made_landscapes(tmp_path: Path) -> None:
-    offsets = {"hyper-S-uniform": (-1.0, -1.2, -0.9), "hyper-M-uniform": (-0.3, -0.2, -0.35),
-               "hyper-S-dhs": (-0.5, -0.6, -0.4)}
+    offsets = {
+        "hyper-S-uniform": (-1.0, -1.2, -0.9),
+        "hyper-M-uniform": (-0.3, -0.2, -0.35),
+        "hyper-S-dhs": (-0.5, -0.6, -0.4),
+    }
     data = load_run(_ao_run(tmp_path / "ao", offsets))
     selects = {"dhs": {"verdicts": {"hyper-S-dhs": {"selects": True, "p": 1e-4}}}}
     rows = _by_id(claims_table(data, _s(data, **selects)))
-    b = np.array([abs(s) - abs(m) for s, m in zip(offsets["hyper-S-uniform"], offsets["hyper-M-uniform"],
-                                                   strict=True)])
+    b = np.array([abs(s) - abs(m) for s, m in zip(offsets["hyper-S-uniform"], offsets["hyper-M-uniform"], strict=True)])
     assert rows["b"]["verdict"] == "reproduced" and rows["b"]["value"] == pytest.approx(b.mean())
     c = np.array(offsets["hyper-S-dhs"]) - np.array(offsets["hyper-S-uniform"])
     assert rows["c"]["verdict"] == "reproduced" and rows["c"]["value"] == pytest.approx(c.mean())
@@ -258,9 +295,16 @@ def test_claims_b_and_c_on_hand_made_landscapes(tmp_path: Path) -> None:
     assert c2["verdict"] == "not testable" and "selected nothing" in c2["reason"]
     missing = _by_id(claims_table(data, _s(data)))["c"]
     assert missing["verdict"] == "not testable" and "no DHS selection test" in missing["reason"]
-    worse = load_run(_ao_run(tmp_path / "worse", {"hyper-S-uniform": (-0.2, -0.3, -0.25),
-                                                  "hyper-M-uniform": (-1.0, -1.1, -0.9),
-                                                  "hyper-S-dhs": (-1.0, -1.2, -1.1)}))
+    worse = load_run(
+        _ao_run(
+            tmp_path / "worse",
+            {
+                "hyper-S-uniform": (-0.2, -0.3, -0.25),
+                "hyper-M-uniform": (-1.0, -1.1, -0.9),
+                "hyper-S-dhs": (-1.0, -1.2, -1.1),
+            },
+        )
+    )
     rows = _by_id(claims_table(worse, _s(worse, **selects)))
     assert rows["b"]["verdict"] == "refuted" and rows["c"]["verdict"] == "refuted"
 
@@ -270,9 +314,15 @@ def test_claim_d_from_range_files(tmp_path: Path) -> None:
     for r, scale in enumerate((0.05, 0.06, 0.04)):
         folder = d if r == 0 else d / "replicates" / f"r{r}"
         (folder / "eval").mkdir(parents=True, exist_ok=True)
-        pd.DataFrame({"slice": ["a", "b"], "n_above": [3, 4], "n_lams": [5, 5], "rpsnr_threshold": [0.0, 0.0],
-                      "range_mean_per_pixel": [scale, scale]}).to_csv(folder / "eval" / "hyper-M-uniform-ranges.csv",
-                                                                       index=False)
+        pd.DataFrame(
+            {
+                "slice": ["a", "b"],
+                "n_above": [3, 4],
+                "n_lams": [5, 5],
+                "rpsnr_threshold": [0.0, 0.0],
+                "range_mean_per_pixel": [scale, scale],
+            }
+        ).to_csv(folder / "eval" / "hyper-M-uniform-ranges.csv", index=False)
     data = load_run(d)
     row = _by_id(claims_table(data, _s(data)))["d"]
     assert row["verdict"] == "reproduced" and row["value"] == pytest.approx(0.05)
@@ -355,11 +405,16 @@ def test_a_conditional_model_that_ignores_lambda_is_flagged(tmp_path: Path) -> N
         folder = (d if rep == 0 else d / "replicates" / f"r{rep}") / "eval"
         folder.mkdir(parents=True, exist_ok=True)
         for name, m in models.items():
-            np.savez(folder / f"{name}-endpoints.npz", lams=ends, recons=endpoint_recons(m, data, ends),
-                     ids=np.asarray(ids))
+            np.savez(
+                folder / f"{name}-endpoints.npz", lams=ends, recons=endpoint_recons(m, data, ends), ids=np.asarray(ids)
+            )
         for lam, scale in ((0.0, 1.0), (1.0, 1.4)):
-            np.savez(folder / f"baseline-{lam:g}-endpoints.npz", lams=np.array([[lam]]),
-                     recons=endpoint_recons(_Plain(scale), data, np.array([[lam]])), ids=np.asarray(ids))
+            np.savez(
+                folder / f"baseline-{lam:g}-endpoints.npz",
+                lams=np.array([[lam]]),
+                recons=endpoint_recons(_Plain(scale), data, np.array([[lam]])),
+                ids=np.asarray(ids),
+            )
     sens = sensitivity_analysis(load_run(d))
     xs = x[:, 0].numpy().astype(np.float64)
     expect_base = np.mean(np.abs(xs * 1.4 - xs))

@@ -37,8 +37,12 @@ def test_version_is_the_package_metadata() -> None:
 
 @pytest.mark.parametrize(("shell", "marker"), [("bash", "complete -o"), ("zsh", "compdef"), ("fish", "complete")])
 def test_completion_scripts(shell: str, marker: str) -> None:
-    out = subprocess.run([sys.executable, "-m", "hyperrecon"], capture_output=True, text=True,
-                         env=_env(_HRBENCH_COMPLETE=f"source_{shell}"))
+    out = subprocess.run(
+        [sys.executable, "-m", "hyperrecon"],
+        capture_output=True,
+        text=True,
+        env=_env(_HRBENCH_COMPLETE=f"source_{shell}"),
+    )
     assert out.returncode == 0, out.stderr
     assert "_HRBENCH_COMPLETE" in out.stdout and marker in out.stdout
     if shutil.which(shell) and shell == "bash":  # the script parses
@@ -47,9 +51,12 @@ def test_completion_scripts(shell: str, marker: str) -> None:
 
 
 def _complete(words: str) -> list[str]:
-    out = subprocess.run([sys.executable, "-m", "hyperrecon"], capture_output=True, text=True,
-                         env=_env(_HRBENCH_COMPLETE="complete_bash", COMP_WORDS=words,
-                                  COMP_CWORD=str(len(words.split(" ")) - 1)))
+    out = subprocess.run(
+        [sys.executable, "-m", "hyperrecon"],
+        capture_output=True,
+        text=True,
+        env=_env(_HRBENCH_COMPLETE="complete_bash", COMP_WORDS=words, COMP_CWORD=str(len(words.split(" ")) - 1)),
+    )
     assert out.returncode == 0, out.stderr
     return out.stdout.split()
 
@@ -71,12 +78,15 @@ def test_help_lists_choices_and_an_example() -> None:
     assert "forward-models" in runner.invoke(app, ["list", "--help"]).output
 
 
-@pytest.mark.parametrize(("args", "needles"), [
-    (["run", "--study", "x", "--device", "tpu"], ["--device", "'tpu'", "did you mean 'cpu'"]),
-    (["run", "--study", "x", "--profile", "quik"], ["--profile", "'quik' is not one of", "did you mean 'quick'"]),
-    (["list", "samplerz"], ["'samplerz' is not one of", "did you mean 'samplers'"]),
-    (["run", "--bogus"], ["No such option: --bogus"]),
-])
+@pytest.mark.parametrize(
+    ("args", "needles"),
+    [
+        (["run", "--study", "x", "--device", "tpu"], ["--device", "'tpu'", "did you mean 'cpu'"]),
+        (["run", "--study", "x", "--profile", "quik"], ["--profile", "'quik' is not one of", "did you mean 'quick'"]),
+        (["list", "samplerz"], ["'samplerz' is not one of", "did you mean 'samplers'"]),
+        (["run", "--bogus"], ["No such option: --bogus"]),
+    ],
+)
 def test_parser_errors_are_one_line(args: list[str], needles: list[str]) -> None:
     result = runner.invoke(app, args)
     assert result.exit_code == 2
@@ -86,15 +96,17 @@ def test_parser_errors_are_one_line(args: list[str], needles: list[str]) -> None
         assert needle in lines[0]
 
 
-@pytest.mark.parametrize(("args", "env", "code", "needle"), [
-    (["validate", "--study", "ao-knee", "--set", "train.steps=0", "--json"], {}, 2, "steps >= 1"),
-    (["list", "samplerz", "--json"], {}, 2, "samplerz"),
-    (["report", "/nonexistent/run", "--json"], {}, 1, "/nonexistent/run"),
-    (["list", "--json"], {"HRBENCH_GRACE_S": "abc"}, 2, "HRBENCH_GRACE_S"),
-])
+@pytest.mark.parametrize(
+    ("args", "env", "code", "needle"),
+    [
+        (["validate", "--study", "ao-knee", "--set", "train.steps=0", "--json"], {}, 2, "steps >= 1"),
+        (["list", "samplerz", "--json"], {}, 2, "samplerz"),
+        (["report", "/nonexistent/run", "--json"], {}, 1, "/nonexistent/run"),
+        (["list", "--json"], {"HRBENCH_GRACE_S": "abc"}, 2, "HRBENCH_GRACE_S"),
+    ],
+)
 def test_json_errors_are_a_json_object_on_stderr(args, env, code, needle) -> None:
-    out = subprocess.run([sys.executable, "-m", "hyperrecon", *args], capture_output=True, text=True,
-                         env=_env(**env))
+    out = subprocess.run([sys.executable, "-m", "hyperrecon", *args], capture_output=True, text=True, env=_env(**env))
     assert out.returncode == code
     assert out.stdout == ""
     obj = json.loads(out.stderr)

@@ -43,7 +43,7 @@ def test_profile_overrides_merge_deeply() -> None:
 
 
 def test_set_overrides_with_types() -> None:
-    s = load_study("ao-knee", "smoke", ["train.steps=7", "train.lr=0.01", "hyper.sizes=[\"M\"]", "data.source=mni-brain"])
+    s = load_study("ao-knee", "smoke", ["train.steps=7", "train.lr=0.01", 'hyper.sizes=["M"]', "data.source=mni-brain"])
     assert s.train.steps == 7 and s.train.lr == 0.01 and s.hyper.sizes == ("M",) and s.data.source == "mni-brain"
     s = load_study("ao-knee", "smoke", ["forward.params.acceleration=4"])
     assert s.forward.params["acceleration"] == 4
@@ -69,10 +69,10 @@ BASE = 'name = "t"\nkind = "sl"\n[loss]\nterms = ["mae", "ssim"]\n'
     ("text", "overrides", "message"),
     [
         (BASE + "[train]\nstepz = 3\n", [], "unknown key 'stepz' (did you mean 'steps'?)"),
-        (BASE + "[train]\nsteps = \"many\"\n", [], "[train] steps: expected integer"),
+        (BASE + '[train]\nsteps = "many"\n', [], "[train] steps: expected integer"),
         (BASE + "[train]\nsteps = 0\n", [], "`steps >= 1` must hold, but got steps=0"),
         (BASE + "[baselines]\ngrid = [0.0, 1.5]\n", [], "`every λ in [0, 1]` must hold"),
-        (BASE + "[train]\nprecision = \"fp16\"\n", [], 'expected one of "auto", "fp32", "bf16"'),
+        (BASE + '[train]\nprecision = "fp16"\n', [], 'expected one of "auto", "fp32", "bf16"'),
         (BASE + "[trian]\nsteps = 3\n", [], "unknown key 'trian' (did you mean 'train'?)"),
         (BASE, ["train.stepz=3"], "--set train.stepz: unknown key 'stepz' in [train] (did you mean 'steps'?)"),
         (BASE, ["train.steps"], "expected key=value"),
@@ -113,6 +113,12 @@ def test_unknown_profile() -> None:
 
 
 def test_groups_must_divide_batch() -> None:
-    raw = {"name": "t", "kind": "sl", "loss": {"terms": ["mae", "ssim"]}, "train": {"batch_size": 6}, "hyper": {"groups": 4}}
+    raw = {
+        "name": "t",
+        "kind": "sl",
+        "loss": {"terms": ["mae", "ssim"]},
+        "train": {"batch_size": 6},
+        "hyper": {"groups": 4},
+    }
     with pytest.raises(ConfigError, match="batch_size % groups == 0"):
         study_from_dict(raw)

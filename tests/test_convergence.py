@@ -88,13 +88,25 @@ def test_recon_val_objective_is_the_mean_composite_loss() -> None:
 
 def test_convergence_csv_and_unconverged(tmp_path) -> None:
     (tmp_path / "jobs").mkdir()
-    write_json(tmp_path / "jobs" / "a.json", {"cost": {"steps": 100}, "val_history": hist([1, .5, .4, .4, .4, .4, .4, .4, .4, .4])})
-    write_json(tmp_path / "jobs" / "b.json", {"cost": {"steps": 100}, "val_history": hist([1, .9, .8, .7, .6, .5, .4, .3, .2, .1])})
+    write_json(
+        tmp_path / "jobs" / "a.json",
+        {"cost": {"steps": 100}, "val_history": hist([1, 0.5, 0.4, 0.4, 0.4, 0.4, 0.4, 0.4, 0.4, 0.4])},
+    )
+    write_json(
+        tmp_path / "jobs" / "b.json",
+        {"cost": {"steps": 100}, "val_history": hist([1, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1])},
+    )
     write_json(tmp_path / "jobs" / "c.json", {"cost": {"steps": 100}})  # no history: no row
     # the segmentation job states its own verdict (plateau), which wins over the 2 % rule
     seg_hist = hist([0.5, 0.3, 0.2, 0.15, 0.12, 0.11, 0.1, 0.095, 0.09, 0.088])
-    write_json(tmp_path / "jobs" / "seg.json", {"cost": {"steps": 100}, "val_history": seg_hist,
-                                                "convergence": {**convergence(seg_hist, 100), "converged": True}})
+    write_json(
+        tmp_path / "jobs" / "seg.json",
+        {
+            "cost": {"steps": 100},
+            "val_history": seg_hist,
+            "convergence": {**convergence(seg_hist, 100), "converged": True},
+        },
+    )
     write_convergence_csv(tmp_path, [("a", "baseline"), ("b", "hyper"), ("c", "film"), ("d", "seg"), ("seg", "seg")])
     table = pd.read_csv(tmp_path / "convergence.csv")
     assert list(table.model) == ["a", "b", "seg"] and list(table.steps) == [100, 100, 100]

@@ -17,17 +17,31 @@ sys.path.insert(0, str(ROOT / "benchmark"))
 import cpu_profile  # noqa: E402
 
 
-@pytest.mark.parametrize(("op", "cat"), [
-    ("aten::mkldnn_convolution", "convolution"), ("aten::convolution_backward", "convolution"),
-    ("aten::conv2d", "convolution"), ("aten::_slow_conv2d_forward", "convolution"),
-    ("aten::native_batch_norm", "batchnorm"), ("aten::native_batch_norm_backward", "batchnorm"),
-    ("aten::_fused_adam_", "optimiser"), ("Optimizer.step#Adam.step", "optimiser"),
-    ("Optimizer.zero_grad#Adam.zero_grad", "optimiser"),
-    ("aten::_fft_c2c", "fft"), ("aten::fft_ifft2", "fft"),
-    ("aten::mm", "matmul"), ("aten::addmm", "matmul"), ("aten::bmm", "matmul"), ("aten::linear", "matmul"),
-    ("aten::add_", "other ops"), ("aten::_to_copy", "other ops"), ("aten::index", "other ops"),
-    ("aten::_convert_indices_from_coo_to_csr", "other ops"), ("aten::mean", "other ops"),
-])
+@pytest.mark.parametrize(
+    ("op", "cat"),
+    [
+        ("aten::mkldnn_convolution", "convolution"),
+        ("aten::convolution_backward", "convolution"),
+        ("aten::conv2d", "convolution"),
+        ("aten::_slow_conv2d_forward", "convolution"),
+        ("aten::native_batch_norm", "batchnorm"),
+        ("aten::native_batch_norm_backward", "batchnorm"),
+        ("aten::_fused_adam_", "optimiser"),
+        ("Optimizer.step#Adam.step", "optimiser"),
+        ("Optimizer.zero_grad#Adam.zero_grad", "optimiser"),
+        ("aten::_fft_c2c", "fft"),
+        ("aten::fft_ifft2", "fft"),
+        ("aten::mm", "matmul"),
+        ("aten::addmm", "matmul"),
+        ("aten::bmm", "matmul"),
+        ("aten::linear", "matmul"),
+        ("aten::add_", "other ops"),
+        ("aten::_to_copy", "other ops"),
+        ("aten::index", "other ops"),
+        ("aten::_convert_indices_from_coo_to_csr", "other ops"),
+        ("aten::mean", "other ops"),
+    ],
+)
 def test_operators_fall_into_their_kernel_category(op, cat):
     assert cpu_profile.category(op) == cat
 
@@ -52,8 +66,16 @@ def test_flop_count_of_an_evaluation_pass_matches_a_hand_count_of_the_unet_convo
     model, per_slice = model_of_kind(study, "unet"), []
 
     def hook(mod, inputs, out):
-        per_slice.append(2 * out.shape[1] * out.shape[2] * out.shape[3] * mod.in_channels // mod.groups
-                         * mod.kernel_size[0] * mod.kernel_size[1])
+        per_slice.append(
+            2
+            * out.shape[1]
+            * out.shape[2]
+            * out.shape[3]
+            * mod.in_channels
+            // mod.groups
+            * mod.kernel_size[0]
+            * mod.kernel_size[1]
+        )
 
     for m in model.modules():
         if isinstance(m, torch.nn.Conv2d):
@@ -72,8 +94,12 @@ def test_flop_count_of_an_evaluation_pass_matches_a_hand_count_of_the_unet_convo
 
 def test_bad_options_are_one_error_line():
     for args in (["--isa", "avx3"], ["--skip", "1"]):
-        proc = subprocess.run([sys.executable, str(ROOT / "benchmark" / "cpu_profile.py"), *args], capture_output=True,
-                              text=True, timeout=120)
+        proc = subprocess.run(
+            [sys.executable, str(ROOT / "benchmark" / "cpu_profile.py"), *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert proc.returncode != 0 and proc.stderr.strip().startswith("error:"), proc.stderr
         assert len(proc.stderr.strip().splitlines()) == 1
 
@@ -82,9 +108,29 @@ def test_bad_options_are_one_error_line():
 def test_a_tiny_run_is_split_into_phases_and_kernels_on_both_isas(tmp_path):
     stem = tmp_path / "cp"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmark" / "cpu_profile.py"), "--study", "sl-knee-denoise",
-                           "--profile", "smoke", "--isa", "native,avx2", "--skip", "2", "--sample", "1", "--out",
-                           str(stem)], capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmark" / "cpu_profile.py"),
+            "--study",
+            "sl-knee-denoise",
+            "--profile",
+            "smoke",
+            "--isa",
+            "native,avx2",
+            "--skip",
+            "2",
+            "--sample",
+            "1",
+            "--out",
+            str(stem),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     with open(stem.with_suffix(".csv"), newline="") as fh:
         rows = list(csv.DictReader(fh))
@@ -106,10 +152,28 @@ def test_a_tiny_run_is_split_into_phases_and_kernels_on_both_isas(tmp_path):
 
 def test_flops_only_counts_the_work_and_divides_it_by_the_stated_peak(tmp_path):
     stem = tmp_path / "work"
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmark" / "cpu_profile.py"), "--flops-only", "--study",
-                           "sl-knee-denoise", "--profile", "smoke", "--cores", "2", "--ghz", "2.5", "--out", str(stem)],
-                          capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300,
-                          cwd=tmp_path)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmark" / "cpu_profile.py"),
+            "--flops-only",
+            "--study",
+            "sl-knee-denoise",
+            "--profile",
+            "smoke",
+            "--cores",
+            "2",
+            "--ghz",
+            "2.5",
+            "--out",
+            str(stem),
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        timeout=300,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     with open(stem.with_suffix(".csv"), newline="") as fh:
         (row,) = list(csv.DictReader(fh))
@@ -117,21 +181,49 @@ def test_flops_only_counts_the_work_and_divides_it_by_the_stated_peak(tmp_path):
     assert float(row["total_gflop"]) == pytest.approx(sum(phases), abs=0.15)
     assert float(row["seconds_at_peak"]) == pytest.approx(float(row["total_gflop"]) / 160.0, abs=0.05)  # 2 x 32 x 2.5
     assert all(v > 0 for v in phases)
-    assert "160.0 GFLOP/s = 2 cores x 2 FMA units x 8 fp32 lanes x 2 flops x 2.50 GHz" in stem.with_suffix(".md").read_text()
+    assert (
+        "160.0 GFLOP/s = 2 cores x 2 FMA units x 8 fp32 lanes x 2 flops x 2.50 GHz"
+        in stem.with_suffix(".md").read_text()
+    )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["work.csv", "work.md"]  # no run folder
 
 
 def test_step_shares_split_the_profiled_steps_of_each_model_kind(tmp_path):
     stem = tmp_path / "sh"
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmark" / "cpu_profile.py"), "--step-shares", "unet,hyper-S",
-                           "--study", "sl-knee-denoise", "--profile", "smoke", "--isa", "avx2", "--skip", "2",
-                           "--sample", "1", "--threads", "1", "--out", str(stem)], capture_output=True, text=True,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300, cwd=tmp_path)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmark" / "cpu_profile.py"),
+            "--step-shares",
+            "unet,hyper-S",
+            "--study",
+            "sl-knee-denoise",
+            "--profile",
+            "smoke",
+            "--isa",
+            "avx2",
+            "--skip",
+            "2",
+            "--sample",
+            "1",
+            "--threads",
+            "1",
+            "--out",
+            str(stem),
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        timeout=300,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     with open(stem.with_suffix(".csv"), newline="") as fh:
         rows = list(csv.DictReader(fh))
-    assert [(r["isa"], r["precision"], r["model"]) for r in rows] == [("avx2", "fp32", "unet"),
-                                                                       ("avx2", "fp32", "hyper-S")]
+    assert [(r["isa"], r["precision"], r["model"]) for r in rows] == [
+        ("avx2", "fp32", "unet"),
+        ("avx2", "fp32", "hyper-S"),
+    ]
     for r in rows:
         shares = [float(r[c]) for c in (*cpu_profile.CATEGORIES[:6], "untraced")]
         assert all(v >= 0 for v in shares) and sum(shares) == pytest.approx(1.0, abs=0.01)

@@ -58,9 +58,7 @@ def test_fit_to_size_pad_and_resize(odd_image):
 
 def test_normalise_percentile(odd_image):
     out = normalise_percentile(odd_image * 7.0)
-    np.testing.assert_allclose(
-        out, np.clip(odd_image * 7.0 / np.percentile(odd_image * 7.0, 99), 0, 1), rtol=1e-6
-    )
+    np.testing.assert_allclose(out, np.clip(odd_image * 7.0 / np.percentile(odd_image * 7.0, 99), 0, 1), rtol=1e-6)
     assert out.dtype == np.float32 and out.max() == 1.0
     assert normalise_percentile(np.zeros((4, 4))).max() == 0.0
 
@@ -155,9 +153,7 @@ def test_rician_background_is_rayleigh():
 
 
 def test_registry_lists_sources_with_smoke_params():
-    assert {"mni-brain", "knee-phantom", "fastmri-knee", "freesurfer-brain", "arrays"} <= set(
-        DATASETS.names()
-    )
+    assert {"mni-brain", "knee-phantom", "fastmri-knee", "freesurfer-brain", "arrays"} <= set(DATASETS.names())
     for name in DATASETS.names():
         cls = DATASETS.get(name)
         assert isinstance(cls.smoke_params, dict) and DATASETS.describe(name)
@@ -232,9 +228,7 @@ def test_cache_round_trip_identical(tmp_path):
         b.image_size,
     )
     files = sorted(p.name for p in cache.iterdir())
-    assert (
-        len(files) == 1 and files[0].startswith("arrays-") and files[0].endswith(".npz")
-    )  # no temp files left
+    assert len(files) == 1 and files[0].startswith("arrays-") and files[0].endswith(".npz")  # no temp files left
     # other parameters or a changed input file -> another entry
     load_data("arrays", image_size=16, seed=1, path=f, cache_dir=cache)
     assert len(list(cache.iterdir())) == 2

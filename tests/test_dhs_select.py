@@ -12,8 +12,16 @@ from hyperrecon.errors import ConfigError
 from hyperrecon.samplers import DHSSampler
 
 
-def run_dhs(sampler: DHSSampler, dc_of_lam, *, steps: int = 300, batch: int = 16, k: int = 1,
-            image_sd: float = 1.0, seed: int = 0) -> np.ndarray:
+def run_dhs(
+    sampler: DHSSampler,
+    dc_of_lam,
+    *,
+    steps: int = 300,
+    batch: int = 16,
+    k: int = 1,
+    image_sd: float = 1.0,
+    seed: int = 0,
+) -> np.ndarray:
     """Drive ``sampler`` with a hand-made per-sample DC = dc_of_lam(λ) + an image 'difficulty' drawn per sample."""
     gen = torch.Generator().manual_seed(seed)
     noise = torch.Generator().manual_seed(seed + 100)
@@ -46,8 +54,10 @@ def test_grouped_dhs_ranks_lams_by_group_mean_dc() -> None:
     assert sampler.kept_steps().tolist() == [0]
 
 
-@pytest.mark.parametrize(("batch", "groups", "top_k", "expected"), [(16, 4, 4, 1), (32, 8, 8, 2), (16, 4, 8, 2),
-                                                                    (16, 8, 1, 1), (16, 2, 16, 2)])
+@pytest.mark.parametrize(
+    ("batch", "groups", "top_k", "expected"),
+    [(16, 4, 4, 1), (32, 8, 8, 2), (16, 4, 8, 2), (16, 8, 1, 1), (16, 2, 16, 2)],
+)
 def test_groups_kept_is_rounded_share(batch: int, groups: int, top_k: int, expected: int) -> None:
     assert DHSSampler(top_k=top_k, groups=groups).groups_kept(batch) == expected
 
@@ -84,8 +94,9 @@ def test_per_sample_ranking_under_groups_would_keep_easy_images_not_lams() -> No
         dc = 0.3 * (1 - lam[:, 0]) + 3.0 * torch.randn(16, generator=noise).abs()
         per_sample.append(torch.unique(lam[torch.topk(dc, 4, largest=False).indices]))
     flat = kept_uniformity(torch.cat(per_sample).numpy()[:, None])
-    grouped = kept_uniformity(run_dhs(DHSSampler(top_k=4, groups=4), lambda lam: 0.3 * (1 - lam[:, 0]),
-                                      image_sd=3.0, steps=600))
+    grouped = kept_uniformity(
+        run_dhs(DHSSampler(top_k=4, groups=4), lambda lam: 0.3 * (1 - lam[:, 0]), image_sd=3.0, steps=600)
+    )
     assert grouped.statistic > flat.statistic
 
 

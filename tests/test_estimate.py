@@ -23,20 +23,35 @@ runner = CliRunner()
 
 
 def hand_calibration() -> Calibration:
-    return Calibration(train_s={"seg": 0.05, "unet": 0.1, "hyper-S": 0.2, "hyper-M": 0.3, "film": 0.15},
-                       eval_s={"unet": 0.01, "hyper-S": 0.02, "hyper-M": 0.03, "film": 0.04},
-                       val_s={"unet": 0.001, "hyper-S": 0.002, "hyper-M": 0.003, "film": 0.004},
-                       test_s={"unet": 0.5, "hyper-S": 0.6, "hyper-M": 0.7, "film": 0.8},
-                       trial_s=0.02, search_once_s=3.0, data_s=1.5)
+    return Calibration(
+        train_s={"seg": 0.05, "unet": 0.1, "hyper-S": 0.2, "hyper-M": 0.3, "film": 0.15},
+        eval_s={"unet": 0.01, "hyper-S": 0.02, "hyper-M": 0.03, "film": 0.04},
+        val_s={"unet": 0.001, "hyper-S": 0.002, "hyper-M": 0.003, "film": 0.004},
+        test_s={"unet": 0.5, "hyper-S": 0.6, "hyper-M": 0.7, "film": 0.8},
+        trial_s=0.02,
+        search_once_s=3.0,
+        data_s=1.5,
+    )
 
 
 def test_estimate_multiplies_the_quick_ao_knee_jobs_by_the_calibration():
     # Quick ao-knee pinned to the budgets below (independent of later profile changes):
-    study = load_study("ao-knee", "quick", ["train.steps=300", "baselines.steps=200", "hyper.steps=300",
-                                            "baselines.grid=[0.5, 0.9, 0.99]", "segmentation.steps=150",
-                                            'search.strategies=["grid", "random", "tpe", "gp", "qmc"]',
-                                            "search.seeds=2", "search.model_seeds=2", "search.workers=[1]",
-                                            "search.objective_pairs=[]"])
+    study = load_study(
+        "ao-knee",
+        "quick",
+        [
+            "train.steps=300",
+            "baselines.steps=200",
+            "hyper.steps=300",
+            "baselines.grid=[0.5, 0.9, 0.99]",
+            "segmentation.steps=150",
+            'search.strategies=["grid", "random", "tpe", "gp", "qmc"]',
+            "search.seeds=2",
+            "search.model_seeds=2",
+            "search.workers=[1]",
+            "search.objective_pairs=[]",
+        ],
+    )
     jobs = study_jobs(study, has_labels=True)
     est = estimate(study, jobs, hand_calibration())
     got = {r["name"]: r["seconds"] for r in est.jobs}
@@ -56,8 +71,16 @@ def test_estimate_multiplies_the_quick_ao_knee_jobs_by_the_calibration():
     evaluation = 9 * 0.011 + 2 * 121 * 0.02 + 2 * 121 * 0.03 + 121 * 0.04
     search = 2.4 + 2 * (2.64 + 6) + 2 * (2.76 + 7) + (2.88 + 8)
     assert len(got) == len(jobs) == 36
-    assert est.by_phase() == pytest.approx({"training": training, "evaluation": evaluation, "search": search,
-                                           "data": 1.5, "search start-up": 3.0, "report": REPORT_ALLOWANCE_S})
+    assert est.by_phase() == pytest.approx(
+        {
+            "training": training,
+            "evaluation": evaluation,
+            "search": search,
+            "data": 1.5,
+            "search start-up": 3.0,
+            "report": REPORT_ALLOWANCE_S,
+        }
+    )
     assert est.total_s == pytest.approx(training + evaluation + search + 1.5 + 3.0 + REPORT_ALLOWANCE_S)
 
 
@@ -71,21 +94,29 @@ def test_an_sl_study_estimates_its_scales_job_from_validation_passes():
 
 
 def test_format_seconds():
-    assert [format_seconds(x) for x in (0.4, 42.2, 60, 95.2, 1581)] == ["0 s", "42 s", "1 min 00 s", "1 min 35 s",
-                                                                       "26 min 21 s"]
+    assert [format_seconds(x) for x in (0.4, 42.2, 60, 95.2, 1581)] == [
+        "0 s",
+        "42 s",
+        "1 min 00 s",
+        "1 min 35 s",
+        "26 min 21 s",
+    ]
 
 
-@pytest.mark.parametrize(("env", "capped"), [
-    ({}, False),
-    ({"ONEDNN_MAX_CPU_ISA": "AVX2"}, True),
-    ({"ONEDNN_MAX_CPU_ISA": "avx512_core"}, True),  # AVX-512 without bf16 dot products
-    ({"DNNL_MAX_CPU_ISA": "AVX2"}, True),
-    ({"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_BF16"}, False),
-    ({"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_AMX"}, False),
-    ({"ONEDNN_MAX_CPU_ISA": "ALL"}, False),
-    ({"ATEN_CPU_CAPABILITY": "avx2"}, True),
-    ({"ATEN_CPU_CAPABILITY": "avx512"}, False),
-])
+@pytest.mark.parametrize(
+    ("env", "capped"),
+    [
+        ({}, False),
+        ({"ONEDNN_MAX_CPU_ISA": "AVX2"}, True),
+        ({"ONEDNN_MAX_CPU_ISA": "avx512_core"}, True),  # AVX-512 without bf16 dot products
+        ({"DNNL_MAX_CPU_ISA": "AVX2"}, True),
+        ({"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_BF16"}, False),
+        ({"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_AMX"}, False),
+        ({"ONEDNN_MAX_CPU_ISA": "ALL"}, False),
+        ({"ATEN_CPU_CAPABILITY": "avx2"}, True),
+        ({"ATEN_CPU_CAPABILITY": "avx512"}, False),
+    ],
+)
 def test_the_isa_caps_of_the_avx2_emulation_turn_auto_to_fp32(monkeypatch, env, capped):
     for key in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY"):
         monkeypatch.delenv(key, raising=False)
@@ -144,9 +175,25 @@ def test_dry_run_table_names_every_job(tmp_path, monkeypatch):
 def test_the_avx2_emulation_makes_a_dry_run_choose_fp32(tmp_path):
     """The environment of reports/benchmarks' AVX2 emulation is read by `train.precision = "auto"`."""
     env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-m", "hyperrecon.cli", "run", "--study", "sl-knee-denoise", "--profile",
-                           "smoke", "--dry-run", "--json"], capture_output=True, text=True, env=env, cwd=tmp_path,
-                          timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "hyperrecon.cli",
+            "run",
+            "--study",
+            "sl-knee-denoise",
+            "--profile",
+            "smoke",
+            "--dry-run",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert json.loads(proc.stdout)["precision"] == "fp32"
     assert snapshot(tmp_path) == []

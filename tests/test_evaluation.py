@@ -249,8 +249,11 @@ def test_ranges_diverse_and_examples_on_a_lambda_dependent_model() -> None:
     # independent reconstructions of the range slices for every λ
     recons = {s: np.stack([(data.degraded[s, 0] * (0.5 + lam[0])).numpy() for lam in lams]) for s in ranged}
     gains = {
-        s: rpsnr(torch.from_numpy(recons[s][:, None]), data.targets[s : s + 1].expand(11, -1, -1, -1),
-                 data.degraded[s : s + 1].expand(11, -1, -1, -1)).numpy()
+        s: rpsnr(
+            torch.from_numpy(recons[s][:, None]),
+            data.targets[s : s + 1].expand(11, -1, -1, -1),
+            data.degraded[s : s + 1].expand(11, -1, -1, -1),
+        ).numpy()
         for s in ranged
     }
     threshold = float(np.median(gains[1]))
@@ -304,8 +307,12 @@ def _synthetic_table(model: str, lams: np.ndarray, fn, n_slices: int = 3) -> pd.
         for s in range(n_slices):
             value = fn(lam) + (s - (n_slices - 1) / 2) * 0.1  # slice offsets average to 0
             lam2 = lam[1] if lam.size > 1 else np.nan
-            rows.append({"model": model, "lam1": lam[0], "lam2": lam2, "slice": str(s), "metric": "psnr", "value": value})
-            rows.append({"model": model, "lam1": lam[0], "lam2": lam2, "slice": str(s), "metric": "mae", "value": -value})
+            rows.append(
+                {"model": model, "lam1": lam[0], "lam2": lam2, "slice": str(s), "metric": "psnr", "value": value}
+            )
+            rows.append(
+                {"model": model, "lam1": lam[0], "lam2": lam2, "slice": str(s), "metric": "mae", "value": -value}
+            )
     return pd.DataFrame(rows, columns=TABLE_COLUMNS)
 
 

@@ -62,9 +62,11 @@ def server(explorer):
 
 def snapshot(folder: Path) -> dict[str, tuple[int, str, int]]:
     """Every file under ``folder``: size, SHA-256 and mtime (ns)."""
-    return {str(p.relative_to(folder)): (p.stat().st_size, hashlib.sha256(p.read_bytes()).hexdigest(),
-                                         p.stat().st_mtime_ns)
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): (p.stat().st_size, hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def get(srv, path: str, method: str = "GET", headers: dict[str, str] | None = None) -> tuple[int, dict | str]:
@@ -87,8 +89,12 @@ def eval_value(run: Path, model: str, lam: list[float], slice_id: str, metric: s
     import pandas as pd
 
     t = pd.read_csv(run / "eval" / f"{model}.csv")
-    row = t[np.isclose(t.lam1, lam[0]) & np.isclose(t.lam2, lam[1]) & (t.slice.astype(str) == slice_id)
-            & (t.metric == metric)]
+    row = t[
+        np.isclose(t.lam1, lam[0])
+        & np.isclose(t.lam2, lam[1])
+        & (t.slice.astype(str) == slice_id)
+        & (t.metric == metric)
+    ]
     assert len(row) == 1
     return float(row.value.iloc[0])
 
@@ -109,12 +115,14 @@ def test_render_reads_the_runs_evaluation_numbers_at_grid_lambdas(explorer, ao_r
                 r = explorer.render(model, i, lam)
                 sid = explorer.data.ids[i]
                 for metric in ("psnr", "rpsnr", "ssim", "hfen"):
-                    assert r["metrics"][metric] == pytest.approx(eval_value(ao_run, model, lam, sid, metric),
-                                                                 abs=2e-4), (model, i, lam, metric)
+                    assert r["metrics"][metric] == pytest.approx(
+                        eval_value(ao_run, model, lam, sid, metric), abs=2e-4
+                    ), (model, i, lam, metric)
                 x_hat = explorer.reconstruct(model, i, lam)[0, 0].numpy().astype(np.float64)
                 target = explorer.data.targets[i, 0].numpy().astype(np.float64)
                 assert r["metrics"]["psnr"] == pytest.approx(
-                    peak_signal_noise_ratio(target, x_hat, data_range=1.0), abs=1e-3)
+                    peak_signal_noise_ratio(target, x_hat, data_range=1.0), abs=1e-3
+                )
                 expected = np.rint(np.clip(x_hat, 0, 1) * 255).astype(np.uint8)
                 assert np.abs(decode(r["image"]).astype(int) - expected).max() <= 1
 
@@ -122,12 +130,17 @@ def test_render_reads_the_runs_evaluation_numbers_at_grid_lambdas(explorer, ao_r
 def test_nearest_baseline_is_the_closest_trained_lambda(explorer, ao_run: Path) -> None:
     lams = explorer.baselines
     assert set(lams.values()) == {(a, b) for a in (0.5, 1.0) for b in (0.5, 1.0)}  # the smoke profile's grid
-    for lam, expected in (([0.9, 0.2], "baseline-1-0.5"), ([0.1, 0.9], "baseline-0.5-1"),
-                          ([0.74, 0.76], "baseline-0.5-1"), ([1.0, 1.0], "baseline-1-1")):
+    for lam, expected in (
+        ([0.9, 0.2], "baseline-1-0.5"),
+        ([0.1, 0.9], "baseline-0.5-1"),
+        ([0.74, 0.76], "baseline-0.5-1"),
+        ([1.0, 1.0], "baseline-1-1"),
+    ):
         b = explorer.render(next(iter(explorer.models)), 0, lam)["baseline"]
         assert b["model"] == expected and list(b["lam"]) == list(lams[expected])
         assert b["metrics"]["psnr"] == pytest.approx(
-            eval_value(ao_run, expected, list(lams[expected]), explorer.data.ids[0], "psnr"), abs=2e-4)
+            eval_value(ao_run, expected, list(lams[expected]), explorer.data.ids[0], "psnr"), abs=2e-4
+        )
 
 
 def test_diverse_pair_and_range_against_a_brute_force_reference(explorer) -> None:
@@ -154,8 +167,7 @@ def test_diverse_pair_and_range_against_a_brute_force_reference(explorer) -> Non
     kept = [j for j in range(len(grid)) if psnr[j] >= np.quantile(psnr, ev.diverse_quantile) - 1e-9]
     if len(kept) < 2:
         kept = list(np.argsort(-psnr, kind="stable")[:2])
-    best = max(((a, b) for a in kept for b in kept if a < b),
-               key=lambda p: np.linalg.norm(recons[p[0]] - recons[p[1]]))
+    best = max(((a, b) for a in kept for b in kept if a < b), key=lambda p: np.linalg.norm(recons[p[0]] - recons[p[1]]))
     pair = d["pair"]
     assert {tuple(pair["lam_a"]), tuple(pair["lam_b"])} == {tuple(grid[best[0]]), tuple(grid[best[1]])}
     assert pair["distance"] == pytest.approx(np.linalg.norm(recons[best[0]] - recons[best[1]]), rel=1e-4)
@@ -165,9 +177,16 @@ def test_request_values_are_checked(explorer) -> None:
     from hyperrecon.explore.session import RequestError
 
     assert explorer.parse_lam("0,1") == [0.0, 1.0] and explorer.parse_lam("0.25,0.5") == [0.25, 0.5]
-    for bad, words in (("1.5,0.5", "outside [0, 1]"), ("nan,0.5", "outside [0, 1]"), ("inf,0", "outside"),
-                       ("-0.0001,0", "outside"), ("0.5", "has 1 value(s)"), ("a,b", "not a number"),
-                       ("", "missing parameter 'lam'"), ("0.5,0.5,0.5", "has 3 value(s)")):
+    for bad, words in (
+        ("1.5,0.5", "outside [0, 1]"),
+        ("nan,0.5", "outside [0, 1]"),
+        ("inf,0", "outside"),
+        ("-0.0001,0", "outside"),
+        ("0.5", "has 1 value(s)"),
+        ("a,b", "not a number"),
+        ("", "missing parameter 'lam'"),
+        ("0.5,0.5,0.5", "has 3 value(s)"),
+    ):
         with pytest.raises(RequestError, match=re.escape(words)) as info:
             explorer.parse_lam(bad)
         assert info.value.status == 400
@@ -187,8 +206,9 @@ def test_coalescer_renders_only_the_latest_of_a_client_and_bounds_the_wait() -> 
     c.slot.acquire()  # a render in progress
     threads = []
     for seq in range(1, 6):
-        t = threading.Thread(target=lambda s=seq: answers.__setitem__(s, c.run("page", s, lambda: rendered.append(s)
-                                                                                or s)))
+        t = threading.Thread(
+            target=lambda s=seq: answers.__setitem__(s, c.run("page", s, lambda: rendered.append(s) or s))
+        )
         t.start()
         threads.append(t)
     other = threading.Thread(target=lambda: answers.__setitem__("other", c.run("tab2", 1, lambda: "tab2")))
@@ -213,9 +233,14 @@ def test_server_coalesces_a_burst_over_http(server, explorer) -> None:
     model = next(iter(explorer.models))
     results: dict[int, tuple[int, dict]] = {}
     server.coalescer.slot.acquire()
-    threads = [threading.Thread(target=lambda s=s: results.__setitem__(
-        s, get(server, f"/api/render?model={model}&slice=0&lam={s / 10},0.5&client=burst&seq={s}")))
-        for s in range(1, 5)]
+    threads = [
+        threading.Thread(
+            target=lambda s=s: results.__setitem__(
+                s, get(server, f"/api/render?model={model}&slice=0&lam={s / 10},0.5&client=burst&seq={s}")
+            )
+        )
+        for s in range(1, 5)
+    ]
     for t in threads:
         t.start()
     deadline = time.monotonic() + 20
@@ -241,8 +266,9 @@ def test_page_is_self_contained(server) -> None:
 
 def assert_offline(html: str) -> None:
     """No external script, style sheet, font, image or frame; no URL of another host anywhere in markup."""
-    assert not re.search(r"<(script|img|iframe|link|audio|video|source)\b[^>]*\b(src|href)\s*=\s*[\"']?(https?:)?//",
-                         html, re.I)
+    assert not re.search(
+        r"<(script|img|iframe|link|audio|video|source)\b[^>]*\b(src|href)\s*=\s*[\"']?(https?:)?//", html, re.I
+    )
     assert not re.search(r"<link\b", html, re.I)
     assert not re.search(r"@import|@font-face|url\(\s*[\"']?(https?:)?//", html, re.I)
     assert not re.search(r"https?://", html)
@@ -334,8 +360,9 @@ def test_save_writes_the_reconstructions_at_lambda(ao_run: Path, explorer, tmp_p
         assert z["recon"].shape == (explorer.n_slices, *explorer.image_shape)
         assert list(z["lam"]) == [0.3, 0.7] and list(z["ids"]) == explorer.data.ids
         for i in range(explorer.n_slices):
-            np.testing.assert_allclose(z["recon"][i], explorer.reconstruct(model, i, [0.3, 0.7])[0, 0].numpy(),
-                                       atol=1e-6)
+            np.testing.assert_allclose(
+                z["recon"][i], explorer.reconstruct(model, i, [0.3, 0.7])[0, 0].numpy(), atol=1e-6
+            )
 
 
 @pytest.mark.slow
@@ -346,8 +373,9 @@ def test_report_links_the_exported_page(run_copy: Path) -> None:
 
     note = _explore_note(SimpleNamespace(run_dir=run_copy), lambda p: p.name)
     assert "`hrbench explore RUN_DIR --export RUN_DIR/explore.html`" in note and "](explore.html)" not in note
-    result = runner.invoke(app, ["explore", str(run_copy), "--export", str(run_copy / "explore.html"),
-                                 "--export-points", "2"])
+    result = runner.invoke(
+        app, ["explore", str(run_copy), "--export", str(run_copy / "explore.html"), "--export-points", "2"]
+    )
     assert result.exit_code == 0, result.output
     assert runner.invoke(app, ["report", str(run_copy)]).exit_code == 0
     assert "[explore.html](explore.html)" in (run_copy / "report.md").read_text(encoding="utf-8")
@@ -371,8 +399,12 @@ def test_the_command_serves_until_interrupted(ao_run: Path) -> None:
     import subprocess
     import sys
 
-    proc = subprocess.Popen([sys.executable, "-m", "hyperrecon.cli", "explore", str(ao_run), "--no-browser",
-                             "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hyperrecon.cli", "explore", str(ao_run), "--no-browser", "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     watchdog = threading.Timer(300, proc.kill)  # a hung command fails the test instead of hanging it
     watchdog.start()
     try:
@@ -401,10 +433,31 @@ def test_the_latency_benchmark_runs_and_counts_every_burst_request(ao_run: Path,
 
     root = Path(__file__).resolve().parents[1]
     stem = tmp_path / "lat"
-    proc = subprocess.run([sys.executable, str(root / "benchmark" / "explore_latency.py"), str(ao_run),
-                           "--requests", "4", "--warmup", "1", "--bursts", "2", "--burst-size", "4",
-                           "--precisions", "fp32", "--threads", "1", "--out", str(stem)],
-                          capture_output=True, text=True, timeout=300, cwd=root / "benchmark")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(root / "benchmark" / "explore_latency.py"),
+            str(ao_run),
+            "--requests",
+            "4",
+            "--warmup",
+            "1",
+            "--bursts",
+            "2",
+            "--burst-size",
+            "4",
+            "--precisions",
+            "fp32",
+            "--threads",
+            "1",
+            "--out",
+            str(stem),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=root / "benchmark",
+    )
     assert proc.returncode == 0, proc.stderr
     with open(stem.with_suffix(".csv"), newline="") as fh:
         (row,) = list(csv.DictReader(fh))
@@ -467,15 +520,18 @@ def test_error_on_a_port_in_use(ao_run: Path) -> None:
     assert f"port {port} on 127.0.0.1 is in use" in _one_error_line(result)
 
 
-@pytest.mark.parametrize(("args", "code", "words"), [
-    (["{tmp}"], 1, "run.json: missing"),
-    (["{tmp}/nowhere"], 1, "not a folder"),
-    (["{run}", "--save", "{tmp}/r.npz", "--model", "hyper-S-uniform", "--lam", "2,0"], 2, "outside [0, 1]"),
-    (["{run}", "--save", "{tmp}/r.npz", "--model", "hyper-S-uniform"], 2, "--save needs --model and --lam"),
-    (["{run}", "--save", "{tmp}/r.txt", "--model", "hyper-S-uniform", "--lam", "0,0"], 2, "ending in .npz"),
-    (["{run}", "--export", "{tmp}", "--export-points", "3"], 2, "is a folder"),
-    (["{run}", "--export", "{tmp}/p.html", "--export-points", "1"], 2, "2 <= points <= 101"),
-])
+@pytest.mark.parametrize(
+    ("args", "code", "words"),
+    [
+        (["{tmp}"], 1, "run.json: missing"),
+        (["{tmp}/nowhere"], 1, "not a folder"),
+        (["{run}", "--save", "{tmp}/r.npz", "--model", "hyper-S-uniform", "--lam", "2,0"], 2, "outside [0, 1]"),
+        (["{run}", "--save", "{tmp}/r.npz", "--model", "hyper-S-uniform"], 2, "--save needs --model and --lam"),
+        (["{run}", "--save", "{tmp}/r.txt", "--model", "hyper-S-uniform", "--lam", "0,0"], 2, "ending in .npz"),
+        (["{run}", "--export", "{tmp}", "--export-points", "3"], 2, "is a folder"),
+        (["{run}", "--export", "{tmp}/p.html", "--export-points", "1"], 2, "2 <= points <= 101"),
+    ],
+)
 def test_cli_usage_errors(ao_run: Path, tmp_path: Path, args: list[str], code: int, words: str) -> None:
     before = snapshot(ao_run)
     argv = ["explore"] + [a.format(tmp=tmp_path, run=ao_run) for a in args]
@@ -506,8 +562,13 @@ def chromium() -> tuple[str, str]:
         env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
         try:
             subprocess.run(["apt-get", "update", "-qq"], check=True, capture_output=True, timeout=600, env=env)
-            subprocess.run(["apt-get", "install", "-y", "-qq", "chromium", "chromium-driver"], check=True,
-                           capture_output=True, timeout=900, env=env)
+            subprocess.run(
+                ["apt-get", "install", "-y", "-qq", "chromium", "chromium-driver"],
+                check=True,
+                capture_output=True,
+                timeout=900,
+                env=env,
+            )
         except (subprocess.SubprocessError, OSError) as exc:
             pytest.skip(f"could not install chromium and chromium-driver with apt-get ({exc})")
         if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
@@ -522,9 +583,18 @@ def browser(chromium: tuple[str, str], tmp_path: Path):
 
     opts = webdriver.ChromeOptions()
     opts.binary_location = chromium[0]
-    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                f"--user-data-dir={tmp_path / 'chromium-profile'}", "--window-size=1400,900"):
+    for arg in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'chromium-profile'}",
+        "--window-size=1400,900",
+    ):
         opts.add_argument(arg)
     opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(service=Service(chromium[1]), options=opts)
@@ -562,12 +632,15 @@ def _click_landscape(driver, lam: tuple[float, float]) -> None:
     x = 48 + lam[0] * (w - 48 - 12)
     y = 12 + (1 - lam[1]) * (h - 12 - 40)
     # selenium offsets are from the element's centre
-    ActionChains(driver).move_to_element_with_offset(canvas, int(round(x - w / 2)), int(round(y - h / 2))).click().perform()
+    ActionChains(driver).move_to_element_with_offset(
+        canvas, int(round(x - w / 2)), int(round(y - h / 2))
+    ).click().perform()
 
 
 @pytest.mark.slow
 def test_browser_moves_a_slider_sees_the_image_change_and_clicks_the_landscape(
-        browser, server, explorer, ao_run: Path, tmp_path: Path) -> None:
+    browser, server, explorer, ao_run: Path, tmp_path: Path
+) -> None:
     from selenium.webdriver.common.keys import Keys
 
     before = snapshot(ao_run)
@@ -591,11 +664,16 @@ def test_browser_moves_a_slider_sees_the_image_change_and_clicks_the_landscape(
     assert float(psnr_cell) == pytest.approx(expected["metrics"]["psnr"], abs=0.006)
 
     _click_landscape(browser, (0.25, 0.75))
-    lam = _wait(browser, "const p = window.hrExplore; return p.shownLam && Math.abs(p.shownLam[0] - 0.25) < 0.02 "
-                         "&& Math.abs(p.shownLam[1] - 0.75) < 0.02 && p.shownLam")
+    lam = _wait(
+        browser,
+        "const p = window.hrExplore; return p.shownLam && Math.abs(p.shownLam[0] - 0.25) < 0.02 "
+        "&& Math.abs(p.shownLam[1] - 0.75) < 0.02 && p.shownLam",
+    )
     assert float(browser.find_element("id", "lam0").get_attribute("value")) == pytest.approx(lam[0])
-    assert browser.find_element("id", "recon").get_attribute("src") == explorer.render(
-        next(iter(explorer.models)), 0, lam)["image"]
+    assert (
+        browser.find_element("id", "recon").get_attribute("src")
+        == explorer.render(next(iter(explorer.models)), 0, lam)["image"]
+    )
 
     browser.find_element("id", "copy").click()
     copied = browser.find_element("id", "copied").text

@@ -52,8 +52,11 @@ def one_error_line(output: str) -> str:
 
 
 def snapshot(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def _mount(args: list[str], target: Path) -> None:
@@ -108,8 +111,13 @@ def test_every_writer_on_a_full_disk_names_its_file_and_keeps_the_old_one(small_
     from hyperrecon.reporting.figures import new_figure, save
 
     disk = small_disk(4 << 20)
-    old = {"results.csv": b"model,value\na,1.0\n", "summary.json": b"{}\n", "images.npz": b"old",
-           "checkpoint.pt": None, "figure.png": b"old png"}
+    old = {
+        "results.csv": b"model,value\na,1.0\n",
+        "summary.json": b"{}\n",
+        "images.npz": b"old",
+        "checkpoint.pt": None,
+        "figure.png": b"old png",
+    }
     for name, data in old.items():
         if data is not None:
             (disk / name).write_bytes(data)
@@ -186,8 +194,9 @@ def test_enospc_without_a_mount_still_names_the_file(tmp_path: Path, monkeypatch
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("full-disk") / "reference"
-    done = subprocess.run(hrbench("run", *STUDY, "--out", out, "--no-report"), env=env(), capture_output=True,
-                          text=True, timeout=600)
+    done = subprocess.run(
+        hrbench("run", *STUDY, "--out", out, "--no-report"), env=env(), capture_output=True, text=True, timeout=600
+    )
     assert done.returncode == 0, done.stderr
     return out
 
@@ -205,19 +214,30 @@ def equal_results(a: Path, b: Path) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize(("free_mb", "workers"), [(2, 1), (9, 1), (17, 1), (9, 2)])
-def test_a_run_that_fills_the_disk_resumes_to_the_uninterrupted_result(reference: Path, small_disk, free_mb: int,
-                                                                       workers: int) -> None:
+def test_a_run_that_fills_the_disk_resumes_to_the_uninterrupted_result(
+    reference: Path, small_disk, free_mb: int, workers: int
+) -> None:
     disk = small_disk(48 << 20)
     filler = fill(disk, leave=free_mb << 20)
     run = disk / "run"
-    failed = subprocess.run(hrbench("run", *STUDY, "--out", run, "--no-report", "--workers", workers), env=env(),
-                            capture_output=True, text=True, timeout=600)
+    failed = subprocess.run(
+        hrbench("run", *STUDY, "--out", run, "--no-report", "--workers", workers),
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert failed.returncode == 1, failed.stderr
     line = one_error_line(failed.stderr)
     assert "no space left on device" in line and f"{run}/" in line, line
     filler.unlink()  # space freed
-    resumed = subprocess.run(hrbench("run", *STUDY, "--out", run, "--resume", "--no-report"), env=env(),
-                             capture_output=True, text=True, timeout=600)
+    resumed = subprocess.run(
+        hrbench("run", *STUDY, "--out", run, "--resume", "--no-report"),
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert resumed.returncode == 0, resumed.stderr
     equal_results(reference, run)
     # The report on a full disk: one line naming a figure or the report, no report.md; then written when there is room.

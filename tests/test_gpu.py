@@ -91,10 +91,20 @@ def test_finite_watch_names_the_first_bad_step_and_its_terms() -> None:
     watch = FiniteWatch()
     ok = {"mae": torch.ones(4), "ssim": torch.ones(4)}
     watch.add(1, torch.tensor(1.0), torch.ones(4), ok, torch.arange(4))
-    watch.add(2, torch.tensor(float("nan")), torch.ones(4), {"mae": torch.ones(4), "ssim": torch.tensor([1, float("nan"), 1, 1])},
-              torch.tensor([5, 6, 7, 8]))
-    watch.add(3, torch.tensor(float("inf")), torch.ones(4), {"mae": torch.full((4,), float("inf")), "ssim": torch.ones(4)},
-              torch.arange(4))
+    watch.add(
+        2,
+        torch.tensor(float("nan")),
+        torch.ones(4),
+        {"mae": torch.ones(4), "ssim": torch.tensor([1, float("nan"), 1, 1])},
+        torch.tensor([5, 6, 7, 8]),
+    )
+    watch.add(
+        3,
+        torch.tensor(float("inf")),
+        torch.ones(4),
+        {"mae": torch.full((4,), float("inf")), "ssim": torch.ones(4)},
+        torch.arange(4),
+    )
     step, terms, idx = watch.first_bad()
     assert (step, terms, idx.tolist()) == (2, ["ssim"], [5, 6, 7, 8])
     assert len(watch) == 0 and watch.first_bad() is None
@@ -121,8 +131,13 @@ def test_non_finite_steps_never_reach_a_checkpoint(tmp_path: Path) -> None:
     task.inputs[:, :, 0, 0] = float("nan")  # every batch is bad from step 1
     ckpt = tmp_path / "c.pt"
     with pytest.raises(TrainingError, match=r"^training stopped at step 1 of 20"):
-        train(UNet(width=4), task, FixedSampler(0.5), TrainSettings(steps=20, batch_size=4, log_every=10,
-                                                                   checkpoint_every=5), checkpoint_path=ckpt)
+        train(
+            UNet(width=4),
+            task,
+            FixedSampler(0.5),
+            TrainSettings(steps=20, batch_size=4, log_every=10, checkpoint_every=5),
+            checkpoint_path=ckpt,
+        )
     assert not ckpt.exists()
 
 
@@ -136,14 +151,21 @@ def test_step_event_loss_is_a_device_tensor_equal_to_the_logged_mean() -> None:
         elif event == "log":
             logs.append(info["record"])
 
-    train(UNet(width=4), recon_task(), FixedSampler(0.5), TrainSettings(steps=6, batch_size=4, log_every=3),
-          callbacks=[cb])
+    train(
+        UNet(width=4),
+        recon_task(),
+        FixedSampler(0.5),
+        TrainSettings(steps=6, batch_size=4, log_every=3),
+        callbacks=[cb],
+    )
     assert all(isinstance(v, torch.Tensor) and v.ndim == 0 for v in losses)
     assert logs[0]["loss"] == pytest.approx(sum(float(v) for v in losses[:3]) / 3, rel=1e-6)
 
 
-@pytest.mark.parametrize(("capability", "emulated", "want"), [((7, 5), True, "fp32"), ((8, 0), True, "bf16"),
-                                                              ((9, 0), True, "bf16"), ((6, 1), False, "fp32")])
+@pytest.mark.parametrize(
+    ("capability", "emulated", "want"),
+    [((7, 5), True, "fp32"), ((8, 0), True, "bf16"), ((9, 0), True, "bf16"), ((6, 1), False, "fp32")],
+)
 def test_auto_precision_on_cuda_needs_native_bf16(monkeypatch, capability, emulated, want) -> None:
     """bf16 autocast only where tensor cores run it natively (capability >= 8.0), not where torch emulates it."""
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
@@ -213,8 +235,9 @@ def test_training_on_cuda_chooses_bf16_and_records_peak_memory() -> None:
     model.register_forward_hook(lambda m, i, o: dtypes.append(o.dtype))  # the last conv's output, no residual
     precision = resolve_precision("auto", "cuda")
     reset_peak_memory("cuda")
-    result = train(model, recon_task(), UniformSampler(), TrainSettings(steps=4, batch_size=4, precision=precision),
-                   device="cuda")
+    result = train(
+        model, recon_task(), UniformSampler(), TrainSettings(steps=4, batch_size=4, precision=precision), device="cuda"
+    )
     assert result.cost.device == "cuda" and result.cost.dtype == precision
     assert result.cost.peak_memory_mb > 0 and result.cost.device_seconds > 0
     weights = sum(p.numel() * 4 for p in model.parameters()) / 2**20
@@ -234,8 +257,11 @@ def test_no_host_sync_inside_training_steps(kind: str) -> None:
     if kind == "seg":
         labels = (task.targets[:, 0] * 2.99).long()
         task = SegTask(task.targets, labels, n_classes=3)
-    model = {"unet": lambda: UNet(width=8), "hyper": lambda: HyperUNet(1, size="S", width=8),
-             "seg": lambda: UNet(in_channels=1, out_channels=3, width=8)}[kind]()
+    model = {
+        "unet": lambda: UNet(width=8),
+        "hyper": lambda: HyperUNet(1, size="S", width=8),
+        "seg": lambda: UNet(in_channels=1, out_channels=3, width=8),
+    }[kind]()
     sampler = {"unet": FixedSampler(0.5), "hyper": UniformSampler(), "seg": None}[kind]
 
     def cb(event: str, info: dict) -> None:
@@ -246,14 +272,19 @@ def test_no_host_sync_inside_training_steps(kind: str) -> None:
         warnings.simplefilter("always")
         torch.cuda.set_sync_debug_mode("warn")
         try:
-            train(model, task, sampler, TrainSettings(steps=steps, batch_size=4, log_every=steps),
-                  device="cuda", callbacks=[cb])
+            train(
+                model,
+                task,
+                sampler,
+                TrainSettings(steps=steps, batch_size=4, log_every=steps),
+                device="cuda",
+                callbacks=[cb],
+            )
         finally:
             torch.cuda.set_sync_debug_mode("default")
     counts = dict(seen)
     syncs = [(s, counts[s] - counts[s - 1]) for s in range(3, steps) if counts[s] != counts[s - 1]]
-    where = [f"{w.filename}:{w.lineno}: {str(w.message)[:80]}" for w in caught
-             if "synchroniz" in str(w.message)][:5]
+    where = [f"{w.filename}:{w.lineno}: {str(w.message)[:80]}" for w in caught if "synchroniz" in str(w.message)][:5]
     assert not syncs, f"host syncs in steps (step, count): {syncs}; first: {where}"
 
 
@@ -266,8 +297,9 @@ def test_smoke_study_on_cuda(tmp_path: Path) -> None:
     from hyperrecon.cli import app
 
     out = tmp_path / "run"
-    result = CliRunner().invoke(app, ["run", "--study", "sl-brain-cs", "--profile", "smoke", "--device", "auto",
-                                      "--out", str(out), "--json"])
+    result = CliRunner().invoke(
+        app, ["run", "--study", "sl-brain-cs", "--profile", "smoke", "--device", "auto", "--out", str(out), "--json"]
+    )
     assert result.exit_code == 0, result.output
     costs = pd.read_csv(out / "costs.csv")
     assert set(costs.device) == {"cuda"}

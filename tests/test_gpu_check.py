@@ -26,16 +26,28 @@ def write_csv(path: Path, rows: list[dict]) -> None:
 
 
 def test_targets_take_each_models_best_precision_and_need_every_model(tmp_path: Path) -> None:
-    write_csv(tmp_path / "new_lam.csv", [
-        {"size": size, "model": m, "precision": p, "median_ms": v}
-        for size, m, p, v in [(256, "unet", "bf16", 0.4), (256, "hyper-S", "fp32", 2.5), (256, "hyper-S", "bf16", 1.1),
-                              (256, "hyper-M", "bf16", 1.3), (256, "hyper-L", "bf16", 1.9), (256, "film", "bf16", 0.9),
-                              (64, "hyper-L", "bf16", 9.0)]  # another size: not read
-    ])
-    write_csv(tmp_path / "train_step.csv", [
-        {"size": 256, "model": m, "ratio_vs_best_unet": r}
-        for m, r in [("unet", 1.0), ("hyper-S", 1.05), ("hyper-M", 1.21), ("hyper-L", 1.1), ("film", 1.3)]
-    ])
+    write_csv(
+        tmp_path / "new_lam.csv",
+        [
+            {"size": size, "model": m, "precision": p, "median_ms": v}
+            for size, m, p, v in [
+                (256, "unet", "bf16", 0.4),
+                (256, "hyper-S", "fp32", 2.5),
+                (256, "hyper-S", "bf16", 1.1),
+                (256, "hyper-M", "bf16", 1.3),
+                (256, "hyper-L", "bf16", 1.9),
+                (256, "film", "bf16", 0.9),
+                (64, "hyper-L", "bf16", 9.0),
+            ]  # another size: not read
+        ],
+    )
+    write_csv(
+        tmp_path / "train_step.csv",
+        [
+            {"size": 256, "model": m, "ratio_vs_best_unet": r}
+            for m, r in [("unet", 1.0), ("hyper-S", 1.05), ("hyper-M", 1.21), ("hyper-L", 1.1), ("film", 1.3)]
+        ],
+    )
     rows = gpu_targets.evaluate(tmp_path, 256)
     latency, step, sweep = rows
     assert latency["status"] == "met" and latency["measured"]["hyper-S"] == 1.1  # bf16 beats fp32
@@ -44,8 +56,10 @@ def test_targets_take_each_models_best_precision_and_need_every_model(tmp_path: 
 
 
 def test_targets_name_what_was_not_measured(tmp_path: Path) -> None:
-    write_csv(tmp_path / "eval_sweep.csv", [
-        {"size": 256, "model": m, "ratio_vs_best_unet": r} for m, r in [("unet", 1.0), ("hyper-S", 0.95)]])
+    write_csv(
+        tmp_path / "eval_sweep.csv",
+        [{"size": 256, "model": m, "ratio_vs_best_unet": r} for m, r in [("unet", 1.0), ("hyper-S", 0.95)]],
+    )
     sweep = gpu_targets.evaluate(tmp_path, 256)[2]
     assert sweep["status"] == "met (only hyper-S measured)"
 
@@ -65,9 +79,14 @@ def test_study_plan_divides_the_budget_by_the_summed_step_times(tmp_path: Path) 
 
 
 def test_study_plan_reads_the_fastest_precision(tmp_path: Path) -> None:
-    write_csv(tmp_path / "ts.csv", [{"size": 256, "model": "unet", "median_ms": 30.0},
-                                    {"size": 256, "model": "unet", "median_ms": 12.5},
-                                    {"size": 64, "model": "unet", "median_ms": 1.0}])
+    write_csv(
+        tmp_path / "ts.csv",
+        [
+            {"size": 256, "model": "unet", "median_ms": 30.0},
+            {"size": 256, "model": "unet", "median_ms": 12.5},
+            {"size": 64, "model": "unet", "median_ms": 1.0},
+        ],
+    )
     assert gpu_study_plan.step_seconds(tmp_path / "ts.csv", 256) == {"unet": 0.0125}
 
 
@@ -75,18 +94,48 @@ def test_study_plan_reads_the_fastest_precision(tmp_path: Path) -> None:
 def test_cpu_dry_run_writes_the_whole_output_tree(tmp_path: Path) -> None:
     """The script's CPU dry run: every stage ok, the same files a GPU run brings back."""
     out = tmp_path / "out"
-    env = {**os.environ, "GPU_CHECK_DEVICE": "cpu", "GPU_CHECK_RUN": str(tmp_path / "run"), "OMP_NUM_THREADS": "1",
-           "PYTHON": sys.executable}
-    proc = subprocess.run(["bash", str(ROOT / "benchmark" / "gpu_check.sh"), str(out)], capture_output=True,
-                          text=True, env=env, timeout=600)
+    env = {
+        **os.environ,
+        "GPU_CHECK_DEVICE": "cpu",
+        "GPU_CHECK_RUN": str(tmp_path / "run"),
+        "OMP_NUM_THREADS": "1",
+        "PYTHON": sys.executable,
+    }
+    proc = subprocess.run(
+        ["bash", str(ROOT / "benchmark" / "gpu_check.sh"), str(out)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     summary = (out / "SUMMARY.md").read_text()
-    for stage in ("install", "environment", "tests", "train_step", "eval_sweep", "new_lam", "targets", "study",
-                  "collect"):
+    for stage in (
+        "install",
+        "environment",
+        "tests",
+        "train_step",
+        "eval_sweep",
+        "new_lam",
+        "targets",
+        "study",
+        "collect",
+    ):
         assert f"| {stage} | ok |" in summary, summary
-    for f in ("environment.txt", "environment.json", "tests.xml", "bench/train_step.csv", "bench/eval_sweep.csv",
-              "bench/new_lam.csv", "bench/targets.md", "bench/plan.json", "study/report.md", "study/costs.csv",
-              "study/results.csv", "study/summary.json"):
+    for f in (
+        "environment.txt",
+        "environment.json",
+        "tests.xml",
+        "bench/train_step.csv",
+        "bench/eval_sweep.csv",
+        "bench/new_lam.csv",
+        "bench/targets.md",
+        "bench/plan.json",
+        "study/report.md",
+        "study/costs.csv",
+        "study/results.csv",
+        "study/summary.json",
+    ):
         assert (out / f).is_file(), f
     assert list((out / "study" / "figures").glob("*.png"))
     assert json.loads((out / "environment.json").read_text())["device"] == "cpu"
@@ -98,14 +147,38 @@ def test_cpu_dry_run_writes_the_whole_output_tree(tmp_path: Path) -> None:
 
 def test_new_lam_latency_rows_per_model_and_precision(tmp_path: Path) -> None:
     stem = tmp_path / "nl"
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmark" / "new_lam.py"), "--device", "cpu", "--sizes", "16",
-                           "--repeats", "3", "--warmup", "1", "--models", "unet,hyper-S", "--precisions", "fp32,bf16",
-                           "--out", str(stem)], capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmark" / "new_lam.py"),
+            "--device",
+            "cpu",
+            "--sizes",
+            "16",
+            "--repeats",
+            "3",
+            "--warmup",
+            "1",
+            "--models",
+            "unet,hyper-S",
+            "--precisions",
+            "fp32,bf16",
+            "--out",
+            str(stem),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = list(csv.DictReader(open(stem.with_suffix(".csv"))))
     assert [(r["model"], r["precision"], r["new_lam_each_call"]) for r in rows] == [
-        ("unet", "fp32", "False"), ("unet", "bf16", "False"), ("hyper-S", "fp32", "True"), ("hyper-S", "bf16", "True")]
+        ("unet", "fp32", "False"),
+        ("unet", "bf16", "False"),
+        ("hyper-S", "fp32", "True"),
+        ("hyper-S", "bf16", "True"),
+    ]
     for r in rows:
         assert int(r["repeats"]) == 3 and float(r["median_ms"]) > 0
         assert float(r["wall_median_ms"]) >= float(r["median_ms"]) * 0.5  # CPU: both are host clocks

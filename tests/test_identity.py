@@ -183,8 +183,19 @@ def test_cli_preview_two_sites(tmp_path, patients):
     link.symlink_to(tmp_path / "data" / "siteA" / "file2.h5")
     result = CliRunner().invoke(
         app,
-        ["data", "preview", "--study", "sl-knee-cs", "--profile", "smoke", "--data", str(tmp_path / "data"),
-         "--out", str(tmp_path / "out"), "--json"],
+        [
+            "data",
+            "preview",
+            "--study",
+            "sl-knee-cs",
+            "--profile",
+            "smoke",
+            "--data",
+            str(tmp_path / "data"),
+            "--out",
+            str(tmp_path / "out"),
+            "--json",
+        ],
     )
     assert result.exit_code == 0, result.output
     summary = json.loads(result.output)
@@ -248,8 +259,9 @@ def test_freesurfer_two_sites_same_subject_names(tmp_path):
     for s, site in enumerate(("siteA", "siteB")):
         for i in range(3):
             sub = root / site / f"sub{i}"
-            truth[f"{site}/sub{i}"] = write_subject(sub / "mri" if i == 0 else sub, 3 * s + i,
-                                                    ext=".nii.gz" if i == 2 else ".mgz")
+            truth[f"{site}/sub{i}"] = write_subject(
+                sub / "mri" if i == 0 else sub, 3 * s + i, ext=".nii.gz" if i == 2 else ".mgz"
+            )
     b = load_data("freesurfer-brain", image_size=SIZE, seed=0, path=root, cache_dir=False)
     check_brain(b, truth)
     assert sorted(s for ss in b.meta["subjects"].values() for s in ss) == sorted(truth)
@@ -272,7 +284,8 @@ def test_freesurfer_slice_layout_in_two_folders(tmp_path):
     assert subjects == ["siteA/x0", "siteA/x1", "siteB/nested/x0", "siteB/nested/x1"]
     assert b.meta["duplicates"] == {
         str(root / "siteC" / f"x{i}_orig_{z:04d}.npy"): str(root / "siteA" / f"x{i}_orig_{z:04d}.npy")
-        for i in range(2) for z in range(12)
+        for i in range(2)
+        for z in range(12)
     }
     for split in b.splits.values():
         for img, sid in zip(split.images, split.ids, strict=True):
@@ -295,8 +308,11 @@ def test_freesurfer_subject_ids_that_clash_name_both_files(tmp_path):
     for i in range(3):
         write_subject(root / f"sub{i}", i)
     write_subject(root / "sub1" / "mri", 7)  # sub1/norm.mgz and sub1/mri/norm.mgz: one subject twice
-    with pytest.raises(DataError, match=rf"^{root}/sub1/norm\.mgz and {root}/sub1/mri/norm\.mgz: both map to "
-                                        r"subject id 'sub1'"):
+    with pytest.raises(
+        DataError,
+        match=rf"^{root}/sub1/norm\.mgz and {root}/sub1/mri/norm\.mgz: both map to "
+        r"subject id 'sub1'",
+    ):
         load_data("freesurfer-brain", image_size=SIZE, seed=0, path=root, cache_dir=False)
     # a volume subject and a slice subject of one name
     root2 = tmp_path / "mixed"
@@ -305,8 +321,11 @@ def test_freesurfer_subject_ids_that_clash_name_both_files(tmp_path):
     (root2 / "asegs").mkdir()
     np.save(root2 / "sub2_orig_0000.npy", np.ones((8, 8), np.float32))
     np.save(root2 / "asegs" / "sub2_aseg_0000.npy", np.full((8, 8), 2, np.int32))
-    with pytest.raises(DataError, match=rf"^{root2}/sub2/norm\.mgz and {root2}/sub2_orig_0000\.npy: both map to "
-                                        r"subject id 'sub2'"):
+    with pytest.raises(
+        DataError,
+        match=rf"^{root2}/sub2/norm\.mgz and {root2}/sub2_orig_0000\.npy: both map to "
+        r"subject id 'sub2'",
+    ):
         load_data("freesurfer-brain", image_size=SIZE, seed=0, path=root2, cache_dir=False)
 
 
@@ -323,8 +342,14 @@ def test_arrays_id_is_the_file_name_and_labels_must_be_another_file(tmp_path):
     assert [i for s in b.splits.values() for i in s.ids] == [f"scans/{i:05d}" for i in range(8)]
     (tmp_path / "labels.npy").symlink_to(d / "scans.npy")
     with pytest.raises(DataError, match=r"labels\.npy: labels_path is the same file as path .*scans\.npy"):
-        load_data("arrays", image_size=SIZE, seed=0, path=d / "scans.npy", cache_dir=False,
-                  params={"labels_path": str(tmp_path / "labels.npy")})
+        load_data(
+            "arrays",
+            image_size=SIZE,
+            seed=0,
+            path=d / "scans.npy",
+            cache_dir=False,
+            params={"labels_path": str(tmp_path / "labels.npy")},
+        )
 
 
 def test_a_new_link_is_reported_after_a_cached_load(tmp_path):

@@ -71,7 +71,7 @@ def socket_inodes(pid: int) -> set[str]:
             except OSError:
                 continue
             if target.startswith("socket:["):
-                out.add(target[len("socket:["):-1])
+                out.add(target[len("socket:[") : -1])
     except OSError:
         pass
     return out
@@ -120,8 +120,7 @@ def check_left_files(run_dir: Path) -> None:
             torch.load(path, weights_only=True)
 
 
-def check_resumed(run_dir: Path, clean_dir: Path, study: Study, killed: dict[str, int],
-                  before: dict[str, int]) -> None:
+def check_resumed(run_dir: Path, clean_dir: Path, study: Study, killed: dict[str, int], before: dict[str, int]) -> None:
     """``killed``: job -> the checkpoint step its killed attempt left; ``before``: jobs/*.json mtimes at the kills."""
     # No finished job was redone.
     after = {p.name: p.stat().st_mtime_ns for p in (run_dir / "jobs").glob("*.json")}
@@ -158,24 +157,37 @@ def test_kill_during_the_baseline_grid_and_during_hypernetwork_training_then_res
     # AO smoke: a 2 x 2 baseline grid trained one after the other, then two hypernetworks (UHS, DHS) and FiLM.
     # 40 steps log every 2 steps; checkpoints every 5 fall inside a log window (the resume must restore its sums).
     overrides = ["baselines.steps=40", "hyper.steps=40", "train.checkpoint_every=5"]
-    args = ["run", "--study", "ao-knee", "--profile", "smoke", "--no-report", "--device", "cpu",
-            *(x for o in overrides for x in ("--set", o))]
+    args = [
+        "run",
+        "--study",
+        "ao-knee",
+        "--profile",
+        "smoke",
+        "--no-report",
+        "--device",
+        "cpu",
+        *(x for o in overrides for x in ("--set", o)),
+    ]
     study = load_study("ao-knee", "smoke", overrides)
     clean, run_dir = tmp_path / "clean", tmp_path / "run"
     result = runner.invoke(app, [*args, "--out", str(clean)])  # the uninterrupted reference, in this process
     assert result.exit_code == 0, result.output
 
     # 1. Killed while the second baseline trains.
-    killed = {"baseline-0.5-1": kill_mid_training([*args, "--out", run_dir], run_dir, "baseline-0.5-1", 40,
-                                                  after=("baseline-0.5-0.5",))}
+    killed = {
+        "baseline-0.5-1": kill_mid_training(
+            [*args, "--out", run_dir], run_dir, "baseline-0.5-1", 40, after=("baseline-0.5-0.5",)
+        )
+    }
     check_left_files(run_dir)
     before = {p.name: p.stat().st_mtime_ns for p in (run_dir / "jobs").glob("*.json")}
     assert {"seg.json", "scales.json", "baseline-0.5-0.5.json"} <= set(before)
     assert "baseline-0.5-1.json" not in before
 
     # 2. Resumed, and killed again while the DHS hypernetwork trains (its sampler keeps a loss history).
-    killed["hyper-S-dhs"] = kill_mid_training([*args, "--out", run_dir, "--resume"], run_dir, "hyper-S-dhs", 40,
-                                              after=("hyper-S-uniform",))
+    killed["hyper-S-dhs"] = kill_mid_training(
+        [*args, "--out", run_dir, "--resume"], run_dir, "hyper-S-dhs", 40, after=("hyper-S-uniform",)
+    )
     check_left_files(run_dir)
     before.update({p.name: p.stat().st_mtime_ns for p in (run_dir / "jobs").glob("*.json") if p.name not in before})
     # (a retried job goes to the back of its phase: baseline-0.5-1 runs again after the hypernetworks)
@@ -194,14 +206,19 @@ def test_sigterm_requeues_the_running_job_without_counting_an_attempt(tmp_path: 
 
     sets = [x for o in ("hyper.steps=40", "train.checkpoint_every=10") for x in ("--set", o)]
     run_dir = tmp_path / "run"
-    result = runner.invoke(app, ["run", "--study", "sl-knee-denoise", "--profile", "smoke", *sets, "--out",
-                                 str(run_dir), "--enqueue-only"])
+    result = runner.invoke(
+        app, ["run", "--study", "sl-knee-denoise", "--profile", "smoke", *sets, "--out", str(run_dir), "--enqueue-only"]
+    )
     assert result.exit_code == 0, result.output
     run = run_for_worker(run_dir=run_dir, storage=None, study_name=None, device="cpu")
     assert work(run, context_for(run), max_jobs=5) == 5  # up to baseline-0.5; next: the hypernetwork
 
-    proc = subprocess.Popen(hrbench("worker", "--run-dir", run_dir, "--device", "cpu"), env=env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        hrbench("worker", "--run-dir", run_dir, "--device", "cpu"),
+        env=env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     ckpt = run_dir / "checkpoints" / "hyper-S-uniform.pt"
     deadline = time.time() + 240
     while proc.poll() is None and time.time() < deadline:
@@ -213,8 +230,10 @@ def test_sigterm_requeues_the_running_job_without_counting_an_attempt(tmp_path: 
     assert proc.returncode == 130, stderr
     assert "Traceback" not in stderr
     assert [line for line in stderr.splitlines() if "error:" in line] == [
-        "error: interrupted; run again with --resume to continue"]
+        "error: interrupted; run again with --resume to continue"
+    ]
     ledger = JobLedger(run.storage, run.run_id)
-    attempts = sorted((j.attempt, j.state, j.user_attrs.get("error", "")) for j in ledger.jobs()
-                      if j.name == "hyper-S-uniform")
+    attempts = sorted(
+        (j.attempt, j.state, j.user_attrs.get("error", "")) for j in ledger.jobs() if j.name == "hyper-S-uniform"
+    )
     assert attempts == [(1, "FAIL", "KeyboardInterrupt: "), (1, "WAITING", "")]

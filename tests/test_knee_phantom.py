@@ -61,9 +61,7 @@ def test_different_subjects_differ():
     _, l0 = render(0)
     _, l1 = render(1)
     assert np.mean(l0 != l1) > 0.1
-    assert (
-        abs(np.mean(l0 == BONE) - np.mean(l1 == BONE)) > 0.005 or np.mean((l0 == BONE) != (l1 == BONE)) > 0.05
-    )
+    assert abs(np.mean(l0 == BONE) - np.mean(l1 == BONE)) > 0.005 or np.mean((l0 == BONE) != (l1 == BONE)) > 0.05
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])
@@ -114,7 +112,9 @@ def test_pdfs_has_lower_snr():
 
 
 def test_background_noise_is_rician():
-    """Far from tissue the magnitude of complex Gaussian noise is Rayleigh: mean sigma*sqrt(pi/2), E[m^2] = 2 sigma^2."""
+    """Far from tissue the magnitude of complex Gaussian noise is Rayleigh: mean sigma*sqrt(pi/2), E[m^2] = 2
+    sigma^2.
+    """
     values, sigmas = [], []
     for seed in range(3):
         s = subject(seed)

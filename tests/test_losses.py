@@ -29,8 +29,9 @@ def cs() -> CSMRI:
 def full_context(cs: CSMRI, b: int = 3) -> LossContext:
     x = rand(b, 1, 16, 16, seed=1)
     x_hat = (x + 0.1 * rand(b, 1, 16, 16, seed=2)).requires_grad_(True)
-    return LossContext(x_hat=x_hat, target=x, y=cs.measure(x), forward_model=cs, model=UNet(width=4),
-                       lam=rand(b, 1, seed=3))
+    return LossContext(
+        x_hat=x_hat, target=x, y=cs.measure(x), forward_model=cs, model=UNet(width=4), lam=rand(b, 1, seed=3)
+    )
 
 
 # ------------------------------------------------------------------------------------------ registry contract
@@ -71,8 +72,14 @@ def test_ssim_is_one_minus_skimage_ssim() -> None:
     x_hat = (x + 0.15 * rand(2, 1, 32, 32, seed=5)).clamp(0, 1)
     got = LOSSES.build("ssim")(LossContext(x_hat=x_hat, target=x))
     for i in range(2):
-        ref = structural_similarity(x_hat[i, 0].double().numpy(), x[i, 0].double().numpy(), data_range=1.0,
-                                    gaussian_weights=True, sigma=1.5, use_sample_covariance=False)
+        ref = structural_similarity(
+            x_hat[i, 0].double().numpy(),
+            x[i, 0].double().numpy(),
+            data_range=1.0,
+            gaussian_weights=True,
+            sigma=1.5,
+            use_sample_covariance=False,
+        )
         assert float(got[i]) == pytest.approx(1 - ref, abs=1e-5)
     assert float(LOSSES.build("ssim")(LossContext(x_hat=x, target=x)).abs().max()) < 1e-6
 
@@ -96,9 +103,8 @@ def test_dc_is_zero_for_consistent_image_and_matches_numpy(cs: CSMRI) -> None:
     assert float(dc(LossContext(x_hat=x, y=y, forward_model=cs)).abs().max()) < 1e-10
     x_hat = rand(2, 1, 16, 16, seed=8)
     mask = cs.mask_image().astype(np.float64)
-    ref = (np.abs(mask * np_fft2c(x_hat.double().numpy()[:, 0]) - mask * np_fft2c(x.double().numpy()[:, 0])) ** 2)
-    np.testing.assert_allclose(dc(LossContext(x_hat=x_hat, y=y, forward_model=cs)).numpy(), ref.sum((1, 2)),
-                               rtol=1e-5)
+    ref = np.abs(mask * np_fft2c(x_hat.double().numpy()[:, 0]) - mask * np_fft2c(x.double().numpy()[:, 0])) ** 2
+    np.testing.assert_allclose(dc(LossContext(x_hat=x_hat, y=y, forward_model=cs)).numpy(), ref.sum((1, 2)), rtol=1e-5)
     with pytest.raises(ConfigError, match="forward model"):
         dc(LossContext(x_hat=x_hat))
 
@@ -106,8 +112,11 @@ def test_dc_is_zero_for_consistent_image_and_matches_numpy(cs: CSMRI) -> None:
 def test_l1_weights_is_sum_of_abs_conv_parameters() -> None:
     torch.manual_seed(0)
     unet = UNet(width=4)
-    by_hand = sum(float(m.weight.detach().abs().sum() + m.bias.detach().abs().sum())
-                  for m in unet.modules() if isinstance(m, torch.nn.Conv2d))
+    by_hand = sum(
+        float(m.weight.detach().abs().sum() + m.bias.detach().abs().sum())
+        for m in unet.modules()
+        if isinstance(m, torch.nn.Conv2d)
+    )
     got = LOSSES.build("l1_weights")(LossContext(x_hat=torch.zeros(3, 1, 8, 8), model=unet, lam=torch.rand(3, 1)))
     torch.testing.assert_close(got, torch.full((3,), by_hand))
 
@@ -116,8 +125,11 @@ def test_l1_weights_is_sum_of_abs_conv_parameters() -> None:
     got = LOSSES.build("l1_weights")(LossContext(x_hat=torch.zeros(2, 1, 8, 8), model=hyper, lam=lam))
     for i in range(2):  # the U-Net the hypernetwork emits for λ_i, summed by hand
         emitted = hyper.to_unet(lam[i : i + 1])
-        ref = sum(float(c.weight.detach().abs().sum() + c.bias.detach().abs().sum())
-                  for c in emitted.modules() if isinstance(c, torch.nn.Conv2d))
+        ref = sum(
+            float(c.weight.detach().abs().sum() + c.bias.detach().abs().sum())
+            for c in emitted.modules()
+            if isinstance(c, torch.nn.Conv2d)
+        )
         assert float(got[i].detach()) == pytest.approx(ref, rel=1e-5)
 
 

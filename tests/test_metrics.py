@@ -46,19 +46,12 @@ def test_psnr_mse_mae_nmse_match_references():
     b = x.shape[0]
     for rng_ in (1.0, 2.0):
         got = M.psnr(t(x_hat), t(x), data_range=rng_)
-        ref = [
-            peak_signal_noise_ratio(x[i, 0], x_hat[i, 0], data_range=rng_) if i != 3 else np.inf
-            for i in range(b)
-        ]
-        np.testing.assert_allclose(
-            got[[0, 1, 2, 4]].numpy(), np.asarray(ref)[[0, 1, 2, 4]], rtol=0, atol=1e-10
-        )
+        ref = [peak_signal_noise_ratio(x[i, 0], x_hat[i, 0], data_range=rng_) if i != 3 else np.inf for i in range(b)]
+        np.testing.assert_allclose(got[[0, 1, 2, 4]].numpy(), np.asarray(ref)[[0, 1, 2, 4]], rtol=0, atol=1e-10)
     np.testing.assert_allclose(
         M.mse(t(x_hat), t(x)).numpy(), [mean_squared_error(x[i], x_hat[i]) for i in range(b)], atol=1e-15
     )
-    np.testing.assert_allclose(
-        M.mae(t(x_hat), t(x)).numpy(), np.abs(x_hat - x).mean(axis=(1, 2, 3)), atol=1e-15
-    )
+    np.testing.assert_allclose(M.mae(t(x_hat), t(x)).numpy(), np.abs(x_hat - x).mean(axis=(1, 2, 3)), atol=1e-15)
     nmse_ref = [np.linalg.norm(x[i] - x_hat[i]) ** 2 / np.linalg.norm(x[i]) ** 2 for i in range(b)]
     np.testing.assert_allclose(M.nmse(t(x_hat), t(x)).numpy(), nmse_ref, rtol=1e-12)
 
@@ -67,9 +60,7 @@ def test_psnr_of_uniform_offset_is_known():
     x = torch.rand(3, 1, H, W, dtype=torch.float64) * 0.5
     for c in (0.1, 0.03):
         np.testing.assert_allclose(M.psnr(x + c, x).numpy(), 10 * math.log10(1 / c**2), atol=1e-9)
-        np.testing.assert_allclose(
-            M.psnr(x - c, x, data_range=2.0).numpy(), 10 * math.log10(4 / c**2), atol=1e-9
-        )
+        np.testing.assert_allclose(M.psnr(x - c, x, data_range=2.0).numpy(), 10 * math.log10(4 / c**2), atol=1e-9)
 
 
 def test_psnr_identical_and_constant_images_are_finite_and_capped():
@@ -146,9 +137,7 @@ def test_ssim_fastmri_matches_skimage_sample_covariance_uniform7_target_max():
     x_hat, x = mixed_batch()
     x_hat, x = 3 * x_hat, 3 * x  # the data range must come from the target, not the argument
     got = M.ssim(t(x_hat), t(x), data_range=1.0, convention="fastmri")
-    ref = [
-        structural_similarity(x_hat[i, 0], x[i, 0], win_size=7, data_range=x[i, 0].max()) for i in range(5)
-    ]
+    ref = [structural_similarity(x_hat[i, 0], x[i, 0], win_size=7, data_range=x[i, 0].max()) for i in range(5)]
     np.testing.assert_allclose(got.numpy(), ref, atol=1e-10)
     assert set(M.SSIM_CONVENTIONS) == {"wang", "fastmri"}
     assert all(isinstance(v, str) and v and "\n" not in v for v in M.SSIM_CONVENTIONS.values())
@@ -304,14 +293,10 @@ def test_soft_dice_loss_hand_computed_and_differentiable():
     assert torch.isfinite(probs.grad).all() and probs.grad.abs().sum() > 0
     # perfect prediction -> 0; absent classes get the largest present weight (here: uniform over 3)
     onehot = torch.nn.functional.one_hot(torch.tensor([[0, 2, 2, 0]]), 3).permute(0, 2, 1)[..., None].double()
-    assert M.soft_dice_loss(onehot, torch.tensor([[[0], [2], [2], [0]]])).item() == pytest.approx(
-        0.0, abs=1e-12
-    )
+    assert M.soft_dice_loss(onehot, torch.tensor([[[0], [2], [2], [0]]])).item() == pytest.approx(0.0, abs=1e-12)
     soft = torch.softmax(torch.randn(2, 3, 5, 4, dtype=torch.float64), dim=1)
     zeros = torch.zeros(2, 5, 4, dtype=torch.long)
-    torch.testing.assert_close(
-        M.soft_dice_loss(soft, zeros), M.soft_dice_loss(soft, zeros, weighting="uniform")
-    )
+    torch.testing.assert_close(M.soft_dice_loss(soft, zeros), M.soft_dice_loss(soft, zeros, weighting="uniform"))
     with pytest.raises(ConfigError, match="weighting"):
         M.soft_dice_loss(soft, zeros, weighting="square")
 
@@ -398,6 +383,4 @@ def test_cuda_matches_cpu():
     assert got.dtype == torch.float32
     torch.testing.assert_close(got.cpu().double(), M.ssim(t(x_hat), t(x)), atol=1e-5, rtol=0)
     labels = torch.randint(0, 3, (2, 8, 8))
-    torch.testing.assert_close(
-        M.dice(labels.cuda(), labels.cuda().flip(1), 3).cpu(), M.dice(labels, labels.flip(1), 3)
-    )
+    torch.testing.assert_close(M.dice(labels.cuda(), labels.cuda().flip(1), 3).cpu(), M.dice(labels, labels.flip(1), 3))

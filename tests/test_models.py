@@ -197,7 +197,6 @@ def test_hyper_weight_l1_equals_hand_computation_and_is_differentiable():
     assert model.kernel_heads[0].weight.grad.abs().sum() > 0 and model.embed[0].weight.grad.abs().sum() > 0
 
 
-
 def _count_head_calls(model: HyperUNet) -> list[int]:
     calls = [0]
     model.kernel_heads[0].register_forward_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
@@ -242,6 +241,8 @@ def test_weight_l1_regenerates_for_another_or_modified_lambda(gen):
         before = calls[0]
         model.weight_l1(lam, 6)
         assert calls[0] == before + 1
+
+
 @pytest.mark.parametrize("cls", [UNet, FiLMUNet])
 def test_shared_weight_l1_is_sum_of_conv_parameters(cls):
     model = cls(width=4)
@@ -358,8 +359,13 @@ def test_invalid_image_shapes_raise(name):
 def test_invalid_lambda_raises(name):
     model = MODELS.build(name, MODELS.get(name).smoke_params)
     x = torch.randn(2, 2, 8, 8)
-    for lam, match in [(None, "conditioned"), (torch.rand(3, 1), "shape"), (torch.rand(2, 2), "shape"),
-                       (torch.tensor([[0.5], [1.5]]), r"\[0, 1\]"), (torch.tensor([[0.5], [math.nan]]), r"\[0, 1\]")]:
+    for lam, match in [
+        (None, "conditioned"),
+        (torch.rand(3, 1), "shape"),
+        (torch.rand(2, 2), "shape"),
+        (torch.tensor([[0.5], [1.5]]), r"\[0, 1\]"),
+        (torch.tensor([[0.5], [math.nan]]), r"\[0, 1\]"),
+    ]:
         with pytest.raises(InputShapeError, match=match):
             model(x, lam)
 
@@ -391,7 +397,8 @@ def test_film_inference_fold_equals_bn_then_modulation(gen):
     lam = torch.rand(3, 2, generator=gen)
     scale, shift = film.modulation(lam)
     unfolded = film.skeleton.run(
-        x, lambda i, h: film.convs[i](h),
+        x,
+        lambda i, h: film.convs[i](h),
         lambda j, h: h * scale[:, j, :, None, None] + shift[:, j, :, None, None],
     )
     torch.testing.assert_close(film(x, lam), unfolded, atol=1e-5, rtol=1e-5)

@@ -265,9 +265,7 @@ def test_wrong_tensor_shapes_raise_data_error(cs: CSMRI) -> None:
     with pytest.raises(DataError, match="measurement"):
         cs.A_adjoint(torch.zeros(1, 3, 37, 31, dtype=torch.complex64))
     with pytest.raises(DataError):
-        SuperResolution((16, 16), factor=4).data_consistency(
-            torch.zeros(1, 1, 16, 16), torch.zeros(1, 1, 8, 8)
-        )
+        SuperResolution((16, 16), factor=4).data_consistency(torch.zeros(1, 1, 16, 16), torch.zeros(1, 1, 8, 8))
 
 
 # ------------------------------------------------------------------------------------------------ contract
@@ -314,9 +312,7 @@ def test_cuda_matches_cpu(name: str) -> None:
     # a CPU generator gives the same noise on any device
     y_gpu = model.measure(x.cuda(), torch.Generator().manual_seed(1))
     torch.testing.assert_close(y_gpu.cpu(), y_cpu, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(
-        model.network_input(y_gpu).cpu(), model.network_input(y_cpu), atol=1e-5, rtol=1e-5
-    )
+    torch.testing.assert_close(model.network_input(y_gpu).cpu(), model.network_input(y_cpu), atol=1e-5, rtol=1e-5)
     x_hat = (x + 0.1).cuda().requires_grad_(True)
     with torch.autocast("cuda", dtype=torch.bfloat16):
         dc = model.data_consistency(x_hat, y_gpu)

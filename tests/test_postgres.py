@@ -84,8 +84,10 @@ def _listening(port: int) -> set[str]:
 def postgres_url():
     binaries = _pg_binaries()
     if binaries is None:
-        pytest.skip("PostgreSQL binaries (initdb, pg_ctl) not found: install the 'postgresql' package "
-                    "(.ci/run does) to run the PostgreSQL concurrency test")
+        pytest.skip(
+            "PostgreSQL binaries (initdb, pg_ctl) not found: install the 'postgresql' package "
+            "(.ci/run does) to run the PostgreSQL concurrency test"
+        )
     psycopg2 = pytest.importorskip("psycopg2", reason="psycopg2 (the [postgres] extra) is needed to reach the server")
     initdb, pg_ctl = binaries
     prefix: list[str] = []
@@ -99,11 +101,17 @@ def postgres_url():
         os.chown(base, user.pw_uid, user.pw_gid)
         prefix = ["runuser", "-u", "postgres", "--"]
     data, port = base / "data", _free_port()
-    subprocess.run([*prefix, initdb, "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [*prefix, initdb, "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"],
+        check=True,
+        capture_output=True,
+    )
     opts = f"-c listen_addresses=127.0.0.1 -p {port} -k {base} -c fsync=off -c max_connections=50"
-    started = subprocess.run([*prefix, pg_ctl, "-D", str(data), "-l", str(base / "server.log"), "-o", opts,
-                              "-w", "-t", "60", "start"], capture_output=True, text=True)
+    started = subprocess.run(
+        [*prefix, pg_ctl, "-D", str(data), "-l", str(base / "server.log"), "-o", opts, "-w", "-t", "60", "start"],
+        capture_output=True,
+        text=True,
+    )
     if started.returncode != 0:
         log = (base / "server.log").read_text() if (base / "server.log").exists() else ""
         shutil.rmtree(base, ignore_errors=True)
@@ -182,8 +190,9 @@ def scenario(run_dir: Path, ledger_url: str, workers: list[tuple[list[str], dict
     procs = []
     for (args, env), log in zip(workers, logs, strict=True):
         with open(log, "w") as fh:
-            procs.append(subprocess.Popen(hrbench("worker", *args), env=worker_env(**env),
-                                          stdout=subprocess.DEVNULL, stderr=fh))
+            procs.append(
+                subprocess.Popen(hrbench("worker", *args), env=worker_env(**env), stdout=subprocess.DEVNULL, stderr=fh)
+            )
     info = json.loads((run_dir / "run.json").read_text())
     ledger = JobLedger(ledger_url, info["run_id"])
     victim = None
@@ -242,17 +251,32 @@ def scenario(run_dir: Path, ledger_url: str, workers: list[tuple[list[str], dict
     assert Counter(j.name for j in ledger.jobs() if j.state == "COMPLETE") == complete  # merging ran no job
 
 
-
 @pytest.mark.postgres
 @pytest.mark.slow
 def test_workers_on_postgres_with_a_killed_remote_worker(postgres_url: str, tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    out = run_ok(["run", "--study", STUDY, "--profile", "smoke", *sets(), "--out", run_dir,
-                  "--storage", postgres_url, "--enqueue-only", "--json"])
+    out = run_ok(
+        [
+            "run",
+            "--study",
+            STUDY,
+            "--profile",
+            "smoke",
+            *sets(),
+            "--out",
+            run_dir,
+            "--storage",
+            postgres_url,
+            "--enqueue-only",
+            "--json",
+        ]
+    )
     assert json.loads(out)["storage"] == postgres_url and len(json.loads(out)["enqueued"]) == 15
     beat = {"HRBENCH_HEARTBEAT_S": "0.5", "HRBENCH_GRACE_S": "3"}
-    workers = [(["--study", STUDY, "--storage", postgres_url, "--device", "cpu"],
-                {**beat, "HRBENCH_HOST_ID": f"machine-{i}"}) for i in range(3)]
+    workers = [
+        (["--study", STUDY, "--storage", postgres_url, "--device", "cpu"], {**beat, "HRBENCH_HOST_ID": f"machine-{i}"})
+        for i in range(3)
+    ]
     scenario(run_dir, postgres_url, workers)
 
 
@@ -322,8 +346,9 @@ def test_a_worker_reclaimed_while_alive_hands_its_result_to_the_retry(ledger_url
     assert json.loads(next(j for j in complete if j.name == "b").user_attrs["result"])["device_seconds"] == 3.0
 
 
-def test_failures_that_would_recur_stop_every_worker_and_interrupts_cost_no_attempt(ledger_url: str,
-                                                                                  tmp_path: Path) -> None:
+def test_failures_that_would_recur_stop_every_worker_and_interrupts_cost_no_attempt(
+    ledger_url: str, tmp_path: Path
+) -> None:
     run_id = f"fail-{tmp_path.name}"
     ledger = JobLedger(ledger_url, run_id, create=True, max_attempts=3)
     ledger.enqueue_missing([("corrupt", 0, {}), ("interrupted", 0, {})])

@@ -202,9 +202,7 @@ def test_fastmri_target_from_fully_sampled_kspace(tmp_path):
         k = np.fft.fftshift(np.fft.fft2(np.fft.ifftshift(x, axes=(-2, -1)), norm="ortho"), axes=(-2, -1))
         write_fastmri(tmp_path / f"k{i}.h5", None, kspace=k, header={"ex": 48, "ey": 40, "rx": 30, "ry": 28})
         imgs.append(np.abs(x)[:, 9:39, 6:34])  # numpy reference: centre crop 30 x 28 of |x|
-    b = load_data(
-        "fastmri-knee", image_size=16, seed=0, path=tmp_path, params={"from_kspace": True}, cache_dir=False
-    )
+    b = load_data("fastmri-knee", image_size=16, seed=0, path=tmp_path, params={"from_kspace": True}, cache_dir=False)
     assert set(b.meta["target"].values()) == {"kspace"}
     for s in b.splits.values():
         for img, sid in zip(s.images, s.ids, strict=True):
@@ -229,9 +227,7 @@ def test_fastmri_single_file_and_slice_cap(knee_dir):
     d, _ = knee_dir
     with pytest.raises(DataError, match="found 1 patient"):
         load_data("fastmri-knee", image_size=16, seed=0, path=d / "file0.h5", cache_dir=False)
-    b = load_data(
-        "fastmri-knee", image_size=16, seed=0, path=d, params={"slices_per_file": 2}, cache_dir=False
-    )
+    b = load_data("fastmri-knee", image_size=16, seed=0, path=d, params={"slices_per_file": 2}, cache_dir=False)
     assert sum(len(s) for s in b.splits.values()) == 12
     assert {i.split("/")[1] for s in b.splits.values() for i in s.ids} == {
         "001",
@@ -378,9 +374,7 @@ def test_freesurfer_volumes_round_trip(brain_dir):
             name, z = sid.split("/")
             t1, aseg = vols[name]
             z = int(z[1:])
-            np.testing.assert_allclose(
-                img, expected_axial(t1.astype(np.float32) / t1.max(), z, SIZE), atol=1e-6
-            )
+            np.testing.assert_allclose(img, expected_axial(t1.astype(np.float32) / t1.max(), z, SIZE), atol=1e-6)
             np.testing.assert_array_equal(lab, merge_aseg(expected_axial(aseg, z, SIZE), "ref"))
 
 
@@ -390,9 +384,7 @@ def test_freesurfer_orientation_is_anterior_up(brain_dir):
     marked = t1.copy()
     marked[:, -4:, :] = np.where(aseg[:, -4:, :] > 0, 255, 0)  # brightest at the anterior end (+y)
     nib.save(nib.MGHImage(to_lia(marked), LIA), root / "sub0" / "norm.mgz")
-    b = load_data(
-        "freesurfer-brain", image_size=SIZE, seed=0, path=root, params={"max_subjects": 4}, cache_dir=False
-    )
+    b = load_data("freesurfer-brain", image_size=SIZE, seed=0, path=root, params={"max_subjects": 4}, cache_dir=False)
     s = next(s for s in b.splits.values() if any(i.startswith("sub0/") for i in s.ids))
     k = next(j for j, i in enumerate(s.ids) if i == "sub0/z0009")
     rows = np.flatnonzero(s.images[k].max(axis=1) == 1.0)
@@ -493,8 +485,11 @@ def test_freesurfer_gzip_checksum_is_verified(brain_dir, damage):
         f.write_bytes(bytes(data))
         got = np.asarray(nib.load(f).dataobj)  # nibabel alone: no error
         assert (got != good).sum() == (1 if damage == "inside-the-stream" else 0)
-        with pytest.raises(DataError, match=rf"^{re.escape(str(f))}: cannot read volume \(corrupt or truncated gzip "
-                                            r"stream: BadGzipFile: CRC check failed"):
+        with pytest.raises(
+            DataError,
+            match=rf"^{re.escape(str(f))}: cannot read volume \(corrupt or truncated gzip "
+            r"stream: BadGzipFile: CRC check failed",
+        ):
             load_data("freesurfer-brain", image_size=SIZE, seed=0, path=root, cache_dir=False)
         f.write_bytes(intact)
 
@@ -506,9 +501,7 @@ def test_freesurfer_gzip_checksum_is_verified(brain_dir, damage):
 def slices(rng: np.random.Generator, n: int, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
     yy, xx = np.mgrid[0:h, 0:w]
     blob = (((yy - h / 2) / (0.4 * h)) ** 2 + ((xx - w / 2) / (0.4 * w)) ** 2) < 1
-    imgs = np.stack([blob * rng.uniform(50, 100) + rng.uniform(0, 1, (h, w)) for _ in range(n)]).astype(
-        np.float32
-    )
+    imgs = np.stack([blob * rng.uniform(50, 100) + rng.uniform(0, 1, (h, w)) for _ in range(n)]).astype(np.float32)
     return imgs, np.stack([blob.astype(np.int64) * (1 + k % 3) for k in range(n)])
 
 
@@ -545,9 +538,7 @@ def test_arrays_npy_shuffle_resize_and_labels_path(tmp_path):
     )
     ids = [i for s in b.splits.values() for i in s.ids]
     assert len(ids) == len(set(ids)) == 12
-    assert [i.split("/")[1] for i in b.train.ids] != sorted(i.split("/")[1] for i in b.train.ids) or len(
-        b.train
-    ) < 2
+    assert [i.split("/")[1] for i in b.train.ids] != sorted(i.split("/")[1] for i in b.train.ids) or len(b.train) < 2
     k = int(b.test.ids[0].split("/")[1])
     sq = np.zeros((48, 48))
     # arrays normalise each slice first (p99 + clip), then fit it to the size: the reference does the same

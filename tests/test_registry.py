@@ -50,7 +50,9 @@ def test_unknown_name_lists_valid_names_and_suggests() -> None:
 
 
 def test_unknown_parameter_is_a_config_error() -> None:
-    with pytest.raises(ConfigError, match="widget 'round-widget' has no parameter 'colur' \\(did you mean 'colour'\\?\\)"):
+    with pytest.raises(
+        ConfigError, match="widget 'round-widget' has no parameter 'colur' \\(did you mean 'colour'\\?\\)"
+    ):
         _reg().build("round-widget", {"colur": "blue"})
 
 

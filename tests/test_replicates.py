@@ -24,7 +24,7 @@ def test_replicate_jobs_repeat_everything_but_the_searches() -> None:
     one = study_jobs(load_study("ao-knee", "smoke"), has_labels=True)
     three = study_jobs(load_study("ao-knee", "smoke", ["replicates=3"]), has_labels=True)
     assert [j.name for j in three[: len(one)]] == [j.name for j in one]  # replicate 0 keeps its names
-    extra = three[len(one):]
+    extra = three[len(one) :]
     base = [j for j in one if j.kind != "search"]
     assert len(extra) == 2 * len(base)
     for r in (1, 2):
@@ -54,8 +54,21 @@ def test_every_study_has_a_standard_profile_with_replicates(study_name: str) -> 
 @pytest.mark.slow
 def test_two_replicates_end_to_end(tmp_path: Path) -> None:
     out = tmp_path / "run"
-    result = runner.invoke(app, ["run", "--study", "sl-knee-denoise", "--profile", "smoke", "--out", str(out),
-                                 "--set", "replicates=2", "--json"])
+    result = runner.invoke(
+        app,
+        [
+            "run",
+            "--study",
+            "sl-knee-denoise",
+            "--profile",
+            "smoke",
+            "--out",
+            str(out),
+            "--set",
+            "replicates=2",
+            "--json",
+        ],
+    )
     assert result.exit_code == 0, result.output
     results = pd.read_csv(out / "results.csv")
     assert set(results.replicate) == {0, 1}
@@ -91,8 +104,22 @@ def test_a_run_with_replicates_resumes_without_repeating_jobs(tmp_path: Path) ->
     assert work(run, ctx, max_jobs=6) == 6  # phase 0 of both replicates and more: "interrupted"
     done_r1 = {p.name: p.stat().st_mtime_ns for p in (out / "replicates" / "r1" / "jobs").glob("*.json")}
     assert done_r1  # replicate 1 had started
-    result = runner.invoke(app, ["run", "--study", "sl-knee-sr", "--profile", "smoke", "--set", "replicates=2",
-                                 "--out", str(out), "--resume", "--no-report"])
+    result = runner.invoke(
+        app,
+        [
+            "run",
+            "--study",
+            "sl-knee-sr",
+            "--profile",
+            "smoke",
+            "--set",
+            "replicates=2",
+            "--out",
+            str(out),
+            "--resume",
+            "--no-report",
+        ],
+    )
     assert result.exit_code == 0, result.output
     again = {p.name: p.stat().st_mtime_ns for p in (out / "replicates" / "r1" / "jobs").glob("*.json")}
     assert all(again[n] == t for n, t in done_r1.items())

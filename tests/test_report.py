@@ -79,7 +79,11 @@ def _error_line(result) -> str:
 # a hand-built SL run folder (no training): numbers known by construction
 
 SL_STUDY = {
-    "name": "syn-sl", "profile": "smoke", "kind": "sl", "seed": 3, "description": "synthetic SL run",
+    "name": "syn-sl",
+    "profile": "smoke",
+    "kind": "sl",
+    "seed": 3,
+    "description": "synthetic SL run",
     "data": {"source": "mni-brain", "image_size": 32, "params": {}, "path": None},
     "forward": {"name": "denoise", "params": {"sigma": 0.1}},
     "loss": {"terms": ["mae", "ssim"], "scales": [1.0, 1.0]},
@@ -92,11 +96,24 @@ SL_STUDY = {
 def _write_sl_run(d: Path, n_slices: int = 7) -> Path:
     rng = np.random.default_rng(0)
     d.mkdir(parents=True, exist_ok=True)
-    (d / "run.json").write_text(json.dumps({"format": 1, "run_id": "syn-1", "study": "syn-sl", "profile": "smoke",
-                                            "provenance": {"device": "cpu", "device_name": "Test CPU",
-                                                           "precision": "fp32", "git_sha": "abc1234",
-                                                           "date": "2026-01-01T00:00:00+00:00",
-                                                           "versions": {"numpy": "2"}}}))
+    (d / "run.json").write_text(
+        json.dumps(
+            {
+                "format": 1,
+                "run_id": "syn-1",
+                "study": "syn-sl",
+                "profile": "smoke",
+                "provenance": {
+                    "device": "cpu",
+                    "device_name": "Test CPU",
+                    "precision": "fp32",
+                    "git_sha": "abc1234",
+                    "date": "2026-01-01T00:00:00+00:00",
+                    "versions": {"numpy": "2"},
+                },
+            }
+        )
+    )
     (d / "config.json").write_text(json.dumps({"config_hash": "feedbeef", "study": SL_STUDY}))
     base = {"psnr": 20.0, "ssim": 0.7, "mae": 0.05, "hfen": 0.4}
     rows = []
@@ -109,15 +126,47 @@ def _write_sl_run(d: Path, n_slices: int = 7) -> Path:
             for s in range(n_slices):
                 for metric, v in base.items():
                     rows.append((model, lam, np.nan, s, metric, v + lam + 0.1 * s + shift + rng.normal(0, 0.2)))
-    pd.DataFrame(rows, columns=["model", "lam1", "lam2", "slice", "metric", "value"]).to_csv(d / "results.csv",
-                                                                                           index=False)
-    costs = [{"model": f"baseline-{lam:g}", "kind": "baseline", "n_params": 149409, "steps": 10, "device_seconds": 10.0,
-              "wall_seconds": 12.0, "device": "cpu", "dtype": "fp32", "inference_seconds_per_slice": 0.01}
-             for lam in (0.0, 0.5, 1.0)]
-    costs += [{"model": "hyper-S-uniform", "kind": "hyper", "n_params": 743537, "steps": 10, "device_seconds": 12.0,
-               "wall_seconds": 15.0, "device": "cpu", "dtype": "fp32", "inference_seconds_per_slice": 0.02},
-              {"model": "film-uniform", "kind": "film", "n_params": 212065, "steps": 10, "device_seconds": 6.0,
-               "wall_seconds": 7.0, "device": "cpu", "dtype": "fp32", "inference_seconds_per_slice": 0.02}]
+    pd.DataFrame(rows, columns=["model", "lam1", "lam2", "slice", "metric", "value"]).to_csv(
+        d / "results.csv", index=False
+    )
+    costs = [
+        {
+            "model": f"baseline-{lam:g}",
+            "kind": "baseline",
+            "n_params": 149409,
+            "steps": 10,
+            "device_seconds": 10.0,
+            "wall_seconds": 12.0,
+            "device": "cpu",
+            "dtype": "fp32",
+            "inference_seconds_per_slice": 0.01,
+        }
+        for lam in (0.0, 0.5, 1.0)
+    ]
+    costs += [
+        {
+            "model": "hyper-S-uniform",
+            "kind": "hyper",
+            "n_params": 743537,
+            "steps": 10,
+            "device_seconds": 12.0,
+            "wall_seconds": 15.0,
+            "device": "cpu",
+            "dtype": "fp32",
+            "inference_seconds_per_slice": 0.02,
+        },
+        {
+            "model": "film-uniform",
+            "kind": "film",
+            "n_params": 212065,
+            "steps": 10,
+            "device_seconds": 6.0,
+            "wall_seconds": 7.0,
+            "device": "cpu",
+            "dtype": "fp32",
+            "inference_seconds_per_slice": 0.02,
+        },
+    ]
     pd.DataFrame(costs).to_csv(d / "costs.csv", index=False)
     return d
 
@@ -154,8 +203,10 @@ def test_synthetic_sl_gaps_match_scipy(sl_run: Path) -> None:
         assert g["p"] == pytest.approx(wilcoxon(m - b).pvalue, rel=1e-9)
     # hyper is +0.5 above the baselines by construction, FiLM -0.25: HyperRecon is not the closer one
     assert s["sl"]["closest"]["model"] == "film-uniform"
-    assert s["costs"]["ratio_all_baselines_over"] == {"hyper-S-uniform": pytest.approx(2.5),
-                                                      "film-uniform": pytest.approx(5.0)}
+    assert s["costs"]["ratio_all_baselines_over"] == {
+        "hyper-S-uniform": pytest.approx(2.5),
+        "film-uniform": pytest.approx(5.0),
+    }
     assert s["costs"]["paper_ratio_all_baselines_over"]["hyper-S-uniform"] == pytest.approx(648 / 5)
     json.dumps(s, allow_nan=False)
 
@@ -196,10 +247,15 @@ def _write_ao_run(d: Path) -> Path:
     """AO: baselines on {0, .5, 1}², two HyperRecon variants on the same grid, offset by -1 (UHS) and -0.5 dB
     (DHS) everywhere, so every landscape statistic is known by hand."""
     _write_sl_run(d)
-    study = {**SL_STUDY, "name": "syn-ao", "kind": "ao", "loss": {"terms": ["dc", "l1_weights", "tv"], "scales": [1, 1, 1]},
-             "data": {"source": "knee-phantom", "image_size": 32, "params": {}, "path": None},
-             "evaluation": {"grid_points": 3, "ssim_convention": "wang", "rpsnr_threshold": 0.0},
-             "search": {"objective": "rpsnr", "seeds": 1}}
+    study = {
+        **SL_STUDY,
+        "name": "syn-ao",
+        "kind": "ao",
+        "loss": {"terms": ["dc", "l1_weights", "tv"], "scales": [1, 1, 1]},
+        "data": {"source": "knee-phantom", "image_size": 32, "params": {}, "path": None},
+        "evaluation": {"grid_points": 3, "ssim_convention": "wang", "rpsnr_threshold": 0.0},
+        "search": {"objective": "rpsnr", "seeds": 1},
+    }
     (d / "config.json").write_text(json.dumps({"config_hash": "cafe", "study": study}))
     axis = (0.0, 0.5, 1.0)
     rows = []
@@ -210,12 +266,24 @@ def _write_ao_run(d: Path) -> Path:
                 for s in range(3):
                     value = 3 * a - 2 * (b - 0.5) ** 2 + shift + 0.1 * (s - 1)
                     rows.append((name, a, b, s, "rpsnr", value))
-    pd.DataFrame(rows, columns=["model", "lam1", "lam2", "slice", "metric", "value"]).to_csv(d / "results.csv",
-                                                                                           index=False)
-    costs = [{"model": f"baseline-{a:g}-{b:g}", "kind": "baseline", "n_params": 149409, "device_seconds": 2.0,
-              "wall_seconds": 3.0} for a in axis for b in axis]
-    costs += [{"model": m, "kind": "hyper", "n_params": 743537, "device_seconds": 3.0, "wall_seconds": 4.0}
-              for m in ("hyper-S-uniform", "hyper-S-dhs")]
+    pd.DataFrame(rows, columns=["model", "lam1", "lam2", "slice", "metric", "value"]).to_csv(
+        d / "results.csv", index=False
+    )
+    costs = [
+        {
+            "model": f"baseline-{a:g}-{b:g}",
+            "kind": "baseline",
+            "n_params": 149409,
+            "device_seconds": 2.0,
+            "wall_seconds": 3.0,
+        }
+        for a in axis
+        for b in axis
+    ]
+    costs += [
+        {"model": m, "kind": "hyper", "n_params": 743537, "device_seconds": 3.0, "wall_seconds": 4.0}
+        for m in ("hyper-S-uniform", "hyper-S-dhs")
+    ]
     pd.DataFrame(costs).to_csv(d / "costs.csv", index=False)
     return d
 
@@ -290,8 +358,11 @@ def test_bad_runs_fail_with_one_line_run_error(sl_run: Path, case: str, needle: 
         (sl_run / "run.json").write_text(json.dumps({**run_json, "format": 2}))
     elif case.startswith("eval-images"):
         (sl_run / "eval").mkdir()
-        images = sl_run / "eval" / ("hyper-S-uniform-images.npz" if case.endswith("truncated")
-                                    else "film-uniform-images.npz")
+        images = (
+            sl_run
+            / "eval"
+            / ("hyper-S-uniform-images.npz" if case.endswith("truncated") else "film-uniform-images.npz")
+        )
         np.savez_compressed(images, example_recons=np.linspace(0, 1, 5 * 32 * 32).reshape(5, 32, 32))
         data = bytearray(images.read_bytes())
         if case.endswith("truncated"):
@@ -347,8 +418,9 @@ def test_formatting_and_tables_never_print_nan() -> None:
 
 def _smoke(tmp_path_factory: pytest.TempPathFactory, study: str) -> Path:
     out = tmp_path_factory.mktemp(f"report-{study}") / "run"
-    result = runner.invoke(app, ["run", "--study", study, "--profile", "smoke", "--out", str(out), "--no-report",
-                                 "--device", "cpu"])
+    result = runner.invoke(
+        app, ["run", "--study", study, "--profile", "smoke", "--out", str(out), "--no-report", "--device", "cpu"]
+    )
     assert result.exit_code == 0, result.output
     return out
 
@@ -364,15 +436,32 @@ def ao_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_ao_smoke_report_has_every_section_and_figure(ao_run: Path) -> None:
     text = _check_markdown(ao_run / "report.md")
     heads = _headings(text)
-    for key in ("findings", "provenance", "data", "costs", "ao", "dhs", "ranges", "examples", "dice", "search",
-                "training"):
+    for key in (
+        "findings",
+        "provenance",
+        "data",
+        "costs",
+        "ao",
+        "dhs",
+        "ranges",
+        "examples",
+        "dice",
+        "search",
+        "training",
+    ):
         assert SECTIONS[key] in heads, key
     assert SECTIONS["sl"] not in heads
     assert "synthetic procedural knee phantom, not patient data" in text.lower()
     assert SSIM_CONVENTIONS["wang"] in text
     assert "replayed" in text and "Wilcoxon" in text
-    for name in ("ao-landscapes.png", "ao-differences.png", "dhs-kept.png", "examples.png", "search.png",
-                 "dice-landscapes.png"):
+    for name in (
+        "ao-landscapes.png",
+        "ao-differences.png",
+        "dhs-kept.png",
+        "examples.png",
+        "search.png",
+        "dice-landscapes.png",
+    ):
         assert f"figures/{name}" in text
 
 

@@ -45,7 +45,7 @@ def key_matches(pattern: str, path: tuple[str, ...]) -> bool:
     """``a.*.c`` against a key path (a tuple: names such as ``baseline-0.5`` hold dots); ``**``: anything below."""
     p = pattern.split(".")
     if p[-1] == "**":
-        return len(path) >= len(p) and key_matches(".".join(p[:-1]), path[:len(p) - 1])
+        return len(path) >= len(p) and key_matches(".".join(p[:-1]), path[: len(p) - 1])
     return len(p) == len(path) and all(a == "*" or a == b for a, b in zip(p, path, strict=True))
 
 
@@ -78,8 +78,24 @@ def sl_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     out = tmp_path_factory.mktemp("folder") / "run"
     env = {**os.environ, "LC_ALL": "C", "PYTHONUTF8": "0"}
     env.pop("PYTHONIOENCODING", None)
-    proc = subprocess.run([sys.executable, "-m", "hyperrecon", "run", "--study", "sl-knee-denoise", "--profile",
-                           "smoke", "--out", str(out), "--device", "cpu"], capture_output=True, env=env)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "hyperrecon",
+            "run",
+            "--study",
+            "sl-knee-denoise",
+            "--profile",
+            "smoke",
+            "--out",
+            str(out),
+            "--device",
+            "cpu",
+        ],
+        capture_output=True,
+        env=env,
+    )
     output = proc.stdout.decode("ascii") + proc.stderr.decode("ascii")  # nothing but ASCII came out
     assert proc.returncode == 0, output
     assert "Traceback" not in output
@@ -136,8 +152,24 @@ def test_columns_and_keys_documented_both_ways(sl_run) -> None:
 @pytest.mark.slow
 def test_columns_and_keys_documented_both_ways_in_an_ao_run(tmp_path: Path) -> None:
     out = tmp_path / "ao"
-    proc = subprocess.run([sys.executable, "-m", "hyperrecon", "run", "--study", "ao-knee", "--profile", "smoke",
-                           "--out", str(out), "--device", "cpu"], capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "hyperrecon",
+            "run",
+            "--study",
+            "ao-knee",
+            "--profile",
+            "smoke",
+            "--out",
+            str(out),
+            "--device",
+            "cpu",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr
     check_both_ways(out, ao=True)
     summary = json.loads((out / "summary.json").read_text())
@@ -164,8 +196,11 @@ def test_counts_are_integers_and_memory_in_mib(sl_run) -> None:
     costs = pd.read_csv(run / "costs.csv")
     assert "peak_memory_mib" in costs.columns and "peak_memory_mb" not in costs.columns
     summary = pd.read_csv(run / "search_summary.csv")
-    for frame, cols in ((costs, ["n_params", "steps"]), (summary, ["n_seeds", "n_trials", "chosen_seed"]),
-                        (pd.read_csv(run / "search.csv"), ["seed", "trial"])):
+    for frame, cols in (
+        (costs, ["n_params", "steps"]),
+        (summary, ["n_seeds", "n_trials", "chosen_seed"]),
+        (pd.read_csv(run / "search.csv"), ["seed", "trial"]),
+    ):
         for col in cols:
             assert pd.api.types.is_integer_dtype(frame[col]), (col, frame[col].dtype)
     text = (run / "search_summary.csv").read_text().splitlines()

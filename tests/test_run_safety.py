@@ -102,8 +102,10 @@ def test_default_run_folders_in_one_second_do_not_collide(tmp_path: Path, monkey
 def test_two_concurrent_runs_on_one_folder(tmp_path: Path) -> None:
     out = tmp_path / "same"
     cmd = hrbench("run", *STUDY, "--out", out, "--enqueue-only", "--json")
-    procs = [subprocess.Popen(cmd, cwd=tmp_path, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for _ in range(2)]
+    procs = [
+        subprocess.Popen(cmd, cwd=tmp_path, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
     outs = [p.communicate(timeout=300) for p in procs]
     (code0, won_out, _), (code1, _, lost_err) = sorted((p.returncode, *o) for p, o in zip(procs, outs, strict=True))
     assert (code0, code1) == (0, 1), outs
@@ -119,8 +121,10 @@ def test_two_concurrent_runs_on_one_folder(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_two_concurrent_runs_without_out_get_two_folders(tmp_path: Path) -> None:
     cmd = hrbench("run", *STUDY, "--enqueue-only", "--json")
-    procs = [subprocess.Popen(cmd, cwd=tmp_path, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for _ in range(2)]
+    procs = [
+        subprocess.Popen(cmd, cwd=tmp_path, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
     outs = [p.communicate(timeout=300) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs
     infos = [json.loads(o) for o, _ in outs]
@@ -147,15 +151,26 @@ def comparable(run: Path) -> dict[str, object]:
 @pytest.mark.slow
 def test_results_do_not_depend_on_workers_or_the_resume_environment(tmp_path: Path) -> None:
     plain, parallel = tmp_path / "plain", tmp_path / "parallel"
-    done = subprocess.run(hrbench("run", *STUDY, "--out", plain, "--no-report"), env=env(), capture_output=True,
-                          text=True, timeout=600)
+    done = subprocess.run(
+        hrbench("run", *STUDY, "--out", plain, "--no-report"), env=env(), capture_output=True, text=True, timeout=600
+    )
     assert done.returncode == 0, done.stderr
-    made = subprocess.run(hrbench("run", *STUDY, "--out", parallel, "--enqueue-only"), env=env(), capture_output=True,
-                          text=True, timeout=600)
+    made = subprocess.run(
+        hrbench("run", *STUDY, "--out", parallel, "--enqueue-only"),
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert made.returncode == 0, made.stderr
     # Finished by 2 workers in an environment that would give each 2 threads (another machine, another shell).
-    resumed = subprocess.run(hrbench("run", *STUDY, "--out", parallel, "--resume", "--workers", "2", "--no-report"),
-                             env=env(OMP_NUM_THREADS="2"), capture_output=True, text=True, timeout=900)
+    resumed = subprocess.run(
+        hrbench("run", *STUDY, "--out", parallel, "--resume", "--workers", "2", "--no-report"),
+        env=env(OMP_NUM_THREADS="2"),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert resumed.returncode == 0, resumed.stderr
     for run in (plain, parallel):
         assert json.loads((run / "run.json").read_text())["threads"] == 1
@@ -221,14 +236,17 @@ BAD_URLS = [  # (url, exit code, what the one line must say)
 ]
 
 
-@pytest.mark.parametrize(("url", "code", "needle"), BAD_URLS, ids=[u[0].split(":")[0] + str(i)
-                                                                    for i, u in enumerate(BAD_URLS)])
+@pytest.mark.parametrize(
+    ("url", "code", "needle"), BAD_URLS, ids=[u[0].split(":")[0] + str(i) for i, u in enumerate(BAD_URLS)]
+)
 def test_every_storage_error_is_one_line_without_the_password(url: str, code: int, needle: str, tmp_path: Path) -> None:
     if code == 1:
         pytest.importorskip("psycopg2")
     out = tmp_path / "run"
-    for args in (["run", *STUDY, "--out", str(out), "--storage", url],
-                 ["worker", "--study", "sl-knee-denoise", "--storage", url]):
+    for args in (
+        ["run", *STUDY, "--out", str(out), "--storage", url],
+        ["worker", "--study", "sl-knee-denoise", "--storage", url],
+    ):
         result = runner.invoke(app, args)
         assert result.exit_code == code, result.output
         line = one_error_line(result.output)
@@ -282,10 +300,10 @@ def test_a_password_is_never_written_or_shown(postgres_url: str, tmp_path: Path)
         again = runner.invoke(app, ["run", *STUDY, "--out", str(out), "--resume", "--enqueue-only", *extra])
         assert again.exit_code == 0, again.output
         assert SECRET not in again.output
-    other = runner.invoke(app, ["run", *STUDY, "--out", str(out), "--resume", "--storage",
-                                f"postgresql://postgres:{SECRET}@{host}x"])
+    other = runner.invoke(
+        app, ["run", *STUDY, "--out", str(out), "--resume", "--storage", f"postgresql://postgres:{SECRET}@{host}x"]
+    )
     assert other.exit_code == 2 and SECRET not in other.output and "postgres:***@" in one_error_line(other.output)
-
 
 
 def test_the_report_says_when_jobs_ran_with_different_settings(tmp_path: Path) -> None:
@@ -298,7 +316,9 @@ def test_the_report_says_when_jobs_ran_with_different_settings(tmp_path: Path) -
         (jobs / f"{name}.json").write_text(json.dumps({"job": name, "ran_with": setting}))
     assert ran_with_summary(tmp_path) == "all 3 jobs: 1 threads, AMD EPYC (cpu), bf16, torch 2.13.0"
     (jobs / "c.json").write_text(json.dumps({"job": "c", "ran_with": {**setting, "device_name": "Intel Xeon"}}))
-    assert ran_with_summary(tmp_path) == ("MIXED settings (2 jobs: 1 threads, AMD EPYC (cpu), bf16, torch 2.13.0; "
-                                          "1 jobs: 1 threads, Intel Xeon (cpu), bf16, torch 2.13.0): numbers may "
-                                          "differ from a run on one setting")
+    assert ran_with_summary(tmp_path) == (
+        "MIXED settings (2 jobs: 1 threads, AMD EPYC (cpu), bf16, torch 2.13.0; "
+        "1 jobs: 1 threads, Intel Xeon (cpu), bf16, torch 2.13.0): numbers may "
+        "differ from a run on one setting"
+    )
     assert ran_with_summary(tmp_path / "nothing") is None

@@ -27,7 +27,9 @@ runner = CliRunner()
 
 
 def sources() -> list[tuple[str, ast.Module]]:
-    return [(str(p.relative_to(PKG.parent)), ast.parse(p.read_text(), filename=str(p))) for p in sorted(PKG.rglob("*.py"))]
+    return [
+        (str(p.relative_to(PKG.parent)), ast.parse(p.read_text(), filename=str(p))) for p in sorted(PKG.rglob("*.py"))
+    ]
 
 
 def calls(tree: ast.AST):
@@ -59,8 +61,10 @@ def test_every_torch_load_is_weights_only() -> None:
     for path, tree in sources():
         for node, name, _ in calls(tree):
             if name == "torch.load":
-                ok = any(k.arg == "weights_only" and isinstance(k.value, ast.Constant) and k.value.value is True
-                         for k in node.keywords)
+                ok = any(
+                    k.arg == "weights_only" and isinstance(k.value, ast.Constant) and k.value.value is True
+                    for k in node.keywords
+                )
                 assert ok, f"{path}:{node.lineno}: torch.load without weights_only=True"
                 found.append(path)
     assert found  # the check saw the loaders (training.load_checkpoint, study.load_weights)
@@ -100,8 +104,9 @@ def test_resume_refuses_a_checkpoint_with_a_pickled_object(tmp_path: Path) -> No
     Payload.MARK = str(tmp_path / "code-ran")
     ckpt = out / "checkpoints" / "baseline-0.5.pt"  # not trained yet: --resume would continue from it
     torch.save({"format_version": 1, "model": Payload()}, ckpt)
-    result = runner.invoke(app, ["run", "--study", "sl-knee-denoise", "--profile", "smoke", "--out", str(out),
-                                 "--resume", "--no-report"])
+    result = runner.invoke(
+        app, ["run", "--study", "sl-knee-denoise", "--profile", "smoke", "--out", str(out), "--resume", "--no-report"]
+    )
     assert result.exit_code == 1 and "Traceback" not in result.output
     lines = [line for line in result.output.splitlines() if line.startswith("error: ")]
     assert len(lines) == 1 and str(ckpt) in lines[0], result.output
@@ -138,11 +143,30 @@ def test_plugins_are_imported_only_when_a_study_lists_them(tmp_path: Path, monke
 # no server
 
 
-SERVER_CALLS = {"socket.socket", "socket.create_server", "asyncio.start_server", "asyncio.start_unix_server",
-                "http.server.HTTPServer", "http.server.ThreadingHTTPServer", "socketserver.TCPServer",
-                "xmlrpc.server.SimpleXMLRPCServer", "multiprocessing.connection.Listener", "uvicorn.run"}
-SERVER_MODULES = {"http.server", "socketserver", "xmlrpc.server", "uvicorn", "flask", "aiohttp", "tornado",
-                  "zmq", "multiprocessing.connection", "wsgiref.simple_server"}
+SERVER_CALLS = {
+    "socket.socket",
+    "socket.create_server",
+    "asyncio.start_server",
+    "asyncio.start_unix_server",
+    "http.server.HTTPServer",
+    "http.server.ThreadingHTTPServer",
+    "socketserver.TCPServer",
+    "xmlrpc.server.SimpleXMLRPCServer",
+    "multiprocessing.connection.Listener",
+    "uvicorn.run",
+}
+SERVER_MODULES = {
+    "http.server",
+    "socketserver",
+    "xmlrpc.server",
+    "uvicorn",
+    "flask",
+    "aiohttp",
+    "tornado",
+    "zmq",
+    "multiprocessing.connection",
+    "wsgiref.simple_server",
+}
 # The one server: `hrbench explore` serves its page, on 127.0.0.1 unless --host says otherwise (tests/test_explore.py
 # checks where the command listens and what it answers).
 SERVER_ALLOWED = {"hyperrecon/explore/server.py"}
@@ -191,8 +215,9 @@ def _writes(tree: ast.Module):
     for node, name, func in calls(tree):
         last = name.rsplit(".", 1)[-1]
         mode = next((a.value for a in node.args[1:2] if isinstance(a, ast.Constant)), None)
-        mode = next((k.value.value for k in node.keywords if k.arg == "mode" and isinstance(k.value, ast.Constant)),
-                    mode)
+        mode = next(
+            (k.value.value for k in node.keywords if k.arg == "mode" and isinstance(k.value, ast.Constant)), mode
+        )
         writing_open = last == "open" and name != "os.open" and isinstance(mode, str) and set(mode) & set("wax+")
         if writing_open or last in WRITE_METHODS or name in WRITE_FUNCTIONS:
             yield node, name, func
@@ -208,7 +233,8 @@ def test_every_file_write_is_atomic_or_not_a_result() -> None:
             key = (path, func)
             assert key in WRITERS or key in NOT_RESULTS, (
                 f"{path}:{node.lineno}: {name}() in {func}() writes a file directly; write results through "
-                "hyperrecon.io (temp file + rename) or checkpoints.save_checkpoint")
+                "hyperrecon.io (temp file + rename) or checkpoints.save_checkpoint"
+            )
     for key, how in WRITERS.items():
         body = bodies[key]
         assert "os.replace" in body or "BytesIO" in body or "StringIO" in body, f"{key}: {how}"

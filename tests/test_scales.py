@@ -69,8 +69,11 @@ def test_ao_auto_scales_match_independent_medians() -> None:
     mask = cs.mask_image()
     dc = (np.abs(mask * np_fft2c(x_hat) - mask * np_fft2c(x.double().numpy()[:, 0])) ** 2).sum((1, 2))
     tv = np.abs(np.diff(x_hat, axis=1)).sum((1, 2)) + np.abs(np.diff(x_hat, axis=2)).sum((1, 2))
-    l1 = sum(float(c.weight.detach().abs().sum() + c.bias.detach().abs().sum())
-             for c in model.modules() if isinstance(c, torch.nn.Conv2d))
+    l1 = sum(
+        float(c.weight.detach().abs().sum() + c.bias.detach().abs().sum())
+        for c in model.modules()
+        if isinstance(c, torch.nn.Conv2d)
+    )
     np.testing.assert_allclose(scales, [np.median(dc), l1, np.median(tv)], rtol=1e-4)
 
     # Scaled by these, every term has median 1 on the calibration data.
@@ -91,8 +94,15 @@ def test_sl_auto_scales_use_the_single_term_baselines() -> None:
         out1 = m1.eval()(task.inputs).double().numpy()[:, 0]
     xn = x.double().numpy()[:, 0]
     mae0 = np.abs(out0 - xn).mean()
-    ssim1 = np.mean([1 - structural_similarity(out1[i], xn[i], data_range=1.0, gaussian_weights=True, sigma=1.5,
-                                               use_sample_covariance=False) for i in range(len(xn))])
+    ssim1 = np.mean(
+        [
+            1
+            - structural_similarity(
+                out1[i], xn[i], data_range=1.0, gaussian_weights=True, sigma=1.5, use_sample_covariance=False
+            )
+            for i in range(len(xn))
+        ]
+    )
     np.testing.assert_allclose(scales, [mae0, ssim1], rtol=1e-4)
     with pytest.raises(ConfigError, match=r"'ssim' alone \(λ=\[1.0\]\)"):
         sl_auto_scales({0.0: m0}, task)

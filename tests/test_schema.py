@@ -24,8 +24,9 @@ def validator():
 
 def test_published_schema_is_current() -> None:
     assert json.loads(SCHEMA_FILE.read_text(encoding="utf-8")) == study_json_schema(), (
-        "regenerate: python -c \"import json; from hyperrecon.config import study_json_schema; "
-        "print(json.dumps(study_json_schema(), indent=2, ensure_ascii=False))\" > docs/study.schema.json")
+        'regenerate: python -c "import json; from hyperrecon.config import study_json_schema; '
+        'print(json.dumps(study_json_schema(), indent=2, ensure_ascii=False))" > docs/study.schema.json'
+    )
 
 
 @pytest.mark.parametrize("name", sorted(bundled_studies()))

@@ -111,7 +111,9 @@ def test_search_model_on_an_analytic_objective() -> None:
         seen.append(float(lam[0]))
         return -((lam[0] - 0.3) ** 2), 0.5
 
-    trials = search_model(objective, ["tpe", "random"], budget=20, seeds=[0, 1], n_lams=1, maximize=True, target="hyper-S")
+    trials = search_model(
+        objective, ["tpe", "random"], budget=20, seeds=[0, 1], n_lams=1, maximize=True, target="hyper-S"
+    )
     _check_trials(trials, maximize=True)
     assert len(trials) == len(seen) == 80
     assert (~trials["replay"]).all() and (trials["target"] == "hyper-S").all()
@@ -161,10 +163,21 @@ def _hand_trials() -> pd.DataFrame:
                 best, best_lam = v, lam
             rows.append(
                 {
-                    "target": target, "strategy": "tpe", "seed": seed, "trial": t, "lam1": lam, "lam2": np.nan,
-                    "objective": v, "cost_seconds": c, "cum_cost_seconds": cum, "best_so_far": best,
-                    "best_lam1": best_lam, "best_lam2": np.nan, "replay": replay,
-                    "suggested_lam1": lam, "suggested_lam2": np.nan,
+                    "target": target,
+                    "strategy": "tpe",
+                    "seed": seed,
+                    "trial": t,
+                    "lam1": lam,
+                    "lam2": np.nan,
+                    "objective": v,
+                    "cost_seconds": c,
+                    "cum_cost_seconds": cum,
+                    "best_so_far": best,
+                    "best_lam1": best_lam,
+                    "best_lam2": np.nan,
+                    "replay": replay,
+                    "suggested_lam1": lam,
+                    "suggested_lam2": np.nan,
                 }
             )
 
@@ -177,8 +190,12 @@ def _hand_trials() -> pd.DataFrame:
 
 def test_summarise_arithmetic_by_hand() -> None:
     summary = summarise(
-        _hand_trials(), grid_optimum=1.0, maximize=True, test_metric_fn=lambda target, lam: 10.0 * lam[0],
-        training_cost={"hyper": 100.0}, eps=0.1,
+        _hand_trials(),
+        grid_optimum=1.0,
+        maximize=True,
+        test_metric_fn=lambda target, lam: 10.0 * lam[0],
+        training_cost={"hyper": 100.0},
+        eps=0.1,
     ).set_index("target")
     hyper, base = summary.loc["hyper"], summary.loc["baselines"]
     bests = np.array([0.95, 1.0, 0.8])
@@ -202,8 +219,12 @@ def test_summarise_arithmetic_by_hand() -> None:
     assert base["chosen_lam1"] == 0.5 and base["test_metric"] == pytest.approx(5.0)
 
     two = summarise(
-        _hand_trials().query("seed != 2"), grid_optimum={"hyper": 1.0, "baselines": 1.2}, maximize=True,
-        test_metric_fn=None, training_cost={}, eps=0.1,
+        _hand_trials().query("seed != 2"),
+        grid_optimum={"hyper": 1.0, "baselines": 1.2},
+        maximize=True,
+        test_metric_fn=None,
+        training_cost={},
+        eps=0.1,
     ).set_index("target")
     assert two.loc["hyper", "trials_to_within_mean"] == pytest.approx((2 + 3) / 2)
     assert two.loc["hyper", "cost_to_within_mean"] == pytest.approx((2.0 + 6.0) / 2)

@@ -57,8 +57,9 @@ def hand_table() -> FidelityTable:
 
 
 def run(strategy, workers=1, budget=3, **kw):
-    return search_fidelity(hand_table(), [strategy], budget=budget, seeds=[0], maximize=True, workers=workers,
-                           reduction_factor=3, **kw)
+    return search_fidelity(
+        hand_table(), [strategy], budget=budget, seeds=[0], maximize=True, workers=workers, reduction_factor=3, **kw
+    )
 
 
 def test_fidelity_steps_are_a_geometric_series_ending_at_full_training() -> None:
@@ -122,9 +123,15 @@ def test_a_pruned_trial_is_never_the_best_even_with_a_better_low_fidelity_value(
     table = FidelityTable.from_frame(pd.DataFrame(rows), ["psnr"], 1)
     # ThresholdPruner(upper=8) stops λ = 0 at step 3 (9 > 8), after it reported 9: better than the 3 of the
     # complete trial, but from a model trained for 3 of 9 steps, so not a result
-    t = search_fidelity(table, ["test-sequence+ThresholdPruner"], budget=2, seeds=[0], maximize=True,
-                        strategy_params={"test-sequence": {"seq": [1.0, 0.0]}},
-                        pruner_params={"ThresholdPruner": {"upper": 8.0}})
+    t = search_fidelity(
+        table,
+        ["test-sequence+ThresholdPruner"],
+        budget=2,
+        seeds=[0],
+        maximize=True,
+        strategy_params={"test-sequence": {"seq": [1.0, 0.0]}},
+        pruner_params={"ThresholdPruner": {"upper": 8.0}},
+    )
     assert t["state"].tolist() == ["COMPLETE", "PRUNED"] and t["step"].tolist() == [9, 3]
     assert t["objective"].tolist() == [3.0, 9.0] and t["cost_seconds"].tolist() == [9.0, 3.0]
     assert t["best_so_far"].tolist() == [3.0, 3.0] and t["best_lam1"].tolist() == [1.0, 1.0]
@@ -161,8 +168,15 @@ def test_grid_stops_when_its_grid_is_exhausted_with_workers() -> None:
     from hyperrecon.strategies import grid_axis
 
     a, b = np.meshgrid([0.0, 1.0], [0.0, 1.0], indexing="ij")
-    frame = pd.DataFrame({"lam1": a.ravel(), "lam2": b.ravel(), "step": 1, "train_seconds": [1.0, 2.0, 3.0, 4.0],
-                          "psnr": [1.0, 2.0, 3.0, 4.0]})
+    frame = pd.DataFrame(
+        {
+            "lam1": a.ravel(),
+            "lam2": b.ravel(),
+            "step": 1,
+            "train_seconds": [1.0, 2.0, 3.0, 4.0],
+            "psnr": [1.0, 2.0, 3.0, 4.0],
+        }
+    )
     table = FidelityTable.from_frame(frame, ["psnr"], 2)
     t = search_fidelity(table, ["grid"], budget=10, seeds=[0], maximize=True, workers=4)
     axis = grid_axis(2, 10)  # 3 per axis: 9 points < budget 10
@@ -176,8 +190,14 @@ def test_grid_stops_when_its_grid_is_exhausted_with_workers() -> None:
 
 
 def test_samplers_and_pruners_by_optuna_class_name() -> None:
-    t = search_fidelity(hand_table(), ["RandomSampler+ThresholdPruner"], budget=6, seeds=[1], maximize=True,
-                        pruner_params={"ThresholdPruner": {"lower": 2.5}})
+    t = search_fidelity(
+        hand_table(),
+        ["RandomSampler+ThresholdPruner"],
+        budget=6,
+        seeds=[1],
+        maximize=True,
+        pruner_params={"ThresholdPruner": {"lower": 2.5}},
+    )
     # ThresholdPruner(lower=2.5) stops every trial whose value falls below 2.5 at a step before the last
     for _, r in t.iterrows():
         if r.lam1 == 0.5:
@@ -204,10 +224,12 @@ def test_fidelity_table_needs_every_step_of_every_baseline() -> None:
 
 
 def test_replays_are_deterministic_per_seed() -> None:
-    a = search_fidelity(hand_table(), ["tpe+hyperband", "random+successive-halving"], budget=8, seeds=[3, 4],
-                        maximize=True, workers=4)
-    b = search_fidelity(hand_table(), ["tpe+hyperband", "random+successive-halving"], budget=8, seeds=[3, 4],
-                        maximize=True, workers=4)
+    a = search_fidelity(
+        hand_table(), ["tpe+hyperband", "random+successive-halving"], budget=8, seeds=[3, 4], maximize=True, workers=4
+    )
+    b = search_fidelity(
+        hand_table(), ["tpe+hyperband", "random+successive-halving"], budget=8, seeds=[3, 4], maximize=True, workers=4
+    )
     pd.testing.assert_frame_equal(a, b)
     assert not math.isnan(a["best_so_far"].iloc[-1])
 
@@ -261,9 +283,16 @@ def test_training_probes_pause_the_clock_and_leave_training_unchanged() -> None:
 def test_a_search_does_not_depend_on_the_run_it_belongs_to() -> None:
     # Hyperband assigns brackets by a hash of the study name: the run id stays out of the name the search runs
     # under, so an interrupted and resumed run (or another run) replays the same trials
-    a = search_fidelity(hand_table(), ["random+hyperband", "tpe+hyperband"], budget=12, seeds=[0, 1], maximize=True,
-                        run_id="run-one")
-    b = search_fidelity(hand_table(), ["random+hyperband", "tpe+hyperband"], budget=12, seeds=[0, 1], maximize=True,
-                        run_id="another-run")
+    a = search_fidelity(
+        hand_table(), ["random+hyperband", "tpe+hyperband"], budget=12, seeds=[0, 1], maximize=True, run_id="run-one"
+    )
+    b = search_fidelity(
+        hand_table(),
+        ["random+hyperband", "tpe+hyperband"],
+        budget=12,
+        seeds=[0, 1],
+        maximize=True,
+        run_id="another-run",
+    )
     pd.testing.assert_frame_equal(a.drop(columns="study"), b.drop(columns="study"))
     assert a.study.str.contains("run-one").all() and b.study.str.contains("another-run").all()

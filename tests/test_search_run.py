@@ -65,8 +65,9 @@ def test_fidelity_table_and_multi_fidelity_costs(run_dir: Path) -> None:
         reached = [s for s in steps if s <= r.step] if r.pruner != "none" else [steps[-1]]
         expect = by_cell[(r.lam1, int(r.step))].train_seconds + sum(by_cell[(r.lam1, s)].eval_seconds for s in reached)
         assert r.cost_seconds == pytest.approx(expect)
-        assert r.full_cost_seconds == pytest.approx(by_cell[(r.lam1, steps[-1])].train_seconds
-                                                    + by_cell[(r.lam1, steps[-1])].eval_seconds)
+        assert r.full_cost_seconds == pytest.approx(
+            by_cell[(r.lam1, steps[-1])].train_seconds + by_cell[(r.lam1, steps[-1])].eval_seconds
+        )
     pruned = mf[mf.state == "PRUNED"]
     assert len(pruned) and (pruned.cost_seconds < pruned.full_cost_seconds).all() and (pruned.step < steps[-1]).all()
     sha = mf[mf.pruner == "successive-halving"]
@@ -85,8 +86,11 @@ def test_the_run_storage_lists_its_search_studies(run_dir: Path) -> None:
     conditional = [m for m, k, _ in recon_models(study) if k != "baseline"]
     n_pairs = len(s.objective_pairs)  # the knee phantom has labels: the Dice pair runs too
     n_workers = len([w for w in s.workers if w > 1])
-    expected = (len(s.strategies) * s.seeds * (1 + n_workers) + n_pairs * len(s.mo_strategies) * s.seeds
-                + len(conditional) * (len(model_strategies(study)) + n_pairs * len(s.mo_strategies)) * s.model_seeds)
+    expected = (
+        len(s.strategies) * s.seeds * (1 + n_workers)
+        + n_pairs * len(s.mo_strategies) * s.seeds
+        + len(conditional) * (len(model_strategies(study)) + n_pairs * len(s.mo_strategies)) * s.model_seeds
+    )
     assert len(names) == len(set(names)) == expected
     search = pd.read_csv(run_dir / "search.csv")
     assert set(search.study) <= set(names)
@@ -103,9 +107,17 @@ def test_the_run_storage_lists_its_search_studies(run_dir: Path) -> None:
 @pytest.mark.slow
 def test_the_report_has_bands_ranking_and_pareto(run_dir: Path) -> None:
     text = (run_dir / "report.md").read_text()
-    for needle in ("figures/search.png", "95% t-interval", "### Ranking at equal device time", "Friedman",
-                   "### Multi-fidelity: what early stopping saved", "figures/search-pareto.png",
-                   "figures/search-hypervolume.png", "figures/search-parallel.png", "#### Which λ to pick for Dice"):
+    for needle in (
+        "figures/search.png",
+        "95% t-interval",
+        "### Ranking at equal device time",
+        "Friedman",
+        "### Multi-fidelity: what early stopping saved",
+        "figures/search-pareto.png",
+        "figures/search-hypervolume.png",
+        "figures/search-parallel.png",
+        "#### Which λ to pick for Dice",
+    ):
         assert needle in text, needle
     for name in ("search.png", "search-regret.png", "search-pareto.png", "search-hypervolume.png"):
         assert (run_dir / "figures" / name).stat().st_size > 10_000

@@ -33,9 +33,21 @@ def _runs(spec: dict[str, list[list[tuple[float, float]]]]) -> pd.DataFrame:
                 start = cum
                 cum += cost
                 best = max(best, obj)
-                rows.append({"target": "baselines", "strategy": strategy, "seed": seed, "trial": i, "objective": obj,
-                             "cost_seconds": cost, "cum_cost_seconds": cum, "best_so_far": best,
-                             "start_seconds": start, "end_seconds": cum, "state": "COMPLETE"})
+                rows.append(
+                    {
+                        "target": "baselines",
+                        "strategy": strategy,
+                        "seed": seed,
+                        "trial": i,
+                        "objective": obj,
+                        "cost_seconds": cost,
+                        "cum_cost_seconds": cum,
+                        "best_so_far": best,
+                        "start_seconds": start,
+                        "end_seconds": cum,
+                        "state": "COMPLETE",
+                    }
+                )
     return pd.DataFrame(rows)
 
 
@@ -58,9 +70,11 @@ def test_anytime_curve_is_the_mean_of_step_functions_with_a_t_band() -> None:
 def test_ranking_at_the_common_budget_with_friedman_and_post_hoc() -> None:
     # budget T = smallest total cost = 2 (strategy c). Best-so-far at T per seed:
     # a: 5, 6, 7, 8   b: 4, 5, 6, 7   c: 1, 2, 3, 9
-    spec = {"a": [[(1, v), (5, 0.0)] for v in (5, 6, 7, 8)],
-            "b": [[(2, v), (5, 100.0)] for v in (4, 5, 6, 7)],
-            "c": [[(1, v), (1, 0.0)] for v in (1, 2, 3, 9)]}
+    spec = {
+        "a": [[(1, v), (5, 0.0)] for v in (5, 6, 7, 8)],
+        "b": [[(2, v), (5, 100.0)] for v in (4, 5, 6, 7)],
+        "c": [[(1, v), (1, 0.0)] for v in (1, 2, 3, 9)],
+    }
     r = rank_strategies(_runs(spec), maximize=True).set_index("strategy")
     assert (r.budget_seconds == 2.0).all()
     # ranks per seed (1 = best): seeds 0-2: a 1, b 2, c 3; seed 3: c 1, a 2, b 3
@@ -87,9 +101,17 @@ def test_a_search_with_nothing_finished_by_the_budget_ranks_last() -> None:
 
 def test_time_to_target_wall_and_device_seconds() -> None:
     # two workers: trials [0, 4], [0, 2], [2, 5]; the target 3.0 is first reached by the trial ending at 4
-    t = pd.DataFrame({"target": "baselines", "strategy": "s", "seed": 0, "workers": 2,
-                      "start_seconds": [0.0, 0.0, 2.0], "end_seconds": [2.0, 4.0, 5.0],
-                      "best_so_far": [1.0, 3.0, 3.0]})
+    t = pd.DataFrame(
+        {
+            "target": "baselines",
+            "strategy": "s",
+            "seed": 0,
+            "workers": 2,
+            "start_seconds": [0.0, 0.0, 2.0],
+            "end_seconds": [2.0, 4.0, 5.0],
+            "best_so_far": [1.0, 3.0, 3.0],
+        }
+    )
     assert device_seconds_by(t, 4.0) == 2.0 + 4.0 + 2.0
     tt = time_to_target(t, 3.0, maximize=True, group=("target", "strategy", "workers")).iloc[0]
     assert (tt.wall_mean, tt.device_mean, tt.frac_reached) == (4.0, 8.0, 1.0)
@@ -127,9 +149,25 @@ def _mo_rows() -> pd.DataFrame:
     rows = []
     for i, lam in enumerate([0.0, 0.5, 1.0, 0.5]):
         p, h = vals[lam]
-        rows.append({"target": "baselines", "objectives": "psnr,hfen", "strategy": "nsga2", "seed": 0, "trial": i,
-                     "lam1": lam, "lam2": np.nan, "metric1": "psnr", "value1": p, "metric2": "hfen", "value2": h,
-                     "state": "COMPLETE", "cost_seconds": 1.0, "cum_cost_seconds": i + 1.0, "end_seconds": i + 1.0})
+        rows.append(
+            {
+                "target": "baselines",
+                "objectives": "psnr,hfen",
+                "strategy": "nsga2",
+                "seed": 0,
+                "trial": i,
+                "lam1": lam,
+                "lam2": np.nan,
+                "metric1": "psnr",
+                "value1": p,
+                "metric2": "hfen",
+                "value2": h,
+                "state": "COMPLETE",
+                "cost_seconds": 1.0,
+                "cum_cost_seconds": i + 1.0,
+                "end_seconds": i + 1.0,
+            }
+        )
     return pd.DataFrame(rows)
 
 

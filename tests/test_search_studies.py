@@ -24,17 +24,43 @@ def _table() -> FidelityTable:
     rows = []
     for lam in (0.0, 0.5, 1.0):
         for step, frac in ((1, 1 / 9), (3, 1 / 3), (9, 1.0)):
-            rows.append({"lam1": lam, "step": step, "train_seconds": 10 * frac * (1 + lam), "eval_seconds": 0.5,
-                         "psnr": 30 - 10 * (lam - 0.4) ** 2 - 3 * (1 - frac), "hfen": 0.2 + 0.1 * lam - 0.05 * frac})
+            rows.append(
+                {
+                    "lam1": lam,
+                    "step": step,
+                    "train_seconds": 10 * frac * (1 + lam),
+                    "eval_seconds": 0.5,
+                    "psnr": 30 - 10 * (lam - 0.4) ** 2 - 3 * (1 - frac),
+                    "hfen": 0.2 + 0.1 * lam - 0.05 * frac,
+                }
+            )
     return FidelityTable.from_frame(pd.DataFrame(rows), ["psnr", "hfen"], 1)
 
 
 def _searches(run_id: str):
     studies: list = []
-    trials = search_fidelity(_table(), ["tpe", "random+hyperband"], budget=6, seeds=[0, 1], maximize=True,
-                             metric="psnr", run_id=run_id, studies_out=studies)
-    mo = search_multi(replay_evaluator(_table(), ["psnr", "hfen"]), ["psnr", "hfen"], [True, False], ["nsga2"],
-                      budget=6, seeds=[0], n_lams=1, target="baselines", run_id=run_id, studies_out=studies)
+    trials = search_fidelity(
+        _table(),
+        ["tpe", "random+hyperband"],
+        budget=6,
+        seeds=[0, 1],
+        maximize=True,
+        metric="psnr",
+        run_id=run_id,
+        studies_out=studies,
+    )
+    mo = search_multi(
+        replay_evaluator(_table(), ["psnr", "hfen"]),
+        ["psnr", "hfen"],
+        [True, False],
+        ["nsga2"],
+        budget=6,
+        seeds=[0],
+        n_lams=1,
+        target="baselines",
+        run_id=run_id,
+        studies_out=studies,
+    )
     return trials, mo, studies
 
 
@@ -70,11 +96,16 @@ def test_studies_are_saved_next_to_the_ledger_and_load_with_their_costs(tmp_path
         assert t.params["lam0"] == pytest.approx(r.suggested_lam1)
         assert max(t.intermediate_values, default=r.step) <= r.step
     attrs = study.user_attrs
-    assert (attrs["target"], attrs["strategy"], attrs["pruner"], attrs["seed"]) == ("baselines", "random+hyperband",
-                                                                                    "hyperband", 1)
+    assert (attrs["target"], attrs["strategy"], attrs["pruner"], attrs["seed"]) == (
+        "baselines",
+        "random+hyperband",
+        "hyperband",
+        1,
+    )
     assert attrs["fidelity_steps"] == [1, 3, 9] and attrs["objectives"] == ["psnr"]
-    mo_study = optuna.load_study(study_name=study_name("run-a", "baselines", "nsga2", 0, objectives=["psnr", "hfen"]),
-                                 storage=storage)
+    mo_study = optuna.load_study(
+        study_name=study_name("run-a", "baselines", "nsga2", 0, objectives=["psnr", "hfen"]), storage=storage
+    )
     assert mo_study.directions == [optuna.study.StudyDirection.MAXIMIZE, optuna.study.StudyDirection.MINIMIZE]
     assert mo_study.metric_names == ["psnr", "hfen"] and len(mo_study.trials) == 6
 

@@ -107,8 +107,11 @@ def test_docs_list_every_variable() -> None:
     for name in settings.VARIABLES:
         assert f"`{name}`" in doc
     src = Path(__file__).resolve().parents[1] / "hyperrecon"
-    readers = [p for p in src.rglob("*.py") if "environ.get(\"HRBENCH" in p.read_text(encoding="utf-8")
-               or "getenv(\"HRBENCH" in p.read_text(encoding="utf-8")]
+    readers = [
+        p
+        for p in src.rglob("*.py")
+        if 'environ.get("HRBENCH' in p.read_text(encoding="utf-8") or 'getenv("HRBENCH' in p.read_text(encoding="utf-8")
+    ]
     assert [p.name for p in readers] == ["settings.py"] or not readers  # only settings.py reads them
 
 

@@ -32,7 +32,7 @@ def _check_run(run_dir: Path, study_name: str) -> None:
     assert set(results.model) == models
     assert results.value.notna().all()
     # Conditional models are evaluated over the whole evaluation grid, baselines at their own λ.
-    n_grid = study.evaluation.grid_points ** study.n_lams
+    n_grid = study.evaluation.grid_points**study.n_lams
     for name, kind, params in recon_models(study):
         sub = results[(results.model == name) & (results.metric == "psnr")]
         n_lams = len(sub.groupby(lam_cols, dropna=False))
@@ -55,7 +55,7 @@ def test_every_study_runs_end_to_end_under_smoke(tmp_path: Path, study_name: str
     out = tmp_path / "run"
     result = runner.invoke(app, ["run", "--study", study_name, "--profile", "smoke", "--out", str(out), "--json"])
     assert result.exit_code == 0, result.output
-    summary = json.loads(result.stdout[result.stdout.index("{"):])
+    summary = json.loads(result.stdout[result.stdout.index("{") :])
     assert summary["study"] == study_name and Path(summary["report"]).exists()
     _check_run(out, study_name)
 
@@ -72,8 +72,9 @@ def test_resume_finishes_without_repeating_jobs(tmp_path: Path) -> None:
     first = {p.name: p.stat().st_mtime_ns for p in (out / "jobs").glob("*.json")}
     assert len(first) == 4
 
-    result = runner.invoke(app, ["run", "--study", "sl-knee-denoise", "--profile", "smoke", "--out", str(out),
-                                 "--resume", "--no-report"])
+    result = runner.invoke(
+        app, ["run", "--study", "sl-knee-denoise", "--profile", "smoke", "--out", str(out), "--resume", "--no-report"]
+    )
     assert result.exit_code == 0, result.output
     again = {p.name: p.stat().st_mtime_ns for p in (out / "jobs").glob("*.json")}
     assert all(again[name] == mtime for name, mtime in first.items())  # finished jobs were not redone
@@ -117,6 +118,7 @@ def test_new_run_refuses_a_non_empty_folder(tmp_path: Path) -> None:
 
 
 def test_resume_without_a_run(tmp_path: Path) -> None:
-    result = runner.invoke(app, ["run", "--study", "ao-knee", "--profile", "smoke", "--out", str(tmp_path / "none"),
-                                 "--resume"])
+    result = runner.invoke(
+        app, ["run", "--study", "ao-knee", "--profile", "smoke", "--out", str(tmp_path / "none"), "--resume"]
+    )
     assert result.exit_code == 1 and "no run to resume" in result.output

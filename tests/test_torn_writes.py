@@ -37,8 +37,13 @@ def finished(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("torn") / "run"
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
     env.pop("HRBENCH_HOST_ID", None)
-    proc = subprocess.run([sys.executable, "-m", "hyperrecon.cli", "run", *STUDY, "--out", str(out), "--no-report"],
-                          env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-m", "hyperrecon.cli", "run", *STUDY, "--out", str(out), "--no-report"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr
     return out
 
@@ -121,8 +126,11 @@ def equal_results(a: Path, b: Path) -> None:
 def _results_only(obj):
     """summary.json without what names the folder or measures time (the rest must be equal after a resume)."""
     if isinstance(obj, dict):
-        return {k: _results_only(v) for k, v in obj.items()
-                if k not in ("run_dir", "storage", "run_id") and "seconds" not in k}
+        return {
+            k: _results_only(v)
+            for k, v in obj.items()
+            if k not in ("run_dir", "storage", "run_id") and "seconds" not in k
+        }
     if isinstance(obj, list):
         return [_results_only(v) for v in obj]
     return obj
@@ -130,17 +138,21 @@ def _results_only(obj):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("where", ["last-1", "last-half", "last-but-newline", "mid-run"])
-def test_resume_after_a_torn_ledger_gives_the_uninterrupted_result(finished: Path, tmp_path: Path, where: str,
-                                                                    caplog: pytest.LogCaptureFixture) -> None:
+def test_resume_after_a_torn_ledger_gives_the_uninterrupted_result(
+    finished: Path, tmp_path: Path, where: str, caplog: pytest.LogCaptureFixture
+) -> None:
     run = tmp_path / "run"
     shutil.copytree(finished, run)
     for name in ("results.csv", "search.csv", "search_summary.csv", "summary.json"):
         (run / name).unlink()  # made again by the resume
     lines = records(run / "ledger.journal")
-    n, offset = {"last-1": (len(lines) - 1, 1), "last-half": (len(lines) - 1, len(lines[-1]) // 2),
-                 "last-but-newline": (len(lines) - 1, len(lines[-1]) - 1),
-                 # a crash in the middle of the run: every record after the torn one is lost too
-                 "mid-run": (int(len(lines) * 0.6), 17)}[where]
+    n, offset = {
+        "last-1": (len(lines) - 1, 1),
+        "last-half": (len(lines) - 1, len(lines[-1]) // 2),
+        "last-but-newline": (len(lines) - 1, len(lines[-1]) - 1),
+        # a crash in the middle of the run: every record after the torn one is lost too
+        "mid-run": (int(len(lines) * 0.6), 17),
+    }[where]
     torn = cut(run, n, offset)
     result = runner.invoke(app, ["run", *STUDY, "--out", str(run), "--resume", "--no-report"])
     assert result.exit_code == 0, result.output
@@ -184,15 +196,19 @@ def test_a_writer_killed_at_any_byte_leaves_the_old_file(tmp_path: Path, writer:
     if writer == "csv":
         new = pd.DataFrame({"model": ["b"] * 50, "value": np.linspace(0, 1, 50)})
         pd.DataFrame({"model": ["a"], "value": [1.0]}).to_csv(target, index=False)
-        call = ("import pandas as pd, numpy as np; hio.write_csv(sys.argv[1], pd.DataFrame("
-                "{'model': ['b'] * 50, 'value': np.linspace(0, 1, 50)}))")
+        call = (
+            "import pandas as pd, numpy as np; hio.write_csv(sys.argv[1], pd.DataFrame("
+            "{'model': ['b'] * 50, 'value': np.linspace(0, 1, 50)}))"
+        )
         size = len(new.to_csv(index=False).encode())
     else:
         from hyperrecon.checkpoints import save_checkpoint
 
         save_checkpoint(target, {"w": torch.zeros(3)})
-        call = ("import torch; from hyperrecon.checkpoints import save_checkpoint; "
-                "save_checkpoint(sys.argv[1], {'w': torch.ones(300)})")
+        call = (
+            "import torch; from hyperrecon.checkpoints import save_checkpoint; "
+            "save_checkpoint(sys.argv[1], {'w': torch.ones(300)})"
+        )
         size = 1500
     before = target.read_bytes()
     script = tmp_path / "killed.py"

@@ -31,8 +31,9 @@ N, SIZE = 12, 16
 def images(seed: int = 0, n: int = N) -> torch.Tensor:
     """Smooth blobs in [0, 1], (n, 1, 16, 16)."""
     g = torch.Generator().manual_seed(seed)
-    yy, xx = torch.meshgrid(torch.arange(SIZE, dtype=torch.float32), torch.arange(SIZE, dtype=torch.float32),
-                            indexing="ij")
+    yy, xx = torch.meshgrid(
+        torch.arange(SIZE, dtype=torch.float32), torch.arange(SIZE, dtype=torch.float32), indexing="ij"
+    )
     c = torch.rand(n, 2, generator=g) * 8 + 4
     r = torch.rand(n, generator=g) * 3 + 2
     d2 = (yy - c[:, 0, None, None]) ** 2 + (xx - c[:, 1, None, None]) ** 2
@@ -115,8 +116,9 @@ def test_segmentation_unet_learns() -> None:
 def test_bf16_channels_last_cosine_and_clip_run() -> None:
     torch.manual_seed(0)
     model, task = HyperUNet(n_lams=1, hnet_width=2, width=4), sl_task()
-    settings = TrainSettings(steps=6, batch_size=4, precision="bf16", channels_last=True, lr_schedule="cosine",
-                             grad_clip=1.0, log_every=3)
+    settings = TrainSettings(
+        steps=6, batch_size=4, precision="bf16", channels_last=True, lr_schedule="cosine", grad_clip=1.0, log_every=3
+    )
     result = train(model, task, UniformSampler(), settings)
     assert all(torch.isfinite(p).all() for p in model.parameters())
     assert result.history[-1]["lr"] == pytest.approx(0.0, abs=1e-12)  # cosine ends at 0
@@ -179,8 +181,14 @@ def test_resume_reproduces_an_uninterrupted_run(tmp_path: Path, schedule: str, k
     torch.manual_seed(123)  # a differently initialised model: everything must come from the checkpoint
     second = HyperUNet(n_lams=n_lams, hnet_width=2, width=4)
     events: list[tuple[str, int]] = []
-    resumed = train(second, task, make_sampler(), settings, checkpoint_path=ckpt,
-                    callbacks=[lambda e, i: events.append((e, i.get("step", -1)))])
+    resumed = train(
+        second,
+        task,
+        make_sampler(),
+        settings,
+        checkpoint_path=ckpt,
+        callbacks=[lambda e, i: events.append((e, i.get("step", -1)))],
+    )
     assert events[0] == ("start", 4) and events[-1] == ("end", 10)
     ref_params, got = params_of(whole), params_of(second)
     for k in ref_params:
@@ -201,13 +209,17 @@ def test_resume_with_other_batch_size_is_refused(tmp_path: Path) -> None:
     ckpt = tmp_path / "c.pt"
     train(UNet(width=4), sl_task(), FixedSampler(0.0), TrainSettings(steps=2, batch_size=4), checkpoint_path=ckpt)
     with pytest.raises(CheckpointError, match="batch_size"):
-        train(UNet(width=4), sl_task(), FixedSampler(0.0), TrainSettings(steps=4, batch_size=2),
-              checkpoint_path=ckpt)
+        train(UNet(width=4), sl_task(), FixedSampler(0.0), TrainSettings(steps=4, batch_size=2), checkpoint_path=ckpt)
     with pytest.raises(CheckpointError, match=str(ckpt)):  # another architecture
-        train(UNet(width=8), sl_task(), FixedSampler(0.0), TrainSettings(steps=4, batch_size=4),
-              checkpoint_path=ckpt)
-    train(UNet(width=8), sl_task(), FixedSampler(0.0), TrainSettings(steps=1, batch_size=4),
-          checkpoint_path=ckpt, resume=False)  # start afresh overwrites
+        train(UNet(width=8), sl_task(), FixedSampler(0.0), TrainSettings(steps=4, batch_size=4), checkpoint_path=ckpt)
+    train(
+        UNet(width=8),
+        sl_task(),
+        FixedSampler(0.0),
+        TrainSettings(steps=1, batch_size=4),
+        checkpoint_path=ckpt,
+        resume=False,
+    )  # start afresh overwrites
 
 
 # ------------------------------------------------------------------------------------------ checkpoints
@@ -215,8 +227,13 @@ def test_resume_with_other_batch_size_is_refused(tmp_path: Path) -> None:
 
 def test_checkpoint_is_atomic_and_weights_only(tmp_path: Path) -> None:
     ckpt = tmp_path / "sub" / "model.pt"
-    train(UNet(width=4), sl_task(), FixedSampler(1.0), TrainSettings(steps=3, batch_size=4, checkpoint_every=1),
-          checkpoint_path=ckpt)
+    train(
+        UNet(width=4),
+        sl_task(),
+        FixedSampler(1.0),
+        TrainSettings(steps=3, batch_size=4, checkpoint_every=1),
+        checkpoint_path=ckpt,
+    )
     assert os.listdir(ckpt.parent) == ["model.pt"]  # no temporary files left behind
     umask = os.umask(0o022)
     os.umask(umask)
@@ -238,8 +255,9 @@ def test_corrupt_or_truncated_checkpoint_raises_checkpoint_error(tmp_path: Path)
             load_checkpoint(path)
         assert "\n" not in str(info.value)
         with pytest.raises(CheckpointError, match=str(path)):
-            train(UNet(width=4), sl_task(), FixedSampler(0.5), TrainSettings(steps=1, batch_size=4),
-                  checkpoint_path=path)
+            train(
+                UNet(width=4), sl_task(), FixedSampler(0.5), TrainSettings(steps=1, batch_size=4), checkpoint_path=path
+            )
     with pytest.raises(CheckpointError, match="lacks"):
         load_checkpoint(good)
     save_checkpoint(good, {"format_version": 99})
@@ -309,11 +327,25 @@ def test_settings_and_task_validation() -> None:
 def test_callbacks_see_every_event_in_order(tmp_path: Path) -> None:
     events: list[tuple[str, int]] = []
     settings = TrainSettings(steps=4, batch_size=4, log_every=2, checkpoint_every=3)
-    train(UNet(width=4), sl_task(), FixedSampler(0.5), settings, checkpoint_path=tmp_path / "c.pt",
-          callbacks=[lambda event, info: events.append((event, info["step"]))])
+    train(
+        UNet(width=4),
+        sl_task(),
+        FixedSampler(0.5),
+        settings,
+        checkpoint_path=tmp_path / "c.pt",
+        callbacks=[lambda event, info: events.append((event, info["step"]))],
+    )
     assert events == [
-        ("start", 0), ("step", 1), ("log", 2), ("step", 2), ("step", 3), ("checkpoint", 3),
-        ("log", 4), ("step", 4), ("checkpoint", 4), ("end", 4),
+        ("start", 0),
+        ("step", 1),
+        ("log", 2),
+        ("step", 2),
+        ("step", 3),
+        ("checkpoint", 3),
+        ("log", 4),
+        ("step", 4),
+        ("checkpoint", 4),
+        ("end", 4),
     ]
 
 

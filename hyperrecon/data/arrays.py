@@ -43,9 +43,7 @@ def _read(f: Path) -> tuple[np.ndarray, np.ndarray | None]:
                 elif len(names) == 1:
                     images = z[names[0]]
                 else:
-                    raise DataError(
-                        f"{f}: no key 'images' among {names}; expected keys 'images' [+ 'labels']"
-                    )
+                    raise DataError(f"{f}: no key 'images' among {names}; expected keys 'images' [+ 'labels']")
                 labels = z["labels"] if "labels" in names else None
             return images, labels
         if f.suffix == ".npy":
@@ -53,9 +51,7 @@ def _read(f: Path) -> tuple[np.ndarray, np.ndarray | None]:
     except DataError:
         raise
     except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as exc:
-        raise DataError(
-            f"{f}: cannot read ({type(exc).__name__}: {exc}); expected an intact .npy/.npz file"
-        ) from exc
+        raise DataError(f"{f}: cannot read ({type(exc).__name__}: {exc}); expected an intact .npy/.npz file") from exc
     raise DataError(f"{f}: unsupported file type '{f.suffix}'; expected .npy or .npz")
 
 
@@ -76,9 +72,7 @@ def normalise(image: np.ndarray, how: str, where: str) -> np.ndarray:
         return ((image - lo) / (hi - lo)).astype(np.float32) if hi > lo else np.zeros_like(image, np.float32)
     if how == "max":
         if float(image.min()) < 0:
-            raise DataError(
-                f"{where}: negative intensities; expected magnitude images >= 0 (or normalize='minmax')"
-            )
+            raise DataError(f"{where}: negative intensities; expected magnitude images >= 0 (or normalize='minmax')")
         peak = float(image.max())
         return (image / peak).astype(np.float32) if peak > 0 else image.astype(np.float32)
     if float(image.min()) < 0 or float(image.max()) > 1:
@@ -152,9 +146,7 @@ class Arrays(DatasetSource):
         images, labels = _read(f)
         if self.labels_file is not None:
             if labels is not None:
-                raise DataError(
-                    f"{f}: has 'labels' and labels_path is set too; expected one source of labels"
-                )
+                raise DataError(f"{f}: has 'labels' and labels_path is set too; expected one source of labels")
             labels, _ = _read(self.labels_file)
         images = _as_stack(images, f, "images")
         if not np.issubdtype(images.dtype, np.number) or np.iscomplexobj(images):
@@ -165,16 +157,12 @@ class Arrays(DatasetSource):
         if labels is not None:
             labels = _as_stack(labels, lf, "labels")
             if labels.shape != images.shape:
-                raise DataError(
-                    f"{lf}: labels have shape {labels.shape} but images {images.shape}; expected equal"
-                )
+                raise DataError(f"{lf}: labels have shape {labels.shape} but images {images.shape}; expected equal")
             if not np.issubdtype(labels.dtype, np.integer):
                 if not np.all(np.isfinite(labels)) or not np.all(labels == np.round(labels)):
                     raise DataError(f"{lf}: labels are not integers; expected class indices 0..K-1")
             if labels.size and (labels.min() < 0 or labels.max() > 255):
-                raise DataError(
-                    f"{lf}: labels span [{labels.min()}, {labels.max()}]; expected class indices 0..255"
-                )
+                raise DataError(f"{lf}: labels span [{labels.min()}, {labels.max()}]; expected class indices 0..255")
             labels = labels.astype(np.uint8)
         keep = np.flatnonzero(anatomy_mask(images))
         n = len(keep)

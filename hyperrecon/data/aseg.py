@@ -121,9 +121,7 @@ def merge_aseg(aseg: np.ndarray, where: str) -> np.ndarray:
             raise DataError(f"{where}: aseg has non-integer values; expected FreeSurfer label codes")
     codes = aseg.astype(np.int64)
     if codes.min() < 0:
-        raise DataError(
-            f"{where}: aseg has negative value {codes.min()}; expected FreeSurfer label codes >= 0"
-        )
+        raise DataError(f"{where}: aseg has negative value {codes.min()}; expected FreeSurfer label codes >= 0")
     inside = codes < _LUT_SIZE
     out = np.full(codes.shape, _UNKNOWN, dtype=np.uint8)
     out[inside] = _LUT[codes[inside]]

@@ -34,7 +34,9 @@ SPLIT_NAMES = ("train", "val", "test")
 
 @dataclass
 class Split:
-    """One split: ``images`` float32 ``(N, H, W)`` in [0, 1]; ``labels`` uint8 ``(N, H, W)`` or None; ``ids`` N strings."""
+    """One split: ``images`` float32 ``(N, H, W)`` in [0, 1]; ``labels`` uint8 ``(N, H, W)`` or None; ``ids`` N
+    strings.
+    """
 
     images: np.ndarray
     labels: np.ndarray | None
@@ -77,9 +79,7 @@ class DataBundle:
 # slice-level helpers
 
 
-def has_anatomy(
-    image: np.ndarray, *, rel_threshold: float = REL_THRESHOLD, min_fraction: float = MIN_FRACTION
-) -> bool:
+def has_anatomy(image: np.ndarray, *, rel_threshold: float = REL_THRESHOLD, min_fraction: float = MIN_FRACTION) -> bool:
     """True when >= ``min_fraction`` of the pixels of ``image`` (H, W) exceed ``rel_threshold`` * max."""
     peak = float(np.max(image)) if image.size else 0.0
     if not np.isfinite(peak) or peak <= 0:
@@ -151,9 +151,7 @@ def empty_split(size: int, with_labels: bool) -> Split:
     )
 
 
-def stack_split(
-    images: list[np.ndarray], labels: list[np.ndarray] | None, ids: list[str], size: int
-) -> Split:
+def stack_split(images: list[np.ndarray], labels: list[np.ndarray] | None, ids: list[str], size: int) -> Split:
     """Stack per-slice arrays into a :class:`Split` (float32 images, uint8 labels)."""
     if not images:
         return empty_split(size, labels is not None)
@@ -213,28 +211,21 @@ def validate_bundle(bundle: DataBundle, where: str) -> None:
         if lo < 0.0 or hi > 1.0:
             raise DataError(f"{where}: {name} images span [{lo:.4g}, {hi:.4g}]; expected values in [0, 1]")
         if len(split.ids) != len(split):
-            raise DataError(
-                f"{where}: {name} has {len(split.ids)} ids for {len(split)} slices; expected one id each"
-            )
+            raise DataError(f"{where}: {name} has {len(split.ids)} ids for {len(split)} slices; expected one id each")
         if split.labels is not None:
             if split.labels.shape != imgs.shape:
                 raise DataError(
                     f"{where}: {name} labels have shape {split.labels.shape} but images {imgs.shape}; "
                     "expected equal shapes"
                 )
-            if (
-                bundle.n_classes is not None
-                and split.labels.size
-                and int(split.labels.max()) >= bundle.n_classes
-            ):
+            if bundle.n_classes is not None and split.labels.size and int(split.labels.max()) >= bundle.n_classes:
                 raise DataError(
-                    f"{where}: {name} labels reach {int(split.labels.max())}; expected classes 0..{bundle.n_classes - 1}"
+                    f"{where}: {name} labels reach {int(split.labels.max())}; "
+                    f"expected classes 0..{bundle.n_classes - 1}"
                 )
     seen: dict[str, str] = {}
     for name, split in bundle.splits.items():
         for i in split.ids:
             if i in seen:
-                raise DataError(
-                    f"{where}: slice id '{i}' occurs in {seen[i]} and again in {name}; expected unique ids"
-                )
+                raise DataError(f"{where}: slice id '{i}' occurs in {seen[i]} and again in {name}; expected unique ids")
             seen[i] = name

@@ -48,9 +48,7 @@ def parse_header(xml: str | bytes, where: str) -> dict[str, Any]:
     try:
         root = ET.fromstring(xml)
     except ET.ParseError as exc:
-        raise DataError(
-            f"{where}: ismrmrd_header is not valid XML ({exc}); expected an ISMRMRD header"
-        ) from exc
+        raise DataError(f"{where}: ismrmrd_header is not valid XML ({exc}); expected an ISMRMRD header") from exc
 
     def find_int(path: str) -> int:
         node = root.find("/".join(NS + p for p in path.split("/")))
@@ -115,9 +113,7 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-@DATASETS.register(
-    "fastmri-knee", description="reader: fastMRI single-coil knee .h5 files (PD/PDFS), split by patient"
-)
+@DATASETS.register("fastmri-knee", description="reader: fastMRI single-coil knee .h5 files (PD/PDFS), split by patient")
 class FastMRIKnee(DatasetSource):
     """fastMRI single-coil knee ``.h5`` reader (reconstruction_esc targets), split by patient."""
 

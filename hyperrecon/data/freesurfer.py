@@ -147,8 +147,10 @@ class FreeSurferBrain(DatasetSource):
         prefer = [self.params["image"], "orig" if self.params["image"] == "norm" else "norm"]
         found = find_files(
             root,
-            lambda f: (f.name.endswith(VOLUME_EXTS) and f.name.split(".")[0] in prefer)
-            or (SLICE_RE.match(f.name) is not None and f.parent.name != "asegs"),
+            lambda f: (
+                (f.name.endswith(VOLUME_EXTS) and f.name.split(".")[0] in prefer)
+                or (SLICE_RE.match(f.name) is not None and f.parent.name != "asegs")
+            ),
         )
         subjects: dict[str, dict[str, Any]] = {}
         owner: dict[str, Path] = {}  # subject id -> a file of it, to name both files when two layouts clash
@@ -161,9 +163,7 @@ class FreeSurferBrain(DatasetSource):
             image = next(names[f"{stem}{ext}"] for stem in prefer for ext in VOLUME_EXTS if f"{stem}{ext}" in names)
             aseg = next((d / f"aseg{ext}" for ext in VOLUME_EXTS if (d / f"aseg{ext}").is_file()), None)
             if aseg is None:
-                raise DataError(
-                    f"{d}: has {image.name} but no aseg.mgz/aseg.nii[.gz]; expected both per subject"
-                )
+                raise DataError(f"{d}: has {image.name} but no aseg.mgz/aseg.nii[.gz]; expected both per subject")
             subj_dir = d.parent if d.name == "mri" and d != base else d
             name = relative_id(subj_dir, base, strip=False)
             if name in owner:
@@ -226,13 +226,9 @@ class FreeSurferBrain(DatasetSource):
                 if a.ndim != 2:
                     raise DataError(f"{f}: slice has shape {a.shape}; expected a 2-D (H, W) slice")
                 if b.shape != a.shape:
-                    raise DataError(
-                        f"{af}: labels have shape {b.shape} but {f.name} {a.shape}; expected equal"
-                    )
+                    raise DataError(f"{af}: labels have shape {b.shape} but {f.name} {a.shape}; expected equal")
                 if imgs_l and a.shape != imgs_l[0].shape:
-                    raise DataError(
-                        f"{f}: slice has shape {a.shape}, other slices {imgs_l[0].shape}; expected equal"
-                    )
+                    raise DataError(f"{f}: slice has shape {a.shape}, other slices {imgs_l[0].shape}; expected equal")
                 imgs_l.append(a)
                 labs_l.append(merge_aseg(b, str(af)))
             imgs, labs, idx = np.stack(imgs_l), np.stack(labs_l), [i for i, _, _ in items]

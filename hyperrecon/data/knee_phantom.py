@@ -156,9 +156,7 @@ class KneeSubject:
 def sample_subject(rng: np.random.Generator) -> KneeSubject:
     """Draw one subject with realistic adult variability (sizes about +-10 %, fat 3-20 mm, pose +-6 deg)."""
     if not isinstance(rng, np.random.Generator):
-        raise ConfigError(
-            f"sample_subject: rng must be a numpy.random.Generator, but got {type(rng).__name__}"
-        )
+        raise ConfigError(f"sample_subject: rng must be a numpy.random.Generator, but got {type(rng).__name__}")
 
     def u(lo: float, hi: float) -> float:
         return float(rng.uniform(lo, hi))
@@ -384,9 +382,7 @@ def _subject_textures(subject: KneeSubject, size: int) -> dict[str, np.ndarray]:
         elif kind == "low":
             filt = np.exp(-0.5 * (fa**2 + fb**2) / f0**2)
         else:  # striation: fine across the fibres, long along them; no DC blobs
-            filt = np.exp(-0.5 * ((fa / 0.35) ** 2 + (fb / 0.025) ** 2)) * (
-                1 - np.exp(-0.5 * (fa / 0.06) ** 2)
-            )
+            filt = np.exp(-0.5 * ((fa / 0.35) ** 2 + (fb / 0.025) ** 2)) * (1 - np.exp(-0.5 * (fa / 0.06) ** 2))
         spec[i] *= filt
     out = np.fft.irfft2(spec, s=(size, size)).astype(np.float32)
     out /= out.std(axis=(2, 3), keepdims=True) + 1e-12
@@ -455,9 +451,7 @@ def render_slice(
     try:
         position = float(position)
     except (TypeError, ValueError):
-        raise ConfigError(
-            f"render_slice: position must be a number in [-1, 1], but got {position!r}"
-        ) from None
+        raise ConfigError(f"render_slice: position must be a number in [-1, 1], but got {position!r}") from None
     if not -1.0 <= position <= 1.0:
         raise ConfigError(f"render_slice: position must lie in [-1, 1], but got {position}")
     clean, labels = _render_clean(subject, position, contrast, rng, int(size))
@@ -639,11 +633,7 @@ def _render_clean(
     lob_sdf = _ridge(lob, 0.10, 0.15)
     fat_sub = fat_img + A(lob_sdf) * _ss(-0.6, 0.4, septa) * 0.7 * (T["fat_septa"] - fat_img)
     # each muscle belly (a sign region of the septa field) gets its own brightness
-    muscle = (
-        T["muscle"]
-        * s.muscle_level
-        * (1.0 + 0.09 * stri + 0.04 * fine + 0.07 * np.tanh(3.0 * septa) + 0.04 * low)
-    )
+    muscle = T["muscle"] * s.muscle_level * (1.0 + 0.09 * stri + 0.04 * fine + 0.07 * np.tanh(3.0 * septa) + 0.04 * low)
     muscle = muscle + np.clip(stri - 2.2, 0, 1) * 0.6 * (fat_img - muscle)  # intramuscular fat streaks
 
     cv.paint(A(leg), T["skin"] * (1.0 + 0.05 * fine), SOFT)
@@ -659,9 +649,7 @@ def _render_clean(
     peri = _rbox(u, v, 0.0, -2.0, hx, hy, 12.0) + 3.0 * edge
     fpop = float(_ss(0.35, 0.8, p))
     if fpop > 0:
-        peri = np.minimum(
-            peri, _rbox(u, v, 3.0, -8.0, 4.0 + 14.0 * fpop, 8.0 + 48.0 * fpop, 10.0) + 3.0 * edge
-        )
+        peri = np.minimum(peri, _rbox(u, v, 3.0, -8.0, 4.0 + 14.0 * fpop, 8.0 + 48.0 * fpop, 10.0) + 3.0 * edge)
     inside = leg + s.skin_th + 0.5
     cv.paint(A(np.maximum(peri, inside)), fat_img, FAT)
 
@@ -671,18 +659,14 @@ def _render_clean(
     fcon = float(_chord(p, 0.05, 0.75))  # AP extent of the tibiofemoral contact
     # film between the cartilage surfaces: only where both surfaces are within 1.5 mm
     film = np.maximum(np.abs(v) - (gap / 2 + 1.5), np.abs(u) - (hx - 9.0))
-    film = np.maximum(
-        film, np.maximum(fem - s.cart_fem, tib - np.maximum(s.cart_tib_med, s.cart_tib_lat)) - 1.5
-    )
+    film = np.maximum(film, np.maximum(fem - s.cart_fem, tib - np.maximum(s.cart_tib_med, s.cart_tib_lat)) - 1.5)
     fluid = film + 50.0 * (fcon < 0.1)
     for side, pw in ((-1, s.plateau_hw_med), (1, s.plateau_hw_lat)):
         r = fcon * (1.0 + 2.0 * eff)
         fluid = np.minimum(fluid, _ellipse(u, v, side * (pw * ch_plat + 2.0), -3.0, r + 0.1, 2.0 * r + 0.1))
     if -0.5 < p < 0.45:
         nhc = min(nh, s.notch_h)
-        fluid = np.minimum(
-            fluid, _ellipse(u, v, 0.0, fb - 0.45 * nhc, 0.4 * nw * eff + 1.0, 0.3 * nhc * eff + 1.0)
-        )
+        fluid = np.minimum(fluid, _ellipse(u, v, 0.0, fb - 0.45 * nhc, 0.4 * nw * eff + 1.0, 0.3 * nhc * eff + 1.0))
     fsp = float(_chord(p, -0.7, 0.2)) * eff  # suprapatellar recess, in front of the distal femur
     if fsp > 0.05:
         fluid = np.minimum(fluid, _ellipse(u, v, 0.0, fb - 52.0, 20.0 * fsp, 3.0 * fsp) + 1.5 * edge)
@@ -695,9 +679,7 @@ def _render_clean(
     fv = float(_chord(p, 1.0, 0.35))
     if fv > 0.05:
         cv.paint(A(_capsule(u, v, (1.5, -90.0), (4.0, 40.0), 2.8 * fv**0.5)), T["artery"], SOFT)
-        cv.paint(
-            A(_capsule(u, v, (9.0, -90.0), (8.5, 40.0), 3.5 * fv**0.5)), T["vein"] * (1 + 0.05 * fine), SOFT
-        )
+        cv.paint(A(_capsule(u, v, (9.0, -90.0), (8.5, 40.0), 3.5 * fv**0.5)), T["vein"] * (1 + 0.05 * fine), SOFT)
 
     # ---- ligaments and tendons (painted before bone so attachments disappear into it)
     lig = T["ligament"] * (1.0 + 0.15 * fine)
@@ -842,9 +824,7 @@ def _render_clean(
             mh = s.men_height * (1.0 - 0.5 * horn) * fm**0.5
             # box between the inner and outer margins, capped at the meniscal height; the femur and the
             # tibial cartilage carve its concave top and its base; the half-plane sharpens the inner tip
-            box = np.maximum(
-                np.maximum(v - vb, vb - mh - v), np.maximum(side * (u - u_out), side * (u_in - u))
-            )
+            box = np.maximum(np.maximum(v - vb, vb - mh - v), np.maximum(side * (u - u_out), side * (u_in - u)))
             tip = _halfplane(u, v, (u_in, vb - ctk), (u_in + side * 0.6 * width, vb - mh), (u_out, vb))
             m = np.maximum(box, tip)
             men = m if men is None else np.minimum(men, m)

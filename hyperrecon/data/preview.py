@@ -139,8 +139,7 @@ def preview(
                     ax.imshow(mask, cmap="gray", interpolation="nearest")
                     acc = summary["forward_model"].get("acceleration_achieved")
                     ax.set_title(
-                        f"{summary['forward_model'].get('name', 'operator')}"
-                        + (f" R={acc:.2f}" if acc else ""),
+                        f"{summary['forward_model'].get('name', 'operator')}" + (f" R={acc:.2f}" if acc else ""),
                         fontsize=8,
                     )
                 else:

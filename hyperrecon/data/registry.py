@@ -63,9 +63,7 @@ def load_data(
     """
     if source not in DATASETS and ("/" in source or Path(source).expanduser().exists()):
         if path is not None:
-            raise ConfigError(
-                f"{where or 'data'}: source {source!r} looks like a path and path={path} is also set"
-            )
+            raise ConfigError(f"{where or 'data'}: source {source!r} looks like a path and path={path} is also set")
         source, path = detect_source(source), source
     params = dict(params or {})
     for key in RESERVED:

@@ -37,9 +37,7 @@ class DatasetSource:
         params: dict[str, Any],
     ) -> None:
         if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 8:
-            raise ConfigError(
-                f"dataset '{self.registry_name}': `image_size >= 8` must hold, but got {image_size!r}"
-            )
+            raise ConfigError(f"dataset '{self.registry_name}': `image_size >= 8` must hold, but got {image_size!r}")
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise ConfigError(f"dataset '{self.registry_name}': seed must be an integer, but got {seed!r}")
         self.image_size = image_size
@@ -48,9 +46,7 @@ class DatasetSource:
         if self.needs_path and path is None:
             raise ConfigError(f"dataset '{self.registry_name}' needs a path (data.path); got none")
         if not self.needs_path and path is not None:
-            raise ConfigError(
-                f"dataset '{self.registry_name}' is built in and takes no path, but got path={path}"
-            )
+            raise ConfigError(f"dataset '{self.registry_name}' is built in and takes no path, but got path={path}")
         self.path = Path(path).expanduser() if path is not None else None
         if self.path is not None and not self.path.exists():
             raise DataError(f"{self.path}: no such file or folder; expected the {self.registry_name} data")
@@ -126,11 +122,7 @@ def check_range(
     where: str, name: str, value: Any, lo: float | None = None, hi: float | None = None, integer: bool = False
 ) -> None:
     """ConfigError unless lo <= value <= hi (and an int when ``integer``)."""
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or (integer and not isinstance(value, int))
-    ):
+    if isinstance(value, bool) or not isinstance(value, int | float) or (integer and not isinstance(value, int)):
         kind = "an integer" if integer else "a number"
         raise ConfigError(f"{where}: {name} must be {kind}, but got {value!r}")
     if lo is not None and value < lo:

@@ -25,8 +25,13 @@ DEFAULT_POINTS = {1: 21, 2: 7}
 DEFAULT_SLICES = 4
 
 
-def export_data(ex: Explorer, *, points: int | None = None, slices: int = DEFAULT_SLICES,
-                progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+def export_data(
+    ex: Explorer,
+    *,
+    points: int | None = None,
+    slices: int = DEFAULT_SLICES,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[str, Any]:
     """The JSON the exported page reads (see the module docstring); ``progress(done, total)`` per render."""
     from ..evaluation import range_slice_indices
 
@@ -54,8 +59,14 @@ def export_data(ex: Explorer, *, points: int | None = None, slices: int = DEFAUL
                 b = r.pop("baseline")
                 if b is not None:
                     baselines[f"{b['model']}/{i}"] = b
-                rows.append({"model": model, "image": r["image"], "metrics": r["metrics"],
-                             "baseline": None if b is None else b["model"]})
+                rows.append(
+                    {
+                        "model": model,
+                        "image": r["image"],
+                        "metrics": r["metrics"],
+                        "baseline": None if b is None else b["model"],
+                    }
+                )
                 done += 1
                 if progress is not None:
                     progress(done, total)
@@ -64,8 +75,14 @@ def export_data(ex: Explorer, *, points: int | None = None, slices: int = DEFAUL
             done += 1
             if progress is not None:
                 progress(done, total)
-    return {"info": info, "grid": axis.tolist(), "slices": {i: ex.slice_images(i) for i in chosen},
-            "renders": renders, "baselines": baselines, "diverse": diverse}
+    return {
+        "info": info,
+        "grid": axis.tolist(),
+        "slices": {i: ex.slice_images(i) for i in chosen},
+        "renders": renders,
+        "baselines": baselines,
+        "diverse": diverse,
+    }
 
 
 def check_points(points: int | None) -> None:

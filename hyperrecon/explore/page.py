@@ -18,8 +18,7 @@ def _static(name: str) -> str:
 
 def _fill(data_json: str) -> str:
     html = _static("page.html")
-    for marker, text in (("/*CSS*/", _static("page.css")), ("/*JS*/", _static("page.js")),
-                         ("/*DATA*/", data_json)):
+    for marker, text in (("/*CSS*/", _static("page.css")), ("/*JS*/", _static("page.js")), ("/*DATA*/", data_json)):
         if html.count(marker) != 1:  # a broken template must not ship a page without its script
             raise RuntimeError(f"explore page template: expected one {marker} marker")
         html = html.replace(marker, text)

@@ -104,8 +104,11 @@ class ExploreHandler(BaseHTTPRequestHandler):
         self.send_header("X-Content-Type-Options", "nosniff")
         if content_type.startswith("text/html"):
             # the page needs nothing from anywhere: inline script and style, data: images
-            self.send_header("Content-Security-Policy", "default-src 'none'; script-src 'unsafe-inline'; "
-                             "style-src 'unsafe-inline'; img-src data:; connect-src 'self'")
+            self.send_header(
+                "Content-Security-Policy",
+                "default-src 'none'; script-src 'unsafe-inline'; "
+                "style-src 'unsafe-inline'; img-src data:; connect-src 'self'",
+            )
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(body)
@@ -133,8 +136,9 @@ class ExploreHandler(BaseHTTPRequestHandler):
 
     def _not_allowed(self) -> None:
         self.send_response(HTTPStatus.METHOD_NOT_ALLOWED)
-        body = json.dumps({"error": f"method {self.command} not allowed; this server only answers GET",
-                           "status": 405}).encode("utf-8")
+        body = json.dumps(
+            {"error": f"method {self.command} not allowed; this server only answers GET", "status": 405}
+        ).encode("utf-8")
         self.send_header("Allow", "GET, HEAD")
         self.send_header("Content-Type", "application/json; charset=utf-8")
         self.send_header("Content-Length", str(len(body)))
@@ -165,8 +169,11 @@ class ExploreHandler(BaseHTTPRequestHandler):
             model, index = ex.parse_model(_one(query, "model")), ex.parse_slice(_one(query, "slice"))
             self._json(self.server.coalescer.run(None, 0, lambda: ex.diverse(model, index)))
         else:
-            raise RequestError(f"no such path '{path}'; this server answers /, /api/info, /api/slice, "
-                               "/api/render and /api/diverse (it serves no files)", 404)
+            raise RequestError(
+                f"no such path '{path}'; this server answers /, /api/info, /api/slice, "
+                "/api/render and /api/diverse (it serves no files)",
+                404,
+            )
 
     def _render(self, ex: Explorer, query: dict[str, list[str]]) -> None:
         model = ex.parse_model(_one(query, "model"))
@@ -180,8 +187,9 @@ class ExploreHandler(BaseHTTPRequestHandler):
             try:
                 seq = int(seq_text if seq_text is not None else "")
             except ValueError:
-                raise RequestError(f"seq '{seq_text}' is not an integer; with 'client', give 'seq' "
-                                   "(increasing per request)") from None
+                raise RequestError(
+                    f"seq '{seq_text}' is not an integer; with 'client', give 'seq' (increasing per request)"
+                ) from None
             if not 0 <= seq < _SEQ_MAX:
                 raise RequestError(f"seq {seq} is outside [0, 2^53)")
         result = self.server.coalescer.run(client, seq, lambda: ex.render(model, index, lam))
@@ -204,11 +212,15 @@ def make_server(explorer: Explorer, host: str = "127.0.0.1", port: int = 8765, *
         import errno
 
         if exc.errno == errno.EADDRINUSE:
-            raise RunError(f"--port {port}: port {port} on {host} is in use; pick another port with --port "
-                           "(or --port 0 for any free one)") from exc
+            raise RunError(
+                f"--port {port}: port {port} on {host} is in use; pick another port with --port "
+                "(or --port 0 for any free one)"
+            ) from exc
         if exc.errno in (errno.EACCES, errno.EPERM):
-            raise RunError(f"--port {port}: not allowed to listen on port {port} (ports below 1024 need "
-                           "privileges); pick another with --port") from exc
+            raise RunError(
+                f"--port {port}: not allowed to listen on port {port} (ports below 1024 need "
+                "privileges); pick another with --port"
+            ) from exc
         if exc.errno == errno.EADDRNOTAVAIL:
             raise ConfigError(f"--host '{host}': not an address of this machine") from exc
         raise RunError(f"cannot listen on {host}:{port} ({exc.strerror or exc})") from exc

@@ -88,8 +88,10 @@ class Explorer:
     def command(self, model: str, lam: list[float]) -> str:
         """The shell command that writes this model's reconstructions of every test slice at ``lam``."""
         text = ",".join(f"{v:.4g}" for v in lam)
-        return (f"hrbench explore {shlex.quote(str(self.run_dir))} --model {shlex.quote(model)} "
-                f"--lam {text} --save recon-{model}.npz")
+        return (
+            f"hrbench explore {shlex.quote(str(self.run_dir))} --model {shlex.quote(model)} "
+            f"--lam {text} --save recon-{model}.npz"
+        )
 
     # -- request checks ---------------------------------------------------------------------------------------
 
@@ -108,8 +110,10 @@ class Explorer:
         except ValueError:
             raise RequestError(f"slice '{value}' is not an integer; expected one in [0, {self.n_slices - 1}]") from None
         if not 0 <= index < self.n_slices:
-            raise RequestError(f"slice {index} is out of range; this run has {self.n_slices} test slices "
-                               f"(0 to {self.n_slices - 1})", 404)
+            raise RequestError(
+                f"slice {index} is out of range; this run has {self.n_slices} test slices (0 to {self.n_slices - 1})",
+                404,
+            )
         return index
 
     def parse_lam(self, value: str | None) -> list[float]:
@@ -137,8 +141,13 @@ class Explorer:
         from ..evaluation import batch_metrics
 
         d = self.data
-        vals = batch_metrics(list(READOUT_METRICS), x_hat, d.targets[index : index + 1],
-                             d.degraded[index : index + 1], ssim_convention=self.study.evaluation.ssim_convention)
+        vals = batch_metrics(
+            list(READOUT_METRICS),
+            x_hat,
+            d.targets[index : index + 1],
+            d.degraded[index : index + 1],
+            ssim_convention=self.study.evaluation.ssim_convention,
+        )
         return {k: _finite(v[0]) for k, v in vals.items()}  # JSON has no NaN: a diverged model reads null
 
     def reconstruct(self, model: str, index: int, lam: list[float] | None):
@@ -146,8 +155,13 @@ class Explorer:
         from ..evaluation import reconstruct
 
         net = self.models[model] if model in self.models else self.baseline_nets[model]
-        return reconstruct(net, self.data.inputs[index : index + 1], None if lam is None else np.asarray(lam),
-                           device=self.device, precision=self.precision)
+        return reconstruct(
+            net,
+            self.data.inputs[index : index + 1],
+            None if lam is None else np.asarray(lam),
+            device=self.device,
+            precision=self.precision,
+        )
 
     def render(self, model: str, index: int, lam: list[float]) -> dict[str, Any]:
         """Reconstruct slice ``index`` with ``model`` at ``lam``: the image (PNG ``data:`` URL), its metrics, the
@@ -155,7 +169,9 @@ class Explorer:
         t0 = time.perf_counter()
         x_hat = self.reconstruct(model, index, lam)
         out: dict[str, Any] = {
-            "model": model, "slice": index, "lam": lam,
+            "model": model,
+            "slice": index,
+            "lam": lam,
             "image": imaging.data_url(x_hat[0, 0].numpy()),
             "metrics": self._metrics(x_hat, index),
         }
@@ -174,9 +190,12 @@ class Explorer:
         key = (name, index)
         if key not in self._baseline_cache:
             x_hat = self.reconstruct(name, index, None)
-            self._baseline_cache[key] = {"model": name, "lam": list(self.baselines[name]),
-                                         "image": imaging.data_url(x_hat[0, 0].numpy()),
-                                         "metrics": self._metrics(x_hat, index)}
+            self._baseline_cache[key] = {
+                "model": name,
+                "lam": list(self.baselines[name]),
+                "image": imaging.data_url(x_hat[0, 0].numpy()),
+                "metrics": self._metrics(x_hat, index),
+            }
         return self._baseline_cache[key]
 
     def slice_images(self, index: int) -> dict[str, Any]:
@@ -187,8 +206,10 @@ class Explorer:
             target = d.targets[index, 0].numpy()
             degraded = d.degraded[index, 0].numpy()
             self._slice_cache[index] = {
-                "slice": index, "id": d.ids[index],
-                "target": imaging.data_url(target), "input": imaging.data_url(degraded),
+                "slice": index,
+                "id": d.ids[index],
+                "target": imaging.data_url(target),
+                "input": imaging.data_url(degraded),
                 "diff_scale": float(max(np.max(np.abs(degraded - target)), 1e-6)),
             }
         return self._slice_cache[index]
@@ -205,23 +226,44 @@ class Explorer:
         ev = self.study.evaluation
         points = min(int(ev.grid_points), DIVERSE_MAX_POINTS[self.n_lams])
         t0 = time.perf_counter()
-        res = evaluate_model(self.models[model], model, self.data.subset([index]), lam_grid(self.n_lams, points),
-                             ["psnr", "rpsnr"], device=self.device, precision=self.precision, range_slices=1,
-                             rpsnr_threshold=ev.rpsnr_threshold, diverse_quantile=ev.diverse_quantile,
-                             ssim_convention=ev.ssim_convention)
+        res = evaluate_model(
+            self.models[model],
+            model,
+            self.data.subset([index]),
+            lam_grid(self.n_lams, points),
+            ["psnr", "rpsnr"],
+            device=self.device,
+            precision=self.precision,
+            range_slices=1,
+            rpsnr_threshold=ev.rpsnr_threshold,
+            diverse_quantile=ev.diverse_quantile,
+            ssim_convention=ev.ssim_convention,
+        )
         row = res.ranges.iloc[0]
         out: dict[str, Any] = {
-            "model": model, "slice": index, "grid_points": points, "n_lams_evaluated": int(row["n_lams"]),
-            "range": {"n_above": int(row["n_above"]), "rpsnr_threshold": float(row["rpsnr_threshold"]),
-                      "range_mean_per_pixel": _finite(row["range_mean_per_pixel"])},
+            "model": model,
+            "slice": index,
+            "grid_points": points,
+            "n_lams_evaluated": int(row["n_lams"]),
+            "range": {
+                "n_above": int(row["n_above"]),
+                "rpsnr_threshold": float(row["rpsnr_threshold"]),
+                "range_mean_per_pixel": _finite(row["range_mean_per_pixel"]),
+            },
         }
         dv = res.diverse
         if dv:
-            out["pair"] = {"lam_a": dv["lam_a"], "lam_b": dv["lam_b"], "psnr_a": _finite(dv["psnr_a"]),
-                           "psnr_b": _finite(dv["psnr_b"]), "distance": _finite(dv["distance"]),
-                           "n_kept": int(dv["n_kept"]),
-                           "quantile": float(dv["quantile"]),
-                           "image_a": imaging.data_url(dv["image_a"]), "image_b": imaging.data_url(dv["image_b"])}
+            out["pair"] = {
+                "lam_a": dv["lam_a"],
+                "lam_b": dv["lam_b"],
+                "psnr_a": _finite(dv["psnr_a"]),
+                "psnr_b": _finite(dv["psnr_b"]),
+                "distance": _finite(dv["distance"]),
+                "n_kept": int(dv["n_kept"]),
+                "quantile": float(dv["quantile"]),
+                "image_a": imaging.data_url(dv["image_a"]),
+                "image_b": imaging.data_url(dv["image_b"]),
+            }
         out["server_ms"] = round((time.perf_counter() - t0) * 1e3, 1)
         self._diverse_cache[key] = out
         return out
@@ -233,10 +275,16 @@ class Explorer:
         from ..io import write_npz
 
         out = check_save_path(out)
-        x_hat = reconstruct(self.models[model], self.data.inputs, np.asarray(lam), device=self.device,
-                            precision=self.precision)
-        return write_npz(out, recon=x_hat[:, 0].numpy().astype(np.float32), ids=np.asarray(self.data.ids),
-                         lam=np.asarray(lam, dtype=np.float64), model=np.asarray(model))
+        x_hat = reconstruct(
+            self.models[model], self.data.inputs, np.asarray(lam), device=self.device, precision=self.precision
+        )
+        return write_npz(
+            out,
+            recon=x_hat[:, 0].numpy().astype(np.float32),
+            ids=np.asarray(self.data.ids),
+            lam=np.asarray(lam, dtype=np.float64),
+            model=np.asarray(model),
+        )
 
     # -- the page's static facts ------------------------------------------------------------------------------
 
@@ -278,13 +326,20 @@ class Explorer:
         d = self.data
         h, w = self.image_shape
         return {
-            "run": str(self.run_dir), "study": self.study.name, "profile": self.study.profile,
-            "kind": self.study.kind, "n_lams": self.n_lams, "lam_labels": self.lam_labels(),
-            "image_shape": [h, w], "device": self.device, "precision": self.precision,
+            "run": str(self.run_dir),
+            "study": self.study.name,
+            "profile": self.study.profile,
+            "kind": self.study.kind,
+            "n_lams": self.n_lams,
+            "lam_labels": self.lam_labels(),
+            "image_shape": [h, w],
+            "device": self.device,
+            "precision": self.precision,
             "models": [{"name": n, "label": model_label(n)} for n in self.models],
             "baselines": [{"name": n, "lam": list(lam)} for n, lam in self.baselines.items()],
-            "slices": [{"index": i, "id": d.ids[i], "thumb": imaging.thumbnail(d.targets[i, 0].numpy())}
-                       for i in range(len(d))],
+            "slices": [
+                {"index": i, "id": d.ids[i], "thumb": imaging.thumbnail(d.targets[i, 0].numpy())} for i in range(len(d))
+            ],
             "readout": list(READOUT_METRICS),
             "landscapes": self.landscapes(),
             "command": f"hrbench explore {shlex.quote(str(self.run_dir))}",
@@ -318,8 +373,11 @@ def open_explorer(run_dir: str | Path, *, device: str = "cpu", precision: str | 
         raise RunError(f"{run_dir}: not a folder; expected a run folder made by `hrbench run`")
     _, saved = read_run_info(run_dir)
     study = study_from_dict_resolved(saved["study"])
-    load_plugins(study.plugins, source=study.source_file,
-                 search_path=str(Path(study.source_file).parent) if study.source_file else None)
+    load_plugins(
+        study.plugins,
+        source=study.source_file,
+        search_path=str(Path(study.source_file).parent) if study.source_file else None,
+    )
     dev = resolve_device(device)
     prec = resolve_precision(precision or study.train.precision, dev)
     ctx = RunContext(run_dir, study, dev, prec)
@@ -327,16 +385,27 @@ def open_explorer(run_dir: str | Path, *, device: str = "cpu", precision: str | 
     conditional = [n for n, kind, _ in names if kind in ("hyper", "film")]
     if not conditional:
         expected = ", ".join(n for n, kind, _ in recon_models(study) if kind in ("hyper", "film"))
-        raise RunError(f"{run_dir / 'models'}: no trained λ-conditioned model yet (expected one of {expected}); "
-                       "let `hrbench run` train one first")
+        raise RunError(
+            f"{run_dir / 'models'}: no trained λ-conditioned model yet (expected one of {expected}); "
+            "let `hrbench run` train one first"
+        )
     models = {n: ctx.load_model(n) for n in conditional}  # fails here, before serving, on a corrupt file
     baselines = {n: tuple(float(v) for v in p["lam"]) for n, kind, p in names if kind == "baseline"}
-    explorer = Explorer(run_dir=run_dir, study=study, data=ctx.eval_data("test", study.evaluation.n_test),
-                        models=models, baselines=baselines, baseline_nets={n: ctx.load_model(n) for n in baselines},
-                        tables={}, device=dev, precision=prec)
+    explorer = Explorer(
+        run_dir=run_dir,
+        study=study,
+        data=ctx.eval_data("test", study.evaluation.n_test),
+        models=models,
+        baselines=baselines,
+        baseline_nets={n: ctx.load_model(n) for n in baselines},
+        tables={},
+        device=dev,
+        precision=prec,
+    )
     for n, _, _ in names:
-        table = read_table(run_dir / "eval" / f"{n}.csv", RESULT_COLUMNS, "the model's evaluation table",
-                           required=False)
+        table = read_table(
+            run_dir / "eval" / f"{n}.csv", RESULT_COLUMNS, "the model's evaluation table", required=False
+        )
         if table is not None:
             table["value"] = pd.to_numeric(table["value"], errors="coerce")
             explorer.tables[n] = table

@@ -17,9 +17,9 @@ from .unet import InputShapeError, UNet
 
 MODELS: Registry[type[nn.Module]] = Registry("model")
 MODELS.register("unet", description="Plain U-Net (paper's main network, 149,409 parameters; one per λ)")(UNet)
-MODELS.register(
-    "hyperunet", description="HyperRecon: hypernetwork H(λ) emitting the U-Net's conv weights (S/M/L)"
-)(HyperUNet)
+MODELS.register("hyperunet", description="HyperRecon: hypernetwork H(λ) emitting the U-Net's conv weights (S/M/L)")(
+    HyperUNet
+)
 MODELS.register(
     "film-unet", description="U-Net conditioned on λ by FiLM (per-channel scale/shift after each BatchNorm)"
 )(FiLMUNet)
@@ -31,6 +31,12 @@ def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
 
 
 __all__ = [
-    "MODELS", "FiLMUNet", "HyperUNet", "InputShapeError", "UNet", "count_parameters", "keep_freed_memory",
+    "MODELS",
+    "FiLMUNet",
+    "HyperUNet",
+    "InputShapeError",
+    "UNet",
+    "count_parameters",
+    "keep_freed_memory",
     "prepare_for_speed",
 ]

@@ -46,11 +46,12 @@ class FiLMUNet(nn.Module):
             raise ValueError(f"`hidden >= 1` (an integer) must hold, but got hidden={hidden!r}")
         self.n_lams = n_lams
         self.skeleton = UNetSkeleton(in_channels, out_channels, width, residual)
-        self.convs = nn.ModuleList(
-            nn.Conv2d(cin, cout, k, padding=k // 2) for cin, cout, k in self.skeleton.specs
-        )
+        self.convs = nn.ModuleList(nn.Conv2d(cin, cout, k, padding=k // 2) for cin, cout, k in self.skeleton.specs)
         self.film = nn.Sequential(
-            nn.Linear(n_in, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
+            nn.Linear(n_in, hidden),
+            nn.ReLU(),
+            nn.Linear(hidden, hidden),
+            nn.ReLU(),
             nn.Linear(hidden, 2 * N_NORMS * width),
         )
         nn.init.zeros_(self.film[-1].weight)

@@ -36,7 +36,8 @@ picks the fast orientations). The MLP on the coefficients always runs in float32
 
 Training step against a plain U-Net (both bf16 + channels_last, B=32, 4 distinct λ per batch, fused Adam, 2
 threads; reports/benchmarks/train_step*.md): S/M/L 1.23x/1.28x/1.43x at 64x64, 1.03x/1.01x/1.00x at 128x128,
-1.10x/1.06x/1.09x at 256x256. What is left is ~3-5% per extra group (smaller convs; split and concatenation for BatchNorm, ~10 ms a step at
+1.10x/1.06x/1.09x at 256x256. What is left is ~3-5% per extra group (smaller convs; split and concatenation for
+BatchNorm, ~10 ms a step at
 64x64) plus, for L, streaming the 19M head parameters through the head matmuls and Adam (memory-bound, so the
 ratio shrinks as images grow). ``torch.compile`` (inductor, CPU) made both the U-Net and the
 grouped HyperUNet step 1.36-1.44x slower (2 threads, reports/benchmarks/train_step_compile.md) after 30-70 s of
@@ -187,7 +188,7 @@ class HyperUNet(nn.Module):
         return float(self.embed(coefficients(lam)).pow(2).sum(1).mean().clamp_min(1e-6))
 
     def _choose_init(self) -> str:
-        """"kaiming" if PyTorch's default heads give 3x3 kernels > 2x the He variance, else "default"."""
+        """ "kaiming" if PyTorch's default heads give 3x3 kernels > 2x the He variance, else "default"."""
         default_var = (1 + self._embedding_mean_square()) / (3 * self.d)
         return "kaiming" if default_var > 2 * 2.0 / (9 * self.skeleton.width) else "default"
 
@@ -255,8 +256,9 @@ class HyperUNet(nn.Module):
         sweep reuses the cast copy. The key is each parameter's storage address and in-place version counter
         (an optimiser step, ``load_state_dict`` or a move changes it). Not a buffer: not saved.
         """
-        params = [p for pair in zip(self.kernel_heads, self.bias_heads, strict=True) for m in pair
-                  for p in (m.weight, m.bias)]
+        params = [
+            p for pair in zip(self.kernel_heads, self.bias_heads, strict=True) for m in pair for p in (m.weight, m.bias)
+        ]
         key = (dtype, tuple((p.data_ptr(), p._version) for p in params))
         cached = self.__dict__.get("_cast_heads_cache")
         if cached is None or cached[0] != key:
@@ -379,8 +381,11 @@ class HyperUNet(nn.Module):
             w, b = weights[i]
             _, cout, cin, k, _ = w.shape
             y = F.conv2d(
-                h.reshape(1, n * cin, *h.shape[-2:]), w.reshape(n * cout, cin, k, k), b.reshape(-1),
-                padding=k // 2, groups=n,
+                h.reshape(1, n * cin, *h.shape[-2:]),
+                w.reshape(n * cout, cin, k, k),
+                b.reshape(-1),
+                padding=k // 2,
+                groups=n,
             )
             return y.view(n, cout, *y.shape[-2:])
 

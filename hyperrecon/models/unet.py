@@ -64,9 +64,7 @@ def check_channels(in_channels: int, out_channels: int, width: int) -> None:
 def check_image(x: Tensor, in_channels: int) -> None:
     """Raise :class:`InputShapeError` unless ``x`` is ``(B, in_channels, H, W)`` with H, W divisible by 8."""
     if x.ndim != 4 or x.shape[1] != in_channels:
-        raise InputShapeError(
-            f"model input: expected shape (B, {in_channels}, H, W), got {tuple(x.shape)}"
-        )
+        raise InputShapeError(f"model input: expected shape (B, {in_channels}, H, W), got {tuple(x.shape)}")
     h, w = x.shape[-2:]
     if h % DIVISOR or w % DIVISOR or h == 0 or w == 0:
         raise InputShapeError(
@@ -180,14 +178,10 @@ class UNet(nn.Module):
     conditional = False
     smoke_params = {"width": 4}
 
-    def __init__(
-        self, in_channels: int = 2, out_channels: int = 1, width: int = 32, residual: bool = False
-    ) -> None:
+    def __init__(self, in_channels: int = 2, out_channels: int = 1, width: int = 32, residual: bool = False) -> None:
         super().__init__()
         self.skeleton = UNetSkeleton(in_channels, out_channels, width, residual)
-        self.convs = nn.ModuleList(
-            nn.Conv2d(cin, cout, k, padding=k // 2) for cin, cout, k in self.skeleton.specs
-        )
+        self.convs = nn.ModuleList(nn.Conv2d(cin, cout, k, padding=k // 2) for cin, cout, k in self.skeleton.specs)
 
     def forward(self, x: Tensor, lam: Tensor | None = None) -> Tensor:
         return self.skeleton.run(x, lambda i, h: self.convs[i](h))

@@ -109,16 +109,25 @@ def cost_analysis(data: RunData) -> dict[str, Any]:
 
     def peaks(models: list[str]) -> dict[str, float | None]:
         """The largest training and evaluation peak memory (MiB) over ``models``."""
-        return {"peak_memory_mib": finite(peak_col[models].max()) if peak_col is not None else None,
-                "eval_peak_memory_mib": finite(eval_peak_col[models].max()) if eval_peak_col is not None else None}
+        return {
+            "peak_memory_mib": finite(peak_col[models].max()) if peak_col is not None else None,
+            "eval_peak_memory_mib": finite(eval_peak_col[models].max()) if eval_peak_col is not None else None,
+        }
 
     def row(label: str, model: str, paper: dict[str, float] | None) -> dict[str, Any]:
         r = c.loc[model]
-        return {"label": label, "model": model, "n_params": finite(r.n_params), "steps": finite(r.get("steps")),
-                "device_seconds": finite(r.device_seconds), "wall_seconds": finite(r.wall_seconds),
-                "inference_seconds_per_slice": finite(inf_col[model]) if inf_col is not None else None,
-                "paper_hours": paper["hours"] if paper else None, "paper_params": paper["params"] if paper else None,
-                **peaks([model])}
+        return {
+            "label": label,
+            "model": model,
+            "n_params": finite(r.n_params),
+            "steps": finite(r.get("steps")),
+            "device_seconds": finite(r.device_seconds),
+            "wall_seconds": finite(r.wall_seconds),
+            "inference_seconds_per_slice": finite(inf_col[model]) if inf_col is not None else None,
+            "paper_hours": paper["hours"] if paper else None,
+            "paper_params": paper["params"] if paper else None,
+            **peaks([model]),
+        }
 
     from .style import model_label
 
@@ -138,25 +147,44 @@ def cost_analysis(data: RunData) -> dict[str, Any]:
         paper_ratios[m] = PAPER_TABLE1["all"]["hours"] / paper["hours"] if paper else None
     if base:
         b = c.loc[base]
-        one = {"label": f"U-Net (one baseline; mean of {len(base)})", "model": "baseline (mean)",
-               "n_params": finite(b.n_params.mean()), "steps": finite(b["steps"].mean()) if "steps" in b else None,
-               "device_seconds": finite(b.device_seconds.mean()), "wall_seconds": finite(b.wall_seconds.mean()),
-               "inference_seconds_per_slice": finite(inf_col[base].mean()) if inf_col is not None else None,
-               "paper_hours": PAPER_TABLE1["unet"]["hours"], "paper_params": PAPER_TABLE1["unet"]["params"],
-               **peaks(base)}
-        every = {"label": f"All U-Nets ({len(base)} baselines, sum)", "model": "baselines (sum)",
-                 "n_params": finite(b.n_params.sum()), "steps": finite(b["steps"].sum()) if "steps" in b else None,
-                 "device_seconds": finite(b.device_seconds.sum()), "wall_seconds": finite(b.wall_seconds.sum()),
-                 "inference_seconds_per_slice": one["inference_seconds_per_slice"],
-                 "paper_hours": PAPER_TABLE1["all"]["hours"], "paper_params": PAPER_TABLE1["all"]["params"],
-               **peaks(base)}
+        one = {
+            "label": f"U-Net (one baseline; mean of {len(base)})",
+            "model": "baseline (mean)",
+            "n_params": finite(b.n_params.mean()),
+            "steps": finite(b["steps"].mean()) if "steps" in b else None,
+            "device_seconds": finite(b.device_seconds.mean()),
+            "wall_seconds": finite(b.wall_seconds.mean()),
+            "inference_seconds_per_slice": finite(inf_col[base].mean()) if inf_col is not None else None,
+            "paper_hours": PAPER_TABLE1["unet"]["hours"],
+            "paper_params": PAPER_TABLE1["unet"]["params"],
+            **peaks(base),
+        }
+        every = {
+            "label": f"All U-Nets ({len(base)} baselines, sum)",
+            "model": "baselines (sum)",
+            "n_params": finite(b.n_params.sum()),
+            "steps": finite(b["steps"].sum()) if "steps" in b else None,
+            "device_seconds": finite(b.device_seconds.sum()),
+            "wall_seconds": finite(b.wall_seconds.sum()),
+            "inference_seconds_per_slice": one["inference_seconds_per_slice"],
+            "paper_hours": PAPER_TABLE1["all"]["hours"],
+            "paper_params": PAPER_TABLE1["all"]["params"],
+            **peaks(base),
+        }
         rows += [one, every]
     overhead = {m: finite(c.loc[m, "device_seconds"]) for m in ("seg", "scales") if m in c.index}
     device = str(c["device"].iloc[0]) if "device" in c.columns else None
     dtype = str(c["dtype"].iloc[0]) if "dtype" in c.columns else None
-    return {"rows": rows, "ratio_all_baselines_over": ratios, "paper_ratio_all_baselines_over": paper_ratios,
-            "n_baselines": len(base), "all_baselines_device_seconds": finite(all_dev), "overhead": overhead,
-            "device": device, "dtype": dtype}
+    return {
+        "rows": rows,
+        "ratio_all_baselines_over": ratios,
+        "paper_ratio_all_baselines_over": paper_ratios,
+        "n_baselines": len(base),
+        "all_baselines_device_seconds": finite(all_dev),
+        "overhead": overhead,
+        "device": device,
+        "dtype": dtype,
+    }
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -220,8 +248,16 @@ def sl_analysis(data: RunData) -> dict[str, Any] | None:
         points[metric] = []
         for b in data.baselines:
             c = _curve(data, b, metric)
-            points[metric].append({"model": b, "lam": data.baseline_lam(b)[0], "mean": float(c["mean"][0]),
-                                   "std": float(c["std"][0]), "lo": float(c["lo"][0]), "hi": float(c["hi"][0])})
+            points[metric].append(
+                {
+                    "model": b,
+                    "lam": data.baseline_lam(b)[0],
+                    "mean": float(c["mean"][0]),
+                    "std": float(c["std"][0]),
+                    "lo": float(c["lo"][0]),
+                    "hi": float(c["hi"][0]),
+                }
+            )
     gaps = gap_rows(data, metrics)
     best = {}
     for metric in metrics:
@@ -234,10 +270,20 @@ def sl_analysis(data: RunData) -> dict[str, Any] | None:
             vals = np.array([p["mean"] for p in points[metric]])
             i = _best_index(vals, mx)
             best[metric]["baselines"] = {"lam": points[metric][i]["lam"], "value": float(vals[i])}
-    return {"metrics": metrics, "curves": curves, "points": points, "gaps": gaps, "test": PAIRED_TEST,
-            "n_slices": _n_slices(data), "n_units": n_units(data), "n_replicates": len(data.replicates),
-            "ci_method": CI_METHOD, "min_p": min_wilcoxon_p(n_units(data)), "best": best,
-            "closest": _closest(gaps, "psnr" if "psnr" in metrics else metrics[0])}
+    return {
+        "metrics": metrics,
+        "curves": curves,
+        "points": points,
+        "gaps": gaps,
+        "test": PAIRED_TEST,
+        "n_slices": _n_slices(data),
+        "n_units": n_units(data),
+        "n_replicates": len(data.replicates),
+        "ci_method": CI_METHOD,
+        "min_p": min_wilcoxon_p(n_units(data)),
+        "best": best,
+        "closest": _closest(gaps, "psnr" if "psnr" in metrics else metrics[0]),
+    }
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -277,8 +323,15 @@ def landscapes(data: RunData, metric: str) -> dict[str, Any] | None:
     inside = in1[:, None] & in2[None, :]
     # outside the trained grid the interpolation only repeats edge values: not data, so not drawn or scored
     plot = np.where(inside, base, np.nan)
-    return {"axis": axis, "grids": grids, "baseline": base, "baseline_plot": plot, "box": box, "inside": inside,
-            "metric": metric}
+    return {
+        "axis": axis,
+        "grids": grids,
+        "baseline": base,
+        "baseline_plot": plot,
+        "box": box,
+        "inside": inside,
+        "metric": metric,
+    }
 
 
 def _optimum(axis: np.ndarray, grid: np.ndarray, maximize: bool) -> dict[str, float]:
@@ -300,7 +353,9 @@ def thresholds_for(base_inside: np.ndarray, study_threshold: float) -> list[tupl
     return sorted(seen.items())
 
 
-def top_region(base: np.ndarray, inside: np.ndarray, fraction: float = TOP_FRACTION, maximize: bool = True) -> np.ndarray:
+def top_region(
+    base: np.ndarray, inside: np.ndarray, fraction: float = TOP_FRACTION, maximize: bool = True
+) -> np.ndarray:
     """Mask of the best ``fraction`` of the baseline landscape cells within the baseline span (at least one)."""
     idx = np.flatnonzero(inside.ravel() & np.isfinite(base.ravel()))
     n = max(1, math.ceil(fraction * idx.size))
@@ -335,8 +390,12 @@ def ao_analysis(data: RunData) -> dict[str, Any] | None:
             "top_region_mean": float(np.nanmean(g[top])),
             "mean": float(np.nanmean(g[inside])),
         }
-    baseline = {"optimum": _optimum(axis, ls["baseline_plot"], maximize), "fraction_above": fraction_above(base[inside], thresholds),
-                "top_region_mean": float(np.nanmean(base[top])), "mean": float(np.nanmean(base[inside]))}
+    baseline = {
+        "optimum": _optimum(axis, ls["baseline_plot"], maximize),
+        "fraction_above": fraction_above(base[inside], thresholds),
+        "top_region_mean": float(np.nanmean(base[top])),
+        "mean": float(np.nanmean(base[inside])),
+    }
     # the best trained baseline (no interpolation)
     trained = {b: float(_per_slice(data, b, metric).mean()) for b in data.baselines}
     best_b = max(trained, key=trained.__getitem__) if maximize else min(trained, key=trained.__getitem__)
@@ -347,10 +406,18 @@ def ao_analysis(data: RunData) -> dict[str, Any] | None:
         if parts and parts[1] == "dhs" and f"hyper-{parts[0]}-uniform" in ls["grids"]:
             u = per_model[f"hyper-{parts[0]}-uniform"]
             d = per_model[m]
-            dhs_vs_uhs.append({"size": parts[0], "uhs_top": u["top_region_mean"], "dhs_top": d["top_region_mean"],
-                               "diff_top": d["top_region_mean"] - u["top_region_mean"],
-                               "uhs_mean": u["mean"], "dhs_mean": d["mean"], "diff_mean": d["mean"] - u["mean"],
-                               "dhs_better": (d["top_region_mean"] > u["top_region_mean"]) == maximize})
+            dhs_vs_uhs.append(
+                {
+                    "size": parts[0],
+                    "uhs_top": u["top_region_mean"],
+                    "dhs_top": d["top_region_mean"],
+                    "diff_top": d["top_region_mean"] - u["top_region_mean"],
+                    "uhs_mean": u["mean"],
+                    "dhs_mean": d["mean"],
+                    "diff_mean": d["mean"] - u["mean"],
+                    "dhs_better": (d["top_region_mean"] > u["top_region_mean"]) == maximize,
+                }
+            )
     gaps = gap_rows(data, [metric])
     by_model = []
     for m in data.conditional:
@@ -358,20 +425,45 @@ def ao_analysis(data: RunData) -> dict[str, Any] | None:
         if rows:
             d = np.array([g["mean_diff"] for g in rows])
             t = paired_test(d, np.zeros_like(d))
-            by_model.append({"model": m, "n_lams": len(rows), "mean_diff": float(d.mean()),
-                             "median_diff": float(np.median(d)), "n_better": int(np.sum(d > 0 if maximize else d < 0)),
-                             "p": t["p"]})
+            by_model.append(
+                {
+                    "model": m,
+                    "n_lams": len(rows),
+                    "mean_diff": float(d.mean()),
+                    "median_diff": float(np.median(d)),
+                    "n_better": int(np.sum(d > 0 if maximize else d < 0)),
+                    "p": t["p"],
+                }
+            )
     closest = None
     if per_model:
         best = min(per_model, key=lambda k: per_model[k]["mean_abs_diff"])
-        closest = {"metric": metric, "model": best, "mean_abs_gap": per_model[best]["mean_abs_diff"],
-                   "mean_abs_gap_by_model": {k: v["mean_abs_diff"] for k, v in per_model.items()}}
+        closest = {
+            "metric": metric,
+            "model": best,
+            "mean_abs_gap": per_model[best]["mean_abs_diff"],
+            "mean_abs_gap_by_model": {k: v["mean_abs_diff"] for k, v in per_model.items()},
+        }
     n_inside = int(inside.sum())
-    return {"metric": metric, "landscapes": ls, "thresholds": thresholds,
-            "threshold_labels": [lab for _, lab in labelled], "study_threshold": study_thr, "models": per_model, "baseline": baseline,
-            "top_region": top, "top_fraction": TOP_FRACTION, "n_top_cells": int(top.sum()), "n_inside": n_inside,
-            "full_span": bool(n_inside == inside.size), "dhs_vs_uhs": dhs_vs_uhs, "matched": by_model,
-            "test": PAIRED_TEST, "closest": closest, "n_slices": _n_slices(data)}
+    return {
+        "metric": metric,
+        "landscapes": ls,
+        "thresholds": thresholds,
+        "threshold_labels": [lab for _, lab in labelled],
+        "study_threshold": study_thr,
+        "models": per_model,
+        "baseline": baseline,
+        "top_region": top,
+        "top_fraction": TOP_FRACTION,
+        "n_top_cells": int(top.sum()),
+        "n_inside": n_inside,
+        "full_span": bool(n_inside == inside.size),
+        "dhs_vs_uhs": dhs_vs_uhs,
+        "matched": by_model,
+        "test": PAIRED_TEST,
+        "closest": closest,
+        "n_slices": _n_slices(data),
+    }
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -387,14 +479,35 @@ def dhs_analysis(data: RunData) -> dict[str, Any] | None:
     checks = {}
     for m, v in kept.items():
         steps, warmup = data.dhs_kept_steps(m)
-        checks[m] = kept_uniformity(v, steps if steps is not None and len(steps) == len(v) else None,
-                                    warmup_steps=warmup).to_dict()
-    verdicts = {m: {"selects": c["verdict"] == "selects", "p": c["p_value"], "statistic": c["statistic"],
-                    "verdict": c["verdict"], "n": c["n"]} for m, c in checks.items()}
-    return {"kept": kept, "checks": checks, "verdicts": verdicts,
-            "stats": {m: {"n": int(len(v)), "mean": v.mean(0).tolist(), "std": v.std(0).tolist(),
-                          "ks_statistic": checks[m]["statistic"], "p_uniform": checks[m]["p_value"],
-                          "verdict": checks[m]["verdict"]} for m, v in kept.items()}}
+        checks[m] = kept_uniformity(
+            v, steps if steps is not None and len(steps) == len(v) else None, warmup_steps=warmup
+        ).to_dict()
+    verdicts = {
+        m: {
+            "selects": c["verdict"] == "selects",
+            "p": c["p_value"],
+            "statistic": c["statistic"],
+            "verdict": c["verdict"],
+            "n": c["n"],
+        }
+        for m, c in checks.items()
+    }
+    return {
+        "kept": kept,
+        "checks": checks,
+        "verdicts": verdicts,
+        "stats": {
+            m: {
+                "n": int(len(v)),
+                "mean": v.mean(0).tolist(),
+                "std": v.std(0).tolist(),
+                "ks_statistic": checks[m]["statistic"],
+                "p_uniform": checks[m]["p_value"],
+                "verdict": checks[m]["verdict"],
+            }
+            for m, v in kept.items()
+        },
+    }
 
 
 def ranges_analysis(data: RunData) -> dict[str, Any] | None:
@@ -406,23 +519,39 @@ def ranges_analysis(data: RunData) -> dict[str, Any] | None:
         r = pd.concat(parts, ignore_index=True)  # every replicate's range slices
         frac = (r["n_above"] / r["n_lams"].where(r["n_lams"] > 0)).astype(float)
         rs = pd.to_numeric(r.get("range_sum"), errors="coerce") if "range_sum" in r else pd.Series(dtype=float)
-        rp = (pd.to_numeric(r.get("range_mean_per_pixel"), errors="coerce") if "range_mean_per_pixel" in r
-              else pd.Series(dtype=float))
+        rp = (
+            pd.to_numeric(r.get("range_mean_per_pixel"), errors="coerce")
+            if "range_mean_per_pixel" in r
+            else pd.Series(dtype=float)
+        )
         thr = finite(r["rpsnr_threshold"].iloc[0]) if "rpsnr_threshold" in r else None
-        rows.append({"model": m, "n_slices": int(len(r)), "n_lams": int(r["n_lams"].max()),
-                     "frac_above": finite(frac.mean()), "n_above_mean": finite(r["n_above"].mean()),
-                     "range_sum_mean": finite(rs.mean()) if rs.notna().any() else None,
-                     "range_per_pixel_mean": finite(rp.mean()) if rp.notna().any() else None,
-                     "n_slices_with_range": int(rs.notna().sum()), "threshold": thr})
+        rows.append(
+            {
+                "model": m,
+                "n_slices": int(len(r)),
+                "n_lams": int(r["n_lams"].max()),
+                "frac_above": finite(frac.mean()),
+                "n_above_mean": finite(r["n_above"].mean()),
+                "range_sum_mean": finite(rs.mean()) if rs.notna().any() else None,
+                "range_per_pixel_mean": finite(rp.mean()) if rp.notna().any() else None,
+                "n_slices_with_range": int(rs.notna().sum()),
+                "threshold": thr,
+            }
+        )
     diverse = {}
     for m in data.conditional:
         meta, imgs = data.eval_meta(m), data.eval_images(m)
         dv = (meta or {}).get("diverse") or {}
         if imgs is not None and all(f"diverse_{k}" in imgs for k in ("image_a", "image_b", "target")) and dv:
-            diverse[m] = {**{k: dv.get(k) for k in ("lam_a", "lam_b", "distance", "metrics_a", "metrics_b", "n_kept",
-                                                    "quantile", "slice")},
-                          "image_a": imgs["diverse_image_a"], "image_b": imgs["diverse_image_b"],
-                          "target": imgs["diverse_target"]}
+            diverse[m] = {
+                **{
+                    k: dv.get(k)
+                    for k in ("lam_a", "lam_b", "distance", "metrics_a", "metrics_b", "n_kept", "quantile", "slice")
+                },
+                "image_a": imgs["diverse_image_a"],
+                "image_b": imgs["diverse_image_b"],
+                "target": imgs["diverse_target"],
+            }
     if not rows and not diverse:
         return None
     return {"rows": rows, "diverse": diverse}
@@ -442,8 +571,12 @@ def examples_analysis(data: RunData) -> dict[str, Any] | None:
         if target is None and "example_target" in imgs:
             target, inp, slice_id = imgs["example_target"], imgs.get("example_input"), ex.get("slice")
         lams = np.asarray(imgs.get("example_lams", np.zeros((len(imgs["example_recons"]), 0))), float)
-        models[m] = {"lams": lams, "recons": imgs["example_recons"], "metrics": ex.get("metrics", []),
-                     "slice": ex.get("slice")}
+        models[m] = {
+            "lams": lams,
+            "recons": imgs["example_recons"],
+            "metrics": ex.get("metrics", []),
+            "slice": ex.get("slice"),
+        }
     if target is None or not models:
         return None
     cond = [m for m in data.conditional if m in models]
@@ -460,8 +593,15 @@ def examples_analysis(data: RunData) -> dict[str, Any] | None:
                     chosen.append(base[i])
                     break
         base = sorted(chosen[:n_cols], key=lambda b: data.baseline_lam(b))
-    return {"target": target, "input": inp, "slice": slice_id, "models": models, "conditional": cond,
-            "baselines": base, "n_cols": n_cols}
+    return {
+        "target": target,
+        "input": inp,
+        "slice": slice_id,
+        "models": models,
+        "conditional": cond,
+        "baselines": base,
+        "n_cols": n_cols,
+    }
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -492,8 +632,16 @@ def dice_analysis(data: RunData) -> dict[str, Any] | None:
         out["points"] = []
         for b in data.baselines:
             c = _curve(data, b, "dice")
-            out["points"].append({"model": b, "lam": data.baseline_lam(b)[0], "mean": float(c["mean"][0]),
-                                  "std": float(c["std"][0]), "lo": float(c["lo"][0]), "hi": float(c["hi"][0])})
+            out["points"].append(
+                {
+                    "model": b,
+                    "lam": data.baseline_lam(b)[0],
+                    "mean": float(c["mean"][0]),
+                    "std": float(c["std"][0]),
+                    "lo": float(c["lo"][0]),
+                    "hi": float(c["hi"][0]),
+                }
+            )
     else:
         ls = landscapes(data, "dice")
         if ls is not None:
@@ -523,29 +671,47 @@ def search_analysis(data: RunData) -> dict[str, Any] | None:
         full = rows[(rows.frac_within >= 1.0) & rows.cost_to_within_mean.notna()]
         if len(full):
             r = full.loc[full.cost_to_within_mean.idxmin()]
-            fastest[t] = {"strategy": str(r.strategy), "cost_seconds": float(r.cost_to_within_mean),
-                          "trials": finite(r.get("trials_to_within_mean")), "frac_within": 1.0}
+            fastest[t] = {
+                "strategy": str(r.strategy),
+                "cost_seconds": float(r.cost_to_within_mean),
+                "trials": finite(r.get("trials_to_within_mean")),
+                "frac_within": 1.0,
+            }
         elif rows.frac_within.max() > 0:
             r = rows.loc[rows.frac_within.idxmax()]
-            fastest[t] = {"strategy": str(r.strategy), "cost_seconds": finite(r.cost_to_within_mean),
-                          "trials": finite(r.get("trials_to_within_mean")), "frac_within": float(r.frac_within)}
+            fastest[t] = {
+                "strategy": str(r.strategy),
+                "cost_seconds": finite(r.cost_to_within_mean),
+                "trials": finite(r.get("trials_to_within_mean")),
+                "frac_within": float(r.frac_within),
+            }
         else:
             fastest[t] = {"strategy": None, "frac_within": 0.0}
     best_rows = {}
     for t in targets:
         rows = ss[ss.target == t]
         i = rows.regret_mean.idxmin()
-        best_rows[t] = {"strategy": str(rows.loc[i, "strategy"]), "regret_mean": finite(rows.loc[i, "regret_mean"]),
-                        "best_mean": finite(rows.loc[i, "best_mean"])}
+        best_rows[t] = {
+            "strategy": str(rows.loc[i, "strategy"]),
+            "regret_mean": finite(rows.loc[i, "regret_mean"]),
+            "best_mean": finite(rows.loc[i, "best_mean"]),
+        }
     replay = {t: bool(ss[ss.target == t]["replay"].all()) if "replay" in ss else t == "baselines" for t in targets}
     from .searchreport import search_details
 
-    return {"objective": data.objective, "maximize": maximize, "grid_optimum": grid_opt, "targets": targets,
-            "fastest": fastest, "best": best_rows, "replay": replay,
-            "n_seeds": int(data.search["seed"].nunique()),
-            "budget": int(data.search.groupby(["target", "strategy", "seed"]).size().max()),
-            # anytime curves, rankings, multi-fidelity costs, parallel and multi-objective parts
-            "details": search_details(data, grid_opt, maximize)}
+    return {
+        "objective": data.objective,
+        "maximize": maximize,
+        "grid_optimum": grid_opt,
+        "targets": targets,
+        "fastest": fastest,
+        "best": best_rows,
+        "replay": replay,
+        "n_seeds": int(data.search["seed"].nunique()),
+        "budget": int(data.search.groupby(["target", "strategy", "seed"]).size().max()),
+        # anytime curves, rankings, multi-fidelity costs, parallel and multi-objective parts
+        "details": search_details(data, grid_opt, maximize),
+    }
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -22,23 +22,38 @@ def convergence_lines(conv: dict[str, dict[str, Any]] | None) -> list[str]:
     rows = []
     for m, r in conv.items():
         verdict = {True: "yes", False: "**no**", None: "unknown"}[r.get("converged")]
-        rows.append([model_label(m) if m != "seg" else "segmentation U-Net", str(int(r["steps"])),
-                     fmt_num(r.get("val_loss_final"), 4), fmt_num(100 * r.get("rel_change_last_quarter", math.nan), 1),
-                     verdict])
+        rows.append(
+            [
+                model_label(m) if m != "seg" else "segmentation U-Net",
+                str(int(r["steps"])),
+                fmt_num(r.get("val_loss_final"), 4),
+                fmt_num(100 * r.get("rel_change_last_quarter", math.nan), 1),
+                verdict,
+            ]
+        )
     tol = next(iter(conv.values())).get("rel_tol", 0.02)
-    out = [f"Training budget and convergence: the validation loss of each model (its training loss on the validation "
-           f"slices; conditional models averaged over a fixed λ grid; segmentation: 1 − Dice) at the end and its "
-           f"change over the last quarter of training. Converged: changed by less than {100 * tol:.0f} % either way.",
-           md_table(["model", "steps", "final validation loss", "change over last quarter (%)", "converged"], rows,
-                    name="convergence")]
+    out = [
+        f"Training budget and convergence: the validation loss of each model (its training loss on the validation "
+        f"slices; conditional models averaged over a fixed λ grid; segmentation: 1 − Dice) at the end and its "
+        f"change over the last quarter of training. Converged: changed by less than {100 * tol:.0f} % either way.",
+        md_table(
+            ["model", "steps", "final validation loss", "change over last quarter (%)", "converged"],
+            rows,
+            name="convergence",
+        ),
+    ]
     recon = {m: int(r["steps"]) for m, r in conv.items() if r.get("kind") != "seg" and m != "seg"}
     if len(set(recon.values())) > 1:
-        out.append(f"**Unequal training budgets**: {', '.join(f'{model_label(m)} {s}' for m, s in recon.items())} "
-                   "steps; comparisons between these models are confounded by the budget.")
+        out.append(
+            f"**Unequal training budgets**: {', '.join(f'{model_label(m)} {s}' for m, s in recon.items())} "
+            "steps; comparisons between these models are confounded by the budget."
+        )
     bad = [model_label(m) for m, r in conv.items() if r.get("converged") is False and m != "seg"]
     if bad:
-        out.append(f"**Not converged**: {', '.join(bad)}. Findings that rest on these models describe a training "
-                   "snapshot, not the method.")
+        out.append(
+            f"**Not converged**: {', '.join(bad)}. Findings that rest on these models describe a training "
+            "snapshot, not the method."
+        )
     return out
 
 
@@ -47,15 +62,22 @@ def dice_reference_lines(dice: dict[str, Any]) -> list[str]:
     ref = dice.get("reference")
     if not ref:
         return ["No Dice reference (ground truth / zero-filled) was recorded for this run."]
-    line = (f"References: the segmentation net scores Dice **{fmt_num(ref['ceiling'], 3)}** on the ground-truth "
-            f"test images (ceiling) and **{fmt_num(ref['floor'], 3)}** on the zero-filled input (floor); trained "
-            f"{ref.get('steps')} of at most {ref.get('step_budget')} steps, "
-            + ("by then its validation Dice had plateaued." if ref.get("plateaued") else
-               "**without reaching a plateau** of its validation Dice."))
+    line = (
+        f"References: the segmentation net scores Dice **{fmt_num(ref['ceiling'], 3)}** on the ground-truth "
+        f"test images (ceiling) and **{fmt_num(ref['floor'], 3)}** on the zero-filled input (floor); trained "
+        f"{ref.get('steps')} of at most {ref.get('step_budget')} steps, "
+        + (
+            "by then its validation Dice had plateaued."
+            if ref.get("plateaued")
+            else "**without reaching a plateau** of its validation Dice."
+        )
+    )
     out = [line]
     if not ref.get("usable"):
-        out.append(f"**No Dice finding**: the ceiling is below {MIN_CEILING} or the net did not plateau, so Dice "
-                   "differences between reconstructions reflect a weak segmenter more than the images.")
+        out.append(
+            f"**No Dice finding**: the ceiling is below {MIN_CEILING} or the net did not plateau, so Dice "
+            "differences between reconstructions reflect a weak segmenter more than the images."
+        )
     return out
 
 
@@ -87,11 +109,20 @@ def ao_regularisation_check(data: RunData, metric: str = "rpsnr") -> dict[str, A
         p = float(stats.ttest_1samp(diff, 0.0).pvalue)
     else:
         half, p = math.nan, math.nan
-    return {"metric": metric, "pure_dc": best_pure, "pure_dc_lam": list(data.baseline_lam(best_pure)),
-            "pure_dc_value": float(means[best_pure]), "regularised": best_reg,
-            "regularised_lam": list(data.baseline_lam(best_reg)), "regularised_value": float(means[best_reg]),
-            "diff": mean, "ci": [mean - half, mean + half], "p": p, "n_slices": n,
-            "helps": bool(n > 1 and mean - half > 0)}
+    return {
+        "metric": metric,
+        "pure_dc": best_pure,
+        "pure_dc_lam": list(data.baseline_lam(best_pure)),
+        "pure_dc_value": float(means[best_pure]),
+        "regularised": best_reg,
+        "regularised_lam": list(data.baseline_lam(best_reg)),
+        "regularised_value": float(means[best_reg]),
+        "diff": mean,
+        "ci": [mean - half, mean + half],
+        "p": p,
+        "n_slices": n,
+        "helps": bool(n > 1 and mean - half > 0),
+    }
 
 
 def ao_regularisation_lines(check: dict[str, Any] | None, scale_rule: str | None) -> list[str]:
@@ -99,15 +130,21 @@ def ao_regularisation_lines(check: dict[str, Any] | None, scale_rule: str | None
     if check is not None:
         lam = ", ".join(f"{v:g}" for v in check["regularised_lam"])
         ci = check["ci"]
-        verdict = ("the regularisers **improve** on data consistency alone" if check["helps"] else
-                   "the regularisers **do not improve** on data consistency alone (at this scale)")
-        out.append(f"Does regularisation help? Best baseline with λ1 < 1, λ = ({lam}): {check['metric']} "
-                   f"{fmt_num(check['regularised_value'], 2)}; pure data consistency (λ1 = 1): "
-                   f"{fmt_num(check['pure_dc_value'], 2)}. Paired difference {fmt_num(check['diff'], 2, signed=True)} "
-                   f"dB, 95% CI [{fmt_num(ci[0], 2)}, {fmt_num(ci[1], 2)}], p = {fmt_p(check['p'])} over "
-                   f"{check['n_slices']} test slices (slices of few subjects are not independent): {verdict}.")
+        verdict = (
+            "the regularisers **improve** on data consistency alone"
+            if check["helps"]
+            else "the regularisers **do not improve** on data consistency alone (at this scale)"
+        )
+        out.append(
+            f"Does regularisation help? Best baseline with λ1 < 1, λ = ({lam}): {check['metric']} "
+            f"{fmt_num(check['regularised_value'], 2)}; pure data consistency (λ1 = 1): "
+            f"{fmt_num(check['pure_dc_value'], 2)}. Paired difference {fmt_num(check['diff'], 2, signed=True)} "
+            f"dB, 95% CI [{fmt_num(ci[0], 2)}, {fmt_num(ci[1], 2)}], p = {fmt_p(check['p'])} over "
+            f"{check['n_slices']} test slices (slices of few subjects are not independent): {verdict}."
+        )
     if scale_rule:
-        out.append(f"Loss scales: {scale_rule}. Each term is divided by its scale before the λ weighting, so λ "
-                   "trades terms of comparable magnitude.")
+        out.append(
+            f"Loss scales: {scale_rule}. Each term is divided by its scale before the λ weighting, so λ "
+            "trades terms of comparable magnitude."
+        )
     return out
-

@@ -80,8 +80,9 @@ def _unconverged(s: dict[str, Any], models: list[str]) -> str | None:
 
 def _hypers(data: RunData, sampler: str = "uniform") -> list[str]:
     """HyperRecon models with ``sampler``, smallest size first."""
-    found = [(SIZES.index(p[0]), m) for m in data.conditional if (p := hyper_parts(m)) and p[1] == sampler
-             and p[0] in SIZES]
+    found = [
+        (SIZES.index(p[0]), m) for m in data.conditional if (p := hyper_parts(m)) and p[1] == sampler and p[0] in SIZES
+    ]
     return [m for _, m in sorted(found)]
 
 
@@ -104,13 +105,21 @@ def row(cid: str, verdict: str, statistic: str, values: list[float] | None = Non
     """One claims-table row: the statistic's mean and t interval over ``values`` (one per replicate)."""
     ci = t_interval(values or [])
     lo, hi = ci["lo"], ci["hi"]
-    return {"id": cid, "claim": CLAIMS[cid], "verdict": verdict, "statistic": statistic,
-            "value": ci["mean"] if ci["n"] else None, "ci": [lo, hi] if math.isfinite(lo) else None,
-            "n": ci["n"], "reason": reason}
+    return {
+        "id": cid,
+        "claim": CLAIMS[cid],
+        "verdict": verdict,
+        "statistic": statistic,
+        "value": ci["mean"] if ci["n"] else None,
+        "ci": [lo, hi] if math.isfinite(lo) else None,
+        "n": ci["n"],
+        "reason": reason,
+    }
 
 
-def decide(cid: str, statistic: str, values: list[float], threshold: float, above: bool, blocked: str | None,
-           what: str) -> dict[str, Any]:
+def decide(
+    cid: str, statistic: str, values: list[float], threshold: float, above: bool, blocked: str | None, what: str
+) -> dict[str, Any]:
     """Verdict from the interval against ``threshold``: reproduced when it lies above (``above``) or below it,
     refuted when on the other side; not testable when ``blocked`` (a reason), with < 2 replicates, or when it
     straddles the threshold."""
@@ -149,9 +158,14 @@ def claim_a(data: RunData, s: dict[str, Any]) -> dict[str, Any]:
     flag = ((s.get("sensitivity") or {}).get("models") or {}).get(model, {})
     blocked = _unconverged(s, [model, *data.baselines])
     if not blocked and len(values) >= 2 and flag.get("ignores_lam"):
-        return row("a", "refuted", stat, values,
-                   f"{model_label(model)} ignores λ (its image changes {flag['ratio']:.2f}x as much as the "
-                   "baselines'): closeness in PSNR does not show control")
+        return row(
+            "a",
+            "refuted",
+            stat,
+            values,
+            f"{model_label(model)} ignores λ (its image changes {flag['ratio']:.2f}x as much as the "
+            "baselines'): closeness in PSNR does not show control",
+        )
     out = decide("a", stat, values, MATCH_MARGIN_DB, False, blocked, f"the {MATCH_MARGIN_DB} dB margin")
     if flag.get("ignores_lam") and out["verdict"] != "refuted":
         out["reason"] += f"; {model_label(model)} ignores λ (see λ-sensitivity)"
@@ -179,16 +193,26 @@ def claim_b(data: RunData, s: dict[str, Any]) -> dict[str, Any]:
             return m[small]["mean_abs_diff"] - m[large]["mean_abs_diff"]
         return None
 
-    return decide("b", stat, _by_replicate(data, diff), 0.0, True, _unconverged(s, [small, large, *data.baselines]),
-                  "0")
+    return decide(
+        "b", stat, _by_replicate(data, diff), 0.0, True, _unconverged(s, [small, large, *data.baselines]), "0"
+    )
 
 
 def claim_c(data: RunData, s: dict[str, Any]) -> dict[str, Any]:
     stat = "DHS − UHS mean rPSNR (dB) in the top-10% region of the baseline landscape, smallest size with both"
-    sizes = [p[0] for m in _hypers(data, "dhs") if (p := hyper_parts(m)) and f"hyper-{p[0]}-uniform" in data.conditional]
+    sizes = [
+        p[0] for m in _hypers(data, "dhs") if (p := hyper_parts(m)) and f"hyper-{p[0]}-uniform" in data.conditional
+    ]
     if data.n_lams != 2 or not sizes:
-        return row("c", "not testable", stat, None, "no size trained with both UHS and DHS" if data.n_lams == 2
-                   else "an SL study (DHS ranks by data consistency, which SL losses lack)")
+        return row(
+            "c",
+            "not testable",
+            stat,
+            None,
+            "no size trained with both UHS and DHS"
+            if data.n_lams == 2
+            else "an SL study (DHS ranks by data consistency, which SL losses lack)",
+        )
     size = sizes[0]
     dhs, uhs = f"hyper-{size}-dhs", f"hyper-{size}-uniform"
 
@@ -196,6 +220,7 @@ def claim_c(data: RunData, s: dict[str, Any]) -> dict[str, Any]:
         def fn(sub: RunData) -> float | None:
             rows = [r for r in _ao_models(sub).get("dhs_vs_uhs", []) if r["size"] == sz]
             return rows[0]["diff_top"] if rows else None
+
         return fn
 
     values = _by_replicate(data, diff_at(size))
@@ -235,8 +260,9 @@ def claim_d(data: RunData, s: dict[str, Any]) -> dict[str, Any]:
         else:
             values.append(0.0)  # no good reconstruction at all: no range
     blocked = _unconverged(s, [model]) or (None if values else "no range files for this model")
-    return decide("d", stat.replace("largest HyperRecon", model_label(model)), values, RANGE_MIN, True, blocked,
-                  f"{RANGE_MIN}")
+    return decide(
+        "d", stat.replace("largest HyperRecon", model_label(model)), values, RANGE_MIN, True, blocked, f"{RANGE_MIN}"
+    )
 
 
 def claim_e(data: RunData, s: dict[str, Any]) -> dict[str, Any]:
@@ -292,8 +318,10 @@ def claim_f(data: RunData, s: dict[str, Any]) -> dict[str, Any]:
 
     paper = PAPER_TABLE1.get(hyper_parts(model)[0])
     if paper:  # context, not part of the verdict: the ratio grows with the number of baselines
-        out["reason"] += (f"; the paper: {PAPER_TABLE1['all']['n_models']:.0f} U-Nets, "
-                          f"{PAPER_TABLE1['all']['hours'] / paper['hours']:.0f}x")
+        out["reason"] += (
+            f"; the paper: {PAPER_TABLE1['all']['n_models']:.0f} U-Nets, "
+            f"{PAPER_TABLE1['all']['hours'] / paper['hours']:.0f}x"
+        )
     return out
 
 

@@ -44,8 +44,9 @@ def shared_legend(fig, axes, *, max_cols: int, fontsize: int) -> None:
             if lab not in labels:
                 handles.append(h)
                 labels.append(lab)
-    fig.legend(handles, labels, loc="outside lower center", ncols=min(max_cols, len(labels)), fontsize=fontsize,
-               frameon=False)
+    fig.legend(
+        handles, labels, loc="outside lower center", ncols=min(max_cols, len(labels)), fontsize=fontsize, frameon=False
+    )
 
 
 def save(fig, path: Path) -> Path:
@@ -78,9 +79,16 @@ def _band(cv: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
     return mean - std, mean + std
 
 
-def lambda_curves(curves: dict[str, dict[str, dict[str, np.ndarray]]], points: dict[str, list[dict[str, float]]],
-                  metrics: Sequence[str], path: Path, *, xlabel: str, title: str,
-                  best: dict[str, dict[str, Any]] | None = None) -> Path:
+def lambda_curves(
+    curves: dict[str, dict[str, dict[str, np.ndarray]]],
+    points: dict[str, list[dict[str, float]]],
+    metrics: Sequence[str],
+    path: Path,
+    *,
+    xlabel: str,
+    title: str,
+    best: dict[str, dict[str, Any]] | None = None,
+) -> Path:
     """One panel per metric: conditional models as lines with a band, baselines as black markers with error bars;
     the band and bars are the 95% interval over replicates (``lo``/``hi``) where the curves have one, else ±1 std
     (``std``); ``best`` marks each model's best λ with a star."""
@@ -96,16 +104,40 @@ def lambda_curves(curves: dict[str, dict[str, dict[str, np.ndarray]]], points: d
             ax.fill_between(cv["lam"], lo, hi, color=color, alpha=0.18, lw=0)
             if best and m in best.get(metric, {}):
                 b = best[metric][m]
-                ax.plot([b["lam"][0] if isinstance(b["lam"], list) else b["lam"]], [b["value"]], "*", color=color,
-                        ms=13, mec="black", mew=0.6, zorder=5)
+                ax.plot(
+                    [b["lam"][0] if isinstance(b["lam"], list) else b["lam"]],
+                    [b["value"]],
+                    "*",
+                    color=color,
+                    ms=13,
+                    mec="black",
+                    mew=0.6,
+                    zorder=5,
+                )
         pts = points.get(metric, [])
         if pts:
             lam = [p["lam"] for p in pts]
             mean = np.array([p["mean"] for p in pts], float)
-            lo, hi = _band({"mean": mean, "std": [p.get("std") for p in pts], "lo": [p.get("lo") for p in pts],
-                            "hi": [p.get("hi") for p in pts]})
-            ax.errorbar(lam, mean, yerr=np.stack([mean - lo, hi - mean]), fmt="o",
-                        color=BASELINE_COLOR, ms=6, capsize=3, lw=1.2, label="U-Net baselines (one per λ)", zorder=4)
+            lo, hi = _band(
+                {
+                    "mean": mean,
+                    "std": [p.get("std") for p in pts],
+                    "lo": [p.get("lo") for p in pts],
+                    "hi": [p.get("hi") for p in pts],
+                }
+            )
+            ax.errorbar(
+                lam,
+                mean,
+                yerr=np.stack([mean - lo, hi - mean]),
+                fmt="o",
+                color=BASELINE_COLOR,
+                ms=6,
+                capsize=3,
+                lw=1.2,
+                label="U-Net baselines (one per λ)",
+                zorder=4,
+            )
         ax.set_xlabel(xlabel)
         ax.set_ylabel(metric_label(metric))
         if n > 1:
@@ -118,8 +150,14 @@ def lambda_curves(curves: dict[str, dict[str, dict[str, np.ndarray]]], points: d
 
         handles.append(Line2D([], [], marker="*", ls="", color="grey", mec="black", ms=11))
         labels.append("best λ of each model")
-    fig.legend(handles, labels, loc="outside lower center", ncols=min(4 if n > 1 else 2, len(labels)), fontsize=8,
-               frameon=False)
+    fig.legend(
+        handles,
+        labels,
+        loc="outside lower center",
+        ncols=min(4 if n > 1 else 2, len(labels)),
+        fontsize=8,
+        frameon=False,
+    )
     fig.suptitle(title)
     return save(fig, path)
 
@@ -144,10 +182,20 @@ def _outlined(color: str = "white", outline: str = "black", width: float = 2.2) 
     return [patheffects.withStroke(linewidth=width, foreground=outline), patheffects.Normal()]
 
 
-def _draw_landscape(ax, axis: np.ndarray, grid: np.ndarray, *, cmap: str, vmin: float, vmax: float,
-                    levels: Sequence[float] = (), star: tuple[float, float] | None = None,
-                    box: tuple[float, float, float, float] | None = None, points: np.ndarray | None = None,
-                    fmt: str | None = "%.2f"):
+def _draw_landscape(
+    ax,
+    axis: np.ndarray,
+    grid: np.ndarray,
+    *,
+    cmap: str,
+    vmin: float,
+    vmax: float,
+    levels: Sequence[float] = (),
+    star: tuple[float, float] | None = None,
+    box: tuple[float, float, float, float] | None = None,
+    points: np.ndarray | None = None,
+    fmt: str | None = "%.2f",
+):
     from matplotlib import colormaps
 
     e = _edges(axis)
@@ -170,8 +218,19 @@ def _draw_landscape(ax, axis: np.ndarray, grid: np.ndarray, *, cmap: str, vmin: 
         j = np.flatnonzero((axis >= box[2] - 1e-9) & (axis <= box[3] + 1e-9))
         if i.size and j.size:
             x0, x1, y0, y1 = e[i[0]], e[i[-1] + 1], e[j[0]], e[j[-1] + 1]
-            ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, ls="--", ec="white", lw=1.2,
-                                   path_effects=_outlined(), clip_on=False))
+            ax.add_patch(
+                Rectangle(
+                    (x0, y0),
+                    x1 - x0,
+                    y1 - y0,
+                    fill=False,
+                    ls="--",
+                    ec="white",
+                    lw=1.2,
+                    path_effects=_outlined(),
+                    clip_on=False,
+                )
+            )
     if points is not None and len(points):
         ms = 4 if len(points) <= 100 else 2
         ax.plot(points[:, 0], points[:, 1], "o", color="white", mec="black", mew=0.5, ms=ms, clip_on=False, zorder=4)
@@ -183,9 +242,17 @@ def _draw_landscape(ax, axis: np.ndarray, grid: np.ndarray, *, cmap: str, vmin: 
     return mesh
 
 
-def landscape_figure(ls: dict[str, Any], optima: dict[str, dict[str, float]], path: Path, *, levels: Sequence[float],
-                     title: str, lam_labels: tuple[str, str], baseline_points: np.ndarray | None = None,
-                     maximize: bool = True) -> Path:
+def landscape_figure(
+    ls: dict[str, Any],
+    optima: dict[str, dict[str, float]],
+    path: Path,
+    *,
+    levels: Sequence[float],
+    title: str,
+    lam_labels: tuple[str, str],
+    baseline_points: np.ndarray | None = None,
+    maximize: bool = True,
+) -> Path:
     """Baseline landscape (interpolated from its grid) and each conditional model's, on one colour scale."""
     axis = ls["axis"]
     panels = [("U-Net baselines (interpolated)", ls["baseline_plot"], "baseline")]
@@ -201,9 +268,18 @@ def landscape_figure(ls: dict[str, Any], optima: dict[str, dict[str, float]], pa
     mesh = None
     for ax, (name, grid, key) in zip(axes, panels, strict=True):
         o = optima.get(key)
-        mesh = _draw_landscape(ax, axis, grid, cmap="viridis" if maximize else "viridis_r", vmin=vmin, vmax=vmax,
-                               levels=levels, star=(o["lam1"], o["lam2"]) if o else None, box=ls["box"],
-                               points=baseline_points if key == "baseline" else None)
+        mesh = _draw_landscape(
+            ax,
+            axis,
+            grid,
+            cmap="viridis" if maximize else "viridis_r",
+            vmin=vmin,
+            vmax=vmax,
+            levels=levels,
+            star=(o["lam1"], o["lam2"]) if o else None,
+            box=ls["box"],
+            points=baseline_points if key == "baseline" else None,
+        )
         digits = 2 if ls["metric"] in ("psnr", "rpsnr") else 3
         sub = f"\nbest {o['value']:.{digits}f} at ({o['lam1']:.2g}, {o['lam2']:.2g})" if o else ""
         ax.set_title(f"{name}{sub}", fontsize=9)
@@ -227,13 +303,11 @@ def difference_figure(ls: dict[str, Any], path: Path, *, title: str, lam_labels:
     axes, _, _ = _grid_axes(fig, n, ncols)
     mesh = None
     for ax, (m, d) in zip(axes, diffs.items(), strict=True):
-        mesh = _draw_landscape(ax, axis, d, cmap="RdBu", vmin=-lim, vmax=lim, levels=[0.0], box=ls["box"],
-                               fmt=None)
+        mesh = _draw_landscape(ax, axis, d, cmap="RdBu", vmin=-lim, vmax=lim, levels=[0.0], box=ls["box"], fmt=None)
         ax.set_title(f"{model_label(m)} − baselines\nmean {np.nanmean(d):+.2f}", fontsize=9)
         ax.set_xlabel(lam_labels[0], fontsize=8)
         ax.set_ylabel(lam_labels[1], fontsize=8)
-    fig.colorbar(mesh, ax=list(axes), label=f"Δ {metric_label(ls['metric'])} (model − baselines; line: 0)",
-                 shrink=0.85)
+    fig.colorbar(mesh, ax=list(axes), label=f"Δ {metric_label(ls['metric'])} (model − baselines; line: 0)", shrink=0.85)
     fig.suptitle(title)
     return save(fig, path)
 
@@ -262,8 +336,9 @@ def dhs_histogram(kept: dict[str, np.ndarray], path: Path, *, lam_labels: tuple[
             ax.legend(fontsize=7)
             ax.set_ylabel("kept λ (count)", fontsize=8)
         ax.set_xlabel(lam_labels[0], fontsize=8)
-        ax.set_title(f"{model_label(m)}\n{len(lams)} kept λ (uniform: {len(lams) / bins ** lams.shape[1]:.1f}/bin)",
-                     fontsize=9)
+        ax.set_title(
+            f"{model_label(m)}\n{len(lams)} kept λ (uniform: {len(lams) / bins ** lams.shape[1]:.1f}/bin)", fontsize=9
+        )
     fig.suptitle("λ kept by DHS for the gradient")
     return save(fig, path)
 
@@ -331,8 +406,10 @@ def examples_figure(ex: dict[str, Any], path: Path, *, input_label: str) -> Path
     for m in ex["conditional"]:
         e = ex["models"][m]
         mets = e["metrics"] or [None] * len(e["recons"])
-        items = [(r, f"{_lam_text(lam)}\n{_metric_text(mt)}") for r, lam, mt in zip(e["recons"], e["lams"], mets,
-                                                                                 strict=False)]
+        items = [
+            (r, f"{_lam_text(lam)}\n{_metric_text(mt)}")
+            for r, lam, mt in zip(e["recons"], e["lams"], mets, strict=False)
+        ]
         rows.append((model_label(m), items))
     ncols = max(2, max(len(items) for _, items in rows))
     fig = new_figure(2.0 * ncols + 0.9, 2.15 * (len(rows) + 1) + 0.4)
@@ -361,8 +438,15 @@ def examples_figure(ex: dict[str, Any], path: Path, *, input_label: str) -> Path
 # search
 
 
-def search_figure(search: pd.DataFrame, targets: Sequence[str], path: Path, *, objective_label: str,
-                  grid_optimum: float | None, training_seconds: dict[str, float | None]) -> Path:
+def search_figure(
+    search: pd.DataFrame,
+    targets: Sequence[str],
+    path: Path,
+    *,
+    objective_label: str,
+    grid_optimum: float | None,
+    training_seconds: dict[str, float | None],
+) -> Path:
     """Best-so-far validation objective against cumulative device seconds: per target and strategy the mean
     over seeds (line) with a ±1 std band; replayed baseline searches pay each U-Net's training time per trial."""
     n = len(targets)
@@ -372,8 +456,9 @@ def search_figure(search: pd.DataFrame, targets: Sequence[str], path: Path, *, o
     for ax, t in zip(axes, targets, strict=True):
         sub = search[search.target == t]
         for strategy, s in sub.groupby("strategy", sort=False):
-            g = s.groupby("trial").agg(cost=("cum_cost_seconds", "mean"), best=("best_so_far", "mean"),
-                                       std=("best_so_far", "std"))
+            g = s.groupby("trial").agg(
+                cost=("cum_cost_seconds", "mean"), best=("best_so_far", "mean"), std=("best_so_far", "std")
+            )
             std = g["std"].fillna(0.0).to_numpy()
             color = strategy_color(str(strategy))
             ax.plot(g["cost"], g["best"], "-o", ms=3, color=color, lw=1.5, drawstyle="steps-post", label=str(strategy))
@@ -404,9 +489,11 @@ def search_figure(search: pd.DataFrame, targets: Sequence[str], path: Path, *, o
 
 def training_figure(histories: dict[str, dict[str, np.ndarray]], path: Path) -> Path:
     """Training loss per step: conditional models (their λ-sampled loss) and the per-λ baselines."""
-    groups = {"λ-conditioned models": {m: h for m, h in histories.items() if not m.startswith(("baseline-", "seg"))},
-              "U-Net baselines": {m: h for m, h in histories.items() if m.startswith("baseline-")},
-              "segmentation U-Net": {m: h for m, h in histories.items() if m == "seg"}}
+    groups = {
+        "λ-conditioned models": {m: h for m, h in histories.items() if not m.startswith(("baseline-", "seg"))},
+        "U-Net baselines": {m: h for m, h in histories.items() if m.startswith("baseline-")},
+        "segmentation U-Net": {m: h for m, h in histories.items() if m == "seg"},
+    }
     groups = {k: v for k, v in groups.items() if v}
     from matplotlib import colormaps
     from matplotlib.ticker import MaxNLocator

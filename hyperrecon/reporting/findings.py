@@ -42,9 +42,11 @@ def cannot_test(summary: dict[str, Any]) -> str | None:
         return None
     meta = summary.get("claims_meta", {})
     n_rep = meta.get("n_replicates", 1)
-    scale = (f"profile `{summary.get('profile')}`, {n_rep} replicate{'s' if n_rep != 1 else ''}"
-             f"{' (no replicates: no confidence intervals)' if n_rep == 1 else ''}, "
-             f"{meta.get('n_units', '?')} (replicate, subject) test units")
+    scale = (
+        f"profile `{summary.get('profile')}`, {n_rep} replicate{'s' if n_rep != 1 else ''}"
+        f"{' (no replicates: no confidence intervals)' if n_rep == 1 else ''}, "
+        f"{meta.get('n_units', '?')} (replicate, subject) test units"
+    )
     items = "; ".join(f"({r['id']}) {r['claim'].split(': ', 1)[-1]} — {r['reason']}" for r in rows)
     return f"**What this run cannot test** ({scale}): {items}."
 
@@ -53,7 +55,8 @@ def findings(summary: dict[str, Any]) -> list[str]:
     """One sentence per claims-table row, in table order; a smoke run says first that it tests the pipeline."""
     out: list[str] = []
     if summary.get("profile") == "smoke":
-        out.append("This is a smoke run (tiny data, a few training steps): the numbers test the pipeline, "
-                   "not the method.")
+        out.append(
+            "This is a smoke run (tiny data, a few training steps): the numbers test the pipeline, not the method."
+        )
     out += [claim_sentence(r) for r in summary.get("claims", [])]
     return out

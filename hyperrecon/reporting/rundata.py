@@ -59,7 +59,9 @@ def read_table(path: Path, columns: list[str], what: str, *, required: bool = Tr
     """A CSV with at least ``columns`` and one row, else ``RunError`` (None when optional and absent)."""
     if not path.exists():
         if required:
-            raise RunError(f"{path}: missing; expected {what} (did the run finish? `hrbench run --resume` completes it)")
+            raise RunError(
+                f"{path}: missing; expected {what} (did the run finish? `hrbench run --resume` completes it)"
+            )
         return None
     try:
         frame = pd.read_csv(path)
@@ -161,8 +163,12 @@ class RunData:
         return read_npz(path, "example and diverse-pair images")
 
     def ranges(self, model: str, replicate: int = 0) -> pd.DataFrame | None:
-        return read_table(self.replicate_dir(replicate) / "eval" / f"{model}-ranges.csv", ["slice", "n_above", "n_lams"],
-                          "per-slice reconstruction ranges", required=False)
+        return read_table(
+            self.replicate_dir(replicate) / "eval" / f"{model}-ranges.csv",
+            ["slice", "n_above", "n_lams"],
+            "per-slice reconstruction ranges",
+            required=False,
+        )
 
     def dhs_kept(self, model: str) -> np.ndarray | None:
         path = self.run_dir / "eval" / f"{model}-dhs-kept.npz"
@@ -191,9 +197,12 @@ class RunData:
     def search_test(self, target: str) -> pd.DataFrame | None:
         key = f"search-test:{target}"
         if key not in self._cache:  # read once: write_report checks it before drawing, the section reuses it
-            self._cache[key] = read_table(self.run_dir / "search" / f"{target}-test.csv",
-                                          ["strategy", "seed", "test_objective"],
-                                          "test objective at each search's chosen λ", required=False)
+            self._cache[key] = read_table(
+                self.run_dir / "search" / f"{target}-test.csv",
+                ["strategy", "seed", "test_objective"],
+                "test objective at each search's chosen λ",
+                required=False,
+            )
         return self._cache[key]
 
 
@@ -213,8 +222,10 @@ def _check_results(results: pd.DataFrame, path: Path) -> pd.DataFrame:
     groups = results.groupby(["model", "metric"], sort=False)["value"]
     dead = [f"{m}/{k}" for (m, k), v in groups if v.isna().all()]
     if dead:
-        raise RunError(f"{path}: all values NaN for {', '.join(dead[:4])}{' ...' if len(dead) > 4 else ''}; "
-                       "expected finite metric values for every model and metric")
+        raise RunError(
+            f"{path}: all values NaN for {', '.join(dead[:4])}{' ...' if len(dead) > 4 else ''}; "
+            "expected finite metric values for every model and metric"
+        )
     return results
 
 
@@ -227,13 +238,16 @@ def load_run(run_dir: Path) -> RunData:
     from ..study import RUN_FORMAT  # light (no torch); imported here to keep the reporting package standalone
 
     if run.get("format") != RUN_FORMAT:
-        raise RunError(f"{run_dir / 'run.json'}: run folder format {run.get('format')!r}; expected format "
-                       f"{RUN_FORMAT} (a run folder made by this version of `hrbench run`)")
+        raise RunError(
+            f"{run_dir / 'run.json'}: run folder format {run.get('format')!r}; expected format "
+            f"{RUN_FORMAT} (a run folder made by this version of `hrbench run`)"
+        )
     cfg = _read_json(run_dir / "config.json", "the resolved study config")
     if not isinstance(cfg.get("study"), dict):
         raise RunError(f"{run_dir / 'config.json'}: no 'study' object; expected the resolved study config")
-    results = _check_results(require_table(run_dir / "results.csv", RESULT_COLUMNS, "the test-set results"),
-                             run_dir / "results.csv")
+    results = _check_results(
+        require_table(run_dir / "results.csv", RESULT_COLUMNS, "the test-set results"), run_dir / "results.csv"
+    )
     costs = require_table(run_dir / "costs.csv", COST_COLUMNS, "one cost row per trained model")
     for col in ("n_params", "device_seconds", "wall_seconds"):
         costs[col] = pd.to_numeric(costs[col], errors="coerce")
@@ -242,18 +256,31 @@ def load_run(run_dir: Path) -> RunData:
     by_replicate = costs.copy()
     if "replicate" in costs.columns and costs["replicate"].nunique() > 1:
         # one row per model: numbers averaged over replicates, the rest from replicate 0
-        numeric = [c for c in costs.columns if c not in ("model", "replicate") and pd.api.types.is_numeric_dtype(costs[c])]
+        numeric = [
+            c for c in costs.columns if c not in ("model", "replicate") and pd.api.types.is_numeric_dtype(costs[c])
+        ]
         first = costs.groupby("model", sort=False).first().drop(columns=numeric)
         costs = first.join(costs.groupby("model", sort=False)[numeric].mean()).reset_index()
     scales = _read_json(run_dir / "scales.json", "loss scales") if (run_dir / "scales.json").exists() else None
     search = read_table(run_dir / "search.csv", SEARCH_COLUMNS, "every search trial", required=False)
     summary_cols = ["target", "strategy", "best_mean", "regret_mean", "search_cost_mean", "total_cost_mean"]
-    search_summary = read_table(run_dir / "search_summary.csv", summary_cols, "one row per target and strategy",
-                                required=False)
+    search_summary = read_table(
+        run_dir / "search_summary.csv", summary_cols, "one row per target and strategy", required=False
+    )
     summary = _read_json(run_dir / "summary.json", "headline numbers") if (run_dir / "summary.json").exists() else None
-    return RunData(run_dir=run_dir, run=run, config=cfg["study"], config_hash=str(cfg.get("config_hash", "")),
-                   results=results, costs=costs, scales=scales, search=search, search_summary=search_summary,
-                   summary=summary, costs_by_replicate=by_replicate)
+    return RunData(
+        run_dir=run_dir,
+        run=run,
+        config=cfg["study"],
+        config_hash=str(cfg.get("config_hash", "")),
+        results=results,
+        costs=costs,
+        scales=scales,
+        search=search,
+        search_summary=search_summary,
+        summary=summary,
+        costs_by_replicate=by_replicate,
+    )
 
 
 def finite(x: Any) -> float | None:

@@ -57,7 +57,8 @@ def search_details(data: RunData, grid_optimum: float | None, maximize: bool) ->
         trials["end_seconds"] = trials["cum_cost_seconds"]
     trials["regret"] = regret(trials["best_so_far"], grid_optimum, maximize)
     out: dict[str, Any] = {
-        "best_curves": anytime(trials, "best_so_far"), "regret_curves": anytime(trials, "regret"),
+        "best_curves": anytime(trials, "best_so_far"),
+        "regret_curves": anytime(trials, "regret"),
         "ranking": rank_strategies(trials, maximize=maximize),
         "ranking_final": rank_strategies(trials, maximize=maximize, budget=math.inf),
         "to_target": time_to_target(trials, grid_optimum, maximize=maximize),
@@ -76,29 +77,66 @@ def search_details(data: RunData, grid_optimum: float | None, maximize: bool) ->
         best = runs["best_so_far"].last().to_numpy(float)
         y, lo, hi, n = mean_ci(best)
         rg = mean_ci(regret(best, grid_optimum, maximize))
-        points.append({"model": t, "strategy": strategy, "training": float(dev[t]), "search": float(cost.mean()),
-                       "x": float(dev[t] + cost.mean()), "best": y, "best_low": lo, "best_high": hi,
-                       "regret": rg[0], "regret_low": rg[1], "regret_high": rg[2], "n": n})
+        points.append(
+            {
+                "model": t,
+                "strategy": strategy,
+                "training": float(dev[t]),
+                "search": float(cost.mean()),
+                "x": float(dev[t] + cost.mean()),
+                "best": y,
+                "best_low": lo,
+                "best_high": hi,
+                "regret": rg[0],
+                "regret_low": rg[1],
+                "regret_high": rg[2],
+                "n": n,
+            }
+        )
     out["model_points"] = points
     base = trials[(trials.target == "baselines")]
     if "full_cost_seconds" in base and "pruner" in base:
         mf = []
         for strategy, g in base.groupby("strategy", sort=False):
             per_seed = g.groupby("seed")[["cost_seconds", "full_cost_seconds"]].sum()
-            mf.append({"strategy": strategy, "pruner": str(g["pruner"].iloc[0]), "trials": len(g) / g.seed.nunique(),
-                       "pruned": float((g.state == "PRUNED").mean()), "steps": float(g["step"].mean()),
-                       "cost": float(per_seed.cost_seconds.mean()), "full": float(per_seed.full_cost_seconds.mean()),
-                       "ratio": float(per_seed.cost_seconds.sum() / per_seed.full_cost_seconds.sum())})
+            mf.append(
+                {
+                    "strategy": strategy,
+                    "pruner": str(g["pruner"].iloc[0]),
+                    "trials": len(g) / g.seed.nunique(),
+                    "pruned": float((g.state == "PRUNED").mean()),
+                    "steps": float(g["step"].mean()),
+                    "cost": float(per_seed.cost_seconds.mean()),
+                    "full": float(per_seed.full_cost_seconds.mean()),
+                    "ratio": float(per_seed.cost_seconds.sum() / per_seed.full_cost_seconds.sum()),
+                }
+            )
         out["multi_fidelity"] = mf
-    par = read_table(data.run_dir / "search_parallel.csv", ["strategy", "seed", "workers", "best_so_far",
-                                                            "start_seconds", "end_seconds"],
-                     "replayed baseline searches per worker count", required=False)
+    par = read_table(
+        data.run_dir / "search_parallel.csv",
+        ["strategy", "seed", "workers", "best_so_far", "start_seconds", "end_seconds"],
+        "replayed baseline searches per worker count",
+        required=False,
+    )
     if par is not None:
-        out["parallel"] = time_to_target(par, grid_optimum, maximize=maximize,
-                                         group=("target", "strategy", "workers"))
-    mo = read_table(data.run_dir / "search_mo.csv", ["target", "objectives", "strategy", "seed", "lam1", "metric1",
-                                                      "value1", "metric2", "value2", "cum_cost_seconds"],
-                    "multi-objective search trials", required=False)
+        out["parallel"] = time_to_target(par, grid_optimum, maximize=maximize, group=("target", "strategy", "workers"))
+    mo = read_table(
+        data.run_dir / "search_mo.csv",
+        [
+            "target",
+            "objectives",
+            "strategy",
+            "seed",
+            "lam1",
+            "metric1",
+            "value1",
+            "metric2",
+            "value2",
+            "cum_cost_seconds",
+        ],
+        "multi-objective search trials",
+        required=False,
+    )
     if mo is not None:
         out.update(_mo_details(data, mo, dev))
     return out
@@ -114,9 +152,20 @@ def _baseline_points(data: RunData, pairs: list[tuple[str, str]]) -> pd.DataFram
     rows = []
     for m1, m2 in pairs:
         if m1 in final and m2 in final:
-            rows.append(pd.DataFrame({"target": "baselines", "objectives": f"{m1},{m2}", "lam1": final.lam1,
-                                      "lam2": final.get("lam2", np.nan), "metric1": m1, "value1": final[m1],
-                                      "metric2": m2, "value2": final[m2]}))
+            rows.append(
+                pd.DataFrame(
+                    {
+                        "target": "baselines",
+                        "objectives": f"{m1},{m2}",
+                        "lam1": final.lam1,
+                        "lam2": final.get("lam2", np.nan),
+                        "metric1": m1,
+                        "value1": final[m1],
+                        "metric2": m2,
+                        "value2": final[m2],
+                    }
+                )
+            )
     return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()
 
 
@@ -140,8 +189,18 @@ def _mo_details(data: RunData, mo: pd.DataFrame, dev: pd.Series) -> dict[str, An
         for (pair, t, s), g in hv.groupby(["objectives", "target", "strategy"], sort=False):
             last = g.groupby("seed").tail(1)
             m, lo, hi, n = mean_ci(last.hypervolume.to_numpy(float))
-            final.append({"objectives": pair, "target": t, "strategy": s, "hv": m, "low": lo, "high": hi, "n": n,
-                          "cost": float(last.cost.mean())})
+            final.append(
+                {
+                    "objectives": pair,
+                    "target": t,
+                    "strategy": s,
+                    "hv": m,
+                    "low": lo,
+                    "high": hi,
+                    "n": n,
+                    "cost": float(last.cost.mean()),
+                }
+            )
         out["hv_final"] = final
     if any("dice" in p for p in pairs):
         q = next(p[0] for p in pairs if p[1] == "dice")
@@ -161,8 +220,15 @@ def _band(ax, c: pd.DataFrame, color, ls, label: str, offset: float = 0.0) -> No
         ax.fill_between(x[ok], c["low"][ok], c["high"][ok], color=color, alpha=0.13, lw=0, step="post")
 
 
-def anytime_figure(details: dict[str, Any], targets: list[str], path: Path, *, objective_label: str,
-                   grid_optimum: float | None, n_seeds: dict[str, int]) -> Path:
+def anytime_figure(
+    details: dict[str, Any],
+    targets: list[str],
+    path: Path,
+    *,
+    objective_label: str,
+    grid_optimum: float | None,
+    n_seeds: dict[str, int],
+) -> Path:
     """Best-so-far validation objective against cumulative device time per target: mean over seeds with its 95%
     confidence band; the baselines panel also shows each λ-conditioned model as one point (training + search)."""
     n = len(targets)
@@ -179,8 +245,17 @@ def anytime_figure(details: dict[str, Any], targets: list[str], path: Path, *, o
                 err = None
                 if p["best_low"] is not None and np.isfinite(p["best_low"]):
                     err = [[p["best"] - p["best_low"]], [p["best_high"] - p["best"]]]
-                ax.errorbar([p["x"]], [p["best"]], yerr=err, fmt="D", ms=6, color=model_color(p["model"]),
-                            mec="black", capsize=3, label=f"{model_label(p['model'])}: training + search")
+                ax.errorbar(
+                    [p["x"]],
+                    [p["best"]],
+                    yerr=err,
+                    fmt="D",
+                    ms=6,
+                    color=model_color(p["model"]),
+                    mec="black",
+                    capsize=3,
+                    label=f"{model_label(p['model'])}: training + search",
+                )
         if grid_optimum is not None:
             ax.axhline(grid_optimum, color=BASELINE_COLOR, ls="--", lw=0.8, label="grid optimum")
         _logx(ax)
@@ -206,8 +281,17 @@ def regret_figure(details: dict[str, Any], path: Path, *, objective_label: str) 
         err = None
         if p["regret_low"] is not None and np.isfinite(p["regret_low"]):
             err = [[p["regret"] - p["regret_low"]], [p["regret_high"] - p["regret"]]]
-        ax.errorbar([p["x"]], [p["regret"]], yerr=err, fmt="D", ms=6, color=model_color(p["model"]), mec="black",
-                    capsize=3, label=f"{model_label(p['model'])} ({p['strategy']})")
+        ax.errorbar(
+            [p["x"]],
+            [p["regret"]],
+            yerr=err,
+            fmt="D",
+            ms=6,
+            color=model_color(p["model"]),
+            mec="black",
+            capsize=3,
+            label=f"{model_label(p['model'])} ({p['strategy']})",
+        )
     ax.axhline(0.0, color="black", lw=0.8)
     _logx(ax)
     ax.set_xlabel("cumulative device time (s, log); models: training + search")
@@ -231,8 +315,15 @@ def pareto_figure(details: dict[str, Any], path: Path) -> Path:
         ax.scatter(base.value1, base.value2, s=14, color="0.6", label="trained baselines")
         for t, f in fr[fr.objectives == key].groupby("target", sort=False):
             color = BASELINE_COLOR if t == "baselines" else model_color(str(t))
-            ax.plot(f.value1, f.value2, "-o", ms=3.5, color=color, drawstyle="steps-post" if len(f) > 1 else None,
-                    label=f"{_target_label(str(t))} front")
+            ax.plot(
+                f.value1,
+                f.value2,
+                "-o",
+                ms=3.5,
+                color=color,
+                drawstyle="steps-post" if len(f) > 1 else None,
+                label=f"{_target_label(str(t))} front",
+            )
         ax.set_xlabel(f"validation {metric_short(m1)} ({'↑' if details['maximize'][m1] else '↓'})")
         ax.set_ylabel(f"validation {metric_short(m2)} ({'↑' if details['maximize'][m2] else '↓'})")
         ax.grid(alpha=0.3)
@@ -274,8 +365,9 @@ def parallel_figure(par: pd.DataFrame, path: Path) -> Path:
         color, ls = _style(str(strategy))
         lo = (g.wall_mean - g.wall_low).fillna(0).clip(lower=0)
         hi = (g.wall_high - g.wall_mean).fillna(0).clip(lower=0)
-        ax.errorbar(g.workers, g.wall_mean, yerr=[lo, hi], color=color, ls=ls, marker="o", ms=4, capsize=3,
-                    label=str(strategy))
+        ax.errorbar(
+            g.workers, g.wall_mean, yerr=[lo, hi], color=color, ls=ls, marker="o", ms=4, capsize=3, label=str(strategy)
+        )
     from matplotlib.ticker import ScalarFormatter
 
     ax.set_xscale("log", base=2)
@@ -324,14 +416,17 @@ def markdown(data: RunData, se: dict[str, Any], d: dict[str, Any], fig_dir: Path
     found = findings(se)
     if found:  # the search's own findings (the report's Findings list is the claims table's)
         out.append("\n".join(f"- {f}" for f in found))
-    p = anytime_figure(d, se["targets"], fig_dir / "search.png", objective_label=label,
-                       grid_optimum=se["grid_optimum"], n_seeds=seeds)
-    out += [f"![search: anytime curves]({link(p)})",
-            "Each search is repeated over seeds (replicates); lines are the mean best-so-far over the seeds that "
-            "have a finished trial by then, bands the 95% t-interval of that mean. Line style: the pruner (solid: "
-            "none, dashed: successive halving, dash-dot: Hyperband, dotted: median). Diamonds: each λ-conditioned "
-            "model at its training plus mean search cost (its best-ranked strategy), with the 95% interval of its "
-            "best validation objective."]
+    p = anytime_figure(
+        d, se["targets"], fig_dir / "search.png", objective_label=label, grid_optimum=se["grid_optimum"], n_seeds=seeds
+    )
+    out += [
+        f"![search: anytime curves]({link(p)})",
+        "Each search is repeated over seeds (replicates); lines are the mean best-so-far over the seeds that "
+        "have a finished trial by then, bands the 95% t-interval of that mean. Line style: the pruner (solid: "
+        "none, dashed: successive halving, dash-dot: Hyperband, dotted: median). Diamonds: each λ-conditioned "
+        "model at its training plus mean search cost (its best-ranked strategy), with the 95% interval of its "
+        "best validation objective.",
+    ]
     if d["model_points"] or len(d["regret_curves"]):
         p = regret_figure(d, fig_dir / "search-regret.png", objective_label=label)
         out.append(f"![search: regret]({link(p)})")
@@ -361,31 +456,80 @@ def _ranking(r: pd.DataFrame, final: pd.DataFrame | None) -> str:
     for t, g in r.groupby("target", sort=False):
         for _, x in g.sort_values("avg_rank").iterrows():
             f = end.loc[(t, x.strategy)] if end is not None else None
-            rows.append([_target_label(str(t)), str(x.strategy), fmt_num(x.avg_rank, 2), fmt_num(x.score_mean, 3),
-                         fmt_seconds(x.budget_seconds), "best" if x.best else fmt_p(x.vs_best_p),
-                         fmt_p(x.friedman_p), fmt_num(f.avg_rank, 2) if f is not None else MISSING,
-                         fmt_p(f.friedman_p) if f is not None else MISSING, str(int(x.n_seeds))])
-    table = md_table(["target", "strategy", "average rank at T", "best-so-far at T (mean)", "T (device)",
-                      "p vs best (Wilcoxon, BH)", "Friedman p", "average rank at the end", "Friedman p at the end",
-                      "seeds"], rows, name="search ranking")
-    return ("Per target and seed, the strategies are ranked (1 = best) by their best-so-far at the common budget T "
-            "(the smallest total device time of any of the target's searches; a search with nothing finished by "
-            "then ranks last); 'at the end': by each search's final best, whatever it cost. Friedman test over "
-            "the seeds (`scipy.stats.friedmanchisquare`, three or more "
-            "strategies); post hoc, each strategy against the best-ranked one with the Wilcoxon signed-rank test, "
-            "p adjusted by Benjamini-Hochberg.\n\n" + table)
+            rows.append(
+                [
+                    _target_label(str(t)),
+                    str(x.strategy),
+                    fmt_num(x.avg_rank, 2),
+                    fmt_num(x.score_mean, 3),
+                    fmt_seconds(x.budget_seconds),
+                    "best" if x.best else fmt_p(x.vs_best_p),
+                    fmt_p(x.friedman_p),
+                    fmt_num(f.avg_rank, 2) if f is not None else MISSING,
+                    fmt_p(f.friedman_p) if f is not None else MISSING,
+                    str(int(x.n_seeds)),
+                ]
+            )
+    table = md_table(
+        [
+            "target",
+            "strategy",
+            "average rank at T",
+            "best-so-far at T (mean)",
+            "T (device)",
+            "p vs best (Wilcoxon, BH)",
+            "Friedman p",
+            "average rank at the end",
+            "Friedman p at the end",
+            "seeds",
+        ],
+        rows,
+        name="search ranking",
+    )
+    return (
+        "Per target and seed, the strategies are ranked (1 = best) by their best-so-far at the common budget T "
+        "(the smallest total device time of any of the target's searches; a search with nothing finished by "
+        "then ranks last); 'at the end': by each search's final best, whatever it cost. Friedman test over "
+        "the seeds (`scipy.stats.friedmanchisquare`, three or more "
+        "strategies); post hoc, each strategy against the best-ranked one with the Wilcoxon signed-rank test, "
+        "p adjusted by Benjamini-Hochberg.\n\n" + table
+    )
 
 
 def _mf_table(mf: list[dict[str, Any]]) -> str:
-    rows = [[m["strategy"], m["pruner"], fmt_num(m["trials"], 1), f"{m['pruned']:.0%}", fmt_num(m["steps"], 0),
-             fmt_seconds(m["cost"]), fmt_seconds(m["full"]), f"{m['ratio']:.0%}"] for m in mf]
-    table = md_table(["strategy", "pruner", "trials / search", "pruned", "mean training steps / trial",
-                      "device time / search", "same trials trained to the end", "ratio"], rows,
-                     name="multi-fidelity cost")
-    return ("Replayed from the fidelity table (`search/fidelity.csv`: every baseline's validation metrics at "
-            "fixed training steps). A trial stopped by its pruner pays the training steps it consumed plus one "
-            "validation pass per fidelity it reached; 'trained to the end' is what the same trials cost without "
-            "early stopping (full training and one validation pass).\n\n" + table)
+    rows = [
+        [
+            m["strategy"],
+            m["pruner"],
+            fmt_num(m["trials"], 1),
+            f"{m['pruned']:.0%}",
+            fmt_num(m["steps"], 0),
+            fmt_seconds(m["cost"]),
+            fmt_seconds(m["full"]),
+            f"{m['ratio']:.0%}",
+        ]
+        for m in mf
+    ]
+    table = md_table(
+        [
+            "strategy",
+            "pruner",
+            "trials / search",
+            "pruned",
+            "mean training steps / trial",
+            "device time / search",
+            "same trials trained to the end",
+            "ratio",
+        ],
+        rows,
+        name="multi-fidelity cost",
+    )
+    return (
+        "Replayed from the fidelity table (`search/fidelity.csv`: every baseline's validation metrics at "
+        "fixed training steps). A trial stopped by its pruner pays the training steps it consumed plus one "
+        "validation pass per fidelity it reached; 'trained to the end' is what the same trials cost without "
+        "early stopping (full training and one validation pass).\n\n" + table
+    )
 
 
 def _to_target(d: dict[str, Any]) -> str:
@@ -394,41 +538,70 @@ def _to_target(d: dict[str, Any]) -> str:
     workers = sorted(int(w) for w in par.workers.unique()) if par is not None else []
     rows = []
     for _, x in tt[tt.target == "baselines"].iterrows():
-        row = [str(x.strategy), f"{round(x.frac_reached * x.n_seeds)} / {int(x.n_seeds)}",
-               _ci(x.device_mean, x.device_low, x.device_high)]
+        row = [
+            str(x.strategy),
+            f"{round(x.frac_reached * x.n_seeds)} / {int(x.n_seeds)}",
+            _ci(x.device_mean, x.device_low, x.device_high),
+        ]
         for w in workers:
             hit = par[(par.strategy == x.strategy) & (par.workers == w)]
             row.append(_ci(*hit[["wall_mean", "wall_low", "wall_high"]].iloc[0]) if len(hit) else MISSING)
         rows.append(row)
     header = ["strategy", "seeds reaching it", "device time [95% CI]"] + [
-        f"wall-clock, {w} worker{'s' if w > 1 else ''}" for w in workers]
-    note = ("Replayed baseline searches: the first time the best-so-far equals the grid optimum (the best trained "
-            "baseline), over the seeds that reach it; wall-clock times from simulated asynchronous workers (each "
-            "starts a new trial as soon as it is free; pruners see only the reports made by then).")
+        f"wall-clock, {w} worker{'s' if w > 1 else ''}" for w in workers
+    ]
+    note = (
+        "Replayed baseline searches: the first time the best-so-far equals the grid optimum (the best trained "
+        "baseline), over the seeds that reach it; wall-clock times from simulated asynchronous workers (each "
+        "starts a new trial as soon as it is free; pruners see only the reports made by then)."
+    )
     return note + "\n\n" + md_table(header, rows, name="time to target")
 
 
 def _hv_table(final: list[dict[str, Any]]) -> str:
-    rows = [[" vs ".join(metric_short(m) for m in str(x["objectives"]).split(",")), _target_label(str(x["target"])), str(x["strategy"]),
-             _ci(x["hv"], x["low"], x["high"], lambda v: fmt_num(v, 3)), fmt_seconds(x["cost"])] for x in final]
-    return ("Hypervolume of each search's final front, objectives normalised to [0, 1] over all points of the pair "
-            "(reference point 1.1); cost: device time (models: with their training).\n\n"
-            + md_table(["objectives", "target", "strategy", "hypervolume [95% CI]", "cost"], rows,
-                       name="hypervolume"))
+    rows = [
+        [
+            " vs ".join(metric_short(m) for m in str(x["objectives"]).split(",")),
+            _target_label(str(x["target"])),
+            str(x["strategy"]),
+            _ci(x["hv"], x["low"], x["high"], lambda v: fmt_num(v, 3)),
+            fmt_seconds(x["cost"]),
+        ]
+        for x in final
+    ]
+    return (
+        "Hypervolume of each search's final front, objectives normalised to [0, 1] over all points of the pair "
+        "(reference point 1.1); cost: device time (models: with their training).\n\n"
+        + md_table(["objectives", "target", "strategy", "hypervolume [95% CI]", "cost"], rows, name="hypervolume")
+    )
 
 
 def _dice_table(pick: pd.DataFrame) -> str:
     rows = []
     for _, x in pick.iterrows():
         lq, ld = _lams(x, "_for_quality"), _lams(x, "_for_downstream")
-        rows.append([_target_label(str(x.target)), fmt_lam(lq), fmt_num(x.quality_at_quality, 3),
-                     fmt_num(x.downstream_at_quality, 3), fmt_lam(ld), fmt_num(x.quality_at_downstream, 3),
-                     fmt_num(x.downstream_at_downstream, 3), fmt_num(x.downstream_gain, 3, signed=True)])
+        rows.append(
+            [
+                _target_label(str(x.target)),
+                fmt_lam(lq),
+                fmt_num(x.quality_at_quality, 3),
+                fmt_num(x.downstream_at_quality, 3),
+                fmt_lam(ld),
+                fmt_num(x.quality_at_downstream, 3),
+                fmt_num(x.downstream_at_downstream, 3),
+                fmt_num(x.downstream_gain, 3, signed=True),
+            ]
+        )
     q = metric_short(str(pick.quality.iloc[0]))
-    return (f"Among the λ evaluated (baselines: every trained cell; models: every λ their ({q}, Dice) searches "
-            "tried), validation values:\n\n"
-            + md_table(["target", f"λ best for {q}", q, "Dice", "λ best for Dice", q, "Dice",
-                        f"Dice gained over the {q}-best λ"], rows, name="Dice pick"))
+    return (
+        f"Among the λ evaluated (baselines: every trained cell; models: every λ their ({q}, Dice) searches "
+        "tried), validation values:\n\n"
+        + md_table(
+            ["target", f"λ best for {q}", q, "Dice", "λ best for Dice", q, "Dice", f"Dice gained over the {q}-best λ"],
+            rows,
+            name="Dice pick",
+        )
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -448,35 +621,50 @@ def findings(se: dict[str, Any] | None) -> list[str]:
         x = pool.loc[pool.device_mean.idxmin()]
         ties = int((np.abs(pool.device_mean - x.device_mean) <= 1e-9 * max(1.0, x.device_mean)).sum()) - 1
         tied = f" (tied with {ties} other{'s' if ties > 1 else ''})" if ties else ""
-        out.append(f"Searching the baselines, {x.strategy}{tied} reached the grid optimum first: "
-                   f"{_ci(x.device_mean, x.device_low, x.device_high)} of device time (mean [95% CI]) in "
-                   f"{round(x.frac_reached * x.n_seeds)} of {int(x.n_seeds)} seeds.")
+        out.append(
+            f"Searching the baselines, {x.strategy}{tied} reached the grid optimum first: "
+            f"{_ci(x.device_mean, x.device_low, x.device_high)} of device time (mean [95% CI]) in "
+            f"{round(x.frac_reached * x.n_seeds)} of {int(x.n_seeds)} seeds."
+        )
     r = d["ranking"]
     rb = r[r.target == "baselines"]
     if len(rb) and np.ptp(rb.avg_rank.to_numpy(float)) == 0:
-        out.append(f"At equal device time ({fmt_seconds(rb.budget_seconds.iloc[0])}) the {len(rb)} baseline search "
-                   "strategies tie (every seed ranks them alike).")
+        out.append(
+            f"At equal device time ({fmt_seconds(rb.budget_seconds.iloc[0])}) the {len(rb)} baseline search "
+            "strategies tie (every seed ranks them alike)."
+        )
     elif len(rb):
         b = rb[rb.best].iloc[0]
         sig = rb[(~rb.best) & (rb.vs_best_p < 0.05)]
-        test = (f"Friedman p = {fmt_p(b.friedman_p)}" if finite(b.friedman_p) is not None
-                else "too few strategies or seeds for a Friedman test")
-        out.append(f"At equal device time ({fmt_seconds(b.budget_seconds)}), {b.strategy} ranks best among the "
-                   f"baseline searches (average rank {b.avg_rank:.2f} of {len(rb)}; {test}; {len(sig)} of the "
-                   f"others significantly worse at p < 0.05, Wilcoxon with Benjamini-Hochberg).")
+        test = (
+            f"Friedman p = {fmt_p(b.friedman_p)}"
+            if finite(b.friedman_p) is not None
+            else "too few strategies or seeds for a Friedman test"
+        )
+        out.append(
+            f"At equal device time ({fmt_seconds(b.budget_seconds)}), {b.strategy} ranks best among the "
+            f"baseline searches (average rank {b.avg_rank:.2f} of {len(rb)}; {test}; {len(sig)} of the "
+            f"others significantly worse at p < 0.05, Wilcoxon with Benjamini-Hochberg)."
+        )
     mf = [m for m in d.get("multi_fidelity", []) if m["pruner"] != "none"]
     if mf:
         m = min(mf, key=lambda v: v["ratio"])
-        out.append(f"Early stopping: {m['strategy']} spent {m['ratio']:.0%} of what its trials would cost trained to "
-                   f"the end ({m['pruned']:.0%} of trials pruned).")
+        out.append(
+            f"Early stopping: {m['strategy']} spent {m['ratio']:.0%} of what its trials would cost trained to "
+            f"the end ({m['pruned']:.0%} of trials pruned)."
+        )
     for p in d.get("model_points", []):
-        out.append(f"{model_label(p['model'])}: training plus search ({p['strategy']}) {fmt_seconds(p['x'])}, "
-                   f"regret {fmt_num(p['regret'], 3, signed=True)} against the grid optimum.")
+        out.append(
+            f"{model_label(p['model'])}: training plus search ({p['strategy']}) {fmt_seconds(p['x'])}, "
+            f"regret {fmt_num(p['regret'], 3, signed=True)} against the grid optimum."
+        )
     pick = d.get("dice_pick")
     if pick is not None and len(pick):
         for _, x in pick.iterrows():
             if finite(x.downstream_gain) and x.downstream_gain >= 5e-4:
-                out.append(f"For Dice, {_target_label(str(x.target))} should use λ={fmt_lam(_lams(x, '_for_downstream'))}"
-                           f" rather than its {metric_short(str(x.quality))}-best λ={fmt_lam(_lams(x, '_for_quality'))}"
-                           f" (+{x.downstream_gain:.3f} validation Dice).")
+                out.append(
+                    f"For Dice, {_target_label(str(x.target))} should use λ={fmt_lam(_lams(x, '_for_downstream'))}"
+                    f" rather than its {metric_short(str(x.quality))}-best λ={fmt_lam(_lams(x, '_for_quality'))}"
+                    f" (+{x.downstream_gain:.3f} validation Dice)."
+                )
     return out

@@ -109,8 +109,14 @@ def metric_sensitivity(data: RunData, metric: str, box: np.ndarray) -> dict[str,
             dirs.append(_nearest(pts, box[1]) - _nearest(pts, box[0]))
         if spreads:
             s, d = t_interval(spreads), t_interval(dirs)
-            out[name] = {"spread": s["mean"], "spread_lo": s["lo"], "spread_hi": s["hi"],
-                         "direction": d["mean"], "direction_lo": d["lo"], "direction_hi": d["hi"]}
+            out[name] = {
+                "spread": s["mean"],
+                "spread_lo": s["lo"],
+                "spread_hi": s["hi"],
+                "direction": d["mean"],
+                "direction_lo": d["lo"],
+                "direction_hi": d["hi"],
+            }
     return out
 
 
@@ -128,8 +134,10 @@ def sensitivity_analysis(data: RunData, metrics: list[str] | None = None) -> dic
     box = endpoint_lams([data.baseline_lam(b) for b in data.baselines])
     metrics = [m for m in (metrics or data.metrics) if m in data.metrics]
     spread = {m: metric_sensitivity(data, m, box) for m in metrics}
-    image = {m: {**summarise_units(v), "kind": model_kind(m) if m != "baselines" else "baseline"}
-             for m, v in image_changes(data).items()}
+    image = {
+        m: {**summarise_units(v), "kind": model_kind(m) if m != "baselines" else "baseline"}
+        for m, v in image_changes(data).items()
+    }
     models: dict[str, dict[str, Any]] = {}
     base_img = image.get("baselines", {}).get("mean")
     for m in data.conditional:
@@ -150,7 +158,18 @@ def sensitivity_analysis(data: RunData, metrics: list[str] | None = None) -> dic
             ratio, basis = float(np.median(ratios)), "median metric-spread ratio"
         else:
             ratio, basis = None, "no baseline reference"
-        models[m] = {"ignores_lam": None if ratio is None else bool(ratio < RATIO_MIN), "ratio": ratio,
-                     "basis": basis, "follows": follows}
-    return {"box": box, "metrics": metrics, "spread": spread, "image": image, "models": models,
-            "ratio_min": RATIO_MIN, "ci_method": CI_METHOD}
+        models[m] = {
+            "ignores_lam": None if ratio is None else bool(ratio < RATIO_MIN),
+            "ratio": ratio,
+            "basis": basis,
+            "follows": follows,
+        }
+    return {
+        "box": box,
+        "metrics": metrics,
+        "spread": spread,
+        "image": image,
+        "models": models,
+        "ratio_min": RATIO_MIN,
+        "ci_method": CI_METHOD,
+    }

@@ -74,8 +74,9 @@ def unit_values(results: pd.DataFrame, model: str, metric: str, lam: tuple[float
     rows = results[(results["model"] == model) & (results["metric"] == metric)]
     rows = rows[lam_mask(rows, lam)]
     rep = rows["replicate"] if "replicate" in rows.columns else pd.Series(0, index=rows.index)
-    keys = pd.DataFrame({"replicate": rep.astype(int), "subject": rows["slice"].map(subject_of),
-                         "value": rows["value"].astype(float)})
+    keys = pd.DataFrame(
+        {"replicate": rep.astype(int), "subject": rows["slice"].map(subject_of), "value": rows["value"].astype(float)}
+    )
     return keys.groupby(["replicate", "subject"])["value"].mean()
 
 
@@ -88,8 +89,14 @@ def summarise_units(units: pd.Series, level: float = CI_LEVEL) -> dict[str, floa
     """Mean over units and the t interval over replicates of a unit Series; plus the unit and replicate counts."""
     reps = replicate_means(units)
     ci = t_interval(reps.to_numpy(), level)
-    return {"mean": ci["mean"], "lo": ci["lo"], "hi": ci["hi"], "n_replicates": int(reps.size),
-            "n_units": int(units.size), "sd_units": float(units.std(ddof=1)) if units.size > 1 else math.nan}
+    return {
+        "mean": ci["mean"],
+        "lo": ci["lo"],
+        "hi": ci["hi"],
+        "n_replicates": int(reps.size),
+        "n_units": int(units.size),
+        "sd_units": float(units.std(ddof=1)) if units.size > 1 else math.nan,
+    }
 
 
 def paired_units(a: pd.Series, b: pd.Series, level: float = CI_LEVEL) -> dict[str, Any]:
@@ -106,8 +113,15 @@ def paired_units(a: pd.Series, b: pd.Series, level: float = CI_LEVEL) -> dict[st
     d = d[np.isfinite(d.to_numpy())]
     n = int(d.size)
     if n == 0:
-        return {"n": 0, "n_replicates": 0, "mean_diff": math.nan, "std_diff": math.nan, "lo": math.nan,
-                "hi": math.nan, "p": math.nan}
+        return {
+            "n": 0,
+            "n_replicates": 0,
+            "mean_diff": math.nan,
+            "std_diff": math.nan,
+            "lo": math.nan,
+            "hi": math.nan,
+            "p": math.nan,
+        }
     if n < 2:
         p = math.nan
     elif np.all(d.to_numpy() == 0):
@@ -115,8 +129,15 @@ def paired_units(a: pd.Series, b: pd.Series, level: float = CI_LEVEL) -> dict[st
     else:
         p = float(wilcoxon(d.to_numpy(), alternative="two-sided").pvalue)
     s = summarise_units(d, level)
-    return {"n": n, "n_replicates": s["n_replicates"], "mean_diff": s["mean"], "lo": s["lo"], "hi": s["hi"],
-            "std_diff": s["sd_units"], "p": p}
+    return {
+        "n": n,
+        "n_replicates": s["n_replicates"],
+        "mean_diff": s["mean"],
+        "lo": s["lo"],
+        "hi": s["hi"],
+        "std_diff": s["sd_units"],
+        "p": p,
+    }
 
 
 def per_replicate(results: pd.DataFrame, fn) -> pd.Series:
@@ -130,8 +151,14 @@ def curve_ci(results: pd.DataFrame, model: str, metric: str, level: float = CI_L
     over each replicate's subjects. ``{"lam", "mean", "lo", "hi", "sd"}`` (sd over units), sorted by λ."""
     rows = results[(results["model"] == model) & (results["metric"] == metric)]
     rep = rows["replicate"] if "replicate" in rows.columns else pd.Series(0, index=rows.index)
-    units = pd.DataFrame({"lam": rows["lam1"].astype(float), "replicate": rep.astype(int),
-                          "subject": rows["slice"].map(subject_of), "value": rows["value"].astype(float)})
+    units = pd.DataFrame(
+        {
+            "lam": rows["lam1"].astype(float),
+            "replicate": rep.astype(int),
+            "subject": rows["slice"].map(subject_of),
+            "value": rows["value"].astype(float),
+        }
+    )
     units = units.groupby(["lam", "replicate", "subject"])["value"].mean()
     lams = np.sort(units.index.get_level_values("lam").unique().to_numpy())
     out = {k: np.full(lams.size, np.nan) for k in ("mean", "lo", "hi", "sd")}

@@ -27,8 +27,16 @@ METRIC_LABELS = {
     "mse": "MSE",
     "dice": "Dice (hard, mean over classes)",
 }
-METRIC_SHORT = {"psnr": "PSNR", "rpsnr": "rPSNR", "ssim": "SSIM", "mae": "MAE", "hfen": "HFEN", "nmse": "NMSE",
-                "mse": "MSE", "dice": "Dice"}
+METRIC_SHORT = {
+    "psnr": "PSNR",
+    "rpsnr": "rPSNR",
+    "ssim": "SSIM",
+    "mae": "MAE",
+    "hfen": "HFEN",
+    "nmse": "NMSE",
+    "mse": "MSE",
+    "dice": "Dice",
+}
 METRIC_UNITS = {"psnr": "dB", "rpsnr": "dB"}
 
 

@@ -101,8 +101,9 @@ def _escape(cell: str) -> str:
     return cell.replace("|", "\\|").replace("\n", " ")
 
 
-def md_table(header: Sequence[str], rows: Sequence[Sequence[str]], *, name: str,
-             align: Sequence[str] | None = None) -> str:
+def md_table(
+    header: Sequence[str], rows: Sequence[Sequence[str]], *, name: str, align: Sequence[str] | None = None
+) -> str:
     """A GitHub-markdown table. ``align`` per column: ``l`` | ``r`` (default: first column left, others right).
 
     ``name`` names the table in the error raised for no rows, or for rows whose cells (past the first column)
@@ -122,7 +123,9 @@ def md_table(header: Sequence[str], rows: Sequence[Sequence[str]], *, name: str,
     return "\n".join(lines)
 
 
-def drop_empty_columns(header: list[str], rows: list[list[str]], keep_first: int = 1) -> tuple[list[str], list[list[str]]]:
+def drop_empty_columns(
+    header: list[str], rows: list[list[str]], keep_first: int = 1
+) -> tuple[list[str], list[list[str]]]:
     """Remove columns (after the first ``keep_first``) in which every cell is missing."""
     keep = [i for i in range(len(header)) if i < keep_first or any(r[i] != MISSING for r in rows)]
     return [header[i] for i in keep], [[r[i] for i in keep] for r in rows]

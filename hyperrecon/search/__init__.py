@@ -22,7 +22,23 @@ from .fidelity import FIDELITY_COLUMNS, FidelityTable, fidelity_steps
 from .studies import SEARCH_PREFIX, list_search_studies, save_studies, study_name
 
 __all__ = [
-    "FIDELITY_COLUMNS", "REPLAY_TARGET", "SEARCH_PREFIX", "TRIAL_COLUMNS", "FidelityTable", "Outcome", "Strategy",
-    "fidelity_steps", "list_search_studies", "make_model_objective", "make_model_objectives", "run_study",
-    "save_studies", "search_fidelity", "search_model", "search_replay", "strategy_items", "study_name", "summarise",
+    "FIDELITY_COLUMNS",
+    "REPLAY_TARGET",
+    "SEARCH_PREFIX",
+    "TRIAL_COLUMNS",
+    "FidelityTable",
+    "Outcome",
+    "Strategy",
+    "fidelity_steps",
+    "list_search_studies",
+    "make_model_objective",
+    "make_model_objectives",
+    "run_study",
+    "save_studies",
+    "search_fidelity",
+    "search_model",
+    "search_replay",
+    "strategy_items",
+    "study_name",
+    "summarise",
 ]

@@ -48,9 +48,30 @@ from .fidelity import FidelityTable
 from .studies import MEMORY_RUN, study_name
 
 TRIAL_COLUMNS = [
-    "target", "strategy", "seed", "trial", "lam1", "lam2", "objective", "cost_seconds", "cum_cost_seconds",
-    "best_so_far", "best_lam1", "best_lam2", "replay", "suggested_lam1", "suggested_lam2",
-    "sampler", "pruner", "state", "step", "full_cost_seconds", "workers", "start_seconds", "end_seconds", "study",
+    "target",
+    "strategy",
+    "seed",
+    "trial",
+    "lam1",
+    "lam2",
+    "objective",
+    "cost_seconds",
+    "cum_cost_seconds",
+    "best_so_far",
+    "best_lam1",
+    "best_lam2",
+    "replay",
+    "suggested_lam1",
+    "suggested_lam2",
+    "sampler",
+    "pruner",
+    "state",
+    "step",
+    "full_cost_seconds",
+    "workers",
+    "start_seconds",
+    "end_seconds",
+    "study",
 ]
 REPLAY_TARGET = "baselines"
 
@@ -98,20 +119,48 @@ def _run(
             for seed in seeds:
                 name = study_name(run_id, target, st.name, seed, workers=workers)
                 memory = study_name(MEMORY_RUN, target, st.name, seed, workers=workers)  # run-independent
-                attrs = {"hrbench_role": "search", "run_id": run_id, "target": target, "strategy": st.name, "sampler": st.sampler,
-                         "pruner": st.pruner, "seed": seed, "workers": int(workers), "objectives": [objective],
-                         "directions": ["maximize" if maximize else "minimize"], "replay": replay,
-                         "fidelity_steps": [int(v) for v in fidelity_steps], "sampler_params": st.sampler_params,
-                         "pruner_params": st.pruner_params}
-                run, study = run_study(evaluate, st, seed=seed, n_lams=n_lams, budget=int(budget),
-                                       directions=attrs["directions"], study_name=memory, workers=workers,
-                                       fidelity_steps=fidelity_steps, reduction_factor=reduction_factor,
-                                       user_attrs=attrs)
+                attrs = {
+                    "hrbench_role": "search",
+                    "run_id": run_id,
+                    "target": target,
+                    "strategy": st.name,
+                    "sampler": st.sampler,
+                    "pruner": st.pruner,
+                    "seed": seed,
+                    "workers": int(workers),
+                    "objectives": [objective],
+                    "directions": ["maximize" if maximize else "minimize"],
+                    "replay": replay,
+                    "fidelity_steps": [int(v) for v in fidelity_steps],
+                    "sampler_params": st.sampler_params,
+                    "pruner_params": st.pruner_params,
+                }
+                run, study = run_study(
+                    evaluate,
+                    st,
+                    seed=seed,
+                    n_lams=n_lams,
+                    budget=int(budget),
+                    directions=attrs["directions"],
+                    study_name=memory,
+                    workers=workers,
+                    fidelity_steps=fidelity_steps,
+                    reduction_factor=reduction_factor,
+                    user_attrs=attrs,
+                )
                 if studies_out is not None:
                     studies_out.append((study, name))
                 for row in run:
-                    row.update(target=target, strategy=st.name, sampler=st.sampler, pruner=st.pruner, seed=seed,
-                               replay=replay, workers=int(workers), study=name)
+                    row.update(
+                        target=target,
+                        strategy=st.name,
+                        sampler=st.sampler,
+                        pruner=st.pruner,
+                        seed=seed,
+                        replay=replay,
+                        workers=int(workers),
+                        study=name,
+                    )
                 rows += with_running_best(run, maximize)
     return pd.DataFrame(rows, columns=TRIAL_COLUMNS)
 
@@ -150,13 +199,27 @@ def search_fidelity(
         i = table.nearest(lam)
         full = float(train[i, -1] + table.eval_seconds[i, -1])
         if not multi:
-            return Outcome(table.cells[i], table.steps[-1:], table.values[i, -1:, m:m + 1], np.array([full]), full)
-        return Outcome(table.cells[i], table.steps, table.values[i, :, m:m + 1], increments[i], full)
+            return Outcome(table.cells[i], table.steps[-1:], table.values[i, -1:, m : m + 1], np.array([full]), full)
+        return Outcome(table.cells[i], table.steps, table.values[i, :, m : m + 1], increments[i], full)
 
-    return _run(evaluate, strategies, budget=budget, seeds=seeds, n_lams=cells, maximize=maximize, target=target,
-                replay=True, workers=workers, fidelity_steps=[int(s) for s in table.steps],
-                reduction_factor=reduction_factor, strategy_params=strategy_params, pruner_params=pruner_params,
-                run_id=run_id, objective=table.metrics[m], studies_out=studies_out)
+    return _run(
+        evaluate,
+        strategies,
+        budget=budget,
+        seeds=seeds,
+        n_lams=cells,
+        maximize=maximize,
+        target=target,
+        replay=True,
+        workers=workers,
+        fidelity_steps=[int(s) for s in table.steps],
+        reduction_factor=reduction_factor,
+        strategy_params=strategy_params,
+        pruner_params=pruner_params,
+        run_id=run_id,
+        objective=table.metrics[m],
+        studies_out=studies_out,
+    )
 
 
 def search_replay(
@@ -173,8 +236,15 @@ def search_replay(
     """Search over baselines by replay: one row per trained cell in ``table`` (columns ``lam1``, [``lam2``],
     ``objective``, ``cost_seconds``); each suggested λ takes the nearest cell's objective and training cost (one
     fidelity: :func:`search_fidelity` of :meth:`FidelityTable.single`)."""
-    return search_fidelity(FidelityTable.single(table, n_lams), strategies, budget=budget, seeds=seeds,
-                           maximize=maximize, target=target, **kwargs)
+    return search_fidelity(
+        FidelityTable.single(table, n_lams),
+        strategies,
+        budget=budget,
+        seeds=seeds,
+        maximize=maximize,
+        target=target,
+        **kwargs,
+    )
 
 
 def search_model(
@@ -195,8 +265,17 @@ def search_model(
         value, seconds = objective_fn(lam)
         return Outcome(lam, np.array([1]), np.array([[float(value)]]), np.array([float(seconds)]), float(seconds))
 
-    return _run(evaluate, strategies, budget=budget, seeds=seeds, n_lams=n_lams, maximize=maximize,
-                target=target, replay=False, **kwargs)
+    return _run(
+        evaluate,
+        strategies,
+        budget=budget,
+        seeds=seeds,
+        n_lams=n_lams,
+        maximize=maximize,
+        target=target,
+        replay=False,
+        **kwargs,
+    )
 
 
 def make_model_objectives(
@@ -239,8 +318,14 @@ def make_model_objectives(
                 x_hat = _forward(model, staged.inputs[start:stop].to(dev), row)
                 labels = None if staged.labels is None else staged.labels[start:stop].to(dev)
                 vals = batch_metrics(
-                    names, x_hat, staged.targets[start:stop].to(dev), staged.degraded[start:stop].to(dev),
-                    labels=labels, seg_model=seg_model, n_classes=n_classes, ssim_convention=ssim_convention,
+                    names,
+                    x_hat,
+                    staged.targets[start:stop].to(dev),
+                    staged.degraded[start:stop].to(dev),
+                    labels=labels,
+                    seg_model=seg_model,
+                    n_classes=n_classes,
+                    ssim_convention=ssim_convention,
                 )
                 totals += torch.stack([vals[m].double().sum() for m in metrics])
             means = (totals / n).tolist()  # synchronises inside the timed span
@@ -249,8 +334,9 @@ def make_model_objectives(
     return objectives_fn
 
 
-def make_model_objective(model: Any, val_data: Any, metric: str, **kwargs: Any
-                         ) -> Callable[[np.ndarray], tuple[float, float]]:
+def make_model_objective(
+    model: Any, val_data: Any, metric: str, **kwargs: Any
+) -> Callable[[np.ndarray], tuple[float, float]]:
     """``objective_fn(λ) -> (mean of metric over the validation slices, device seconds)`` for :func:`search_model`
     (:func:`make_model_objectives` with one metric; same keyword arguments)."""
     fn = make_model_objectives(model, val_data, [metric], **kwargs)
@@ -314,8 +400,11 @@ def summarise(
             hit = np.flatnonzero(gaps <= eps)  # NaN gaps compare False
             per_seed.append(
                 {
-                    "seed": seed, "best": float(last["best_so_far"]), "lam": (last["best_lam1"], last["best_lam2"]),
-                    "n_trials": len(run), "cost": float(run["cost_seconds"].sum()),
+                    "seed": seed,
+                    "best": float(last["best_so_far"]),
+                    "lam": (last["best_lam1"], last["best_lam2"]),
+                    "n_trials": len(run),
+                    "cost": float(run["cost_seconds"].sum()),
                     "to_within": float(hit[0] + 1) if hit.size else math.nan,
                     "cost_within": float(run["cum_cost_seconds"].iloc[hit[0]]) if hit.size else math.nan,
                     "replay": bool(run["replay"].iloc[0]),
@@ -333,15 +422,26 @@ def summarise(
         within = np.array([s["to_within"] for s in per_seed])
         out.append(
             {
-                "target": target, "strategy": strategy, "n_seeds": len(per_seed),
+                "target": target,
+                "strategy": strategy,
+                "n_seeds": len(per_seed),
                 "n_trials": float(np.mean([s["n_trials"] for s in per_seed])),
-                "best_mean": float(best.mean()), "best_std": _std(best),
-                "grid_optimum": optimum, "regret_mean": float(regret.mean()), "regret_std": _std(regret),
+                "best_mean": float(best.mean()),
+                "best_std": _std(best),
+                "grid_optimum": optimum,
+                "regret_mean": float(regret.mean()),
+                "regret_std": _std(regret),
                 "abs_regret_mean": float(np.abs(regret).mean()),
-                "chosen_seed": chosen["seed"], "chosen_lam1": chosen["lam"][0], "chosen_lam2": chosen["lam"][1],
-                "test_metric": float(test_metric_fn(target, lam)) if test_metric_fn is not None and lam.size else math.nan,
-                "search_cost_mean": search_cost, "total_cost_mean": train + search_cost,
-                "eps": float(eps), "trials_to_within_mean": float(within.mean()),
+                "chosen_seed": chosen["seed"],
+                "chosen_lam1": chosen["lam"][0],
+                "chosen_lam2": chosen["lam"][1],
+                "test_metric": float(test_metric_fn(target, lam))
+                if test_metric_fn is not None and lam.size
+                else math.nan,
+                "search_cost_mean": search_cost,
+                "total_cost_mean": train + search_cost,
+                "eps": float(eps),
+                "trials_to_within_mean": float(within.mean()),
                 "frac_within": float(np.mean(~np.isnan(within))),
                 "cost_to_within_mean": float(np.mean([s["cost_within"] for s in per_seed])),
                 "replay": replay,

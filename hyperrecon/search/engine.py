@@ -62,10 +62,13 @@ class Strategy:
         return self.pruner != "none"
 
 
-def strategy_items(strategies: str | Sequence[str] | Mapping[str, Mapping[str, Any]],
-                   strategy_params: Mapping[str, Mapping[str, Any]] | None = None,
-                   pruner_params: Mapping[str, Mapping[str, Any]] | None = None,
-                   *, where: str = "search strategies") -> list[Strategy]:
+def strategy_items(
+    strategies: str | Sequence[str] | Mapping[str, Mapping[str, Any]],
+    strategy_params: Mapping[str, Mapping[str, Any]] | None = None,
+    pruner_params: Mapping[str, Mapping[str, Any]] | None = None,
+    *,
+    where: str = "search strategies",
+) -> list[Strategy]:
     """Strategy names (``sampler`` or ``sampler+pruner``), or ``{name: sampler params}``, each checked against
     the registries (or Optuna's own classes) before any work. ``strategy_params``/``pruner_params``: parameters
     per sampler/pruner name (the study's ``search.strategy_params``/``search.pruner_params``)."""
@@ -104,21 +107,40 @@ def _lam_pair(lam: np.ndarray) -> tuple[float, float]:
     return float(lam[0]), (float(lam[1]) if lam.size > 1 else math.nan)
 
 
-def run_study(evaluate: Evaluate, strategy: Strategy, *, seed: int, n_lams: int, budget: int,
-              directions: Sequence[str], study_name: str, workers: int = 1, fidelity_steps: Sequence[int] = (),
-              reduction_factor: int = 3, user_attrs: Mapping[str, Any] | None = None):
+def run_study(
+    evaluate: Evaluate,
+    strategy: Strategy,
+    *,
+    seed: int,
+    n_lams: int,
+    budget: int,
+    directions: Sequence[str],
+    study_name: str,
+    workers: int = 1,
+    fidelity_steps: Sequence[int] = (),
+    reduction_factor: int = 3,
+    user_attrs: Mapping[str, Any] | None = None,
+):
     """One search as an in-memory Optuna study named ``study_name``. Returns ``(rows, study)``: one dict per
     finished trial in the order they finished (keys ``trial, lam1, lam2, suggested_lam1, suggested_lam2, values,
     objective, state, step, cost_seconds, full_cost_seconds, start_seconds, end_seconds``)."""
     import optuna
     from optuna.trial import TrialState
 
-    sampler = build_strategy_sampler(strategy.sampler, strategy.sampler_params, n_lams=n_lams, budget=budget,
-                                     seed=seed)
+    sampler = build_strategy_sampler(strategy.sampler, strategy.sampler_params, n_lams=n_lams, budget=budget, seed=seed)
     multi = strategy.multi_fidelity and len(directions) == 1
-    pruner = (build_pruner(strategy.pruner, strategy.pruner_params, steps=list(fidelity_steps) or [1],
-                           reduction_factor=reduction_factor, budget=budget, seed=seed)
-              if strategy.multi_fidelity else optuna.pruners.NopPruner())
+    pruner = (
+        build_pruner(
+            strategy.pruner,
+            strategy.pruner_params,
+            steps=list(fidelity_steps) or [1],
+            reduction_factor=reduction_factor,
+            budget=budget,
+            seed=seed,
+        )
+        if strategy.multi_fidelity
+        else optuna.pruners.NopPruner()
+    )
     study = optuna.create_study(study_name=study_name, sampler=sampler, pruner=pruner, directions=list(directions))
     for key, value in (user_attrs or {}).items():
         study.set_user_attr(key, value)
@@ -140,9 +162,15 @@ def run_study(evaluate: Evaluate, strategy: Strategy, *, seed: int, n_lams: int,
         trial, out, f = st["trial"], st["out"], st["f"]
         values = [float(v) for v in out.values[f]]
         lam1, lam2 = _lam_pair(np.asarray(out.lam, dtype=np.float64))
-        attrs = {"cost_seconds": st["cost"], "full_cost_seconds": float(out.full_seconds),
-                 "steps": int(out.steps[f]), "lam1": lam1, "lam2": lam2, "start_seconds": st["start"],
-                 "end_seconds": now}
+        attrs = {
+            "cost_seconds": st["cost"],
+            "full_cost_seconds": float(out.full_seconds),
+            "steps": int(out.steps[f]),
+            "lam1": lam1,
+            "lam2": lam2,
+            "start_seconds": st["start"],
+            "end_seconds": now,
+        }
         for key, value in attrs.items():
             trial.set_user_attr(key, value)
         if state == TrialState.COMPLETE and not all(math.isfinite(v) for v in values):
@@ -158,9 +186,20 @@ def run_study(evaluate: Evaluate, strategy: Strategy, *, seed: int, n_lams: int,
             stop = True
         free += 1
         s1, s2 = _lam_pair(st["asked"])
-        rows.append({"trial": trial.number, "lam1": lam1, "lam2": lam2, "suggested_lam1": s1, "suggested_lam2": s2,
-                     "values": values, "objective": values[0], "state": state.name, **attrs,
-                     "step": attrs["steps"]})
+        rows.append(
+            {
+                "trial": trial.number,
+                "lam1": lam1,
+                "lam2": lam2,
+                "suggested_lam1": s1,
+                "suggested_lam2": s2,
+                "values": values,
+                "objective": values[0],
+                "state": state.name,
+                **attrs,
+                "step": attrs["steps"],
+            }
+        )
 
     while True:
         while not stop and asked < budget and free > 0:
@@ -198,8 +237,11 @@ def with_running_best(rows: list[dict[str, Any]], maximize: bool) -> list[dict[s
     for row in rows:
         cum += row["cost_seconds"]
         v = row["objective"]
-        if row.get("state", "COMPLETE") == "COMPLETE" and math.isfinite(v) and (
-                math.isnan(best) or (v > best if maximize else v < best)):
+        if (
+            row.get("state", "COMPLETE") == "COMPLETE"
+            and math.isfinite(v)
+            and (math.isnan(best) or (v > best if maximize else v < best))
+        ):
             best, best_lam = v, (row["lam1"], row["lam2"])
         row.update(cum_cost_seconds=cum, best_so_far=best, best_lam1=best_lam[0], best_lam2=best_lam[1])
     return rows

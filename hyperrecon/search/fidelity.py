@@ -27,8 +27,10 @@ def fidelity_steps(total: int, n: int, reduction_factor: int) -> list[int]:
     Hyperband (``min_resource · η^r``) fall on recorded steps. E.g. ``(200, 4, 3) -> [7, 21, 63, 200]``,
     ``(4, 4, 3) -> [1, 3, 4]``, ``(n=1) -> [total]``."""
     if total < 1 or n < 1 or reduction_factor < 2:
-        raise ConfigError(f"fidelity steps: `total >= 1, n >= 1, reduction_factor >= 2` must hold, "
-                          f"but got total={total}, n={n}, reduction_factor={reduction_factor}")
+        raise ConfigError(
+            f"fidelity steps: `total >= 1, n >= 1, reduction_factor >= 2` must hold, "
+            f"but got total={total}, n={n}, reduction_factor={reduction_factor}"
+        )
     s0 = max(1, total // reduction_factor ** (n - 1))
     return sorted({s0 * reduction_factor**i for i in range(n - 1) if s0 * reduction_factor**i < total}) + [total]
 
@@ -47,8 +49,9 @@ class FidelityTable:
     models: tuple[str, ...]
 
     @classmethod
-    def from_frame(cls, frame: pd.DataFrame, metrics: Sequence[str], n_lams: int, *,
-                   where: str = "fidelity table") -> FidelityTable:
+    def from_frame(
+        cls, frame: pd.DataFrame, metrics: Sequence[str], n_lams: int, *, where: str = "fidelity table"
+    ) -> FidelityTable:
         """Check and reshape a fidelity table; every cell must have every step (``ConfigError`` naming the first
         cell and step that lacks a row, a missing column or a λ outside [0, 1])."""
         if n_lams not in (1, 2):
@@ -83,8 +86,10 @@ class FidelityTable:
             for f, step in enumerate(steps):
                 i = index.get((cell, int(step)))
                 if i is None:
-                    raise ConfigError(f"{where}: baseline λ={[float(v) for v in cell]} has no row for step {int(step)} "
-                                      f"(every baseline needs the steps {steps.tolist()})")
+                    raise ConfigError(
+                        f"{where}: baseline λ={[float(v) for v in cell]} has no row for step {int(step)} "
+                        f"(every baseline needs the steps {steps.tolist()})"
+                    )
                 row = frame.iloc[i]
                 values[c, f] = [float(row[m]) for m in metrics]
                 train[c, f] = float(row["train_seconds"])
@@ -101,8 +106,10 @@ class FidelityTable:
         lam_cols = ["lam1", "lam2"][:n_lams] if n_lams in (1, 2) else []
         missing = [c for c in [*lam_cols, "objective", "cost_seconds"] if c not in table.columns]
         if missing or n_lams not in (1, 2):
-            raise ConfigError(f"search_replay table: expected columns {[*lam_cols, 'objective', 'cost_seconds']} "
-                              f"for n_lams={n_lams}, missing {missing}")
+            raise ConfigError(
+                f"search_replay table: expected columns {[*lam_cols, 'objective', 'cost_seconds']} "
+                f"for n_lams={n_lams}, missing {missing}"
+            )
         frame = table.rename(columns={"cost_seconds": "train_seconds"}).assign(step=1, eval_seconds=0.0)
         return cls.from_frame(frame, ["objective"], n_lams, where="search_replay table")
 

@@ -27,8 +27,24 @@ from .engine import Outcome, check_run, run_study, strategy_items
 from .fidelity import FidelityTable
 from .studies import MEMORY_RUN, study_name
 
-MO_COLUMNS = ["target", "objectives", "strategy", "seed", "trial", "lam1", "lam2", "metric1", "value1", "metric2",
-              "value2", "state", "cost_seconds", "cum_cost_seconds", "end_seconds", "study"]
+MO_COLUMNS = [
+    "target",
+    "objectives",
+    "strategy",
+    "seed",
+    "trial",
+    "lam1",
+    "lam2",
+    "metric1",
+    "value1",
+    "metric2",
+    "value2",
+    "state",
+    "cost_seconds",
+    "cum_cost_seconds",
+    "end_seconds",
+    "study",
+]
 HV_REFERENCE = 1.1
 
 
@@ -50,15 +66,23 @@ def search_multi(
     metrics = list(metrics)
     if len(metrics) != 2 or len(maximize) != 2:
         raise ConfigError(f"multi-objective search: expected two objectives, got {metrics}")
-    items = strategy_items([s.partition("+")[0] for s in strategies] if not isinstance(strategies, Mapping)
-                           else strategies, strategy_params, where="search mo_strategies")
+    items = strategy_items(
+        [s.partition("+")[0] for s in strategies] if not isinstance(strategies, Mapping) else strategies,
+        strategy_params,
+        where="search mo_strategies",
+    )
     seeds = check_run(budget, seeds, n_lams)
     directions = ["maximize" if m else "minimize" for m in maximize]
 
     def outcome(lam: np.ndarray, multi: bool) -> Outcome:
         values, seconds, used = evaluate(lam)
-        return Outcome(np.asarray(used, dtype=np.float64), np.array([1]), np.array([list(values)], dtype=float),
-                       np.array([float(seconds)]), float(seconds))
+        return Outcome(
+            np.asarray(used, dtype=np.float64),
+            np.array([1]),
+            np.array([list(values)], dtype=float),
+            np.array([float(seconds)]),
+            float(seconds),
+        )
 
     rows: list[dict[str, Any]] = []
     with _quiet_optuna():
@@ -66,22 +90,55 @@ def search_multi(
             for seed in seeds:
                 name = study_name(run_id, target, st.name, seed, objectives=metrics)
                 memory = study_name(MEMORY_RUN, target, st.name, seed, objectives=metrics)  # run-independent
-                attrs = {"hrbench_role": "search", "run_id": run_id, "target": target, "strategy": st.name, "sampler": st.sampler,
-                         "pruner": "none", "seed": seed, "workers": 1, "objectives": metrics,
-                         "directions": directions, "sampler_params": st.sampler_params}
-                run, study = run_study(outcome, st, seed=seed, n_lams=n_lams, budget=int(budget),
-                                       directions=directions, study_name=memory, user_attrs=attrs)
+                attrs = {
+                    "hrbench_role": "search",
+                    "run_id": run_id,
+                    "target": target,
+                    "strategy": st.name,
+                    "sampler": st.sampler,
+                    "pruner": "none",
+                    "seed": seed,
+                    "workers": 1,
+                    "objectives": metrics,
+                    "directions": directions,
+                    "sampler_params": st.sampler_params,
+                }
+                run, study = run_study(
+                    outcome,
+                    st,
+                    seed=seed,
+                    n_lams=n_lams,
+                    budget=int(budget),
+                    directions=directions,
+                    study_name=memory,
+                    user_attrs=attrs,
+                )
                 study.set_metric_names(metrics)
                 if studies_out is not None:
                     studies_out.append((study, name))
                 cum = 0.0
                 for r in run:
                     cum += r["cost_seconds"]
-                    rows.append({"target": target, "objectives": ",".join(metrics), "strategy": st.name,
-                                 "seed": seed, "trial": r["trial"], "lam1": r["lam1"], "lam2": r["lam2"],
-                                 "metric1": metrics[0], "value1": r["values"][0], "metric2": metrics[1],
-                                 "value2": r["values"][1], "state": r["state"], "cost_seconds": r["cost_seconds"],
-                                 "cum_cost_seconds": cum, "end_seconds": r["end_seconds"], "study": name})
+                    rows.append(
+                        {
+                            "target": target,
+                            "objectives": ",".join(metrics),
+                            "strategy": st.name,
+                            "seed": seed,
+                            "trial": r["trial"],
+                            "lam1": r["lam1"],
+                            "lam2": r["lam2"],
+                            "metric1": metrics[0],
+                            "value1": r["values"][0],
+                            "metric2": metrics[1],
+                            "value2": r["values"][1],
+                            "state": r["state"],
+                            "cost_seconds": r["cost_seconds"],
+                            "cum_cost_seconds": cum,
+                            "end_seconds": r["end_seconds"],
+                            "study": name,
+                        }
+                    )
     return pd.DataFrame(rows, columns=MO_COLUMNS)
 
 
@@ -92,8 +149,11 @@ def replay_evaluator(table: FidelityTable, metrics: Sequence[str]):
 
     def evaluate(lam: np.ndarray) -> tuple[list[float], float, np.ndarray]:
         i = table.nearest(lam)
-        return ([float(table.values[i, -1, j]) for j in idx],
-                float(table.train_seconds[i, -1] + table.eval_seconds[i, -1]), table.cells[i])
+        return (
+            [float(table.values[i, -1, j]) for j in idx],
+            float(table.train_seconds[i, -1] + table.eval_seconds[i, -1]),
+            table.cells[i],
+        )
 
     return evaluate
 
@@ -174,8 +234,9 @@ def with_hypervolume(mo: pd.DataFrame, maximize: Mapping[str, bool]) -> pd.DataF
         for _, run in pair.groupby(["target", "strategy", "seed"], sort=False):
             pts = norm(run[["value1", "value2"]].to_numpy(float))
             complete = (run.state == "COMPLETE").to_numpy()
-            hv = [hypervolume_2d(pts[: i + 1][complete[: i + 1]], (HV_REFERENCE, HV_REFERENCE))
-                  for i in range(len(run))]
+            hv = [
+                hypervolume_2d(pts[: i + 1][complete[: i + 1]], (HV_REFERENCE, HV_REFERENCE)) for i in range(len(run))
+            ]
             out.loc[run.index, "hypervolume"] = hv
     return out
 
@@ -209,9 +270,20 @@ def pick_for(points: pd.DataFrame, quality: str, downstream: str, maximize: Mapp
         q = g.loc[g.value1.idxmax() if maximize[quality] else g.value1.idxmin()]
         d = g.loc[g.value2.idxmax() if maximize[downstream] else g.value2.idxmin()]
         sign = 1.0 if maximize[downstream] else -1.0
-        rows.append({"target": target, "quality": quality, "downstream": downstream,
-                     "lam1_for_quality": q.lam1, "lam2_for_quality": q.lam2, "quality_at_quality": q.value1,
-                     "downstream_at_quality": q.value2, "lam1_for_downstream": d.lam1, "lam2_for_downstream": d.lam2,
-                     "quality_at_downstream": d.value1, "downstream_at_downstream": d.value2,
-                     "downstream_gain": sign * (d.value2 - q.value2)})
+        rows.append(
+            {
+                "target": target,
+                "quality": quality,
+                "downstream": downstream,
+                "lam1_for_quality": q.lam1,
+                "lam2_for_quality": q.lam2,
+                "quality_at_quality": q.value1,
+                "downstream_at_quality": q.value2,
+                "lam1_for_downstream": d.lam1,
+                "lam2_for_downstream": d.lam2,
+                "quality_at_downstream": d.value1,
+                "downstream_at_downstream": d.value2,
+                "downstream_gain": sign * (d.value2 - q.value2),
+            }
+        )
     return pd.DataFrame(rows)

@@ -64,16 +64,28 @@ def check_search(study: Study) -> dict[str, Any]:
     for name in [*s.strategies, *s.mo_strategies]:
         sampler, pruner = split_strategy(name)
         check_strategy(name, s.strategy_params.get(sampler, {}), s.pruner_params.get(pruner, {}), where=where)
-        build_strategy_sampler(sampler, dict(s.strategy_params.get(sampler, {})), n_lams=study.n_lams,
-                               budget=s.budget, seed=study.seed, where=where)
-        build_pruner(pruner, dict(s.pruner_params.get(pruner, {})), steps=steps, reduction_factor=s.reduction_factor,
-                     budget=s.budget, seed=study.seed, where=where)
+        build_strategy_sampler(
+            sampler,
+            dict(s.strategy_params.get(sampler, {})),
+            n_lams=study.n_lams,
+            budget=s.budget,
+            seed=study.seed,
+            where=where,
+        )
+        build_pruner(
+            pruner,
+            dict(s.pruner_params.get(pruner, {})),
+            steps=steps,
+            reduction_factor=s.reduction_factor,
+            budget=s.budget,
+            seed=study.seed,
+            where=where,
+        )
     for key, table in (("strategy_params", s.strategy_params), ("pruner_params", s.pruner_params)):
         used = {split_strategy(n)[0 if key == "strategy_params" else 1] for n in [*s.strategies, *s.mo_strategies]}
         for name, params in table.items():
             if name not in used:
-                raise ConfigError(f"{src} [search] {key}: '{name}' is not used by any strategy "
-                                  f"{sorted(used)}")
+                raise ConfigError(f"{src} [search] {key}: '{name}' is not used by any strategy {sorted(used)}")
             if not isinstance(params, dict):
                 raise ConfigError(f"{src} [search] {key}.{name}: expected a table of parameters, got {params!r}")
     metrics = registry("metrics")
@@ -83,5 +95,8 @@ def check_search(study: Study) -> dict[str, Any]:
                 metrics.get(m, where=f"{src} [search] objective_pairs")
             elif not study.segmentation.enabled:
                 raise ConfigError(f"{src} [search] objective_pairs: 'dice' needs [segmentation] enabled = true")
-    return {"strategies": list(s.strategies), "fidelity_steps": steps, "objective_pairs": [list(p) for p in
-                                                                                           s.objective_pairs]}
+    return {
+        "strategies": list(s.strategies),
+        "fidelity_steps": steps,
+        "objective_pairs": [list(p) for p in s.objective_pairs],
+    }

@@ -48,10 +48,17 @@ def _objectives_fn(ctx, model, metrics, seg):
     from .core import make_model_objectives
 
     s = ctx.study
-    return make_model_objectives(model, ctx.eval_data("val", s.search.n_val), metrics, device=ctx.device,
-                                 precision=ctx.precision, batch_size=s.train.batch_size, seg_model=seg,
-                                 n_classes=int(ctx.bundle.n_classes) if seg is not None else None,
-                                 ssim_convention=s.evaluation.ssim_convention)
+    return make_model_objectives(
+        model,
+        ctx.eval_data("val", s.search.n_val),
+        metrics,
+        device=ctx.device,
+        precision=ctx.precision,
+        batch_size=s.train.batch_size,
+        seg_model=seg,
+        n_classes=int(ctx.bundle.n_classes) if seg is not None else None,
+        ssim_convention=s.evaluation.ssim_convention,
+    )
 
 
 def _lam_cols(lam: list[float]) -> dict[str, float]:
@@ -96,11 +103,19 @@ class FidelityRecorder:
         with torch.no_grad():
             values, seconds = _objectives_fn(self.ctx, model, metrics, seg)(None)
         if self.deferred:
-            save_checkpoint(_snapshot_path(self.ctx, self.name, step),
-                            {k: v.detach().cpu() for k, v in self.model.state_dict().items()})
+            save_checkpoint(
+                _snapshot_path(self.ctx, self.name, step),
+                {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+            )
             values["dice"] = math.nan
-        return {"model": self.name, **_lam_cols(self.lam), "step": step, "train_seconds": train_seconds,
-                "eval_seconds": seconds, **values}
+        return {
+            "model": self.name,
+            **_lam_cols(self.lam),
+            "step": step,
+            "train_seconds": train_seconds,
+            "eval_seconds": seconds,
+            **values,
+        }
 
 
 def baseline_probe(ctx, name: str, lam: list[float], model) -> tuple[FidelityRecorder, list[int]]:
@@ -134,8 +149,14 @@ def finish_fidelity(ctx, name: str, lam: list[float], model, seg, train_seconds:
             values, seconds = _objectives_fn(ctx, m.to(ctx.device), ["dice"], seg)(None)
             r["dice"], r["eval_seconds"] = values["dice"], float(r["eval_seconds"]) + seconds
     values, seconds = _objectives_fn(ctx, model, metrics, seg)(None)
-    last = {"model": name, **_lam_cols(lam), "step": final, "train_seconds": float(train_seconds),
-            "eval_seconds": seconds, **values}
+    last = {
+        "model": name,
+        **_lam_cols(lam),
+        "step": final,
+        "train_seconds": float(train_seconds),
+        "eval_seconds": seconds,
+        **values,
+    }
     write_csv(path, pd.DataFrame([*rows, last], columns=[*FIDELITY_COLUMNS, *metrics]))
     for r in rows:
         _snapshot_path(ctx, name, int(r["step"])).unlink(missing_ok=True)
@@ -164,8 +185,10 @@ def fidelity_frame(ctx) -> pd.DataFrame:
             try:
                 frames.append(pd.read_csv(path))
             except (OSError, ValueError) as exc:
-                raise RunError(f"{path}: missing or unreadable; expected the fidelity table written by the "
-                               f"baseline's training and evaluation jobs (run --resume to redo them)") from exc
+                raise RunError(
+                    f"{path}: missing or unreadable; expected the fidelity table written by the "
+                    f"baseline's training and evaluation jobs (run --resume to redo them)"
+                ) from exc
     return pd.concat(frames, ignore_index=True)
 
 
@@ -190,41 +213,76 @@ def run_search_job(ctx, name: str, spec: dict[str, Any]) -> dict[str, Any]:
         frame = fidelity_frame(ctx)
         write_csv(out_dir / "fidelity.csv", frame)
         try:
-            table = FidelityTable.from_frame(frame, fidelity_metrics(s, has_seg=seg_ok), s.n_lams,
-                                             where=str(out_dir / "fidelity.csv"))
+            table = FidelityTable.from_frame(
+                frame, fidelity_metrics(s, has_seg=seg_ok), s.n_lams, where=str(out_dir / "fidelity.csv")
+            )
         except ConfigError as exc:  # a damaged run file, not the study's settings: retried, exit 1
             raise RunError(f"{exc} (run --resume to redo the baselines' evaluation jobs)") from exc
         seeds = search_seeds(s)
-        kw = dict(seeds=seeds, metric=sc.objective, reduction_factor=sc.reduction_factor,
-                  pruner_params=sc.pruner_params, studies_out=studies, **common)
+        kw = dict(
+            seeds=seeds,
+            metric=sc.objective,
+            reduction_factor=sc.reduction_factor,
+            pruner_params=sc.pruner_params,
+            studies_out=studies,
+            **common,
+        )
         trials = search_fidelity(table, list(sc.strategies), **kw)
-        parallel = [trials] + [search_fidelity(table, list(sc.strategies), workers=int(n), **kw)
-                               for n in sc.workers if int(n) > 1]
+        parallel = [trials] + [
+            search_fidelity(table, list(sc.strategies), workers=int(n), **kw) for n in sc.workers if int(n) > 1
+        ]
         write_csv(out_dir / "baselines-parallel.csv", pd.concat(parallel, ignore_index=True))
         for pair in pairs:
-            mo_frames.append(search_multi(replay_evaluator(table, pair), pair, [maximize_of(m) for m in pair],
-                                          list(sc.mo_strategies), budget=sc.budget, seeds=seeds, n_lams=s.n_lams,
-                                          target=target, strategy_params=sc.strategy_params, run_id=run_id,
-                                          studies_out=studies))
+            mo_frames.append(
+                search_multi(
+                    replay_evaluator(table, pair),
+                    pair,
+                    [maximize_of(m) for m in pair],
+                    list(sc.mo_strategies),
+                    budget=sc.budget,
+                    seeds=seeds,
+                    n_lams=s.n_lams,
+                    target=target,
+                    strategy_params=sc.strategy_params,
+                    run_id=run_id,
+                    studies_out=studies,
+                )
+            )
         device_seconds = 0.0  # replayed: the trainings were paid by the baseline jobs
     else:
         model = ctx.load_model(target)
         seg = ctx.load_model("seg") if seg_ok else None
         seeds = search_seeds(s, models=True)
         val = ctx.eval_data("val", sc.n_val)
-        opts = dict(device=ctx.device, precision=ctx.precision, batch_size=s.train.batch_size,
-                    seg_model=seg if sc.objective == "dice" else None,
-                    n_classes=int(ctx.bundle.n_classes) if seg is not None else None,
-                    ssim_convention=s.evaluation.ssim_convention)
+        opts = dict(
+            device=ctx.device,
+            precision=ctx.precision,
+            batch_size=s.train.batch_size,
+            seg_model=seg if sc.objective == "dice" else None,
+            n_classes=int(ctx.bundle.n_classes) if seg is not None else None,
+            ssim_convention=s.evaluation.ssim_convention,
+        )
         fn = make_model_objective(model, val, sc.objective, **opts)
-        trials = search_model(fn, model_strategies(s), seeds=seeds, n_lams=s.n_lams, target=target,
-                              studies_out=studies, **common)
+        trials = search_model(
+            fn, model_strategies(s), seeds=seeds, n_lams=s.n_lams, target=target, studies_out=studies, **common
+        )
         for pair in pairs:
             mfn = _objectives_fn(ctx, model, list(pair), seg if "dice" in pair else None)
-            mo_frames.append(search_multi(model_evaluator(mfn, pair), pair, [maximize_of(m) for m in pair],
-                                          list(sc.mo_strategies), budget=sc.budget, seeds=seeds, n_lams=s.n_lams,
-                                          target=target, strategy_params=sc.strategy_params, run_id=run_id,
-                                          studies_out=studies))
+            mo_frames.append(
+                search_multi(
+                    model_evaluator(mfn, pair),
+                    pair,
+                    [maximize_of(m) for m in pair],
+                    list(sc.mo_strategies),
+                    budget=sc.budget,
+                    seeds=seeds,
+                    n_lams=s.n_lams,
+                    target=target,
+                    strategy_params=sc.strategy_params,
+                    run_id=run_id,
+                    studies_out=studies,
+                )
+            )
         # The test metric at each search's chosen λ (one forward pass over the test set each).
         test_fn = make_model_objective(model, ctx.eval_data("test", s.evaluation.n_test), sc.objective, **opts)
         tests = []

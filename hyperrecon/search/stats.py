@@ -71,8 +71,14 @@ def time_grid(times: np.ndarray, n_points: int = 60) -> np.ndarray:
     return np.geomspace(lo, hi, n_points) if hi / lo >= 10 else np.linspace(lo, hi, n_points)
 
 
-def anytime(trials: pd.DataFrame, value: str = "best_so_far", time: str = "cum_cost_seconds", *,
-            group: Sequence[str] = ("target", "strategy"), n_points: int = 60) -> pd.DataFrame:
+def anytime(
+    trials: pd.DataFrame,
+    value: str = "best_so_far",
+    time: str = "cum_cost_seconds",
+    *,
+    group: Sequence[str] = ("target", "strategy"),
+    n_points: int = 60,
+) -> pd.DataFrame:
     """Rows ``*group, time, mean, low, high, n`` (module doc); one common time grid per target."""
     missing = [c for c in [*group, "seed", value, time] if c not in trials.columns]
     if missing:
@@ -88,8 +94,16 @@ def anytime(trials: pd.DataFrame, value: str = "best_so_far", time: str = "cum_c
             arr = np.vstack(per_seed)
             for j, t in enumerate(grid):
                 m, lo, hi, n = mean_ci(arr[:, j])
-                out.append({**dict(zip(group, key if isinstance(key, tuple) else (key,), strict=True)),
-                            "time": float(t), "mean": m, "low": lo, "high": hi, "n": n})
+                out.append(
+                    {
+                        **dict(zip(group, key if isinstance(key, tuple) else (key,), strict=True)),
+                        "time": float(t),
+                        "mean": m,
+                        "low": lo,
+                        "high": hi,
+                        "n": n,
+                    }
+                )
     return pd.DataFrame(out, columns=[*group, "time", "mean", "low", "high", "n"])
 
 
@@ -133,11 +147,20 @@ def rank_strategies(trials: pd.DataFrame, *, maximize: bool, budget: float | Non
         adjusted = dict(zip(raw, stats.false_discovery_control(list(raw.values())), strict=True)) if raw else {}
         for j, s in enumerate(strategies):
             col = table[s].to_numpy(float) if len(table) else np.array([])
-            out.append({"target": target, "strategy": s, "budget_seconds": T,
-                        "score_mean": float(np.nanmean(col)) if np.isfinite(col).any() else math.nan,
-                        "avg_rank": float(avg[j]), "n_seeds": int(len(ranks)), "friedman_stat": f_stat,
-                        "friedman_p": f_p, "vs_best_p": float(adjusted.get(s, math.nan)),
-                        "best": j == best})
+            out.append(
+                {
+                    "target": target,
+                    "strategy": s,
+                    "budget_seconds": T,
+                    "score_mean": float(np.nanmean(col)) if np.isfinite(col).any() else math.nan,
+                    "avg_rank": float(avg[j]),
+                    "n_seeds": int(len(ranks)),
+                    "friedman_stat": f_stat,
+                    "friedman_p": f_p,
+                    "vs_best_p": float(adjusted.get(s, math.nan)),
+                    "best": j == best,
+                }
+            )
     return pd.DataFrame(out)
 
 
@@ -154,8 +177,14 @@ def device_seconds_by(run: pd.DataFrame, t: float) -> float:
     return float(np.clip(np.minimum(end, t) - start, 0.0, None).sum())
 
 
-def time_to_target(trials: pd.DataFrame, target_value: float | dict[str, float], *, maximize: bool,
-                   eps: float = 0.0, group: Sequence[str] = ("target", "strategy")) -> pd.DataFrame:
+def time_to_target(
+    trials: pd.DataFrame,
+    target_value: float | dict[str, float],
+    *,
+    maximize: bool,
+    eps: float = 0.0,
+    group: Sequence[str] = ("target", "strategy"),
+) -> pd.DataFrame:
     """Per ``group``: ``n_seeds``, ``frac_reached``, ``wall_mean/low/high`` (``end_seconds`` of the first trial
     whose best is within ``eps`` of the target value, over the seeds that reach it, 95% t-interval) and
     ``device_mean/low/high`` (device seconds consumed by then, :func:`device_seconds_by`)."""
@@ -176,7 +205,17 @@ def time_to_target(trials: pd.DataFrame, target_value: float | dict[str, float],
                 devices.append(device_seconds_by(run, t))
         # times are positive: a t-interval of a few seeds can reach below 0, so its low end is clipped at 0
         w, d = _clip_low(mean_ci(np.array(walls))), _clip_low(mean_ci(np.array(devices)))
-        out.append({**info, "n_seeds": n, "frac_reached": len(walls) / n if n else math.nan,
-                    "wall_mean": w[0], "wall_low": w[1], "wall_high": w[2],
-                    "device_mean": d[0], "device_low": d[1], "device_high": d[2]})
+        out.append(
+            {
+                **info,
+                "n_seeds": n,
+                "frac_reached": len(walls) / n if n else math.nan,
+                "wall_mean": w[0],
+                "wall_low": w[1],
+                "wall_high": w[2],
+                "device_mean": d[0],
+                "device_low": d[1],
+                "device_high": d[2],
+            }
+        )
     return pd.DataFrame(out)

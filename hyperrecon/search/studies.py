@@ -9,7 +9,8 @@ and is then copied into the run's own storage (its ``ledger.journal`` or databas
 Name: ``hrbench-search:<run_id>:<target>:<strategy>:seed=<seed>``, with ``:workers=<N>`` for simulated parallel
 searches (N > 1) and ``:mo=<metric1>,<metric2>`` for multi-objective ones. Study user attributes: ``run_id``,
 ``target``, ``strategy``, ``sampler``, ``pruner``, ``seed``, ``workers``, ``objectives``, ``directions``,
-``fidelity_steps``, ``sampler_params``, ``pruner_params``, ``replay``, ``hrbench_role`` (``"search"``). Trial user attributes: ``cost_seconds``
+``fidelity_steps``, ``sampler_params``, ``pruner_params``, ``replay``, ``hrbench_role`` (``"search"``). Trial user
+attributes: ``cost_seconds``
 (device seconds the trial consumed), ``full_cost_seconds`` (the same trial trained to the end), ``steps``
 (training steps consumed; replayed baselines), ``lam1``/``lam2`` (λ evaluated: the replayed cell),
 ``start_seconds``/``end_seconds`` (the search's simulated clock).
@@ -25,8 +26,9 @@ SEARCH_PREFIX = "hrbench-search:"
 MEMORY_RUN = "search"
 
 
-def study_name(run_id: str, target: str, strategy: str, seed: int, *, workers: int = 1,
-               objectives: Sequence[str] | None = None) -> str:
+def study_name(
+    run_id: str, target: str, strategy: str, seed: int, *, workers: int = 1, objectives: Sequence[str] | None = None
+) -> str:
     """The predictable name of one search study (see the module doc)."""
     name = f"{SEARCH_PREFIX}{run_id}:{target}:{strategy}:seed={int(seed)}"
     if workers > 1:
@@ -53,7 +55,7 @@ def save_studies(studies: Iterable, url: str, *, chunk: int = 20) -> list[str]:
     journal = not ("://" in url and not url.startswith("journal:"))
     target = _journal_copier(url.removeprefix("journal:")) if journal else None
     for start in range(0, len(studies), chunk):
-        part = studies[start:start + chunk]
+        part = studies[start : start + chunk]
         try:
             if target is not None:
                 target.copy(part)
@@ -72,8 +74,9 @@ def _copy(studies: list, storage) -> None:
     for study, name in studies:
         if name in existing:
             optuna.delete_study(study_name=name, storage=storage)
-        optuna.copy_study(from_study_name=study.study_name, from_storage=study._storage, to_storage=storage,
-                          to_study_name=name)
+        optuna.copy_study(
+            from_study_name=study.study_name, from_storage=study._storage, to_storage=storage, to_study_name=name
+        )
 
 
 class _NoLock:
@@ -109,7 +112,7 @@ def _journal_copier(path: str):
                     if i >= self.n_file:
                         break
                     yield log
-            yield from self.buffer[max(0, log_number_from - self.n_file):]
+            yield from self.buffer[max(0, log_number_from - self.n_file) :]
 
         def append_logs(self, logs) -> None:
             self.buffer.extend(logs)
