@@ -33,7 +33,8 @@ from pathlib import Path
 from typing import Any
 
 from .config import Study
-from .jobs import JobSpec, recon_models, study_jobs
+from .runs.jobs import JobSpec, study_jobs
+from .runs.models import model_specs
 
 REPORT_ALLOWANCE_S = 8.0
 """Merge tables and write report.md with its figures: 5-8 s measured for the quick studies on the 2-core CPU
@@ -88,12 +89,14 @@ _PHASE_NAMES = {"eval": "evaluation", "search": "search"}
 def model_kind(study: Study, job: JobSpec) -> str:
     """The calibration key of the model a job trains or reads: ``unet``, ``hyper-<size>``, ``film`` or ``seg``."""
     kind = job.kind if job.kind not in ("eval", "search") else job.params.get("model_kind", "")
+    specs = {m.name: m for m in model_specs(study)}
     if job.kind == "search":
         target = job.params["target"]
-        kind = next((k for m, k, _ in recon_models(study) if m == target), "baseline")
-        params = next((p for m, _, p in recon_models(study) if m == target), {})
+        spec = specs.get(target)
+        kind, params = (spec.kind, spec.params) if spec is not None else ("baseline", {})
     elif job.kind == "eval":
-        params = next((p for m, _, p in recon_models(study) if m == job.params["model"]), {})
+        spec = specs.get(job.params["model"])
+        params = spec.params if spec is not None else {}
     else:
         params = job.params
     if kind in ("baseline", "scales"):
@@ -248,8 +251,8 @@ def calibrate(
     import numpy as np
     import torch
 
-    from .context import RunContext
     from .evaluation import evaluate_model
+    from .runs.context import RunContext
     from .search import make_model_objective, search_model
 
     t_start = time.perf_counter()
@@ -369,8 +372,8 @@ def plan(study: Study, *, device: str = "auto", bundle: Any = None, jobs: Sequen
 
     ``bundle``: the data when already loaded (else loaded here, and its load time counted in the estimate).
     """
-    from .context import load_bundle
     from .resolve import resolve, resolve_device, resolve_precision
+    from .runs.context import load_bundle
 
     resolve(study)
     dev = resolve_device(device)

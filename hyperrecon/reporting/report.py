@@ -262,7 +262,7 @@ def _provenance(data: RunData) -> list[str]:
         ["python; platform", f"{prov.get('python', MISSING)}; {prov.get('platform', MISSING)}"],
         ["versions", ", ".join(f"{k} {v}" for k, v in versions.items() if v) or MISSING],
     ]
-    from ..context import ran_with_summary
+    from ..runs.context import ran_with_summary
 
     jobs_ran_with = ran_with_summary(data.run_dir)  # per job: another machine or CPU kind on resume shows here
     if jobs_ran_with is not None:
@@ -1020,7 +1020,7 @@ def write_report(run_dir: Path, out: Path | None = None) -> Path:
     text = build_markdown(data, s, fig_dir, md_path.parent)
     path = atomic_write_text(md_path, text)
     if md_path.parent.resolve() == run_dir.resolve():  # `-o ELSEWHERE` leaves the run folder untouched
-        from ..runfiles import record_claims
+        from ..runs.summary import record_claims
 
         record_claims(run_dir, A.jsonable(s["claims"]))
     linked = {Path(p).name for p in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)}

@@ -48,7 +48,7 @@ def save_studies(studies: Iterable, url: str, *, chunk: int = 20) -> list[str]:
     is held for well under the 30 s after which other processes' Optuna journal backends would take it as stale.
     A database takes the studies one by one (:func:`optuna.copy_study`).
     """
-    from ..storage import _redact, open_storage
+    from ..runs.ledger import _redact, open_storage
 
     studies = [item if isinstance(item, tuple) else (item, item.study_name) for item in studies]
     names = []
@@ -142,7 +142,7 @@ def list_search_studies(url: str, run_id: str | None = None) -> list[str]:
     """Names of the search studies in the storage at ``url`` (of one run when ``run_id`` is given), sorted."""
     import optuna
 
-    from ..storage import open_storage
+    from ..runs.ledger import open_storage
 
     prefix = SEARCH_PREFIX + (f"{run_id}:" if run_id else "")
     summaries = optuna.get_all_study_summaries(open_storage(url), include_best_trial=False)
