@@ -14,7 +14,7 @@ Two steps, kept apart so that the arithmetic can be checked on a hand-made calib
      run's strategies and budget on an objective that costs nothing, run twice; ``search_once_s``: what the first
      of the two took more than the second (imports, the first GP fit), counted once.
 
-2. :func:`estimate` multiplies these by each job's work (steps, λ, trials) as :mod:`hyperrecon.executors` runs it,
+2. :func:`estimate` multiplies these by each job's work (steps, λ, trials) as :mod:`hyperrecon.runs.executors` runs it,
    and adds the data load it measured and a fixed allowance for merging and the report
    (:data:`REPORT_ALLOWANCE_S`, not calibrated: it does not scale with the models).
 
@@ -115,7 +115,7 @@ def _n_trials(study: Study) -> int:
 
 
 def job_work(study: Study, job: JobSpec) -> tuple[str, float, str]:
-    """(calibration entry, how many of it, description) for one job, as :mod:`hyperrecon.executors` runs it."""
+    """(calibration entry, how many of it, description) for one job, as :mod:`hyperrecon.runs.executors` runs it."""
     s = study
     mk = model_kind(s, job)
     if job.kind == "seg":
@@ -244,7 +244,7 @@ def calibrate(
     """Measure the unit costs the run's ``jobs`` need (see the module doc); writes nothing.
 
     ``steps`` timed training steps per model kind after ``warmup`` untimed ones; evaluation and search passes are
-    timed once after one untimed pass. ``bundle`` is the run's loaded data (:func:`hyperrecon.context.load_bundle`).
+    timed once after one untimed pass. ``bundle``: the run's loaded data (:func:`hyperrecon.runs.context.load_bundle`).
     """
     import dataclasses
 

@@ -2,8 +2,8 @@
 
 :func:`open_explorer` reads a run folder once, read-only: the resolved study (``config.json``), the test slices
 (rebuilt from the study's data and seed exactly as the run's evaluation built them,
-:meth:`hyperrecon.context.RunContext.eval_data`), every trained λ-conditioned model (HyperRecon variants, FiLM) and
-baseline U-Net under ``models/`` (:meth:`~hyperrecon.context.RunContext.load_model`: archive checksums verified,
+:meth:`hyperrecon.runs.context.RunContext.eval_data`), every trained λ-conditioned model (HyperRecon variants, FiLM) and
+baseline U-Net under ``models/`` (:meth:`~hyperrecon.runs.context.RunContext.load_model`: archive checksums verified,
 ``torch.load(weights_only=True)``) and the per-model evaluation tables under ``eval/`` (for the landscape or curve;
 a partly finished run shows what it has). Nothing is ever written to the run folder.
 

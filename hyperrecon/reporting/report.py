@@ -97,7 +97,7 @@ def analyse(data: RunData) -> dict[str, Any]:
     try:
         return _analyse(data)
     except ConfigError as exc:
-        raise RunError(f"{data.run_dir / 'results.csv'}: {exc}") from exc
+        raise RunError(f"{data.folder.table('results.csv')}: {exc}") from exc
 
 
 def _analyse(data: RunData) -> dict[str, Any]:
@@ -927,7 +927,7 @@ RUN_FOLDER_NOTE = (
 
 def _explore_note(data: RunData, link) -> str:
     """Where to see every λ: the exported explorer page when the run folder has ``explore.html``."""
-    page = data.run_dir / "explore.html"
+    page = data.folder.table("explore.html")
     live = "Any λ, live: `hrbench explore RUN_DIR` (RUN_DIR: this run folder)."
     if page.is_file():
         return f"{live} Every λ of a grid, in one self-contained page: [explore.html]({link(page)})."
@@ -1009,7 +1009,7 @@ def write_report(run_dir: Path, out: Path | None = None) -> Path:
     data = load_run(run_dir)
     s = analyse(data)
     _read_everything(data, s)
-    md_path = Path(out) if out is not None else run_dir / "report.md"
+    md_path = Path(out) if out is not None else data.folder.table("report.md")
     try:
         md_path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -113,7 +113,7 @@ def search_details(data: RunData, grid_optimum: float | None, maximize: bool) ->
             )
         out["multi_fidelity"] = mf
     par = read_table(
-        data.run_dir / "search_parallel.csv",
+        data.folder.table("search_parallel.csv"),
         ["strategy", "seed", "workers", "best_so_far", "start_seconds", "end_seconds"],
         "replayed baseline searches per worker count",
         required=False,
@@ -121,7 +121,7 @@ def search_details(data: RunData, grid_optimum: float | None, maximize: bool) ->
     if par is not None:
         out["parallel"] = time_to_target(par, grid_optimum, maximize=maximize, group=("target", "strategy", "workers"))
     mo = read_table(
-        data.run_dir / "search_mo.csv",
+        data.folder.table("search_mo.csv"),
         [
             "target",
             "objectives",
@@ -144,7 +144,7 @@ def search_details(data: RunData, grid_optimum: float | None, maximize: bool) ->
 
 def _baseline_points(data: RunData, pairs: list[tuple[str, str]]) -> pd.DataFrame:
     """Every trained baseline, fully trained, as a point of each objective pair (from ``search/fidelity.csv``)."""
-    path = data.run_dir / "search" / "fidelity.csv"
+    path = data.folder.search_file("fidelity.csv")
     fid = read_table(path, ["lam1", "step"], "the fidelity table of the baselines", required=False)
     if fid is None:
         return pd.DataFrame()

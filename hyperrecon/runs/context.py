@@ -190,7 +190,7 @@ class RunContext:
         )
 
     def for_replicate(self, replicate: int) -> RunContext:
-        """The context of replicate ``replicate`` (>= 1): its folder and seed (:func:`hyperrecon.jobs.replicate_seed`),
+        """The context of replicate ``replicate`` (>= 1): its folder and seed (:func:`hyperrecon.runs.jobs.replicate_seed`),
         made once per process (its data are loaded once)."""
         import dataclasses
 

@@ -102,7 +102,7 @@ def run_job(ctx: RunContext, name: str, spec: dict[str, Any]) -> dict[str, Any]:
     import torch
 
     replicate = int(spec.get("replicate", 0))
-    if replicate:  # the same job in the replicate's own folder, with its seed (hyperrecon.jobs)
+    if replicate:  # the same job in the replicate's own folder, with its seed (hyperrecon.runs.jobs)
         from .jobs import split_replicate
 
         base = {k: v for k, v in spec.items() if k != "replicate"}

@@ -9,7 +9,7 @@ record would cost the whole run.
 every append: if the file does not end with a newline, it copies the file to ``<name>.torn-<n>`` (a backup that
 is never overwritten) and cuts the partial record. The records before it are kept; the state they describe is the
 one Optuna had read anyway (a job whose ``COMPLETE`` record was cut is RUNNING for a dead worker and is reclaimed,
-:meth:`hyperrecon.storage.JobLedger.reclaim_stale`). When the backup cannot be written the file is left untouched
+:meth:`hyperrecon.runs.ledger.JobLedger.reclaim_stale`). When the backup cannot be written the file is left untouched
 and ``RunError`` says so. Its own appends never tear: a failed write (``ENOSPC``) is cut back to the last whole
 record before ``RunError`` naming the file is raised.
 """

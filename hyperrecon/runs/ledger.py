@@ -20,8 +20,8 @@ Environment: ``HRBENCH_HEARTBEAT_S`` (default 10) and ``HRBENCH_GRACE_S`` (defau
 the grace period of the ledgers a process opens (checked by :mod:`hyperrecon.settings`).
 
 Storage URLs: a path (or ``journal:PATH``) is an Optuna journal file (the default, ``ledger.journal`` in the run
-folder, safe for processes on one machine; :mod:`hyperrecon.journal` repairs a torn last record);
-``postgresql://...`` (``mysql://``, ``sqlite:///``; :mod:`hyperrecon.storage_urls`) is Optuna's RDB storage for
+folder, safe for processes on one machine; :mod:`hyperrecon.runs.journal` repairs a torn last record);
+``postgresql://...`` (``mysql://``, ``sqlite:///``; :mod:`hyperrecon.runs.urls`) is Optuna's RDB storage for
 workers on many machines.
 """
 
@@ -85,7 +85,7 @@ def _optuna():
 
 def open_storage(url: str):
     """An Optuna storage for ``url``: a journal file path, ``journal:PATH``, or a database URL
-    (:mod:`hyperrecon.storage_urls`: aliases, "did you mean", the driver each scheme needs). Messages never show
+    (:mod:`hyperrecon.runs.urls`: aliases, "did you mean", the driver each scheme needs). Messages never show
     a password."""
     optuna = _optuna()
     kind, target = normalize(url)
@@ -114,7 +114,7 @@ def open_storage(url: str):
 
 
 def _redact(url: str) -> str:
-    """Hide a password in a database URL for messages (:func:`hyperrecon.storage_urls.redact`)."""
+    """Hide a password in a database URL for messages (:func:`hyperrecon.runs.urls.redact`)."""
     return redact(url)
 
 

@@ -128,7 +128,7 @@ def prepare_run(study: Study, *, out: Path | None, resume: bool, storage: str | 
     precision = resolve_precision(study.train.precision, dev)
     if resume:
         run_dir = out if out is not None else latest_run_dir(study)
-        if run_dir is None or not (Path(run_dir) / "run.json").exists():
+        if run_dir is None or not RunFolder(run_dir).run_json.exists():
             where = run_dir if run_dir is not None else f"runs/{study.name}/"
             raise RunError(f"{where}: no run to resume (expected a run folder with run.json)")
         folder = RunFolder(run_dir)

@@ -1,7 +1,7 @@
 """Self-describing run outputs: the metric sidecar, tidy merged tables and the ``summary.json`` headline.
 
 Every file and column is described in ``docs/run-folder.md`` (tested both ways by ``tests/test_run_folder.py``).
-This module holds what the merge step (:func:`hyperrecon.study.finalize`) adds so that a table can be read without
+This module holds what the merge step (:func:`hyperrecon.runs.merge.finalize`) adds so that a table can be read without
 the code: each metric's unit and better direction (``metrics.csv``), integer counts, no column that cannot apply
 to the study (``lam2`` and its kin in a one-hyperparameter study), and the machine-readable headline of a run.
 
@@ -17,6 +17,7 @@ from typing import Any
 import pandas as pd
 
 from ..io import read_json, write_json
+from .folder import RunFolder
 
 #: ``summary.json`` layout version (bump when a key changes meaning or disappears).
 SUMMARY_FORMAT = 1
@@ -201,7 +202,7 @@ def build_summary(
 def record_claims(run_dir: Path, claims: list[dict[str, Any]] | None) -> None:
     """Fill ``summary.json``'s ``claims`` (the report's paper-claims table: one object per claim, e.g.
     ``{id, claim, verdict, statistic, ci}``) and rewrite it atomically; no-op when the run has no summary yet."""
-    path = Path(run_dir) / "summary.json"
+    path = RunFolder(run_dir).table("summary.json")
     if not path.exists():
         return
     summary = read_json(path)

@@ -308,7 +308,7 @@ def search_targets(study) -> list[str]:
 
 def _named(frame: pd.DataFrame, study) -> pd.DataFrame:
     """A merged trial table as written: the objective's metric named beside it, SL-only columns tidied
-    (:func:`hyperrecon.runfiles.tidy`)."""
+    (:func:`hyperrecon.runs.summary.tidy`)."""
     from ..runs.summary import tidy
 
     named = frame.copy()

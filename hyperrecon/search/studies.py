@@ -118,7 +118,7 @@ def _journal_copier(path: str):
             self.buffer.extend(logs)
 
         def copy(self, part: list) -> None:
-            # The lock of the run's journal backend (hyperrecon.storage.open_storage): nobody appends meanwhile,
+            # The lock of the run's journal backend (hyperrecon.runs.ledger.open_storage): nobody appends meanwhile,
             # so the ids in the buffered operations are those the file gives them.
             lock = JournalFileSymlinkLock(path)
             lock.acquire()
