@@ -262,7 +262,7 @@ def _provenance(data: RunData) -> list[str]:
         ["python; platform", f"{prov.get('python', MISSING)}; {prov.get('platform', MISSING)}"],
         ["versions", ", ".join(f"{k} {v}" for k, v in versions.items() if v) or MISSING],
     ]
-    from ..runs.context import ran_with_summary
+    from ..runs.provenance import ran_with_summary
 
     jobs_ran_with = ran_with_summary(data.run_dir)  # per job: another machine or CPU kind on resume shows here
     if jobs_ran_with is not None:

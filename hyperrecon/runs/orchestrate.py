@@ -28,7 +28,8 @@ from ..errors import CheckpointError, ConfigError, DataError, HyperReconError, R
 from ..io import NoSpaceError, read_json, write_json
 from ..plugins import load_plugins
 from ..resolve import resolve, resolve_device, resolve_precision
-from .context import Progress, RunContext, device_name, load_bundle, load_weights, provenance
+from .context import Progress, RunContext, load_bundle, load_weights
+from .provenance import device_name, provenance
 from .executors import run_job
 from .folder import LEDGER_FILE, RUN_FORMAT, RunFolder, RunInfo
 from .jobs import study_jobs
