@@ -15,9 +15,9 @@ from ..errors import RunError
 from ..io import read_json, write_csv, write_json
 from ..resolve import build_recon_model, build_sampler
 from .context import RunContext
-from .provenance import ran_with
 from .jobs import job_seed
 from .models import ModelSpec
+from .provenance import ran_with
 
 
 def _save_model(path: Path, model) -> None:

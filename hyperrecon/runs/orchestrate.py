@@ -29,12 +29,12 @@ from ..io import NoSpaceError, read_json, write_json
 from ..plugins import load_plugins
 from ..resolve import resolve, resolve_device, resolve_precision
 from .context import Progress, RunContext, load_bundle, load_weights
-from .provenance import device_name, provenance
 from .executors import run_job
 from .folder import LEDGER_FILE, RUN_FORMAT, RunFolder, RunInfo
 from .jobs import study_jobs
 from .ledger import JobLedger, find_runs, open_storage
 from .merge import finalize
+from .provenance import device_name, provenance
 from .urls import normalize, public_url, redact
 
 __all__ = [
