@@ -927,7 +927,9 @@ RUN_FOLDER_NOTE = (
 
 def _explore_note(data: RunData, link) -> str:
     """Where to see every λ: the exported explorer page when the run folder has ``explore.html``."""
-    page = data.folder.table("explore.html")
+    from ..runs.folder import RunFolder
+
+    page = RunFolder(data.run_dir).table("explore.html")
     live = "Any λ, live: `hrbench explore RUN_DIR` (RUN_DIR: this run folder)."
     if page.is_file():
         return f"{live} Every λ of a grid, in one self-contained page: [explore.html]({link(page)})."

@@ -227,7 +227,7 @@ def _scales_job(ctx: RunContext, name: str) -> dict[str, Any]:
     unit = [1.0] * len(s.loss.terms)
     val_task = ctx.recon_task(unit, split="val", limit=s.search.n_val)
     if s.kind == "sl":
-        models = {
+        models: dict[float | tuple[float, ...], Any] = {
             0.0: ctx.load_model(ModelSpec.baseline((0.0,)).name),
             1.0: ctx.load_model(ModelSpec.baseline((1.0,)).name),
         }
@@ -276,7 +276,7 @@ def _eval_job(ctx: RunContext, name: str, spec: dict[str, Any]) -> dict[str, Any
     else:
         lams = lam_grid(s.n_lams, s.evaluation.grid_points)
     metrics = list(dict.fromkeys([*s.evaluation.metrics, *([] if _objective_is_dice(s) else [s.search.objective])]))
-    common = dict(
+    common: dict[str, Any] = dict(
         seg_model=seg, n_classes=n_classes, device=ctx.device, precision=ctx.precision, batch_size=s.train.batch_size
     )
     test = ctx.eval_data("test", s.evaluation.n_test)

@@ -160,10 +160,11 @@ def normalize(url: str) -> tuple[str, str]:
     drivers = DRIVERS[dialect]
     if driver:
         if driver not in drivers:
-            guess = _did_you_mean(driver, tuple(d for d in drivers))
+            named = tuple(d for d in drivers if d is not None)  # None: the dialect's default driver
+            guess = _did_you_mean(driver, named)
             hint = f"did you mean {dialect}+{guess}://...? " if guess else ""
             raise ConfigError(
-                f"--storage {shown}: unknown driver '{driver}' for {dialect}; {hint}known: {', '.join(sorted(drivers))}"
+                f"--storage {shown}: unknown driver '{driver}' for {dialect}; {hint}known: {', '.join(sorted(named))}"
             )
         module, package = drivers[driver]
         if importlib.util.find_spec(module.split(".")[0]) is None:
