@@ -574,7 +574,11 @@ class RPSNR(Metric):
         return rpsnr(x_hat, x, degraded, data_range)
 
 
-@METRICS.register("ssim", description="structural similarity (convention 'wang' or 'fastmri', see SSIM_CONVENTIONS)")
+@METRICS.register(
+    "ssim",
+    description="structural similarity; convention 'wang' (Wang et al. 2004) or 'fastmri' "
+    "([evaluation] ssim_convention)",
+)
 class SSIM(Metric):
     """Structural similarity (:func:`ssim`) in one of ``SSIM_CONVENTIONS``.
 
@@ -594,48 +598,49 @@ class SSIM(Metric):
         return ssim(x_hat, x, data_range, convention=self.convention)
 
 
+class _PairMetric(Metric):
+    """A metric of ``(x_hat, x)`` alone: ``fn(x_hat, x) -> (B,)``."""
+
+    fn: Any = None
+
+    def compute(self, x_hat: torch.Tensor, x: torch.Tensor, **_: Any) -> torch.Tensor:
+        return type(self).fn(x_hat, x)
+
+
 @METRICS.register("mae", description="mean absolute error")
-class MAE(Metric):
+class MAE(_PairMetric):
     """Mean absolute error (:func:`mae`)."""
 
     higher_is_better = False
     unit, short, label = "intensity (target range [0, 1])", "MAE", "MAE (intensity units, images in [0, 1])"
-
-    def compute(self, x_hat: torch.Tensor, x: torch.Tensor, **_: Any) -> torch.Tensor:
-        return mae(x_hat, x)
+    fn = staticmethod(mae)
 
 
 @METRICS.register("mse", description="mean squared error")
-class MSE(Metric):
+class MSE(_PairMetric):
     """Mean squared error (:func:`mse`)."""
 
     higher_is_better = False
     unit, short, label = "intensity^2 (target range [0, 1])", "MSE", "MSE"
-
-    def compute(self, x_hat: torch.Tensor, x: torch.Tensor, **_: Any) -> torch.Tensor:
-        return mse(x_hat, x)
+    fn = staticmethod(mse)
 
 
 @METRICS.register("nmse", description="normalised MSE ||x̂ - x||² / ||x||²")
-class NMSE(Metric):
+class NMSE(_PairMetric):
     """Normalised MSE (:func:`nmse`)."""
 
     higher_is_better = False
     short, label = "NMSE", "NMSE"
-
-    def compute(self, x_hat: torch.Tensor, x: torch.Tensor, **_: Any) -> torch.Tensor:
-        return nmse(x_hat, x)
+    fn = staticmethod(nmse)
 
 
 @METRICS.register("hfen", description="high-frequency error norm (15x15 LoG, sigma 1.5), normalised by target")
-class HFEN(Metric):
+class HFEN(_PairMetric):
     """High-frequency error norm (:func:`hfen`)."""
 
     higher_is_better = False
     short, label = "HFEN", "HFEN (relative)"
-
-    def compute(self, x_hat: torch.Tensor, x: torch.Tensor, **_: Any) -> torch.Tensor:
-        return hfen(x_hat, x)
+    fn = staticmethod(hfen)
 
 
 def seg_input(x_hat: torch.Tensor, seg_model: torch.nn.Module) -> torch.Tensor:
