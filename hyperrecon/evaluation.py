@@ -301,7 +301,9 @@ def batch_metrics(
 ) -> dict[str, Tensor]:
     """Per-sample values ``{name: (b,)}`` of ``metrics`` (built, :func:`check_metrics`) for reconstructions
     ``x_hat`` (b, 1, H, W); ``labels``, ``seg_model`` and ``n_classes`` go to the metrics that need them (Dice)."""
-    inputs = dict(degraded=degraded, labels=labels, seg_model=seg_model, n_classes=n_classes, data_range=data_range)
+    inputs: dict[str, Any] = dict(
+        degraded=degraded, labels=labels, seg_model=seg_model, n_classes=n_classes, data_range=data_range
+    )
     return {m.name: m(x_hat, target, **inputs) for m in metrics}
 
 

@@ -557,7 +557,7 @@ class PSNR(Metric):
 
     unit, short, label = "dB", "PSNR", "PSNR (dB)"
 
-    def compute(self, x_hat: torch.Tensor, x: torch.Tensor, *, data_range: Any, **_: Any) -> torch.Tensor:
+    def compute(self, x_hat: torch.Tensor, x: torch.Tensor, *, data_range: Any = 1.0, **_: Any) -> torch.Tensor:
         return psnr(x_hat, x, data_range)
 
 
@@ -569,7 +569,7 @@ class RPSNR(Metric):
     needs = frozenset({"degraded"})
 
     def compute(
-        self, x_hat: torch.Tensor, x: torch.Tensor, *, degraded: Any, data_range: Any, **_: Any
+        self, x_hat: torch.Tensor, x: torch.Tensor, *, degraded: Any = None, data_range: Any = 1.0, **_: Any
     ) -> torch.Tensor:
         return rpsnr(x_hat, x, degraded, data_range)
 
@@ -594,7 +594,7 @@ class SSIM(Metric):
     def __init__(self, convention: str = "wang") -> None:
         self.convention = _check_convention(convention)
 
-    def compute(self, x_hat: torch.Tensor, x: torch.Tensor, *, data_range: Any, **_: Any) -> torch.Tensor:
+    def compute(self, x_hat: torch.Tensor, x: torch.Tensor, *, data_range: Any = 1.0, **_: Any) -> torch.Tensor:
         return ssim(x_hat, x, data_range, convention=self.convention)
 
 
@@ -679,7 +679,14 @@ class Dice(Metric):
         self.include_background = bool(include_background)
 
     def compute(
-        self, x_hat: torch.Tensor, x: torch.Tensor, *, labels: Any, seg_model: Any, n_classes: Any, **_: Any
+        self,
+        x_hat: torch.Tensor,
+        x: torch.Tensor,
+        *,
+        labels: Any = None,
+        seg_model: Any = None,
+        n_classes: Any = None,
+        **_: Any,
     ) -> torch.Tensor:
         pred = seg_model(seg_input(x_hat, seg_model)).argmax(dim=1)
         return mean_dice(pred, labels, n_seg_classes(seg_model, n_classes), self.include_background)
