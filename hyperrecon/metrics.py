@@ -48,8 +48,8 @@ PSNR_CAP_DB = 120.0
 SSIM_CONVENTIONS: dict[str, str] = {
     "wang": "Wang et al. 2004: 11x11 Gaussian window (sigma 1.5), K1=0.01, K2=0.03, population covariance, "
     "given data range; equals skimage structural_similarity(gaussian_weights=True, use_sample_covariance=False)",
-    "fastmri": "fastMRI SSIMLoss: 7x7 uniform window, K1=0.01, K2=0.03, sample covariance, "
-    "data range = per-sample maximum of the target",
+    "fastmri": "fastMRI evaluation (fastmri/evaluate.py ssim, as SSIMLoss): 7x7 uniform window, K1=0.01, K2=0.03, "
+    "sample covariance, data range = maximum of the target (per slice here; fastMRI takes the volume's)",
 }
 
 # Window, weights and constants of each SSIM convention.
@@ -584,8 +584,9 @@ class SSIM(Metric):
 
     ``convention="wang"``: Wang, Bovik, Sheikh & Simoncelli 2004, "Image quality assessment: from error visibility
     to structural similarity", IEEE TIP 13(4), with their 11x11 Gaussian window (σ = 1.5) and the given data range.
-    ``convention="fastmri"``: the fastMRI evaluation code (``fastmri.losses.SSIMLoss``, ``fastmri.evaluate.ssim``):
-    7x7 uniform window, sample covariance, data range = the target's maximum.
+    ``convention="fastmri"``: the fastMRI evaluation code (Zbontar et al. 2018, ``fastmri/evaluate.py`` ``ssim``:
+    scikit-image's ``structural_similarity`` defaults, i.e. a 7x7 uniform window and sample covariance, with the
+    ground truth's maximum as data range; fastMRI takes the maximum over a volume, here each slice is a sample).
     """
 
     short, label = "SSIM", "SSIM"
