@@ -146,13 +146,13 @@ class EvaluationConfig:
     diverse_quantile: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.9
     """PSNR quantile for the diverse pair."""
     ssim_convention: Literal["wang", "fastmri"] = "wang"
-    """SSIM convention."""
+    """The ``ssim`` metric's convention in evaluation and search: ``wang`` (Wang et al. 2004) or ``fastmri``."""
 
 
 @dataclass(frozen=True, config=_SCHEMA)
 class SearchConfig:
     objective: str = "psnr"
-    """A metric name or ``dice`` (needs the segmentation net)."""
+    """A registered metric (``dice`` needs the segmentation net)."""
     strategies: tuple[str, ...] = (
         "grid",
         "random",

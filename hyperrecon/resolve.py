@@ -157,6 +157,27 @@ def build_strategy(study: Study, name: str, seed: int):
     )
 
 
+def metric_params(study: Study) -> dict[str, dict[str, Any]]:
+    """Each metric's parameters taken from the study: ``ssim`` gets ``[evaluation] ssim_convention``."""
+    return {"ssim": {"convention": study.evaluation.ssim_convention}}
+
+
+def build_study_metrics(study: Study, names: list[str] | tuple[str, ...], *, where: str = "") -> list:
+    """The study's metrics ``names`` built with :func:`metric_params` (``list[hyperrecon.metrics.Metric]``);
+    unknown names fail with a did-you-mean naming ``where``, a name given twice with a ``ConfigError``."""
+    from .metrics import build_metrics
+
+    return build_metrics(names, metric_params(study), where=where)
+
+
+def check_metrics(study: Study, names: list[str] | tuple[str, ...], where: str) -> None:
+    """``names`` are registered metrics that this study can compute: one that needs a segmentation net (``dice``)
+    needs ``[segmentation] enabled = true`` (``ConfigError`` naming ``where``)."""
+    for metric in build_study_metrics(study, names, where=where):
+        if "seg_model" in metric.needs and not study.segmentation.enabled:
+            raise ConfigError(f"{where}: '{metric.name}' needs [segmentation] enabled = true")
+
+
 def check_data(study: Study) -> dict[str, Any]:
     where = f"{study.source_file} [data]"
     datasets = registry("datasets")
@@ -240,14 +261,9 @@ def resolve(study: Study) -> dict[str, Any]:
 
     summary["search"] = check_search(study)  # strategies, fidelity steps, objective pairs
 
-    metrics = registry("metrics")
-    for name in study.evaluation.metrics:
-        metrics.get(name, where=f"{src} [evaluation] metrics")
+    check_metrics(study, study.evaluation.metrics, f"{src} [evaluation] metrics")
     objective = study.search.objective
-    if objective != "dice":
-        metrics.get(objective, where=f"{src} [search] objective")
-    elif not study.segmentation.enabled:
-        raise ConfigError(f"{src} [search] objective: 'dice' needs [segmentation] enabled = true")
+    check_metrics(study, [objective], f"{src} [search] objective")
     summary["metrics"] = list(study.evaluation.metrics)
     summary["objective"] = objective
     return summary

@@ -660,7 +660,7 @@ def search_analysis(data: RunData) -> dict[str, Any] | None:
     if data.search is None or data.search_summary is None:
         return None
     ss = data.search_summary
-    maximize = higher_is_better(data.objective) if data.objective != "dice" else True
+    maximize = higher_is_better(data.objective)
     grid_opt = finite(ss["grid_optimum"].iloc[0]) if "grid_optimum" in ss else None
     targets = list(dict.fromkeys(ss["target"]))
     fastest: dict[str, dict[str, Any]] = {}

@@ -13,7 +13,6 @@ from ..errors import RunError
 from ..io import read_json, write_csv, write_json
 from ..timing import add_job_peaks
 from .context import RunContext, first_line
-from .executors import higher_is_better
 from .models import ModelSpec
 from .summary import build_summary, metrics_table, tidy
 from .urls import redact
@@ -40,7 +39,9 @@ def finalize(run: RunContext, ctx: RunContext | None = None) -> dict[str, Any]:
 
     search = merge_search_tables(d.root, s, _read_csv)  # search.csv, search_parallel.csv, search_mo.csv
 
-    maximize = higher_is_better(s)
+    from ..metrics import higher_is_better
+
+    maximize = higher_is_better(s.search.objective)
     baseline_val = search[search.target == "baselines"]
     baselines = [m.name for m in run.models if m.kind == "baseline"]
     objective = s.search.objective

@@ -279,7 +279,7 @@ def search_model(
 
 
 def make_model_objectives(
-    model: Any, val_data: Any, metrics: Sequence[str], **kwargs: Any
+    model: Any, val_data: Any, metrics: Sequence[Any], **kwargs: Any
 ) -> Callable[[np.ndarray | None], tuple[dict[str, float], float]]:
     """:func:`hyperrecon.evaluation.model_objectives` (the model objective evaluation exposes; same arguments)."""
     from ..evaluation import model_objectives
@@ -288,15 +288,16 @@ def make_model_objectives(
 
 
 def make_model_objective(
-    model: Any, val_data: Any, metric: str, **kwargs: Any
+    model: Any, val_data: Any, metric: Any, **kwargs: Any
 ) -> Callable[[np.ndarray], tuple[float, float]]:
     """``objective_fn(λ) -> (mean of metric over the validation slices, device seconds)`` for :func:`search_model`
     (:func:`make_model_objectives` with one metric; same keyword arguments)."""
     fn = make_model_objectives(model, val_data, [metric], **kwargs)
+    name = getattr(metric, "name", metric)  # a name or a built metric
 
     def objective_fn(lam: np.ndarray) -> tuple[float, float]:
         values, seconds = fn(lam)
-        return values[metric], seconds
+        return values[name], seconds
 
     return objective_fn
 
