@@ -1,18 +1,24 @@
-"""Named plugin registries: losses, samplers, search strategies, models, datasets, metrics, forward models.
+"""Named plugin registries: losses, samplers, search strategies, pruners, models, datasets, metrics, forward models.
 
-A registry maps a name to a class or factory. ``register`` is a decorator; ``get`` fails with the valid names and a
+A registry maps a name to a class or factory. Every registry is filled the same way, by a decorator on the class or
+factory::
+
+    @LOSSES.register("tv", description="total variation", smoke_params={"eps": 0.0})
+    class TV(LossTerm): ...
+
+``description`` is one line for ``hrbench list`` (the first docstring line when omitted); ``smoke_params`` are tiny
+constructor arguments with which the contract tests (:mod:`hyperrecon.testing.contracts`) build and run the entry.
+Both live in the registry's :class:`Entry`, not on the object. ``get`` fails with the valid names and a
 did-you-mean; ``build`` checks keyword parameters against the constructor signature before calling it, so a typo
 in a study file is reported as a config error rather than a ``TypeError`` deep inside a run.
-
-Each registered object may carry ``smoke_params`` (a dict of tiny constructor arguments used by the contract
-tests) and ``description`` (one line for ``hrbench list``); the first docstring line is used otherwise.
 """
 
 from __future__ import annotations
 
 import difflib
 import inspect
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from .errors import ConfigError, UnknownNameError
@@ -26,30 +32,59 @@ def did_you_mean(name: str, candidates: Iterable[str]) -> str:
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
+@dataclass(frozen=True)
+class Entry(Generic[T]):
+    """One registered name: the class or factory, its ``hrbench list`` line and its contract-test parameters."""
+
+    name: str
+    obj: T
+    description: str = ""
+    smoke_params: Mapping[str, Any] = field(default_factory=dict)
+
+
 class Registry(Generic[T]):
     """A name -> object table for one kind of plugin (``kind`` is used in messages, e.g. "loss")."""
 
     def __init__(self, kind: str) -> None:
         self.kind = kind
-        self._items: dict[str, T] = {}
+        self._items: dict[str, Entry[T]] = {}
 
-    def register(self, name: str, *, description: str | None = None) -> Callable[[T], T]:
-        """Decorator: ``@LOSSES.register("tv")``. Re-registering a name replaces it (plugins may override)."""
+    def register(
+        self, name: str, *, description: str | None = None, smoke_params: Mapping[str, Any] | None = None
+    ) -> Callable[[T], T]:
+        """Decorator: ``@LOSSES.register("tv", description=..., smoke_params={...})`` on a class or factory.
+
+        The object is returned unchanged except for ``registry_name`` (the name it was registered under, set where
+        the object allows attributes). Re-registering a name replaces it (plugins may override built-ins).
+        ``smoke_params`` must be accepted by the constructor (checked here, so a plugin fails at import).
+        """
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"{self.kind} names are non-empty strings, got {name!r}")
 
         def decorate(obj: T) -> T:
-            if description is not None:
-                try:
-                    obj.description = description  # type: ignore[attr-defined]
-                except AttributeError:
-                    pass
+            text = description or (inspect.getdoc(obj) or "").strip()
+            entry = Entry(name, obj, text.splitlines()[0] if text else "", dict(smoke_params or {}))
             try:
                 obj.registry_name = name  # type: ignore[attr-defined]
             except AttributeError:
                 pass
-            self._items[name] = obj
+            previous = self._items.get(name)
+            self._items[name] = entry
+            try:
+                self.check_params(name, dict(entry.smoke_params), where=f"{self.kind} '{name}' smoke_params")
+            except ConfigError:  # leave the registry as it was
+                if previous is None:
+                    del self._items[name]
+                else:
+                    self._items[name] = previous
+                raise
             return obj
 
         return decorate
+
+    def unregister(self, name: str) -> None:
+        """Remove ``name`` (tests and plugins that clean up after themselves); unknown names are ignored."""
+        self._items.pop(name, None)
 
     def names(self) -> list[str]:
         return sorted(self._items)
@@ -57,8 +92,8 @@ class Registry(Generic[T]):
     def __contains__(self, name: object) -> bool:
         return name in self._items
 
-    def get(self, name: str, *, where: str = "") -> T:
-        """Look a name up; ``where`` prefixes the message (e.g. "studies/x.toml [loss] terms")."""
+    def entry(self, name: str, *, where: str = "") -> Entry[T]:
+        """The :class:`Entry` for ``name``; unknown names fail as in :meth:`get`."""
         if name not in self._items:
             prefix = f"{where}: " if where else ""
             valid = ", ".join(self.names()) or "(none registered)"
@@ -67,11 +102,17 @@ class Registry(Generic[T]):
             )
         return self._items[name]
 
+    def get(self, name: str, *, where: str = "") -> T:
+        """Look a name up; ``where`` prefixes the message (e.g. "studies/x.toml [loss] terms")."""
+        return self.entry(name, where=where).obj
+
     def describe(self, name: str) -> str:
         """One line for ``hrbench list``."""
-        obj = self._items[name]
-        text = getattr(obj, "description", None) or (inspect.getdoc(obj) or "").strip()
-        return text.splitlines()[0] if text else ""
+        return self.entry(name).description
+
+    def smoke_params(self, name: str) -> dict[str, Any]:
+        """A fresh copy of ``name``'s contract-test constructor arguments."""
+        return dict(self.entry(name).smoke_params)
 
     def check_params(self, name: str, params: dict[str, Any], *, where: str = "") -> None:
         """Raise ``ConfigError`` if ``params`` has keys the constructor does not accept or lacks required ones."""

@@ -89,7 +89,6 @@ class Arrays(DatasetSource):
     """Plain arrays of slices (``.npy``/``.npz``), optional labels, contiguous or shuffled fraction splits."""
 
     needs_path = True
-    smoke_params: dict[str, Any] = {}
 
     def __init__(
         self,
@@ -135,6 +134,17 @@ class Arrays(DatasetSource):
                 f"{self.labels_file}: labels_path is the same file as path {self.path}; expected a separate "
                 ".npy of labels"
             )
+
+    @classmethod
+    def write_sample(cls, folder: Path) -> Path:
+        """``slices.npz``: 10 noisy disc slices (10, 20, 24) with 3-class labels."""
+        rng = np.random.default_rng(0)
+        yy, xx = np.mgrid[0:20, 0:24]
+        disc = (((yy - 10) / 8) ** 2 + ((xx - 12) / 9) ** 2) < 1
+        images = np.stack([disc * rng.uniform(20, 40) + rng.uniform(0, 2, disc.shape) for _ in range(10)])
+        labels = np.stack([disc * (1 + k % 2) for k in range(10)]).astype(np.int64)
+        np.savez(folder / "slices.npz", images=images.astype(np.float32), labels=labels)
+        return folder / "slices.npz"
 
     def input_files(self) -> list[Path]:
         return [f for f in (self.path, self.labels_file) if f is not None]

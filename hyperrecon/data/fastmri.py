@@ -113,12 +113,15 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-@DATASETS.register("fastmri-knee", description="reader: fastMRI single-coil knee .h5 files (PD/PDFS), split by patient")
+@DATASETS.register(
+    "fastmri-knee",
+    description="reader: fastMRI single-coil knee .h5 files (PD/PDFS), split by patient",
+    smoke_params={"slices_per_file": 2},
+)
 class FastMRIKnee(DatasetSource):
     """fastMRI single-coil knee ``.h5`` reader (reconstruction_esc targets), split by patient."""
 
     needs_path = True
-    smoke_params = {"slices_per_file": 2}
 
     def __init__(
         self,
@@ -171,6 +174,32 @@ class FastMRIKnee(DatasetSource):
                 raise DataError(f"{self.path}: no .h5 files found; expected fastMRI single-coil knee volumes")
             self._found_cache = found
         return self._found_cache
+
+    @classmethod
+    def write_sample(cls, folder: Path) -> Path:
+        """Six single-coil files (PD and PDFS in turn) of 3 slices 24 x 20:
+        ``reconstruction_esc``, zero ``kspace`` (24 x 22 encoded) and an ISMRMRD header, one patient each."""
+        import h5py
+
+        header = (
+            '<ismrmrdHeader xmlns="http://www.ismrm.org/ISMRMRD"><encoding>'
+            "<encodedSpace><matrixSize><x>48</x><y>22</y><z>1</z></matrixSize></encodedSpace>"
+            "<reconSpace><matrixSize><x>24</x><y>20</y><z>1</z></matrixSize></reconSpace>"
+            "<encodingLimits><kspace_encoding_step_1><minimum>0</minimum><maximum>19</maximum><center>11</center>"
+            "</kspace_encoding_step_1></encodingLimits></encoding></ismrmrdHeader>"
+        )
+        rng = np.random.default_rng(0)
+        yy, xx = np.mgrid[0:24, 0:20]
+        knee = (((yy - 12) / 9) ** 2 + ((xx - 10) / 7) ** 2) < 1
+        for i in range(6):
+            recon = np.stack([knee * 1e-4 * (k + 1) + rng.uniform(0, 2e-6, knee.shape) for k in range(3)])
+            with h5py.File(folder / f"file{i}.h5", "w") as h:
+                h.create_dataset("reconstruction_esc", data=recon.astype(np.float32))
+                h.create_dataset("kspace", data=np.zeros((3, 48, 22), np.complex64))
+                h["ismrmrd_header"] = header
+                h.attrs["acquisition"] = "CORPD_FBK" if i % 2 == 0 else "CORPDFS_FBK"
+                h.attrs["patient_id"] = f"patient{i}"
+        return folder
 
     def input_files(self) -> list[Path]:
         found = self._found()  # skipped duplicates too: adding or removing a link changes the cache key

@@ -88,12 +88,12 @@ def _axial(vol: np.ndarray, k: int) -> np.ndarray:
 @DATASETS.register(
     "freesurfer-brain",
     description="reader: FreeSurfer/ABIDE T1 (norm/orig + aseg, mgz/nii or npy slices), 5 classes",
+    smoke_params={"max_slices_per_subject": 2},
 )
 class FreeSurferBrain(DatasetSource):
     """FreeSurfer-processed T1 brains with aseg merged to 5 classes, axial slices, split by subject."""
 
     needs_path = True
-    smoke_params = {"max_slices_per_subject": 2}
 
     def __init__(
         self,
@@ -192,6 +192,28 @@ class FreeSurferBrain(DatasetSource):
         self._duplicates = found.duplicates
         self._subjects_cache = dict(sorted(subjects.items()))
         return self._subjects_cache
+
+    @classmethod
+    def write_sample(cls, folder: Path) -> Path:
+        """Four subjects ``sub<i>/norm.mgz`` + ``aseg.mgz`` (18 x 20 x 16, LIA like FreeSurfer's conformed space):
+        an ellipsoid of white matter (aseg 2) in cortex (3) with a ventricle (4) and hippocampus (17)."""
+        import nibabel as nib
+
+        rng = np.random.default_rng(0)
+        x, y, z = np.meshgrid(*[np.linspace(-1, 1, n) for n in (18, 20, 16)], indexing="ij")
+        r = np.sqrt((x / 0.8) ** 2 + (y / 0.85) ** 2 + (z / 0.75) ** 2)
+        aseg = np.zeros(r.shape, np.int32)
+        aseg[r < 1.0], aseg[r < 0.7] = 3, 2
+        aseg[(r < 0.3) & (x > 0)], aseg[(r < 0.3) & (x <= 0)] = 4, 17
+        lia = np.array([[-1, 0, 0, 9], [0, 0, 1, -8], [0, -1, 0, 10], [0, 0, 0, 1]], float)
+        for i in range(4):
+            t1 = np.select([aseg == 2, aseg == 3, aseg == 17, aseg == 4], [200, 120, 110, 40], 0)
+            t1 = np.clip(t1 + rng.normal(0, 3, r.shape) * (aseg > 0), 0, 255).astype(np.uint8)
+            d = folder / f"sub{i}"
+            d.mkdir()
+            nib.save(nib.MGHImage(t1, lia), d / "norm.mgz")
+            nib.save(nib.MGHImage(aseg, lia), d / "aseg.mgz")
+        return folder
 
     def input_files(self) -> list[Path]:
         out: list[Path] = []

@@ -74,12 +74,12 @@ def render_subject(
 
 
 @DATASETS.register(
-    "knee-phantom", description="SYNTHETIC procedural coronal knee (PD/PDFS) with labels, split by subject"
+    "knee-phantom",
+    description="SYNTHETIC procedural coronal knee (PD/PDFS) with labels, split by subject",
+    smoke_params={"n_train": 2, "n_val": 1, "n_test": 1, "slices_per_subject": 2},
 )
 class KneePhantom(DatasetSource):
     """Procedural coronal knee phantom (synthetic), PD/PDFS, tissue labels, split by simulated subject."""
-
-    smoke_params = {"n_train": 2, "n_val": 1, "n_test": 1, "slices_per_subject": 2}
 
     def __init__(
         self,

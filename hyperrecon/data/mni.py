@@ -101,11 +101,10 @@ def tissue_labels(t1: np.ndarray, gm: np.ndarray, wm: np.ndarray) -> np.ndarray:
 @DATASETS.register(
     "mni-brain",
     description="real T1 brain: MNI152 template from nilearn, ONE averaged brain, slice-range splits, augmented",
+    smoke_params={"slice_step": 8, "n_train_copies": 1, "max_slices": 4},
 )
 class MNIBrain(DatasetSource):
     """MNI152 2009 T1 template (one averaged brain), axial slices, 4 tissue classes, per-sample augmentation."""
-
-    smoke_params = {"slice_step": 8, "n_train_copies": 1, "max_slices": 4}
 
     def __init__(
         self,

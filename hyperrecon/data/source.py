@@ -21,9 +21,7 @@ class DatasetSource:
     """Shared constructor arguments: ``image_size`` (square output side), ``seed`` (splits and augmentation),
     ``path`` (input file or folder; readers only), ``cache_dir`` (None: default, False or "off": no cache)."""
 
-    #: tiny constructor arguments for contract tests (readers also need a path: see ``examples.write_example``)
-    smoke_params: ClassVar[dict[str, Any]] = {}
-    description: ClassVar[str] = ""
+    #: readers (``needs_path``) read files from ``data.path`` and implement :meth:`write_sample` for the contract tests
     needs_path: ClassVar[bool] = False
     registry_name: ClassVar[str] = "dataset"
 
@@ -64,6 +62,13 @@ class DatasetSource:
     def input_files(self) -> list[Path]:
         """Files whose (path, size, mtime) go into the cache key; readers override."""
         return []
+
+    @classmethod
+    def write_sample(cls, folder: Path) -> Path:
+        """Readers: write a few tiny files of the real format under ``folder`` (which exists) and return the path
+        to give as ``data.path``, enough for three non-empty splits with the registry's ``smoke_params``. The
+        contract test (:func:`hyperrecon.testing.contracts.check_dataset`) loads them."""
+        raise NotImplementedError(f"dataset '{cls.registry_name}' reads files but does not implement write_sample")
 
     # -- shared -----------------------------------------------------------------------------------------------
     @property
