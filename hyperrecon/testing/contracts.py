@@ -243,23 +243,38 @@ def check_forward_model(name: str) -> None:
 # metrics
 
 
+def _threshold_seg():
+    """A segmentation net with known output: class 1 where the image exceeds 0.5 (logits ``0.5 - x, x - 0.5``)."""
+    import torch
+
+    class ThresholdSeg(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.cat([0.5 - x[:, :1], x[:, :1] - 0.5], dim=1)
+
+    return ThresholdSeg()
+
+
 def check_metric(name: str) -> None:
     """A metric scores ``(3, 1, 16, 13)`` images ``(3,)`` finite, and a better reconstruction scores better in its
-    own direction (``higher_is_better``)."""
+    own direction (``higher_is_better``). A metric that ``needs`` labels and a segmentation net gets 2-class
+    labels ``x > 0.5`` and a net that thresholds at 0.5."""
     import torch
 
     reg, params, label = _built("metrics", name)
     obj = reg.get(name)
-    metric = obj if hasattr(obj, "higher_is_better") else reg.build(name, params)
+    metric = reg.build(name, params) if isinstance(obj, type) else obj
     expect(callable(metric), label, "a built metric must be callable")
     expect(isinstance(getattr(metric, "higher_is_better", None), bool), label, "needs a bool `higher_is_better`")
     gen = _generator(0)
     x = torch.rand(3, 1, 16, 13, generator=gen)
     x_hat = (x + 0.1 * torch.randn(x.shape, generator=gen)).clamp(0, 1)
     degraded = (x + 0.3 * torch.randn(x.shape, generator=gen)).clamp(0, 1)
-    out = metric(x_hat, x, degraded=degraded, data_range=1.0)
+    inputs: dict[str, Any] = {"degraded": degraded, "data_range": 1.0}
+    if set(getattr(metric, "needs", ())) & {"labels", "seg_model"}:
+        inputs.update(labels=(x[:, 0] > 0.5).long(), seg_model=_threshold_seg(), n_classes=2)
+    out = metric(x_hat, x, **inputs)
     expect(out.shape == (3,) and torch.isfinite(out).all(), label, f"gave {tuple(out.shape)}, expected (3,) finite")
-    worse = metric(degraded, x, degraded=degraded, data_range=1.0)
+    worse = metric(degraded, x, **inputs)
     better = (out > worse) if metric.higher_is_better else (out < worse)
     expect(better.all(), label, "a closer reconstruction must score better in the metric's own direction")
 
