@@ -114,32 +114,88 @@ class Registry(Generic[T]):
         """A fresh copy of ``name``'s contract-test constructor arguments."""
         return dict(self.entry(name).smoke_params)
 
-    def check_params(self, name: str, params: dict[str, Any], *, where: str = "") -> None:
-        """Raise ``ConfigError`` if ``params`` has keys the constructor does not accept or lacks required ones."""
+    def check_params(
+        self, name: str, params: Mapping[str, Any], *, where: str = "", supplied: Iterable[str] = ()
+    ) -> None:
+        """Raise ``ConfigError`` if ``params`` has a key the constructor does not accept, a key in ``supplied`` (the
+        arguments the code passes itself, e.g. a strategy's ``seed``), or a value that does not match the
+        parameter's type annotation (checked with pydantic, never converted; unannotated parameters pass)."""
         obj = self.get(name, where=where)
         try:
             sig = inspect.signature(obj)  # type: ignore[arg-type]
         except (TypeError, ValueError):  # builtins without a signature: nothing to check
             return
-        accepted = {p.name: p for p in sig.parameters.values() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+        supplied = set(supplied)
+        accepted = {
+            p.name: p
+            for p in sig.parameters.values()
+            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name not in supplied
+        }
         takes_kwargs = any(p.kind == p.VAR_KEYWORD for p in sig.parameters.values())
         prefix = f"{where}: " if where else ""
-        if not takes_kwargs:
-            for key in params:
-                if key not in accepted:
-                    valid = ", ".join(accepted) or "(none)"
-                    raise ConfigError(
-                        f"{prefix}{self.kind} '{name}' has no parameter '{key}'"
-                        f"{did_you_mean(key, accepted)}; valid parameters: {valid}"
-                    )
+        for key in params:
+            if key in supplied:
+                raise ConfigError(f"{prefix}{self.kind} '{name}': '{key}' is set by hrbench itself; remove it")
+            if key not in accepted and not takes_kwargs:
+                valid = ", ".join(accepted) or "(none)"
+                raise ConfigError(
+                    f"{prefix}{self.kind} '{name}' has no parameter '{key}'"
+                    f"{did_you_mean(key, accepted)}; valid parameters: {valid}"
+                )
+        hints = _type_hints(obj)
+        for key, value in params.items():
+            if key in hints and not _matches(hints[key], value):
+                raise ConfigError(
+                    f"{prefix}{self.kind} '{name}' {key}: expected {_type_name(hints[key])}, but got {key}={value!r}"
+                )
 
-    def build(self, name: str, params: dict[str, Any] | None = None, *, where: str = "", **extra: Any) -> Any:
+    def build(self, name: str, params: Mapping[str, Any] | None = None, *, where: str = "", **extra: Any) -> Any:
         """Instantiate ``name`` with ``params`` (checked) plus ``extra`` keyword arguments supplied by the code."""
         params = dict(params or {})
-        self.check_params(name, params, where=where)
+        self.check_params(name, params, where=where, supplied=extra)
         obj = self.get(name, where=where)
         try:
             return obj(**extra, **params)  # type: ignore[operator]
         except (TypeError, ValueError) as exc:
             prefix = f"{where}: " if where else ""
             raise ConfigError(f"{prefix}cannot build {self.kind} '{name}' with {params}: {exc}") from exc
+
+
+def _type_hints(obj: Any) -> dict[str, Any]:
+    """Resolved parameter annotations of a class's ``__init__`` or a function; {} where they cannot be resolved."""
+    import typing
+
+    target = obj.__init__ if isinstance(obj, type) else obj
+    try:
+        hints = typing.get_type_hints(target)
+    except Exception:  # an annotation naming something not importable here: leave the value to the constructor
+        return {}
+    hints.pop("return", None)
+    return {k: v for k, v in hints.items() if v is not Any}
+
+
+def _matches(annotation: Any, value: Any) -> bool:
+    """Whether ``value`` validates as ``annotation``: pydantic's strict JSON mode, as a study's TOML values are JSON
+    values (a list fits a tuple, an int a float; a bool is no int, a string no number)."""
+    import json
+
+    from pydantic import TypeAdapter, ValidationError
+
+    try:
+        adapter = TypeAdapter(annotation)
+    except Exception:  # a type pydantic cannot describe (an arbitrary class): not checked here
+        return True
+    try:
+        text = json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError):  # not a study value (an object passed by code): not checked here
+        return True
+    try:
+        adapter.validate_json(text, strict=True)
+    except ValidationError:
+        return False
+    return True
+
+
+def _type_name(annotation: Any) -> str:
+    text = getattr(annotation, "__name__", None) if isinstance(annotation, type) else None
+    return text or str(annotation).replace("typing.", "")

@@ -212,25 +212,35 @@ def build_pruner(
     )
 
 
+#: arguments hrbench passes to every strategy / pruner factory itself (a study's params may not set them)
+STRATEGY_ARGS = ("n_lams", "budget", "seed")
+PRUNER_ARGS = ("steps", "reduction_factor", "budget", "seed")
+
+
 def check_strategy(
     name: str,
     params: dict[str, Any] | None,
     pruner_params: dict[str, Any] | None = None,
     *,
     where: str = "search strategies",
+    params_where: str | None = None,
+    pruner_params_where: str | None = None,
 ) -> None:
-    """Fail early (``UnknownNameError``/``ConfigError``) on an unknown sampler or pruner or a wrong parameter."""
+    """Fail early (``UnknownNameError``/``ConfigError``) on an unknown sampler or pruner or a wrong parameter.
+    ``where`` prefixes name errors, ``params_where``/``pruner_params_where`` (default ``where``) parameter errors."""
     import optuna
 
     sampler, pruner = split_strategy(name)
     if sampler not in STRATEGIES and _optuna_class(optuna.samplers, sampler, optuna.samplers.BaseSampler) is None:
         STRATEGIES.get(sampler, where=where)
     elif sampler in STRATEGIES:
-        STRATEGIES.check_params(sampler, dict(params or {}), where=where)
+        STRATEGIES.check_params(sampler, dict(params or {}), where=params_where or where, supplied=STRATEGY_ARGS)
     if pruner not in PRUNERS and _optuna_class(optuna.pruners, pruner, optuna.pruners.BasePruner) is None:
         PRUNERS.get(pruner, where=where)
     elif pruner in PRUNERS:
-        PRUNERS.check_params(pruner, dict(pruner_params or {}), where=where)
+        PRUNERS.check_params(
+            pruner, dict(pruner_params or {}), where=pruner_params_where or where, supplied=PRUNER_ARGS
+        )
 
 
 def _build_class(cls: type, params: dict[str, Any], seed: int | None, where: str):
