@@ -162,16 +162,22 @@ class Registry(Generic[T]):
 
 
 def _type_hints(obj: Any) -> dict[str, Any]:
-    """Resolved parameter annotations of a class's ``__init__`` or a function; {} where they cannot be resolved."""
+    """Resolved parameter annotations of a class's ``__init__`` or a function, or of its ``__signature__`` where
+    it has one (datasets); parameters whose annotation cannot be resolved are left out."""
     import typing
 
-    target = obj.__init__ if isinstance(obj, type) else obj
     try:
-        hints = typing.get_type_hints(target)
+        resolved = typing.get_type_hints(obj.__init__ if isinstance(obj, type) else obj)
     except Exception:  # an annotation naming something not importable here: leave the value to the constructor
+        resolved = {}
+    try:
+        params = inspect.signature(obj).parameters.values()
+    except (TypeError, ValueError):
         return {}
-    hints.pop("return", None)
-    return {k: v for k, v in hints.items() if v is not Any}
+    hints = {p.name: resolved.get(p.name, p.annotation) for p in params}
+    return {
+        k: v for k, v in hints.items() if v is not inspect.Parameter.empty and v is not Any and not isinstance(v, str)
+    }
 
 
 def _matches(annotation: Any, value: Any) -> bool:

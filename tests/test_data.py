@@ -423,3 +423,33 @@ def test_no_torch_in_data_package():
 
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     assert subprocess.run([sys.executable, "-c", code], env=env).returncode == 0
+
+
+@pytest.mark.parametrize("name", DATASETS.names())
+def test_dataset_params_are_one_frozen_dataclass(name):
+    """Each dataset's parameters are defined once: the Params dataclass gives the signature the registry checks."""
+    import dataclasses
+    import inspect
+
+    from hyperrecon.data.source import DatasetParams
+
+    cls = DATASETS.get(name)
+    assert issubclass(cls.Params, DatasetParams) and cls.Params.__dataclass_params__.frozen
+    fields = {f.name: f.default for f in dataclasses.fields(cls.Params)}
+    sig = inspect.signature(cls).parameters
+    assert list(sig)[:4] == ["image_size", "seed", "path", "cache_dir"]
+    assert {k: p.default for k, p in sig.items() if k not in ("image_size", "seed", "path", "cache_dir")} == fields
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cls.Params().__setattr__(next(iter(fields)), None)
+
+
+def test_dataset_params_reach_the_source_and_the_cache_key():
+    from hyperrecon.data.knee import KneePhantom, KneePhantomParams
+
+    src = KneePhantom(image_size=32, seed=0, cache_dir=False, n_train=3, workers=2)
+    assert src.p == KneePhantomParams(n_train=3, workers=2)
+    assert "workers" not in src.params and src.params["n_train"] == 3  # workers do not change the arrays
+    with pytest.raises(ConfigError, match="dataset 'knee-phantom': `n_train >= 1` must hold"):
+        KneePhantom(image_size=32, seed=0, cache_dir=False, n_train=0)
+    with pytest.raises(ConfigError, match="dataset 'knee-phantom' n_train: expected int, but got n_train=2.0"):
+        DATASETS.check_params("knee-phantom", {"n_train": 2.0})
