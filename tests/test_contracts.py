@@ -87,3 +87,16 @@ def test_smoke_params_are_checked_at_registration() -> None:
 def test_dataset_check_needs_a_folder() -> None:
     with pytest.raises(ValueError, match="needs a folder"):
         contracts.check("datasets", "knee-phantom")
+
+
+def test_the_readme_plugin_example_keeps_the_contract() -> None:
+    """The README's "Adding a loss" example registers a loss that passes its contract check."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## Adding a loss") :]
+    code = section[section.index("```python") + len("```python") : section.index("```", section.index("```python") + 9)]
+    try:
+        exec(compile(code, "README.md", "exec"), {})
+        assert LOSSES.describe("l2_grad") == "squared image gradient, per sample"
+        contracts.check("losses", "l2_grad")
+    finally:
+        LOSSES.unregister("l2_grad")
