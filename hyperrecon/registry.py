@@ -166,8 +166,9 @@ def _type_hints(obj: Any) -> dict[str, Any]:
     it has one (datasets); parameters whose annotation cannot be resolved are left out."""
     import typing
 
+    target: Any = obj
     try:
-        resolved = typing.get_type_hints(obj.__init__ if isinstance(obj, type) else obj)
+        resolved = typing.get_type_hints(target.__init__ if isinstance(obj, type) else obj)
     except Exception:  # an annotation naming something not importable here: leave the value to the constructor
         resolved = {}
     try:

@@ -65,7 +65,8 @@ class DatasetSource:
             inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default, annotation=hints[f.name])
             for f in dataclasses.fields(cls.Params)
         ]
-        cls.__signature__ = inspect.Signature([*_SHARED, *own])  # what the registry checks a study against
+        # what inspect.signature(cls), and so the registry, checks a study's data.params against
+        cls.__signature__ = inspect.Signature([*_SHARED, *own])  # type: ignore[attr-defined]
 
     def __init__(
         self,
