@@ -105,8 +105,12 @@ class TrainConfig:
 
 @dataclass(frozen=True, config=_SCHEMA)
 class HyperConfig:
+    model: str = "hyperunet"
+    """The λ-conditioned model trained per size and sampler (``hrbench list models``; a plugin's name works too)."""
+    model_params: dict[str, Any] = field(default_factory=dict)
+    """Further constructor parameters of ``model`` (checked against its constructor)."""
     sizes: tuple[Literal["S", "M", "L"], ...] = ("S", "M", "L")
-    """Hypernetwork widths (d = 4, 32, 128)."""
+    """Hypernetwork widths (d = 4, 32, 128); a model without a ``size`` parameter takes exactly one."""
     samplers: tuple[str, ...] = ("uniform", "dhs")
     """Training-time λ samplers (``hrbench list samplers``)."""
     sampler_params: dict[str, Any] = field(default_factory=dict)
@@ -256,6 +260,8 @@ SECTIONS: dict[str, type] = {
     "segmentation": SegmentationConfig,
 }
 _TOP_KEYS = ("name", "kind", "description", "seed", "replicates", "plugins", "profiles")
+#: free-form tables of plugin parameters (checked by the plugin registries, not by the schema)
+PARAM_TABLES = ("params", "sampler_params", "model_params", "strategy_params", "pruner_params")
 
 # ---------------------------------------------------------------------------------------------------------------
 # Conditions the annotations cannot state, or state in words a reader knows better: (section, key) -> (predicate,
@@ -359,7 +365,7 @@ def study_from_dict(
         if not isinstance(table, dict):
             raise ConfigError(f"{source} [{section}]: expected a table, got {table!r}")
         payload[section] = table
-        for key in ("params", "sampler_params"):
+        for key in PARAM_TABLES:
             _check_finite(table.get(key), source, section, key)
     study = _validate(payload, profile, source)
     for (section, key), (_, _text) in _CHECKS.items():
@@ -581,7 +587,7 @@ def _apply_override(merged: dict[str, Any], item: str, source: str) -> None:
                 f"--set {key}: unknown key '{sub}' in [{parts[0]}]{did_you_mean(sub, valid)}; "
                 f"valid keys: {', '.join(valid)}"
             )
-        if len(parts) > 2 and parts[1] not in ("params", "sampler_params", "strategy_params", "pruner_params"):
+        if len(parts) > 2 and parts[1] not in PARAM_TABLES:
             raise ConfigError(f"--set {key}: '{parts[0]}.{parts[1]}' is not a table")
     elif len(parts) > 1 or parts[0] not in ("name", "description", "seed", "replicates", "plugins", "kind"):
         valid = ["name", "description", "seed", "replicates", "plugins", "kind", *SECTIONS]
