@@ -44,6 +44,9 @@ DEFAULT_PROFILE = "quick"
 _SCHEMA = ConfigDict(extra="forbid", allow_inf_nan=False, use_attribute_docstrings=True)
 #: A positive integer (steps, sizes, counts).
 PosInt = Annotated[int, Field(ge=1)]
+#: Hypernetwork sizes (the paper's S, M, L) -> hypernetwork width d; ``HyperSize`` names its keys for the schema.
+HYPER_SIZES: dict[str, int] = {"S": 4, "M": 32, "L": 128}
+HyperSize = Literal["S", "M", "L"]
 #: Numeric precision of training and evaluation; a study may also say ``auto`` (resolved per device).
 Precision = Literal["fp32", "bf16"]
 PRECISIONS: tuple[str, ...] = typing.get_args(Precision)
@@ -108,7 +111,7 @@ class TrainConfig:
 
 @dataclass(frozen=True, config=_SCHEMA)
 class HyperConfig:
-    sizes: tuple[Literal["S", "M", "L"], ...] = ("S", "M", "L")
+    sizes: tuple[HyperSize, ...] = ("S", "M", "L")
     """Hypernetwork widths (d = 4, 32, 128)."""
     samplers: tuple[str, ...] = ("uniform", "dhs")
     """Training-time λ samplers (``hrbench list samplers``)."""
