@@ -16,8 +16,9 @@ appears posterior-laterally and the patella only in the most anterior slices.
 Appearance. Tissues are painted back to front, one painter (``_paint_*``) per structure, with anti-aliased
 masks ``alpha = clip(1/2 - d / pixel, 0, 1)``: skin, subcutaneous fat (with fibrous septa), muscle (striated, with
 fatty septa), periarticular / Hoffa / popliteal fat, joint fluid, vessels, ligaments and tendons, bone (dark
-cortex, trabecular marrow, physeal scar), articular cartilage (deep layer darker) and menisci. Per-contrast intensities follow proton-density FSE
-without (``"PD"``) and with fat suppression (``"PDFS"``: fat and marrow dark, fluid bright, lower SNR).
+cortex, trabecular marrow, physeal scar), articular cartilage (deep layer darker) and menisci. Per-contrast
+intensities follow proton-density FSE without (``"PD"``) and with fat suppression (``"PDFS"``: fat and marrow dark,
+fluid bright, lower SNR).
 
 Acquisition. ``x = m * b * exp(i phi)`` with a smooth multiplicative bias ``b`` (low-order log-polynomial
 plus a receive-coil rise toward the periphery) and a smooth phase ``phi``; the outer phase-encode (column)
