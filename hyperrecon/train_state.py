@@ -67,7 +67,7 @@ class _Part:
     """One entry of a checkpoint: how to read it from the state and how to put it back."""
 
     get: Callable[[], Any]
-    set: Callable[[Any], None]
+    set: Callable[[Any], object]
     optional: bool = False  # may be absent (older checkpoints; a CPU checkpoint resumed on a GPU)
 
 

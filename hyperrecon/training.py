@@ -66,7 +66,7 @@ __all__ = ["Callback", "IndexStream", "TrainResult", "TrainSettings", "TrainStat
 # ---------------------------------------------------------------------------------------------------- settings
 
 
-@pydantic_dataclass(frozen=True, config=ConfigDict(**TrainConfig.__pydantic_config__, strict=True))
+@pydantic_dataclass(frozen=True, config=ConfigDict(**TrainConfig.__pydantic_config__, strict=True))  # type: ignore[attr-defined]
 class TrainSettings(TrainConfig):
     """How one job trains: the study's ``[train]`` settings plus what the job adds.
 
@@ -138,7 +138,7 @@ def train(
     _check_fit(model, task, sampler, settings, name)
     model.to(device)
     if settings.channels_last:
-        model.to(memory_format=torch.channels_last)
+        model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # (missing from torch's stubs)
     task = task.to(device)
     state = TrainState.start(model, task.n_samples, sampler, settings, device, name)
     ckpt = Path(checkpoint_path) if checkpoint_path is not None else None
@@ -155,9 +155,10 @@ def train(
 
     # The caller's global RNG is left alone; the loop's own (dropout) is seeded, or restored with the checkpoint.
     with torch.random.fork_rng(devices=cuda_devices):
-        resumed = ckpt is not None and resume and ckpt.exists()
-        if resumed:
+        resumed = False
+        if ckpt is not None and resume and ckpt.exists():
             state.restore(ckpt, saved_settings)
+            resumed = True
         else:
             torch.manual_seed(settings.seed + 2)
         start, total, timer = state.step, settings.steps, state.timer
@@ -224,15 +225,17 @@ class _Loop:
     def __init__(self, state: TrainState, task: Task, settings: TrainSettings, params: tuple[Tensor, ...]) -> None:
         self.state, self.task, self.settings, self.params = state, task, settings, params
         self.watch = FiniteWatch()
-        self.autocast = dict(device_type=state.device.type, dtype=torch.bfloat16, enabled=settings.precision == "bf16")
+        self.bf16 = settings.precision == "bf16"
 
     def step(self) -> Tensor:
         """Run the next step; returns its (device, 0-d) loss. Reads nothing back from the device."""
         state, settings, task, sampler = self.state, self.settings, self.task, self.state.sampler
         step = state.step
         idx = state.stream.next()
-        lam = sampler.sample(settings.batch_size, task.n_lams, state.lam_gen, step) if task.n_lams > 0 else None
-        with torch.autocast(**self.autocast):
+        lam = None
+        if sampler is not None and task.n_lams > 0:  # _check_fit: a loss with λ has a sampler
+            lam = sampler.sample(settings.batch_size, task.n_lams, state.lam_gen, step)
+        with torch.autocast(device_type=state.device.type, dtype=torch.bfloat16, enabled=self.bf16):
             total, dc, parts = task.batch_loss(state.model, idx, lam, channels_last=settings.channels_last)
         loss = sampler.reduce(total, dc, step) if sampler is not None else total.mean()
         self.watch.add(step + 1, loss, total, parts, idx)  # flags stay on the device until the next log
