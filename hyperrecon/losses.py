@@ -64,7 +64,6 @@ class LossTerm:
 
     supervised = False  # needs ctx.target
     needs_measurement = False  # needs ctx.y and ctx.forward_model
-    needs_model = False  # needs ctx.model
 
     def __call__(self, ctx: LossContext) -> Tensor:  # pragma: no cover - interface
         raise NotImplementedError
@@ -144,8 +143,6 @@ class TotalVariationLoss(LossTerm):
 
 @LOSSES.register("l1_weights", description="layer-wise L1 of the main network's conv weights (per sample)")
 class WeightL1Loss(LossTerm):
-    needs_model = True
-
     def __call__(self, ctx: LossContext) -> Tensor:
         if ctx.model is None or not hasattr(ctx.model, "weight_l1"):
             raise ConfigError("loss 'l1_weights' needs a model with a weight_l1(lam, batch_size) method")

@@ -17,9 +17,6 @@ from .config import Study
 from .errors import ConfigError, DataError, UnknownNameError
 from .plugins import load_plugins, registry
 
-HYPER_SIZES = {"S": 4, "M": 32, "L": 128}
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # Device and precision
 

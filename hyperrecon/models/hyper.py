@@ -72,10 +72,11 @@ from torch import Tensor, nn
 
 from ..accel import host_copy, stage
 from ..coefficients import coefficients, n_terms
+from ..config import HYPER_SIZES
 from .registry import MODELS
 from .unet import UNet, UNetSkeleton, check_image, check_lam, conv_l1
 
-SIZES = {"S": 4, "M": 32, "L": 128}
+SIZES = HYPER_SIZES  # S, M, L -> d
 PATHS = ("auto", "grouped", "factorised", "per-sample-grouped-conv", "reference")
 INITS = ("auto", "kaiming", "default")
 EMBED_INITS = ("he", "default")
