@@ -42,6 +42,7 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
+from .config import PRECISIONS
 from .errors import ConfigError, DataError
 from .landscapes import (  # noqa: F401  (re-exported: evaluation's public names before the split)
     TABLE_COLUMNS,
@@ -53,7 +54,6 @@ from .landscapes import (  # noqa: F401  (re-exported: evaluation's public names
 from .metrics import Metric
 from .timing import DeviceTimer
 
-PRECISIONS = ("fp32", "bf16")
 N_EXAMPLES = 5
 _STAGE_MAX_BYTES = 2 * 2**30  # move a data set to the device once when it is smaller than this
 

@@ -578,6 +578,7 @@ class RPSNR(Metric):
     "ssim",
     description="structural similarity; convention 'wang' (Wang et al. 2004) or 'fastmri' "
     "([evaluation] ssim_convention)",
+    smoke_params={"convention": "fastmri"},
 )
 class SSIM(Metric):
     """Structural similarity (:func:`ssim`) in one of ``SSIM_CONVENTIONS``.
@@ -590,7 +591,6 @@ class SSIM(Metric):
     """
 
     short, label = "SSIM", "SSIM"
-    smoke_params = {"convention": "fastmri"}
 
     def __init__(self, convention: str = "wang") -> None:
         self.convention = _check_convention(convention)

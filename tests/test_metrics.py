@@ -351,8 +351,7 @@ class ThresholdSeg(torch.nn.Module):
 
 
 def _built(name: str) -> M.Metric:
-    cls = M.METRICS.get(name)
-    return M.METRICS.build(name, dict(getattr(cls, "smoke_params", {})))
+    return M.METRICS.build(name, M.METRICS.smoke_params(name))
 
 
 @pytest.mark.parametrize("name", M.METRICS.names())

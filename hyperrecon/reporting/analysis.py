@@ -20,7 +20,7 @@ import pandas as pd
 
 from .rundata import RunData, finite
 from .stats import CI_METHOD, UNIT_TEST, curve_ci, paired_units, subject_of, unit_values
-from .style import higher_is_better, hyper_parts, model_kind
+from .style import higher_is_better, hyper_parts
 
 # Paper Table 1 (brain, NVIDIA Titan Xp; Wang et al. MELBA 2022) and its inference note (~0.2 s per slice).
 PAPER_TABLE1: dict[str, dict[str, float]] = {
@@ -749,10 +749,6 @@ def jsonable(obj: Any) -> Any:
     if isinstance(obj, float | np.floating):
         return finite(obj)
     return obj
-
-
-def model_kinds(models: list[str]) -> dict[str, str]:
-    return {m: model_kind(m) for m in models}
 
 
 # ---------------------------------------------------------------------------------------------------------------

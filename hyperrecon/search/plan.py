@@ -58,23 +58,28 @@ def check_search(study: Study) -> dict[str, Any]:
     steps = baseline_fidelity_steps(study)
     for name in [*s.strategies, *s.mo_strategies]:
         sampler, pruner = split_strategy(name)
-        check_strategy(name, s.strategy_params.get(sampler, {}), s.pruner_params.get(pruner, {}), where=where)
-        build_strategy_sampler(
-            sampler,
-            dict(s.strategy_params.get(sampler, {})),
-            n_lams=study.n_lams,
-            budget=s.budget,
-            seed=study.seed,
+        sampler_where = f"{src} [search] strategy_params.{sampler}" if sampler in s.strategy_params else where
+        pruner_where = f"{src} [search] pruner_params.{pruner}" if pruner in s.pruner_params else where
+        sampler_params, pruner_params = s.strategy_params.get(sampler, {}), s.pruner_params.get(pruner, {})
+        check_strategy(
+            name,
+            sampler_params,
+            pruner_params,
             where=where,
+            params_where=sampler_where,
+            pruner_params_where=pruner_where,
+        )
+        build_strategy_sampler(
+            sampler, dict(sampler_params), n_lams=study.n_lams, budget=s.budget, seed=study.seed, where=sampler_where
         )
         build_pruner(
             pruner,
-            dict(s.pruner_params.get(pruner, {})),
+            dict(pruner_params),
             steps=steps,
             reduction_factor=s.reduction_factor,
             budget=s.budget,
             seed=study.seed,
-            where=where,
+            where=pruner_where,
         )
     for key, table in (("strategy_params", s.strategy_params), ("pruner_params", s.pruner_params)):
         used = {split_strategy(n)[0 if key == "strategy_params" else 1] for n in [*s.strategies, *s.mo_strategies]}
