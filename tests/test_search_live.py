@@ -234,7 +234,7 @@ def test_live_settings_from_the_study_file(tmp_path: Path, plugin: str) -> None:
     )
     path = tmp_path / "study.toml"
     path.write_text(_plugins_first(src, plugin))
-    s = load_study(str(path), "smoke")
+    s = load_study(str(path), "quick")  # (the smoke profile sets its own search.live)
     info = resolve(s)["search"]  # imports the plugin module beside the study file, then checks
     assert info["live"] == {"strategies": ["lab-sequence+lab-below"], "steps": 27, "budget": 2}
     assert live_steps(s) == 27 and live_budget(s) == 2 and search_seeds(s, live=True) == [s.seed, s.seed + 1]

@@ -710,7 +710,7 @@ def _ranking_finding(r: pd.DataFrame, target: str) -> str | None:
     others the post-hoc test finds worse."""
     rb = r[r.target == target]
     what = _target_label(target).replace("U-Net baselines", "baseline searches")
-    if not len(rb):
+    if len(rb) < 2:  # nothing to rank
         return None
     if np.ptp(rb.avg_rank.to_numpy(float)) == 0:
         return (
