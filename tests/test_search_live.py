@@ -276,3 +276,22 @@ def test_live_strategies_are_checked_before_a_run(tmp_path: Path) -> None:
     assert result.exit_code == 2, result.output
     errors = [ln for ln in result.output.splitlines() if "error:" in ln]
     assert len(errors) == 1 and "live.strategies" in errors[0] and "hyperband" in errors[0], result.output
+
+
+def test_the_run_estimate_counts_live_trials_as_trainings() -> None:
+    from hyperrecon.estimate import Calibration, estimate
+    from hyperrecon.jobs import study_jobs
+
+    s = load_study(
+        "sl-knee-cs",
+        "quick",
+        ['search.live={strategies=["tpe", "random+median"], steps=90, budget=4, seeds=2}', "search.fidelities=3"],
+    )
+    job = next(j for j in study_jobs(s, has_labels=True) if j.name == "search-live")
+    cal = Calibration(
+        train_s={"unet": 0.1}, eval_s={}, val_s={"unet": 0.01}, test_s={}, trial_s=0.02, search_once_s=0, data_s=0
+    )
+    got = {r["name"]: r["seconds"] for r in estimate(s, [job], cal).jobs}
+    # 2 strategies x 4 trials x 2 seeds = 16 trials of 90 steps (0.1 s each), each with at most 3 validation
+    # passes (fidelity steps 10, 30, 90) and the sampler's own 0.02 s
+    assert got["search-live"] == pytest.approx(16 * 90 * 0.1 + 16 * (0.02 + 3 * 0.01))
