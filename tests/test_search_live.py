@@ -11,11 +11,12 @@ from pathlib import Path
 
 import matplotlib
 import optuna
+import pandas as pd
 import pytest
 
 from hyperrecon.config import load_study
 from hyperrecon.resolve import resolve
-from hyperrecon.search import fidelity_steps
+from hyperrecon.search import FidelityTable, fidelity_steps, search_fidelity
 from hyperrecon.search.live import LIVE_TARGET, search_live
 from hyperrecon.search.plan import live_budget, live_steps, search_seeds
 from hyperrecon.storage import open_storage
@@ -255,6 +256,25 @@ def test_live_settings_from_the_study_file(tmp_path: Path, plugin: str) -> None:
     assert t["lam1"].tolist() == [0.25, 0.75]
     assert t["state"].tolist() == ["PRUNED", "COMPLETE"]
     assert not math.isnan(t["objective"].iloc[0])
+    # the same plugin strategy replays a fidelity table (λ 0.25 -> cell 0, 0.75 -> cell 1; cell 0 below the floor)
+    frame = pd.DataFrame(
+        [
+            {"lam1": lam, "step": step, "train_seconds": step * 1.0, "eval_seconds": 0.5, "psnr": psnr}
+            for lam, values in ((0.0, (1.0, 2.0)), (1.0, (5.0, 6.0)))
+            for step, psnr in zip((3, 27), values, strict=True)
+        ]
+    )
+    rep = search_fidelity(
+        FidelityTable.from_frame(frame, ["psnr"], 1),
+        list(s.search.live.strategies),
+        budget=2,
+        seeds=[0],
+        maximize=True,
+        strategy_params=s.search.strategy_params,
+        pruner_params=s.search.pruner_params,
+    )
+    assert rep["lam1"].tolist() == [0.0, 1.0] and rep["state"].tolist() == ["PRUNED", "COMPLETE"]
+    assert rep["cost_seconds"].tolist() == [3.5, 28.0]
 
 
 def _plugins_first(src: str, plugin: str) -> str:

@@ -550,8 +550,9 @@ def _mf_table(mf: list[dict[str, Any]], *, to_target: pd.DataFrame | None = None
     if live:
         note = (
             "Each trial trained a U-Net at the suggested λ with the run's training loop (`search.live.steps` "
-            "steps, seeded per λ) and, with a pruner, reported its validation objective at the fidelity steps to "
-            "it (`trial.report`, `trial.should_prune`); costs are the device time it trained and validated "
+            "steps, seeded as the baseline at that λ) and, with a pruner, reported its validation objective at "
+            "the fidelity steps to it (`trial.report`, `trial.should_prune`); costs are the device time it "
+            "trained and validated "
             "(Optuna user attributes of the live studies). 'Trained to the end' for a pruned trial extrapolates "
             "its training time per step. Live searches are resumed from the run's storage after a crash. Grid "
             "optimum: the best trained baseline, as for the replayed searches."

@@ -305,7 +305,8 @@ def run_search_job(ctx, name: str, spec: dict[str, Any]) -> dict[str, Any]:
 
 def live_trainer(ctx, total: int):
     """The :data:`hyperrecon.search.live.TrainTrial` of a run: a U-Net trained at λ for ``total`` steps with the
-    run's training loop and settings (seeded per λ, no checkpoints), the validation objective computed as for the
+    run's training loop and settings, no checkpoints, seeded as the baseline job at that λ would be (so a trial at
+    a trained baseline's λ, trained as long, repeats that baseline); the validation objective computed as for the
     fidelity table (:class:`FidelityRecorder`) at each report step."""
     import torch
 
@@ -317,13 +318,21 @@ def live_trainer(ctx, total: int):
     s = ctx.study
     metric = s.search.objective
     seg = ctx.load_model("seg") if metric == "dice" else None
-    task = ctx.recon_task(ctx.scales())
+    tasks: dict[bool, Any] = {}
+
+    def task(lam: np.ndarray):
+        # as executors.run_job's baseline: an SL single-term baseline (auto scales) trains with unit scales
+        unit = isinstance(s.loss.scales, str) and s.kind == "sl" and tuple(float(v) for v in lam) in ((0.0,), (1.0,))
+        if unit not in tasks:
+            tasks[unit] = ctx.recon_task([1.0] * len(s.loss.terms) if unit else ctx.scales())
+        return tasks[unit]
 
     class Stop(Exception):
         pass
 
     def train_trial(lam: np.ndarray, report_steps, report) -> None:
-        name = f"live-{lam_label(tuple(round(float(v), 6) for v in lam))}"  # seeds init and data order per λ
+        # seeded like the baseline job at this λ: a live trial at a trained baseline's λ repeats its training
+        name = f"baseline-{lam_label(tuple(float(v) for v in lam))}"
         torch.manual_seed(job_seed(s, name))
         model = build_recon_model("unet", s)
         done = {"train": 0.0}
@@ -341,7 +350,7 @@ def live_trainer(ctx, total: int):
         try:
             result = train(
                 model,
-                task,
+                task(lam),
                 FixedSampler([float(v) for v in lam]),
                 ctx.settings(name, total),
                 device=ctx.device,
