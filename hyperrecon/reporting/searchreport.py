@@ -271,7 +271,8 @@ def anytime_figure(
         if grid_optimum is not None:
             ax.axhline(grid_optimum, color=BASELINE_COLOR, ls="--", lw=0.8, label="grid optimum")
         _logx(ax)
-        ax.set_title(f"{_target_label(t)} ({n_seeds.get(t, 0)} seeds)", fontsize=9)
+        k = n_seeds.get(t, 0)
+        ax.set_title(f"{_target_label(t)} ({k} seed{'' if k == 1 else 's'})", fontsize=9)
         ax.set_xlabel("cumulative device time (s, log)")
         ax.set_ylabel(f"best-so-far {objective_label}")
         ax.grid(alpha=0.3)

@@ -127,6 +127,9 @@ def run_live_study(
     report_steps = steps if multi else [final]
     n, stop = len(done), False
     while n < budget and not stop:
+        exhausted = getattr(study.sampler, "is_exhausted", None)  # GridSampler: a resumed search whose grid is done
+        if exhausted is not None and exhausted(study):
+            break
         trial = study.ask()
         lam = np.array([trial.suggest_float(f"lam{i}", 0.0, 1.0) for i in range(n_lams)])
         st: dict[str, Any] = {"step": 0, "value": math.nan, "cost": 0.0, "eval": 0.0, "train": 0.0, "last_eval": 0.0}
