@@ -72,12 +72,13 @@ from torch import Tensor, nn
 
 from ..accel import host_copy, stage
 from ..coefficients import coefficients, n_terms
-from .unet import UNet, UNetSkeleton, check_image, check_lam, conv_l1
+from .unet import N_NORMS, UNet, UNetSkeleton, check_image, check_lam, conv_l1
 
 SIZES = {"S": 4, "M": 32, "L": 128}
 PATHS = ("auto", "grouped", "factorised", "per-sample-grouped-conv", "reference")
 INITS = ("auto", "kaiming", "default")
 EMBED_INITS = ("he", "default")
+NORMS = ("batch", "instance", "lam-affine")
 EMBED_UNIT_SCALE = True  # "he" embedding: rescale to E|e|² = 1 over λ (switch kept for benchmark/lam_response.py)
 LAMBDA_VARIANCE_SHARE = 0.2  # "kaiming" init: share of the He variance that depends on λ (via A_l e)
 GROUPED_MIN_G = 8  # auto: dense convs per distinct λ while G <= max(GROUPED_MIN_G, B // 2)
@@ -143,6 +144,7 @@ class HyperUNet(nn.Module):
         path: str = "auto",
         init: str = "auto",
         embed_init: str = "he",
+        norm: str = "batch",
     ) -> None:
         super().__init__()
         n_in = n_terms(n_lams)
@@ -157,6 +159,9 @@ class HyperUNet(nn.Module):
             raise ValueError(f"init must be one of {', '.join(INITS)}, got {init!r}")
         if embed_init not in EMBED_INITS:
             raise ValueError(f"embed_init must be one of {', '.join(EMBED_INITS)}, got {embed_init!r}")
+        if norm not in NORMS:
+            raise ValueError(f"norm must be one of {', '.join(NORMS)}, got {norm!r}")
+        self.norm = norm
         self.n_lams, self.d, self.path, self.init = n_lams, hnet_width, path, init
         self.skeleton = UNetSkeleton(in_channels, out_channels, width, residual)
         d = hnet_width
@@ -170,6 +175,10 @@ class HyperUNet(nn.Module):
         specs = self.skeleton.specs
         self.kernel_heads = nn.ModuleList(nn.Linear(d, cout * cin * k * k) for cin, cout, k in specs)
         self.bias_heads = nn.ModuleList(nn.Linear(d, cout) for _, cout, _ in specs)
+        if norm == "lam-affine":  # per BatchNorm: (γ, β) offsets from the embedding, zero at initialisation
+            self.norm_heads = nn.Linear(d, 2 * N_NORMS * width)
+            nn.init.zeros_(self.norm_heads.weight)
+            nn.init.zeros_(self.norm_heads.bias)
         self.init_used = self._choose_init() if init == "auto" else init
         if self.init_used == "kaiming":
             self._init_kaiming()
@@ -326,7 +335,7 @@ class HyperUNet(nn.Module):
             pad = w.shape[-1] // 2
             return torch.cat([F.conv2d(h[s : s + 1], w[s], b[s], padding=pad) for s in range(h.shape[0])])
 
-        return self.skeleton.run(x, conv)
+        return self._run(x, lam, conv)
 
     def _forward_grouped(self, x: Tensor, lam: Tensor, grouping: tuple[Tensor, Tensor, list[int], Tensor]) -> Tensor:
         perm, first, sizes, inverse = grouping
@@ -341,7 +350,7 @@ class HyperUNet(nn.Module):
                 w, b = weights[i]
                 return F.conv2d(h, w[0], b[0], padding=w.shape[-1] // 2)
 
-            return self.skeleton.run(x, conv1)
+            return self._run(x, lam, conv1)
 
         # unbind/split: one backward node each (a single stack/cat) instead of G zero-filled index grads
         per_group = [(w.unbind(0), b.unbind(0)) for w, b in weights]
@@ -352,7 +361,7 @@ class HyperUNet(nn.Module):
             parts = h.split(sizes)
             return torch.cat([F.conv2d(p, ws[g], bs[g], padding=pad) for g, p in enumerate(parts)])
 
-        out = self.skeleton.run(x[perm], conv)
+        out = self._run(x[perm], lam[perm], conv)
         return out[torch.argsort(perm)]
 
     def _forward_factorised(self, x: Tensor, lam: Tensor) -> Tensor:
@@ -371,7 +380,7 @@ class HyperUNet(nn.Module):
             out = torch.einsum("bj,bjohw->bohw", mix.to(y.dtype), y)
             return out + bias[i].to(out.dtype)[:, :, None, None]
 
-        return self.skeleton.run(x, conv)
+        return self._run(x, lam, conv)
 
     def _forward_grouped_conv(self, x: Tensor, lam: Tensor) -> Tensor:
         weights = self.weights_for(lam)
@@ -389,7 +398,26 @@ class HyperUNet(nn.Module):
             )
             return y.view(n, cout, *y.shape[-2:])
 
-        return self.skeleton.run(x, conv)
+        return self._run(x, lam, conv)
+
+    def _run(self, x: Tensor, lam: Tensor, conv) -> Tensor:
+        """The skeleton with this model's normalisation; ``lam`` (B, n_lams) is the λ of each row of ``x``."""
+        if self.norm == "batch":
+            return self.skeleton.run(x, conv)
+        norms = self.skeleton.norms
+        if self.norm == "instance":
+
+            def inorm(j: int, h: Tensor) -> Tensor:
+                return F.instance_norm(h, weight=norms[j].weight, bias=norms[j].bias, eps=norms[j].eps)
+
+            return self.skeleton.run(x, conv, norm=inorm)
+        gb = self.norm_heads(self.embedding(lam)).view(x.shape[0], N_NORMS, 2, self.skeleton.width)
+
+        def modulate(j: int, h: Tensor) -> Tensor:
+            scale, shift = 1 + gb[:, j, 0, :, None, None], gb[:, j, 1, :, None, None]
+            return torch.addcmul(shift.to(h.dtype), h, scale.to(h.dtype))
+
+        return self.skeleton.run(x, conv, modulate)
 
     # ---------------------------------------------------------------- extras
     def weight_l1(self, lam: Tensor | None = None, batch_size: int | None = None) -> Tensor:

@@ -42,12 +42,17 @@ def _endpoints(data: RunData, model: str, replicate: int) -> dict[str, np.ndarra
     return read_npz(path, "arrays 'lams' (E, k), 'recons' (E, N, H, W) and 'ids' (N,)") if path.exists() else None
 
 
-def _unit_change(ids: np.ndarray, a: np.ndarray, b: np.ndarray, replicate: int) -> pd.Series:
-    """Mean |a − b| per pixel for each slice, averaged per subject: a (replicate, subject) Series."""
+def _subjects(e: dict[str, np.ndarray]) -> list[str]:
+    """The subject of each slice of an endpoints file: its ``subjects`` array, else :func:`stats.subject_of`."""
     from .stats import subject_of
 
+    return [str(s) for s in e["subjects"]] if "subjects" in e else [subject_of(i) for i in e["ids"]]
+
+
+def _unit_change(subjects: list[str], a: np.ndarray, b: np.ndarray, replicate: int) -> pd.Series:
+    """Mean |a − b| per pixel for each slice, averaged per subject: a (replicate, subject) Series."""
     per_slice = np.abs(a.astype(np.float64) - b.astype(np.float64)).mean(axis=(1, 2))
-    frame = pd.DataFrame({"replicate": replicate, "subject": [subject_of(i) for i in ids], "value": per_slice})
+    frame = pd.DataFrame({"replicate": replicate, "subject": subjects, "value": per_slice})
     return frame.groupby(["replicate", "subject"])["value"].mean()
 
 
@@ -56,19 +61,19 @@ def image_changes(data: RunData) -> dict[str, pd.Series]:
     out: dict[str, list[pd.Series]] = {}
     for r in data.replicates:
         ends: dict[tuple[float, ...], np.ndarray] = {}
-        ids = None
+        subj = None
         for b in data.baselines:
             e = _endpoints(data, b, r)
             if e is not None and "recons" in e:
                 ends[tuple(np.round(e["lams"][0], 9))] = e["recons"][0]
-                ids = e["ids"]
-        if len(ends) == 2 and ids is not None:
+                subj = _subjects(e)
+        if len(ends) == 2 and subj is not None:
             (_, a), (_, b) = sorted(ends.items())
-            out.setdefault("baselines", []).append(_unit_change(ids, b, a, r))
+            out.setdefault("baselines", []).append(_unit_change(subj, b, a, r))
         for m in data.conditional:
             e = _endpoints(data, m, r)
             if e is not None and "recons" in e and len(e["recons"]) == 2:
-                out.setdefault(m, []).append(_unit_change(e["ids"], e["recons"][1], e["recons"][0], r))
+                out.setdefault(m, []).append(_unit_change(_subjects(e), e["recons"][1], e["recons"][0], r))
     return {m: pd.concat(v) for m, v in out.items()}
 
 
