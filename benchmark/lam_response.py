@@ -14,8 +14,8 @@ Scales are the quick report's (``reports/<study>/scales.json``) so that no scale
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import csv
+import dataclasses
 import json
 import sys
 import time
