@@ -175,13 +175,13 @@ class HyperUNet(nn.Module):
         specs = self.skeleton.specs
         self.kernel_heads = nn.ModuleList(nn.Linear(d, cout * cin * k * k) for cin, cout, k in specs)
         self.bias_heads = nn.ModuleList(nn.Linear(d, cout) for _, cout, _ in specs)
-        if norm == "lam-affine":  # per BatchNorm: (γ, β) offsets from the embedding, zero at initialisation
-            self.norm_heads = nn.Linear(d, 2 * N_NORMS * width)
-            nn.init.zeros_(self.norm_heads.weight)
-            nn.init.zeros_(self.norm_heads.bias)
         self.init_used = self._choose_init() if init == "auto" else init
         if self.init_used == "kaiming":
             self._init_kaiming()
+        if norm == "lam-affine":  # per BatchNorm: (γ, β) offsets from the embedding; zero, so it starts as "batch"
+            self.norm_heads = nn.Linear(d, 2 * N_NORMS * width)
+            nn.init.zeros_(self.norm_heads.weight)
+            nn.init.zeros_(self.norm_heads.bias)
 
     # ---------------------------------------------------------------- set-up
     @staticmethod
@@ -441,6 +441,8 @@ class HyperUNet(nn.Module):
         BatchNorm parameters and running statistics are copied, so in eval mode ``to_unet(l)(x)`` equals
         ``self(x, l.expand(B, -1))``. Handy for λ sweeps and export.
         """
+        if self.norm != "batch":
+            raise ValueError(f"to_unet: a plain U-Net has BatchNorm only; this model uses norm={self.norm!r}")
         lam = check_lam(lam.reshape(1, -1), self.n_lams, 1)
         sk = self.skeleton
         ref = self.kernel_heads[0].weight
