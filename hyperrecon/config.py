@@ -117,6 +117,8 @@ class HyperConfig:
     """Training steps for hypernetworks (default: ``train.steps``)."""
     film: bool = True
     """Also train the FiLM-conditioned U-Net."""
+    norm: Literal["batch", "instance", "lam-affine"] = "batch"
+    """Hypernetwork's main-network normalisation (``HyperUNet(norm=)``; "batch" is the paper's)."""
 
 
 @dataclass(frozen=True, config=_SCHEMA)

@@ -126,7 +126,7 @@ def build_recon_model(kind: str, study: Study, size: str | None = None):
     if kind == "unet":
         return models.build("unet", common)
     if kind == "hyperunet":
-        return models.build("hyperunet", {"n_lams": study.n_lams, "size": size, **common})
+        return models.build("hyperunet", {"n_lams": study.n_lams, "size": size, "norm": study.hyper.norm, **common})
     if kind == "film-unet":
         return models.build("film-unet", {"n_lams": study.n_lams, **common})
     raise ValueError(kind)

@@ -121,3 +121,15 @@ def test_norm_options_take_the_same_function_on_every_path(norm: str, path: str)
     x = torch.randn(6, 2, 16, 16, dtype=torch.float64)
     lam = torch.tensor([[0.2], [0.7], [0.2], [0.5], [0.7], [0.2]], dtype=torch.float64)
     torch.testing.assert_close(model(x, lam, path=path), model(x, lam, path="reference"))
+
+
+def test_hyper_norm_config_reaches_the_model_and_bad_values_name_the_key() -> None:
+    from hyperrecon.config import load_study
+    from hyperrecon.errors import ConfigError
+    from hyperrecon.resolve import build_recon_model
+
+    assert build_recon_model("hyperunet", load_study("sl-knee-cs", "smoke"), "S").norm == "batch"
+    study = load_study("sl-knee-cs", "smoke", overrides=["hyper.norm=instance"])
+    assert build_recon_model("hyperunet", study, "S").norm == "instance"
+    with pytest.raises(ConfigError, match="norm"):
+        load_study("sl-knee-cs", "smoke", overrides=["hyper.norm=layer"])
