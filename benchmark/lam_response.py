@@ -3,10 +3,14 @@
 Trains, on the quick-profile data of a study (default ``sl-knee-cs``: 64 px, 12 training subjects), the two
 single-term baselines (λ = 0: MAE alone, λ = 1: 1-SSIM alone) and one or more conditional models (HyperRecon S/M,
 FiLM) with the project's own training loop, then evaluates the test slices at λ = 0 and λ = 1 with the project's
-metrics. Each variant changes one suspect: the hypernetwork initialisation, the λ input encoding, the BatchNorm
-statistics or the λ sampling. Prints one line per model; ``--out`` also writes a CSV.
+metrics. Each variant changes one suspect: the hypernetwork initialisation, the λ input encoding, the
+normalisation (``--norm batch|instance|lam-affine``, ``HyperUNet(norm=)``) or the λ sampling. ``--seed`` sets the
+initialisation, data order and λ draws. Prints one line per model with the image change mean |x̂(λ=1) − x̂(λ=0)|
+(for the baselines: between the two U-Nets); ``--out`` also writes a CSV.
 
     OMP_NUM_THREADS=1 nice -n 10 python benchmark/lam_response.py --steps 300 --models hyper-S,hyper-M
+    OMP_NUM_THREADS=1 nice -n 10 python benchmark/lam_response.py --study sl-brain-cs --models hyper-M \
+        --norm instance --seed 1 --out lam.csv
 
 Scales are the quick report's (``reports/<study>/scales.json``) so that no scales job is needed.
 """
