@@ -6,8 +6,13 @@ Maths. With coefficients ``c = coefficients(λ)`` (``(B, k+1)``, Eq. 9/10) the e
 
 and every conv ``l`` of the main network has two linear heads, ``W_l(e) = A_l e + a_l`` (reshaped to
 ``(out, in, k, k)``) and ``b_l(e) = B_l e + β_l``. BatchNorms are ordinary shared parameters (statistics over the
-whole batch). Parameter count: ``(d+1) * 148,513`` (heads) ``+ 896`` (BN) ``+`` the MLP; with ``n_lams=1`` that is
-743,533 / 4,905,089 / 19,208,993 for S/M/L (d = 4 / 32 / 128).
+whole batch) with ``norm="batch"`` (the paper's, default). ``norm="instance"``: per-sample statistics with the same
+shared affine parameters (λ never normalised together; no running statistics, train = eval); ``norm="lam-affine"``:
+BatchNorm then ``(1 + γ_j(e)) h + β_j(e)`` per channel from one more head ``d -> 2 * 14 * width``, zero at
+initialisation (so it starts as "batch"). Measured in reports/benchmarks/lam_response.md: at 300 steps "instance"
+did not make HyperRecon-M follow the baselines (see there); "lam-affine" is unmeasured.
+Parameter count (``norm="batch"``): ``(d+1) * 148,513`` (heads) ``+ 896`` (BN) ``+`` the MLP; with ``n_lams=1``
+that is 743,533 / 4,905,089 / 19,208,993 for S/M/L (d = 4 / 32 / 128).
 
 Execution paths (``path=``; all compute the same function, tests compare each with ``"reference"``):
 
