@@ -125,12 +125,23 @@ def metric_sensitivity(data: RunData, metric: str, box: np.ndarray) -> dict[str,
     return out
 
 
+def _clear_direction(b: dict[str, Any]) -> bool:
+    """The baselines' direction (value at λ_hi − at λ_lo) has a 95% interval over replicates that excludes 0.
+
+    With one replicate there is no interval, so no direction is established: at quick scale the baselines'
+    λ = 0 -> 1 direction flipped between draws (reports/benchmarks/lam_response.md)."""
+    lo, hi = b.get("direction_lo", math.nan), b.get("direction_hi", math.nan)
+    return math.isfinite(lo) and math.isfinite(hi) and (lo > 0 or hi < 0)
+
+
 def sensitivity_analysis(data: RunData, metrics: list[str] | None = None) -> dict[str, Any] | None:
     """Metric spreads, directions and image changes of every model over λ, and the flag of each conditional model.
 
     Returns ``{"box", "metrics", "spread": {metric: {model: {...}}}, "image": {model: {mean, lo, hi, ...}},
-    "models": {model: {"ignores_lam": bool | None, "ratio": float | None, "basis": str, "follows": {metric: bool}}},
-    "ratio_min", "ci_method"}`` or None without conditional models or with fewer than two baselines.
+    "models": {model: {"ignores_lam": bool | None, "ratio": float | None, "basis": str, "follows": {metric: bool},
+    "direction_unclear": [metric]}}, "ratio_min", "ci_method"}`` or None without conditional models or with fewer
+    than two baselines. ``follows`` holds only the metrics whose baseline direction is clear
+    (:func:`_clear_direction`); the others are in ``direction_unclear``.
     """
     if not data.conditional or len(data.baselines) < 2:
         return None
@@ -146,14 +157,18 @@ def sensitivity_analysis(data: RunData, metrics: list[str] | None = None) -> dic
     models: dict[str, dict[str, Any]] = {}
     base_img = image.get("baselines", {}).get("mean")
     for m in data.conditional:
-        follows = {}
+        follows: dict[str, bool] = {}
+        unclear: list[str] = []
         ratios = []
         for metric in metrics:
             b, c = spread[metric].get("baselines"), spread[metric].get(m)
             if not b or not c:
                 continue
             if b["direction"] != 0 and math.isfinite(b["direction"]):
-                follows[metric] = bool(np.sign(c["direction"]) == np.sign(b["direction"]))
+                if _clear_direction(b):
+                    follows[metric] = bool(np.sign(c["direction"]) == np.sign(b["direction"]))
+                else:  # the baselines' own direction is not established: nothing to follow or go against
+                    unclear.append(metric)
             if b["spread"] > 0:
                 ratios.append(c["spread"] / b["spread"])
         mine = image.get(m, {}).get("mean")
@@ -168,6 +183,7 @@ def sensitivity_analysis(data: RunData, metrics: list[str] | None = None) -> dic
             "ratio": ratio,
             "basis": basis,
             "follows": follows,
+            "direction_unclear": unclear,
         }
     return {
         "box": box,
