@@ -129,7 +129,8 @@ def test_hyper_norm_config_reaches_the_model_and_bad_values_name_the_key() -> No
     from hyperrecon.resolve import build_recon_model
 
     assert build_recon_model("hyperunet", load_study("sl-knee-cs", "smoke"), "S").norm == "batch"
-    study = load_study("sl-knee-cs", "smoke", overrides=["hyper.norm=instance"])
+    study = load_study("sl-knee-cs", "smoke", overrides=['hyper.model_params={ norm = "instance" }'])
     assert build_recon_model("hyperunet", study, "S").norm == "instance"
+    bad = load_study("sl-knee-cs", "smoke", overrides=['hyper.model_params={ norm = "layer" }'])
     with pytest.raises(ConfigError, match="norm"):
-        load_study("sl-knee-cs", "smoke", overrides=["hyper.norm=layer"])
+        build_recon_model("hyperunet", bad, "S")
