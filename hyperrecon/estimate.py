@@ -131,9 +131,20 @@ def job_work(study: Study, job: JobSpec) -> tuple[str, float, str]:
     if job.kind == "eval":
         n = 1 if job.params["model_kind"] == "baseline" else _n_eval_lams(s)
         return f"eval_s.{mk}", float(n), f"{n} λ x {s.evaluation.n_test} test slices"
+    if job.kind == "search" and job.params["target"] == "baselines-live":  # trials train (hyperrecon.search.live)
+        from .search.plan import live_steps
+
+        n = _n_live_trials(s)
+        return f"train_s.{mk}", float(n * live_steps(s)), f"{n} trials of {live_steps(s)} steps"
     if job.kind == "search":
         return f"search.{mk}", float(_n_trials(s)), f"{_n_trials(s)} trials"
     return "", 0.0, "not estimated"
+
+
+def _n_live_trials(study: Study) -> int:
+    from .search.plan import live_budget
+
+    return len(study.search.live.strategies) * live_budget(study) * int(study.search.live.seeds)
 
 
 def estimate(study: Study, jobs: Sequence[JobSpec], cal: Calibration) -> Estimate:
@@ -144,7 +155,14 @@ def estimate(study: Study, jobs: Sequence[JobSpec], cal: Calibration) -> Estimat
     for job in jobs:
         entry, n, what = job_work(study, job)
         mk = model_kind(study, job)
-        if job.kind == "search":
+        if job.kind == "search" and job.params["target"] == "baselines-live":  # at most: no trial pruned
+            from .search.fidelity import fidelity_steps
+            from .search.plan import live_steps
+
+            reports = len(fidelity_steps(live_steps(study), study.search.fidelities, study.search.reduction_factor))
+            n_live = _n_live_trials(study)
+            seconds = n * cal.train_s[mk] + n_live * (cal.trial_s + reports * cal.val_s[mk])
+        elif job.kind == "search":
             if job.params["target"] == "baselines":  # replayed from the trained grid: no forward passes
                 seconds = n_trials * cal.trial_s
             else:
