@@ -462,6 +462,14 @@ def _sensitivity_section(sens: dict[str, Any]) -> list[str]:
     ]
     if follow:
         out.append("Moves against the baselines' direction: " + "; ".join(follow) + ".")
+    unclear = sorted({k for f in sens["models"].values() for k in f.get("direction_unclear", [])})
+    if unclear:  # one replicate, or an interval that contains 0: no follows/against verdict
+        out.append(
+            "No direction verdict for "
+            + ", ".join(metric_short(k) for k in unclear)
+            + ": the baselines' own direction is not established (its 95% CI over replicates contains 0, or one "
+            "replicate)."
+        )
     return out
 
 
