@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from hyperrecon.context import device_name
+from hyperrecon.runs.context import device_name
 
 ROOT = Path(__file__).resolve().parents[1]
 STUDIES = ["ao-knee", "ao-brain", "sl-brain-cs", "sl-knee-cs", "sl-knee-denoise", "sl-knee-sr"]
