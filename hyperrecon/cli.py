@@ -16,9 +16,9 @@ import json
 import re
 import signal
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
 import typer
 from rich.console import Console
@@ -31,6 +31,9 @@ from .config import PROFILES
 from .console import ascii_safe_streams
 from .errors import ConfigError, HyperReconError
 
+if TYPE_CHECKING:
+    from rich.progress import TaskID
+
 RUN_FOLDER_DOC = "docs/run-folder.md"
 
 
@@ -41,18 +44,23 @@ class _Group(TyperGroup):
 
     def main(
         self,
-        args: Any = None,
+        args: Sequence[str] | None = None,
         prog_name: str | None = None,
         complete_var: str | None = None,
         standalone_mode: bool = True,
+        windows_expand_args: bool = True,
         **extra: Any,
     ) -> Any:
         ascii_safe_streams()
         if not standalone_mode:
-            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+            return super().main(
+                args, prog_name, complete_var, standalone_mode=False, windows_expand_args=windows_expand_args, **extra
+            )
         argv = [str(a) for a in (sys.argv[1:] if args is None else args)]
         try:
-            rv = super().main(argv, prog_name, complete_var, standalone_mode=False, **extra)
+            rv = super().main(
+                argv, prog_name, complete_var, standalone_mode=False, windows_expand_args=windows_expand_args, **extra
+            )
         except typer.TyperException as exc:  # the parser's errors (Click's UsageError family)
             if type(exc).__name__ == "NoArgsIsHelpError":  # `hrbench` or `hrbench data` alone: the help is shown
                 sys.exit(exc.exit_code)
@@ -364,8 +372,8 @@ class _RunProgress:
             transient=False,
             disable=quiet,
         )
-        self.jobs_task = None
-        self.step_task = None
+        self.jobs_task: TaskID | None = None
+        self.step_task: TaskID | None = None
         self.n_jobs = 0
 
     def __enter__(self) -> _RunProgress:

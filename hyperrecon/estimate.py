@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import Study
+from .errors import ConfigError
 from .runs.jobs import JobSpec, study_jobs
 from .runs.models import model_specs
 
@@ -152,7 +153,7 @@ def _n_live_trials(study: Study) -> int:
 
 def estimate(study: Study, jobs: Sequence[JobSpec], cal: Calibration) -> Estimate:
     """Seconds per job and in total from a calibration (pure arithmetic; no timing here)."""
-    rows = []
+    rows: list[dict[str, Any]] = []
     n_trials = _n_trials(study)
     per_search = len(study.search.strategies) * int(study.search.seeds)  # test passes at the chosen λ
     for job in jobs:
@@ -213,6 +214,8 @@ def model_of_kind(study: Study, kind: str, n_classes: int | None = None):
     if kind == "seg":
         from .models import UNet
 
+        if n_classes is None:
+            raise ConfigError("model_of_kind: the 'seg' model needs n_classes")
         return UNet(in_channels=1, out_channels=int(n_classes))
     if kind == "unet":
         return build_recon_model("unet", study)
@@ -310,7 +313,7 @@ def calibrate(
         lams = np.array([lam0], dtype=float)
         for kind in read:
             model = build(kind).to(device).eval()
-            common = dict(
+            common: dict[str, Any] = dict(
                 seg_model=seg, n_classes=n_classes, device=device, precision=precision, batch_size=s.train.batch_size
             )
             eval_s[kind] = _timed(

@@ -35,7 +35,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 import pandas as pd
@@ -204,7 +204,7 @@ def _inference(models: Sequence[nn.Module | None], device: torch.device, precisi
     for m in live:
         m.eval()
         m.to(device)
-        m.to(memory_format=torch.channels_last)
+        m.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # Module.to takes it; the stub omits it
     try:
         with (
             torch.inference_mode(),
@@ -237,6 +237,10 @@ def _forward(model: nn.Module, x: Tensor, lam_row: Tensor | None) -> Tensor:
     return out.float()
 
 
+@overload
+def _stage(t: Tensor, device: torch.device, total_bytes: int) -> Tensor: ...
+@overload
+def _stage(t: None, device: torch.device, total_bytes: int) -> None: ...
 def _stage(t: Tensor | None, device: torch.device, total_bytes: int) -> Tensor | None:
     """Move a data tensor to the device once if the data set is small enough, else leave it (moved per batch)."""
     if t is None or total_bytes > _STAGE_MAX_BYTES:

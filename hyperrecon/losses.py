@@ -220,11 +220,12 @@ class CompositeLoss:
         x_hat = ctx.x_hat
         # Loss terms are reductions that lose precision in bf16: compute them in float32 outside autocast.
         with torch.autocast(device_type=x_hat.device.type, enabled=False):
+            lam = ctx.lam.float()
             ctx = replace(
                 ctx,
                 x_hat=x_hat.float(),
                 target=None if ctx.target is None else ctx.target.float(),
-                lam=ctx.lam.float(),
+                lam=lam,
             )
             parts: dict[str, Tensor] = {}
             for name, module in zip(self.terms, self.modules, strict=True):
@@ -234,7 +235,7 @@ class CompositeLoss:
                         f"loss '{name}' returned shape {tuple(value.shape)}, expected per-sample ({x_hat.shape[0]},)"
                     )
                 parts[name] = value.float()
-            c = coefficients(ctx.lam.to(x_hat.device))
+            c = coefficients(lam.to(x_hat.device))
             # c_i / s_i with the scales as Python scalars: no host-to-device copy (on a GPU a synchronising one)
             weights = torch.stack([c[:, i] * (1.0 / s) for i, s in enumerate(self.scales)], dim=1)
             stacked = torch.stack([parts[name] for name in self.terms], dim=1)  # (B, k+1)

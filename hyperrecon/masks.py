@@ -179,7 +179,8 @@ class _DiscSampler:
         pad = math.isqrt(int(keys.max()) - 1) if keys.max() > 1 else 0
         wp = w + 2 * pad
         near = np.full((h + 2 * pad, wp), self._FAR, dtype=np.int32)
-        look = memoryview(near.reshape(-1))  # a view: fast scalar reads of what the stamps write
+        # a view: fast scalar reads of what the stamps write (numpy types ndarray.__buffer__ for Python >= 3.12)
+        look = memoryview(near.reshape(-1))  # type: ignore[arg-type]
         taken = list(self.calib_flat)
         # Pixels with d <= 1 are never refused and block nothing: take them all, outside the loop.
         loose = keys[self.order] > 1

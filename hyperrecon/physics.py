@@ -95,7 +95,11 @@ def _check_image_shape(value: Any, model: str) -> tuple[int, int]:
 
 
 def _check_nonneg(value: Any, model: str, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (math.isfinite(value) and value >= 0):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Real)
+        or not (math.isfinite(value) and float(value) >= 0)
+    ):
         raise ConfigError(f"forward model '{model}' {name}: expected a finite number >= 0, but got {value!r}")
     return float(value)
 
@@ -262,7 +266,9 @@ class CSMRI(ForwardModel):
             "acceleration": float(self.acceleration),
             "acceleration_achieved": achieved_acceleration(self._mask_np),
             "n_sampled": int(self._mask_np.sum()),
-            "calib": int(self.calib) if isinstance(self.calib, numbers.Integral) else [int(c) for c in self.calib],
+            "calib": int(self.calib)
+            if isinstance(self.calib, int | numbers.Integral)
+            else [int(c) for c in self.calib],
             "mask_seed": int(self.mask_seed),
             "noise_sigma": self.noise_sigma,
         }
@@ -327,7 +333,7 @@ class SuperResolution(ForwardModel):
         super().__init__(image_shape)
         if isinstance(factor, bool) or not isinstance(factor, numbers.Integral) or factor < 1:
             raise ConfigError(f"forward model '{self.name}' factor: expected an integer >= 1, but got {factor!r}")
-        self.factor = int(factor)
+        self.factor: int = int(factor)
         h, w = self.image_shape
         if h % self.factor or w % self.factor:
             raise ConfigError(

@@ -83,7 +83,7 @@ def save_bundle(bundle: DataBundle, path: Path) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.stem + ".", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **arrays)
+            np.savez(fh, **arrays)  # type: ignore[arg-type]  # numpy's stub types **kwds like its allow_pickle flag
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

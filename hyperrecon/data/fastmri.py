@@ -270,6 +270,8 @@ class FastMRIKnee(DatasetSource):
     def build(self) -> DataBundle:
         p = self.p
         found = self._found()
+        if self.path is None:  # not reachable: _found() needs it
+            raise DataError("fastmri-knee: no path")
         check_unique((relative_id(f, data_root(self.path)), f) for f in found.files)  # before reading any
         infos = [i for i in (self._inspect(f) for f in found.files) if i is not None]
         if not infos:

@@ -31,7 +31,7 @@ import gzip
 import re
 import zlib
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -41,6 +41,9 @@ from .base import DataBundle, fit_to_size, has_anatomy, split_groups, stack_spli
 from .identity import clash_error, data_root, find_files, relative_id
 from .registry import DATASETS
 from .source import DatasetParams, DatasetSource, check_choice, check_range
+
+if TYPE_CHECKING:
+    from nibabel.spatialimages import SpatialImage
 
 VOLUME_EXTS = (".mgz", ".nii.gz", ".nii")
 SLICE_RE = re.compile(r"^(?P<subj>.+)_orig_(?P<idx>\d+)\.npy$")
@@ -68,7 +71,7 @@ def _load_volume(f: Path) -> tuple[np.ndarray, np.ndarray]:
     if f.name.endswith((".mgz", ".gz")):
         check_gzip(f)
     try:
-        img = nib.load(str(f))
+        img = cast("SpatialImage", nib.load(str(f)))  # MGH and NIfTI files load as spatial images
         data = np.asarray(img.dataobj)
     except Exception as exc:  # nibabel raises many kinds (ImageFileError, EOFError, zlib.error ...)
         raise DataError(
@@ -233,7 +236,8 @@ class FreeSurferBrain(DatasetSource):
             labs = np.stack([_axial(aseg, k) for k in idx])
         else:
             items = sorted(s["files"])
-            imgs_l, labs_l = [], []
+            imgs_l: list[np.ndarray] = []
+            labs_l: list[np.ndarray] = []
             for _, f, af in items:
                 a, b = _load_npy(f), _load_npy(af)
                 if a.ndim != 2:

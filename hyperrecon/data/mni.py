@@ -28,6 +28,7 @@ test set is the same for every run and never pixel-identical to a training sampl
 from __future__ import annotations
 
 import dataclasses
+from typing import cast
 
 import numpy as np
 
@@ -152,7 +153,7 @@ class MNIBrain(DatasetSource):
                     rng = np.random.default_rng([self.seed if train else EVAL_SEED, z, c])
                     a_img, a_lab = augment_slice(img, lab, rng, strength)
                     images.append(a_img)
-                    labels.append(a_lab)
+                    labels.append(cast(np.ndarray, a_lab))  # labels in, labels out
                     ids.append(f"mni152/z{z:03d}/c{c}")
             # one anatomy: every slice (and every augmented copy) is of the one MNI152 subject
             splits[name] = stack_split(images, labels, ids, self.image_size, subjects=["mni152"] * len(ids))

@@ -43,7 +43,7 @@ def thumbnail(image: np.ndarray, size: int = 48) -> str:
     img = Image.fromarray(arr, mode="L")
     scale = size / max(arr.shape)
     if scale < 1:
-        img = img.resize((max(1, round(arr.shape[1] * scale)), max(1, round(arr.shape[0] * scale))), Image.BOX)
+        img = img.resize((max(1, round(arr.shape[1] * scale)), max(1, round(arr.shape[0] * scale))), Image.BOX)  # type: ignore[attr-defined]  # exists at runtime; Resampling.BOX needs pillow>=9.1
     buf = io.BytesIO()
     img.save(buf, format="PNG")
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")

@@ -25,7 +25,7 @@ import socket
 import threading
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qs, urlsplit
 
 from ..errors import ConfigError, RunError
@@ -61,7 +61,7 @@ class ExploreServer(ThreadingHTTPServer):
 
     @property
     def url(self) -> str:
-        host, port = self.server_address[:2]
+        host, port = cast("tuple[str, int]", self.server_address[:2])  # an IP socket: (host, port, ...)
         shown = f"[{host}]" if ":" in str(host) else str(host)
         return f"http://{shown}:{port}/"
 
@@ -70,7 +70,7 @@ class ExploreServer(ThreadingHTTPServer):
         where a remote browser names the machine as it knows it."""
         import ipaddress
 
-        host, port = self.server_address[:2]
+        host, port = cast("tuple[str, int]", self.server_address[:2])
         if not ipaddress.ip_address(host).is_loopback:
             return None
         names = {str(host), "localhost", "127.0.0.1", "[::1]", f"[{host}]"}
@@ -196,7 +196,7 @@ class ExploreHandler(BaseHTTPRequestHandler):
         if result is SUPERSEDED:
             self._json({"superseded": True, "seq": seq})
         else:
-            self._json({**result, "seq": seq})
+            self._json({**cast("dict[str, Any]", result), "seq": seq})  # not SUPERSEDED: the render's dict
 
 
 def make_server(explorer: Explorer, host: str = "127.0.0.1", port: int = 8765, **kwargs: Any) -> ExploreServer:

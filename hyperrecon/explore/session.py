@@ -137,7 +137,7 @@ class Explorer:
 
     # -- rendering --------------------------------------------------------------------------------------------
 
-    def _metrics(self, x_hat, index: int) -> dict[str, float]:
+    def _metrics(self, x_hat, index: int) -> dict[str, float | None]:
         from ..evaluation import batch_metrics
         from ..resolve import build_study_metrics
 
@@ -363,7 +363,7 @@ def open_explorer(run_dir: str | Path, *, device: str = "cpu", precision: str | 
     from ..runs.folder import RunFolder
     from ..runs.orchestrate import study_from_dict_resolved
 
-    info = RunFolder(run_dir).read_info()  # RunError naming the file: not a run folder, other format ...
+    info = RunFolder(Path(run_dir)).read_info()  # RunError naming the file: not a run folder, other format ...
     run_dir = info.folder.root
     study = study_from_dict_resolved(info.study)
     load_plugins(

@@ -18,12 +18,15 @@ weight; an AO R1 term on this model therefore does not depend on λ except throu
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import cast
+
 import torch
 from torch import Tensor, nn
 
 from ..coefficients import coefficients, n_terms
 from .registry import MODELS
-from .unet import N_NORMS, UNetSkeleton, check_image, check_lam, expand_l1
+from .unet import N_NORMS, UNetSkeleton, check_image, check_lam, convs_l1, expand_l1
 
 
 @MODELS.register(
@@ -59,12 +62,13 @@ class FiLMUNet(nn.Module):
             nn.ReLU(),
             nn.Linear(hidden, 2 * N_NORMS * width),
         )
-        nn.init.zeros_(self.film[-1].weight)
-        nn.init.zeros_(self.film[-1].bias)
+        last = cast(nn.Linear, self.film[-1])
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)
 
     def modulation(self, lam: Tensor) -> tuple[Tensor, Tensor]:
         """``(B, n_lams) -> (1 + γ, β)``, each ``(B, 14, width)``."""
-        gb = self.film(coefficients(lam.to(self.film[0].weight.dtype)))
+        gb = self.film(coefficients(lam.to(cast(nn.Linear, self.film[0]).weight.dtype)))
         gb = gb.view(lam.shape[0], N_NORMS, 2, self.skeleton.width)
         return 1 + gb[:, :, 0], gb[:, :, 1]
 
@@ -76,14 +80,14 @@ class FiLMUNet(nn.Module):
         def modulate(j: int, h: Tensor) -> Tensor:
             return torch.addcmul(shift[:, j, :, None, None].to(h.dtype), h, scale[:, j, :, None, None].to(h.dtype))
 
-        norms = self.skeleton.norms
+        norms = cast("Sequence[nn.BatchNorm2d]", self.skeleton.norms)
         if not self.training and all(n.running_mean is not None for n in norms):
             # inference: BN is a fixed per-channel affine map a x + c; fold FiLM into it (one pass per layer):
             # (a x + c)(1 + γ) + β = x [a (1 + γ)] + [c (1 + γ) + β]
             folded = []
             for j, n in enumerate(norms):
-                a = n.weight / torch.sqrt(n.running_var + n.eps)
-                c = n.bias - n.running_mean * a
+                a = n.weight / torch.sqrt(cast(Tensor, n.running_var) + n.eps)  # not None: checked above
+                c = n.bias - cast(Tensor, n.running_mean) * a
                 folded.append((a * scale[:, j], c * scale[:, j] + shift[:, j]))
 
             def norm(j: int, h: Tensor) -> Tensor:
@@ -95,5 +99,5 @@ class FiLMUNet(nn.Module):
 
     def weight_l1(self, lam: Tensor | None = None, batch_size: int | None = None) -> Tensor:
         """``sum_l ||W_l||_1 + ||b_l||_1`` of the shared convs, the same for every sample: ``(B,)``."""
-        total = torch.stack([c.weight.abs().sum() + c.bias.abs().sum() for c in self.convs]).sum()
+        total = convs_l1(self.convs)
         return expand_l1(total, lam, batch_size)

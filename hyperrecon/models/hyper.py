@@ -70,6 +70,8 @@ baselines rise 0.59 -> 0.66). Measured on sl-knee-cs quick data in ``benchmark/l
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -79,7 +81,7 @@ from ..accel import host_copy, stage
 from ..coefficients import coefficients, n_terms
 from ..config import HYPER_SIZES
 from .registry import MODELS
-from .unet import N_NORMS, UNet, UNetSkeleton, check_image, check_lam, conv_l1
+from .unet import N_NORMS, UNet, UNetSkeleton, check_image, check_lam, conv_l1, conv_list
 
 SIZES = HYPER_SIZES  # S, M, L -> d
 PATHS = ("auto", "grouped", "factorised", "per-sample-grouped-conv", "reference")
@@ -93,6 +95,11 @@ GROUPED_MIN_G = 8  # auto: dense convs per distinct λ while G <= max(GROUPED_MI
 Weights = list[tuple[Tensor, Tensor]]  # per conv: kernel (G, out, in, k, k), bias (G, out)
 
 
+def _linears(heads: nn.ModuleList) -> Sequence[nn.Linear]:
+    """``heads`` as the ``nn.Linear`` s it holds (a ``ModuleList`` types its items as plain ``Module``)."""
+    return cast("Sequence[nn.Linear]", heads)
+
+
 class _TallLinear(torch.autograd.Function):
     """``F.linear(e, A, a)`` for few rows ``e`` (G, d) and a tall ``A`` (n, d): the same maths and gradients.
 
@@ -102,12 +109,12 @@ class _TallLinear(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, e: Tensor, weight: Tensor, bias: Tensor) -> Tensor:  # type: ignore[override]
+    def forward(ctx, e: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
         ctx.save_for_backward(e, weight)
         return torch.addmm(bias[:, None], weight, e.t()).t().contiguous()
 
     @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None, Tensor | None]:  # type: ignore[override]
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
         e, weight = ctx.saved_tensors
         grad = grad.contiguous()
         ge = grad @ weight if ctx.needs_input_grad[0] else None
@@ -237,7 +244,9 @@ class HyperUNet(nn.Module):
         """Heads such that Var(W_l(e)) ≈ 2 / fan_in: a share ρ from ``A_l e``, 1 - ρ from ``a_l``."""
         ms = self._embedding_mean_square()
         rho = LAMBDA_VARIANCE_SHARE
-        for (cin, _, k), kh, bh in zip(self.skeleton.specs, self.kernel_heads, self.bias_heads, strict=True):
+        for (cin, _, k), kh, bh in zip(
+            self.skeleton.specs, _linears(self.kernel_heads), _linears(self.bias_heads), strict=True
+        ):
             he = 2.0 / (cin * k * k)
             nn.init.normal_(kh.weight, 0.0, math.sqrt(rho * he / ms))
             nn.init.normal_(kh.bias, 0.0, math.sqrt((1 - rho) * he))
@@ -248,7 +257,7 @@ class HyperUNet(nn.Module):
     def embedding(self, lam: Tensor) -> Tensor:
         """``(G, n_lams) -> (G, d)``: the MLP on the loss coefficients (computed in float32 under autocast)."""
         with torch.autocast(lam.device.type, enabled=False):
-            dtype = self.kernel_heads[0].weight.dtype
+            dtype = _linears(self.kernel_heads)[0].weight.dtype
             return self.embed(coefficients(lam.to(dtype)))
 
     def generate(self, emb: Tensor) -> Weights:
@@ -265,7 +274,9 @@ class HyperUNet(nn.Module):
                 out.append((F.linear(e, kw, kb).view(-1, cout, cin, k, k), F.linear(e, bw, bb)))
             return out
         self.__dict__.pop("_cast_heads_cache", None)  # training: free the inference copy
-        for (cin, cout, k), kh, bh in zip(self.skeleton.specs, self.kernel_heads, self.bias_heads, strict=True):
+        for (cin, cout, k), kh, bh in zip(
+            self.skeleton.specs, _linears(self.kernel_heads), _linears(self.bias_heads), strict=True
+        ):
             out.append((head(kh, emb).view(-1, cout, cin, k, k), head(bh, emb)))
         return out
 
@@ -277,15 +288,18 @@ class HyperUNet(nn.Module):
         (an optimiser step, ``load_state_dict`` or a move changes it). Not a buffer: not saved.
         """
         params = [
-            p for pair in zip(self.kernel_heads, self.bias_heads, strict=True) for m in pair for p in (m.weight, m.bias)
+            p
+            for pair in zip(_linears(self.kernel_heads), _linears(self.bias_heads), strict=True)
+            for m in pair
+            for p in (m.weight, m.bias)
         ]
         key = (dtype, tuple((p.data_ptr(), p._version) for p in params))
         cached = self.__dict__.get("_cast_heads_cache")
         if cached is None or cached[0] != key:
-            cast = [p.detach().to(dtype) for p in params]
-            cached = (key, [tuple(cast[i : i + 4]) for i in range(0, len(cast), 4)])
+            copies = [p.detach().to(dtype) for p in params]
+            cached = (key, [tuple(copies[i : i + 4]) for i in range(0, len(copies), 4)])
             self.__dict__["_cast_heads_cache"] = cached
-        return cached[1]
+        return cast("list[tuple[Tensor, Tensor, Tensor, Tensor]]", cached[1])  # 4 tensors per conv, built above
 
     def weights_for(self, lam: Tensor) -> Weights:
         """Generated weights for each row of ``lam`` ``(G, n_lams)`` (no uniqueness handling)."""
@@ -384,7 +398,7 @@ class HyperUNet(nn.Module):
 
         def conv(i: int, h: Tensor) -> Tensor:
             cin, cout, k = self.skeleton.specs[i]
-            kh = self.kernel_heads[i]
+            kh = _linears(self.kernel_heads)[i]
             basis = torch.cat([kh.bias[None], kh.weight.t()], 0).reshape(d1 * cout, cin, k, k)
             y = F.conv2d(h, basis, padding=k // 2)  # (B, (d+1) out, H, W)
             y = y.unflatten(1, (d1, cout))
@@ -415,7 +429,7 @@ class HyperUNet(nn.Module):
         """The skeleton with this model's normalisation; ``lam`` (B, n_lams) is the λ of each row of ``x``."""
         if self.norm == "batch":
             return self.skeleton.run(x, conv)
-        norms = self.skeleton.norms
+        norms = cast("Sequence[nn.BatchNorm2d]", self.skeleton.norms)
         if self.norm == "instance":
 
             def inorm(j: int, h: Tensor) -> Tensor:
@@ -456,10 +470,10 @@ class HyperUNet(nn.Module):
             raise ValueError(f"to_unet: a plain U-Net has BatchNorm only; this model uses norm={self.norm!r}")
         lam = check_lam(lam.reshape(1, -1), self.n_lams, 1)
         sk = self.skeleton
-        ref = self.kernel_heads[0].weight
+        ref = _linears(self.kernel_heads)[0].weight
         net = UNet(sk.in_channels, sk.out_channels, sk.width, sk.residual).to(device=ref.device, dtype=ref.dtype)
-        for conv, (w, b) in zip(net.convs, self.weights_for(lam), strict=True):
+        for conv, (w, b) in zip(conv_list(net.convs), self.weights_for(lam), strict=True):
             conv.weight.copy_(w[0])
-            conv.bias.copy_(b[0])
+            cast(Tensor, conv.bias).copy_(b[0])  # built with a bias
         net.skeleton.norms.load_state_dict(sk.norms.state_dict())
         return net.train(self.training)

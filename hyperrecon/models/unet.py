@@ -21,7 +21,8 @@ Inputs must have H and W divisible by 8 (three poolings); anything else raises :
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -154,6 +155,16 @@ class UNetSkeleton(nn.Module):
         return out
 
 
+def convs_l1(convs: nn.ModuleList) -> Tensor:
+    """``sum_l ||W_l||_1 + ||b_l||_1`` over a list of ``nn.Conv2d`` built with a bias (a 0-d tensor)."""
+    return torch.stack([c.weight.abs().sum() + cast(Tensor, c.bias).abs().sum() for c in conv_list(convs)]).sum()
+
+
+def conv_list(convs: nn.ModuleList) -> Sequence[nn.Conv2d]:
+    """``convs`` as the ``nn.Conv2d`` s it holds (a ``ModuleList`` types its items as plain ``Module``)."""
+    return cast("Sequence[nn.Conv2d]", convs)
+
+
 def conv_l1(weights: list[tuple[Tensor, Tensor]]) -> Tensor:
     """Layer-wise L1 of conv weights: ``sum_l ||W_l||_1 + ||b_l||_1`` with a leading batch axis kept.
 
@@ -191,5 +202,5 @@ class UNet(nn.Module):
 
     def weight_l1(self, lam: Tensor | None = None, batch_size: int | None = None) -> Tensor:
         """``sum_l ||W_l||_1 + ||b_l||_1`` over the 15 convs, the same for every sample: ``(B,)``."""
-        total = torch.stack([c.weight.abs().sum() + c.bias.abs().sum() for c in self.convs]).sum()
+        total = convs_l1(self.convs)
         return expand_l1(total, lam, batch_size)

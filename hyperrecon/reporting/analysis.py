@@ -240,7 +240,7 @@ def sl_analysis(data: RunData) -> dict[str, Any] | None:
     if not metrics:
         return None
     curves: dict[str, dict[str, dict[str, np.ndarray]]] = {}
-    points: dict[str, list[dict[str, float]]] = {}
+    points: dict[str, list[dict[str, Any]]] = {}
     for metric in metrics:
         curves[metric] = {}
         for m in data.conditional:
@@ -259,7 +259,7 @@ def sl_analysis(data: RunData) -> dict[str, Any] | None:
                 }
             )
     gaps = gap_rows(data, metrics)
-    best = {}
+    best: dict[str, dict[str, dict[str, float]]] = {}
     for metric in metrics:
         mx = higher_is_better(metric)
         best[metric] = {}
@@ -423,15 +423,15 @@ def ao_analysis(data: RunData) -> dict[str, Any] | None:
     for m in data.conditional:
         rows = [g for g in gaps if g["model"] == m and np.isfinite(g["mean_diff"])]
         if rows:
-            d = np.array([g["mean_diff"] for g in rows])
-            t = paired_test(d, np.zeros_like(d))
+            diffs = np.array([g["mean_diff"] for g in rows])
+            t = paired_test(diffs, np.zeros_like(diffs))
             by_model.append(
                 {
                     "model": m,
                     "n_lams": len(rows),
-                    "mean_diff": float(d.mean()),
-                    "median_diff": float(np.median(d)),
-                    "n_better": int(np.sum(d > 0 if maximize else d < 0)),
+                    "mean_diff": float(diffs.mean()),
+                    "median_diff": float(np.median(diffs)),
+                    "n_better": int(np.sum(diffs > 0 if maximize else diffs < 0)),
                     "p": t["p"],
                 }
             )

@@ -24,7 +24,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -290,7 +290,7 @@ def claim_e(data: RunData, s: dict[str, Any]) -> dict[str, Any]:
     blocked = _unconverged(s, [model, "seg"])
     if not blocked and ceiling is None:
         blocked = "no Dice ceiling (segmentation on the ground truth) in this run"
-    elif not blocked and ceiling < DICE_CEILING_MIN:
+    elif not blocked and ceiling is not None and ceiling < DICE_CEILING_MIN:
         blocked = f"Dice ceiling {ceiling:.2f} < {DICE_CEILING_MIN}: the segmentation net is too weak to judge"
     elif not blocked and usable is False:
         blocked = f"Dice ceiling {ceiling:.2f} did not plateau: the segmentation net is too weak to judge"
@@ -321,7 +321,7 @@ def claim_f(data: RunData, s: dict[str, Any]) -> dict[str, Any]:
         out["reason"] += f"; cost at the configured budgets, {caveat}: the cost to convergence may differ"
     from .analysis import PAPER_TABLE1
 
-    paper = PAPER_TABLE1.get(hyper_parts(model)[0])
+    paper = PAPER_TABLE1.get(cast("tuple[str, str]", hyper_parts(model))[0])  # a HyperRecon model: _hypers
     if paper:  # context, not part of the verdict: the ratio grows with the number of baselines
         out["reason"] += (
             f"; the paper: {PAPER_TABLE1['all']['n_models']:.0f} U-Nets, "

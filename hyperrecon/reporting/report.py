@@ -874,6 +874,8 @@ def _search_section(data: RunData, se: dict[str, Any], fig_dir: Path, link) -> l
         )
         out = [f"![search]({link(p)})", *intro]
     ss = data.search_summary
+    if ss is None:
+        raise RunError(f"{data.run_dir}: the report has a search section but the run has no search summary")
     rows = []
     for _, r in ss.iterrows():
         live = {"baselines": "baselines (replayed)", "baselines-live": "baselines (trained live)"}

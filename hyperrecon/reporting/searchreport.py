@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
 
+from ..errors import RunError
 from ..search.live import LIVE_TARGET
 from ..search.multi import HV_REFERENCE, fronts, pick_for
 from ..search.stats import anytime, mean_ci, rank_strategies, regret, time_to_target
@@ -424,6 +425,8 @@ def markdown(data: RunData, se: dict[str, Any], d: dict[str, Any], fig_dir: Path
     obj = se["objective"]
     unit = " (dB)" if obj in ("psnr", "rpsnr") else ""
     label = f"validation {metric_short(obj)}{unit}"
+    if data.search is None:
+        raise RunError(f"{data.run_dir}: the report has a search section but the run has no search trials")
     seeds = data.search.groupby("target")["seed"].nunique().to_dict()
     out = []
     found = findings(se)
@@ -527,7 +530,7 @@ def _mf_table(mf: list[dict[str, Any]], *, to_target: pd.DataFrame | None = None
             fmt_seconds(m["full"]),
             f"{m['ratio']:.0%}",
         ]
-        if live:
+        if to_target is not None:
             hit = to_target[(to_target.target == LIVE_TARGET) & (to_target.strategy == m["strategy"])]
             x = hit.iloc[0] if len(hit) else None
             row += [
@@ -580,7 +583,8 @@ def _to_target(d: dict[str, Any]) -> str:
             _ci(x.device_mean, x.device_low, x.device_high),
         ]
         for w in workers:
-            hit = par[(par.strategy == x.strategy) & (par.workers == w)]
+            p = cast(pd.DataFrame, par)  # workers is empty without it
+            hit = p[(p.strategy == x.strategy) & (p.workers == w)]
             row.append(_ci(*hit[["wall_mean", "wall_low", "wall_high"]].iloc[0]) if len(hit) else MISSING)
         rows.append(row)
     header = ["strategy", "seeds reaching it", "device time [95% CI]"] + [

@@ -68,8 +68,8 @@ def image_changes(data: RunData) -> dict[str, pd.Series]:
                 ends[tuple(np.round(e["lams"][0], 9))] = e["recons"][0]
                 subj = _subjects(e)
         if len(ends) == 2 and subj is not None:
-            (_, a), (_, b) = sorted(ends.items())
-            out.setdefault("baselines", []).append(_unit_change(subj, b, a, r))
+            (_, lo), (_, hi) = sorted(ends.items())
+            out.setdefault("baselines", []).append(_unit_change(subj, hi, lo, r))
         for m in data.conditional:
             e = _endpoints(data, m, r)
             if e is not None and "recons" in e and len(e["recons"]) == 2:
@@ -150,7 +150,7 @@ def sensitivity_analysis(data: RunData, metrics: list[str] | None = None) -> dic
     box = endpoint_lams([data.baseline_lam(b) for b in data.baselines])
     metrics = [m for m in (metrics or data.metrics) if m in data.metrics]
     spread = {m: metric_sensitivity(data, m, box) for m in metrics}
-    image = {
+    image: dict[str, dict[str, Any]] = {
         m: {**summarise_units(v), "kind": model_kind(m) if m != "baselines" else "baseline"}
         for m, v in image_changes(data).items()
     }

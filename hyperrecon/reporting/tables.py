@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 from ..errors import RunError
 
@@ -93,7 +93,7 @@ def fmt_lam(lam: Sequence[float] | float | None, digits: int = 3) -> str:
     values = [lam] if not isinstance(lam, list | tuple) else list(lam)
     if not values or not all(is_number(v) for v in values):
         return MISSING
-    text = [f"{float(v):.{digits}g}" for v in values]
+    text = [f"{float(cast(float, v)):.{digits}g}" for v in values]  # numbers: checked above
     return text[0] if len(text) == 1 else f"({', '.join(text)})"
 
 

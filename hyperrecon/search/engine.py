@@ -21,7 +21,7 @@ import itertools
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -75,7 +75,7 @@ def strategy_items(
     if isinstance(strategies, str):
         strategies = [strategies]
     if isinstance(strategies, Mapping):
-        given = [(str(k), dict(v or {})) for k, v in strategies.items()]
+        given: list[tuple[str, dict[str, Any] | None]] = [(str(k), dict(v or {})) for k, v in strategies.items()]
     else:
         given = [(str(k), None) for k in strategies]
     if not given:
@@ -114,7 +114,7 @@ def run_study(
     seed: int,
     n_lams: int,
     budget: int,
-    directions: Sequence[str],
+    directions: Sequence[Literal["minimize", "maximize"]],
     study_name: str,
     workers: int = 1,
     fidelity_steps: Sequence[int] = (),

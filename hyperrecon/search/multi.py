@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -72,7 +72,7 @@ def search_multi(
         where="search mo_strategies",
     )
     seeds = check_run(budget, seeds, n_lams)
-    directions = ["maximize" if m else "minimize" for m in maximize]
+    directions: list[Literal["minimize", "maximize"]] = ["maximize" if m else "minimize" for m in maximize]
 
     def outcome(lam: np.ndarray, multi: bool) -> Outcome:
         values, seconds, used = evaluate(lam)

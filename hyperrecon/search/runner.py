@@ -293,7 +293,9 @@ def run_search_job(ctx, name: str, spec: dict[str, Any]) -> dict[str, Any]:
         tests = []
         for _, row in trials.groupby(["strategy", "seed"], sort=False).tail(1).iterrows():
             lam = [row["best_lam1"]] + ([row["best_lam2"]] if s.n_lams > 1 else [])
-            tests.append({"strategy": row["strategy"], "seed": row["seed"], "test_objective": test_fn(lam)[0]})
+            tests.append(
+                {"strategy": row["strategy"], "seed": row["seed"], "test_objective": test_fn(np.asarray(lam))[0]}
+            )
         write_csv(out_dir / f"{target}-test.csv", pd.DataFrame(tests))
         device_seconds = float(trials["cost_seconds"].sum())
     if mo_frames:
@@ -310,8 +312,9 @@ def live_trainer(ctx, total: int):
     fidelity table (:class:`FidelityRecorder`) at each report step."""
     import torch
 
-    from ..jobs import job_seed, lam_label
     from ..resolve import build_recon_model
+    from ..runs.jobs import job_seed
+    from ..runs.models import lam_label
     from ..samplers import FixedSampler
     from ..training import train
 
@@ -370,7 +373,7 @@ def live_trainer(ctx, total: int):
 def _live_job(ctx, run_id: str, url: str) -> dict[str, Any]:
     """The ``search-live`` job: every live search (:mod:`hyperrecon.search.live`) in the run's storage, resumed
     where a killed attempt left it; ``search/baselines-live.csv``."""
-    from ..storage import open_storage
+    from ..runs.ledger import open_storage
     from .live import search_live
 
     s = ctx.study

@@ -103,10 +103,10 @@ def _journal_copier(path: str):
 
     class Copier(BaseJournalBackend):
         def __init__(self) -> None:
-            self.file = JournalFileBackend(path, lock_obj=_NoLock())
+            self.file = JournalFileBackend(path, lock_obj=_NoLock())  # type: ignore[arg-type]  # duck-typed: only acquire/release are called
             self.n_file = 0  # lines of the file known to this copier
             self.buffer: list = []
-            self.storage = None
+            self.storage: JournalStorage | None = None
 
         def read_logs(self, log_number_from: int):
             if log_number_from < self.n_file:
