@@ -47,7 +47,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-ISA_ENV = {"native": {}, "avx2": {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}}
+from common import ISA_ENV  # noqa: E402  (the CPU kinds, shared with study_wall.py)
+
 PHASES = ("data", "training", "evaluation", "search", "report", "other")
 CATEGORIES = ("convolution", "batchnorm", "matmul", "optimiser", "fft", "other ops", "untraced", "job overhead")
 PHASE_OF_KIND = {"eval": "evaluation", "search": "search"}
@@ -185,15 +186,13 @@ def count_flops(study, ctx, kinds_trained: list[str], kinds_read: list[str]) -> 
 
 def job_flops(study, job, flops: dict[str, dict[str, float]]) -> float:
     """Counted FLOPs of one job: its work (hyperrecon.estimate.job_work) x the FLOPs of one unit of it."""
-    from hyperrecon.estimate import job_work, model_kind
+    from hyperrecon.estimate import job_work, model_kind, search_counts
 
     entry, n, _ = job_work(study, job)
     kind = model_kind(study, job)
     if job.kind == "search":
-        if job.params["target"] == "baselines":
-            return 0.0
-        per_search = len(study.search.strategies) * int(study.search.seeds)
-        return n * flops["val"][kind] + per_search * flops["test"][kind]
+        c = search_counts(study, job)  # the baselines' searches replay the trained grid: no passes
+        return c.val_passes * flops["val"].get(kind, 0.0) + c.test_passes * flops["test"].get(kind, 0.0)
     if job.kind == "eval":
         return n * flops["eval"][kind] + (flops["val"][kind] if job.params["model_kind"] == "baseline" else 0.0)
     if entry.startswith("train_s."):

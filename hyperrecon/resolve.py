@@ -132,6 +132,13 @@ def build_recon_model(kind: str, study: Study, size: str | None = None):
     raise ValueError(kind)
 
 
+def build_seg_model(study: Study, n_classes: int):
+    """The downstream segmentation U-Net: one image channel in, ``n_classes`` logits out, ``segmentation.width``."""
+    from .models import UNet
+
+    return UNet(in_channels=1, out_channels=int(n_classes), width=int(study.segmentation.width))
+
+
 def build_sampler(study: Study, name: str):
     where = f"{study.source_file} [hyper] sampler_params.{name}"
     params = dict(study.hyper.sampler_params.get(name, {}))
