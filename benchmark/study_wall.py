@@ -257,7 +257,8 @@ def main() -> None:
         if native_bf16 and "avx2" in isas
         else "- measured on the CPU kind named",
         "- target: " + (f"{target:.0f} s per study (issue 16)" if target else "none for this profile"),
-        "- estimate: what `hrbench run` printed before training (its calibration included in the wall time)",
+        "- estimate: what `hrbench run` printed before training (its calibration included in the wall time); "
+        "other: the wall time outside the jobs (start-up and imports, data, calibration, ledger, merge, report)",
         f"- load average at start: {load_start:.2f}; date {time.strftime('%Y-%m-%d %H:%M')}",
     ]
     met = [r for r in rows if r["met"]]
