@@ -44,6 +44,12 @@ DEFAULT_PROFILE = "quick"
 _SCHEMA = ConfigDict(extra="forbid", allow_inf_nan=False, use_attribute_docstrings=True)
 #: A positive integer (steps, sizes, counts).
 PosInt = Annotated[int, Field(ge=1)]
+#: Hypernetwork sizes (the paper's S, M, L) -> hypernetwork width d; ``HyperSize`` names its keys for the schema.
+HYPER_SIZES: dict[str, int] = {"S": 4, "M": 32, "L": 128}
+HyperSize = Literal["S", "M", "L"]
+#: Numeric precision of training and evaluation; a study may also say ``auto`` (resolved per device).
+Precision = Literal["fp32", "bf16"]
+PRECISIONS: tuple[str, ...] = typing.get_args(Precision)
 
 
 @dataclass(frozen=True, config=_SCHEMA)
@@ -93,20 +99,24 @@ class TrainConfig:
     """Adam learning rate."""
     lr_schedule: Literal["constant", "cosine"] = "constant"
     """Learning-rate schedule."""
-    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    precision: Literal["auto", Precision] = "auto"
     """Training precision; ``auto``: bf16 where the device has fast bf16."""
     channels_last: bool = True
     """Memory format."""
     grad_clip: Annotated[float, Field(gt=0)] | None = None
     """Maximum gradient norm (none: no clipping)."""
-    checkpoint_every: PosInt = 200
-    """Steps between atomic checkpoints."""
+    checkpoint_every: Annotated[int, Field(ge=0)] = 200
+    """Steps between atomic checkpoints (0: only the final one)."""
 
 
 @dataclass(frozen=True, config=_SCHEMA)
 class HyperConfig:
-    sizes: tuple[Literal["S", "M", "L"], ...] = ("S", "M", "L")
-    """Hypernetwork widths (d = 4, 32, 128)."""
+    model: str = "hyperunet"
+    """The λ-conditioned model trained per size and sampler (``hrbench list models``; a plugin's name works too)."""
+    model_params: dict[str, Any] = field(default_factory=dict)
+    """Further constructor parameters of ``model`` (checked against its constructor)."""
+    sizes: tuple[HyperSize, ...] = ("S", "M", "L")
+    """Hypernetwork widths (d = 4, 32, 128); a model without a ``size`` parameter takes exactly one."""
     samplers: tuple[str, ...] = ("uniform", "dhs")
     """Training-time λ samplers (``hrbench list samplers``)."""
     sampler_params: dict[str, Any] = field(default_factory=dict)
@@ -146,13 +156,13 @@ class EvaluationConfig:
     diverse_quantile: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.9
     """PSNR quantile for the diverse pair."""
     ssim_convention: Literal["wang", "fastmri"] = "wang"
-    """SSIM convention."""
+    """The ``ssim`` metric's convention in evaluation and search: ``wang`` (Wang et al. 2004) or ``fastmri``."""
 
 
 @dataclass(frozen=True, config=_SCHEMA)
 class SearchConfig:
     objective: str = "psnr"
-    """A metric name or ``dice`` (needs the segmentation net)."""
+    """A registered metric (``dice`` needs the segmentation net)."""
     strategies: tuple[str, ...] = (
         "grid",
         "random",
@@ -258,6 +268,8 @@ SECTIONS: dict[str, type] = {
     "segmentation": SegmentationConfig,
 }
 _TOP_KEYS = ("name", "kind", "description", "seed", "replicates", "plugins", "profiles")
+#: free-form tables of plugin parameters (checked by the plugin registries, not by the schema)
+PARAM_TABLES = ("params", "sampler_params", "model_params", "strategy_params", "pruner_params")
 
 # ---------------------------------------------------------------------------------------------------------------
 # Conditions the annotations cannot state, or state in words a reader knows better: (section, key) -> (predicate,
@@ -361,7 +373,7 @@ def study_from_dict(
         if not isinstance(table, dict):
             raise ConfigError(f"{source} [{section}]: expected a table, got {table!r}")
         payload[section] = table
-        for key in ("params", "sampler_params"):
+        for key in PARAM_TABLES:
             _check_finite(table.get(key), source, section, key)
     study = _validate(payload, profile, source)
     for (section, key), (_, _text) in _CHECKS.items():
@@ -387,6 +399,25 @@ def _validate(payload: dict[str, Any], profile: str, source: str) -> Study:
 
 
 _TYPE_ERRORS_SUFFIX = ("_type", "_parsing")
+
+
+def field_error(cls: type, exc: ValidationError, where: str) -> ConfigError:
+    """The one-line ``ConfigError`` of the first bad field of a schema dataclass built in code (not from a file),
+    in this module's shape: ``<where> <key>: `<condition>` must hold, but got <key>=<value>``."""
+    first = exc.errors(include_url=False)[0]
+    key = str(first["loc"][0]) if first["loc"] else ""
+    hint = typing.get_type_hints(cls, include_extras=True).get(key)
+    value = first["input"]
+    if hint is None:
+        return ConfigError(f"{where} {key}: {first['msg'].lower()}".replace(" :", ":"))
+    if first["type"] == "literal_error":
+        allowed = ", ".join(json.dumps(a) for a in typing.get_args(_unwrap(hint)))
+        return ConfigError(f"{where} {key}: expected one of {allowed}, got {_show_any(value)}")
+    if first["type"].endswith(_TYPE_ERRORS_SUFFIX):
+        return ConfigError(f"{where} {key}: expected {_type_name(hint)}, got {_show_any(value)}")
+    return ConfigError(
+        f"{where} {key}: `{_condition('', key, hint, first['type'])}` must hold, but got {key}={_show(value)}"
+    )
 
 
 def _config_error(exc: ValidationError, payload: dict[str, Any], source: str) -> ConfigError:
@@ -583,7 +614,7 @@ def _apply_override(merged: dict[str, Any], item: str, source: str) -> None:
                 f"--set {key}: unknown key '{sub}' in [{parts[0]}]{did_you_mean(sub, valid)}; "
                 f"valid keys: {', '.join(valid)}"
             )
-        if len(parts) > 2 and parts[1] not in ("params", "sampler_params", "strategy_params", "pruner_params"):
+        if len(parts) > 2 and parts[1] not in PARAM_TABLES:
             raise ConfigError(f"--set {key}: '{parts[0]}.{parts[1]}' is not a table")
     elif len(parts) > 1 or parts[0] not in ("name", "description", "seed", "replicates", "plugins", "kind"):
         valid = ["name", "description", "seed", "replicates", "plugins", "kind", *SECTIONS]

@@ -187,16 +187,10 @@ class RunContext:
     def settings(self, name: str, steps: int):
         from .training import TrainSettings
 
-        t = self.study.train
-        return TrainSettings(
+        return TrainSettings.from_config(
+            self.study.train,
             steps=steps,
-            batch_size=t.batch_size,
-            lr=t.lr,
-            lr_schedule=t.lr_schedule,
             precision=self.precision,
-            channels_last=t.channels_last,
-            grad_clip=t.grad_clip,
-            checkpoint_every=t.checkpoint_every,
             seed=job_seed(self.study, name),
             log_every=max(1, min(50, steps // 20 or 1)),
         )

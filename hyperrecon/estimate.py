@@ -299,6 +299,8 @@ def calibrate(
 
     from .context import RunContext
     from .evaluation import evaluate_model
+    from .executors import eval_metrics
+    from .metrics import needs_seg
     from .search import make_model_objective, search_model
 
     t_start = time.perf_counter()
@@ -327,10 +329,9 @@ def calibrate(
         eval_s: dict[str, float] = {}
         val_s: dict[str, float] = {}
         test_s: dict[str, float] = {}
-        metrics = list(
-            dict.fromkeys([*s.evaluation.metrics, *([] if s.search.objective == "dice" else [s.search.objective])])
-        )
-        seg = build("seg").to(device).eval() if s.search.objective == "dice" and bundle.n_classes else None
+        seg = build("seg").to(device).eval() if needs_seg(s.search.objective) and bundle.n_classes else None
+        metrics = eval_metrics(s, has_seg=seg is not None)
+        objective = next(m for m in metrics if m.name == s.search.objective)
         n_classes = int(bundle.n_classes) if seg is not None else None
         test = ctx.eval_data("test", s.evaluation.n_test)
         val = ctx.eval_data("val", s.search.n_val)
@@ -347,7 +348,7 @@ def calibrate(
                 fn = make_model_objective(
                     model,
                     data,
-                    s.search.objective,
+                    objective,
                     device=device,
                     precision=precision,
                     batch_size=s.train.batch_size,

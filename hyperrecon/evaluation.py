@@ -5,7 +5,9 @@
 - ``table``: tidy ``pandas.DataFrame`` with columns ``[model, lam1, lam2, slice, metric, value]``, one row per
   (λ, slice, metric), rows ordered λ-major, then slice, then metric. ``lam2`` is NaN for one hyperparameter;
   ``slice`` is the slice id. Image metrics are computed on the raw network output (data range 1, images in [0,1]);
-  the ``dice`` rows (when a segmentation model is given) on its argmax over the reconstruction clipped to [0, 1].
+  ``dice`` (a metric that needs ``seg_model``) on the segmentation net's argmax over the reconstruction clipped to
+  [0, 1]. Metrics are given as names or as built :class:`hyperrecon.metrics.Metric` objects (e.g. SSIM with the
+  study's convention, :func:`hyperrecon.resolve.build_study_metrics`).
 - ``ranges``: per *range slice* (``range_slices`` slices at the centres of equal bins of the test set), how many
   λ give ``rPSNR > rpsnr_threshold`` and the pixel range (per-pixel max - min, summed over pixels and its mean per
   pixel; :func:`hyperrecon.metrics.pixel_range`) over those reconstructions. Computed on the fly with running
@@ -40,6 +42,7 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
+from .config import PRECISIONS
 from .errors import ConfigError, DataError
 from .landscapes import (  # noqa: F401  (re-exported: evaluation's public names before the split)
     TABLE_COLUMNS,
@@ -48,9 +51,9 @@ from .landscapes import (  # noqa: F401  (re-exported: evaluation's public names
     interpolate_baselines,
     landscape,
 )
+from .metrics import Metric
 from .timing import DeviceTimer
 
-PRECISIONS = ("fp32", "bf16")
 N_EXAMPLES = 5
 _STAGE_MAX_BYTES = 2 * 2**30  # move a data set to the device once when it is smaller than this
 
@@ -273,41 +276,20 @@ def endpoint_recons(model: nn.Module, data: EvalData, lams: np.ndarray, **kw: An
 # metrics of one batch
 
 
-def _seg_input(x_hat: Tensor, seg_model: nn.Module) -> Tensor:
-    """The clipped reconstruction as the segmentation model's input (1 channel, or (image, 0) for 2 channels)."""
-    img = x_hat.clamp(0.0, 1.0)
-    channels = getattr(getattr(seg_model, "skeleton", None), "in_channels", 1)
-    if channels == 2:
-        img = torch.cat([img, torch.zeros_like(img)], dim=1)
-    return img.contiguous(memory_format=torch.channels_last)
+def check_metrics(metrics: Sequence[str | Metric], seg_model: nn.Module | None) -> list[Metric]:
+    """The metrics to compute, built (names with default parameters; unknown names fail with a did-you-mean, a
+    name given twice with a ``ConfigError``); a metric that needs a segmentation net needs ``seg_model``."""
+    from .metrics import build_metrics
 
-
-def n_seg_classes(seg_model: nn.Module, n_classes: int | None) -> int:
-    """``n_classes`` if given, else the segmentation U-Net's output channels."""
-    if n_classes is not None:
-        return int(n_classes)
-    out = getattr(getattr(seg_model, "skeleton", None), "out_channels", None)
-    if out is None:
-        raise ConfigError("evaluation: pass n_classes for a segmentation model without a U-Net skeleton")
-    return int(out)
-
-
-def check_metric_names(metrics: Sequence[str], seg_model: nn.Module | None) -> list[str]:
-    """Resolve the image-metric names (unknown names fail with a did-you-mean); 'dice' needs a seg model."""
-    from .metrics import METRICS
-
-    names = [str(m) for m in metrics if m != "dice"]
-    for name in names:
-        METRICS.get(name, where="evaluation metrics")
-    if "dice" in metrics and seg_model is None:
-        raise ConfigError("evaluation metrics: 'dice' needs a segmentation model (seg_model=None)")
-    if len(set(metrics)) != len(list(metrics)):
-        raise ConfigError(f"evaluation metrics: names must be unique, got {list(metrics)}")
-    return names
+    built = build_metrics(metrics, where="evaluation metrics")
+    for m in built:
+        if "seg_model" in m.needs and seg_model is None:
+            raise ConfigError(f"evaluation metrics: '{m.name}' needs a segmentation model (seg_model=None)")
+    return built
 
 
 def batch_metrics(
-    names: Sequence[str],
+    metrics: Sequence[Metric],
     x_hat: Tensor,
     target: Tensor,
     degraded: Tensor,
@@ -315,25 +297,14 @@ def batch_metrics(
     labels: Tensor | None = None,
     seg_model: nn.Module | None = None,
     n_classes: int | None = None,
-    ssim_convention: str = "wang",
     data_range: float = 1.0,
 ) -> dict[str, Tensor]:
-    """Per-sample metrics ``{name: (b,)}`` of reconstructions ``x_hat`` (b, 1, H, W); plus ``dice`` (hard mean
-    Dice, background excluded, of the seg model's argmax on ``clip(x_hat, 0, 1)``) when ``seg_model`` is given."""
-    from .metrics import METRICS, mean_dice, ssim
-
-    out: dict[str, Tensor] = {}
-    for name in names:
-        if name == "ssim" and ssim_convention != "wang":
-            out[name] = ssim(x_hat, target, data_range, convention=ssim_convention)
-        else:
-            out[name] = METRICS.get(name)(x_hat, target, degraded=degraded, data_range=data_range)
-    if seg_model is not None:
-        if labels is None:
-            raise DataError("evaluation: Dice needs label maps, but the evaluation data have none")
-        pred = seg_model(_seg_input(x_hat, seg_model)).argmax(dim=1)
-        out["dice"] = mean_dice(pred, labels, n_seg_classes(seg_model, n_classes))
-    return out
+    """Per-sample values ``{name: (b,)}`` of ``metrics`` (built, :func:`check_metrics`) for reconstructions
+    ``x_hat`` (b, 1, H, W); ``labels``, ``seg_model`` and ``n_classes`` go to the metrics that need them (Dice)."""
+    inputs: dict[str, Any] = dict(
+        degraded=degraded, labels=labels, seg_model=seg_model, n_classes=n_classes, data_range=data_range
+    )
+    return {m.name: m(x_hat, target, **inputs) for m in metrics}
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -389,7 +360,7 @@ def evaluate_model(
     model_name: str,
     data: EvalData,
     lams: np.ndarray,
-    metrics: Sequence[str],
+    metrics: Sequence[str | Metric],
     *,
     seg_model: nn.Module | None = None,
     n_classes: int | None = None,
@@ -400,16 +371,16 @@ def evaluate_model(
     rpsnr_threshold: float = 0.0,
     diverse_quantile: float = 0.9,
     progress: Callable[[int, int], None] | None = None,
-    ssim_convention: str = "wang",
 ) -> EvalResult:
     """Evaluate ``model`` on every slice of ``data`` for every λ of ``lams`` (P, k); see the module docstring.
 
     A baseline (plain U-Net) is evaluated with ``lams`` = its single λ. ``progress(done, total)`` is called after
-    each λ. Rows of the table: P * N * (len(metrics) + [1 if seg_model]).
+    each λ. ``metrics``: names (default parameters) or built metrics (``METRICS.build``); a metric that needs a
+    segmentation net (``dice``) needs ``seg_model`` and labelled ``data``. Rows of the table: P * N * len(metrics).
     """
     lams = _check_lams(lams, f"evaluate_model '{model_name}'")
-    names = check_metric_names(metrics, seg_model)
-    all_names = names + (["dice"] if seg_model is not None else [])
+    built = check_metrics(metrics, seg_model)
+    all_names = [m.name for m in built]
     if not 0.0 <= float(diverse_quantile) <= 1.0:
         raise ConfigError(f"evaluate_model: `0 <= diverse_quantile <= 1` must hold, but got {diverse_quantile!r}")
     if not isinstance(batch_size, int) or batch_size < 1:
@@ -435,14 +406,7 @@ def evaluate_model(
                 with infer:
                     x_hat = _forward(model, staged.inputs[start:stop].to(dev), row)
                 vals = batch_metrics(
-                    names,
-                    x_hat,
-                    target,
-                    degraded,
-                    labels=labels,
-                    seg_model=seg_model,
-                    n_classes=n_classes,
-                    ssim_convention=ssim_convention,
+                    built, x_hat, target, degraded, labels=labels, seg_model=seg_model, n_classes=n_classes
                 )
                 values[p, start:stop] = torch.stack([vals[m] for m in all_names], 1).double().cpu().numpy()
                 track.update(p, start, x_hat, target, degraded)

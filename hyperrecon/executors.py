@@ -255,10 +255,6 @@ def _scales_job(ctx: RunContext, name: str) -> dict[str, Any]:
     return {"scales": scales, "device_seconds": timer.device_seconds, "wall_seconds": timer.wall_seconds}
 
 
-def _objective_is_dice(study: Study) -> bool:
-    return study.search.objective == "dice"
-
-
 def _eval_job(ctx: RunContext, name: str, spec: dict[str, Any]) -> dict[str, Any]:
     import numpy as np
 
@@ -275,7 +271,7 @@ def _eval_job(ctx: RunContext, name: str, spec: dict[str, Any]) -> dict[str, Any
         lams = np.array([lam], dtype=float)
     else:
         lams = lam_grid(s.n_lams, s.evaluation.grid_points)
-    metrics = list(dict.fromkeys([*s.evaluation.metrics, *([] if _objective_is_dice(s) else [s.search.objective])]))
+    metrics = eval_metrics(s, has_seg=seg is not None)
     common = dict(
         seg_model=seg, n_classes=n_classes, device=ctx.device, precision=ctx.precision, batch_size=s.train.batch_size
     )
@@ -356,12 +352,15 @@ def _is_array(v: Any) -> bool:
     return hasattr(v, "shape") and getattr(v, "ndim", 0) >= 1
 
 
-def higher_is_better(study: Study) -> bool:
-    if _objective_is_dice(study):
-        return True
-    from .metrics import METRICS
+def eval_metrics(study: Study, *, has_seg: bool) -> list:
+    """The metrics an evaluation job computes, built with the study's parameters (``ssim`` in its
+    ``[evaluation] ssim_convention``): ``[evaluation] metrics``, the search objective, and ``dice`` where the run
+    has a segmentation net; a metric that needs a segmentation net is left out where there is none."""
+    from .metrics import needs_seg
+    from .resolve import build_study_metrics
 
-    return bool(METRICS.get(study.search.objective).higher_is_better)
+    names = dict.fromkeys([*study.evaluation.metrics, study.search.objective, "dice"])
+    return build_study_metrics(study, [n for n in names if has_seg or not needs_seg(n)])
 
 
 def _search_job(ctx: RunContext, name: str, spec: dict[str, Any]) -> dict[str, Any]:

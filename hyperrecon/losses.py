@@ -21,8 +21,9 @@ The composite loss with terms L_0..L_k, scales s_0..s_k and λ ∈ [0,1]^k is, p
 so a scale ``s_i`` is the *typical magnitude* of term i and *divides* it (the paper's α_i = 1/s_i); see
 ``hyperrecon.scales`` for the automatic choices. All terms compute in float32, also under bf16 autocast.
 
-Adding a loss: decorate a class with ``@LOSSES.register("name", description=...)``, give it ``supervised``,
-``smoke_params`` and ``__call__(ctx) -> (B,)``; the contract tests pick it up by name.
+Adding a loss: decorate a class with ``@LOSSES.register("name", description=..., smoke_params={...})``, give it
+``supervised`` and ``__call__(ctx) -> (B,)``; the contract tests (:mod:`hyperrecon.testing.contracts`) pick it up
+by name.
 """
 
 from __future__ import annotations
@@ -61,11 +62,8 @@ class LossContext:
 class LossTerm:
     """Base class of loss terms: ``__call__(ctx) -> (B,)`` float32 per-sample values."""
 
-    description = ""
     supervised = False  # needs ctx.target
     needs_measurement = False  # needs ctx.y and ctx.forward_model
-    needs_model = False  # needs ctx.model
-    smoke_params: dict[str, Any] = {}
 
     def __call__(self, ctx: LossContext) -> Tensor:  # pragma: no cover - interface
         raise NotImplementedError
@@ -103,10 +101,13 @@ class MSELoss(LossTerm):
         return (ctx.x_hat - self._target(ctx)).square().flatten(1).mean(1)
 
 
-@LOSSES.register("ssim", description="1 - SSIM to the target (11x11 Gaussian window, sigma 1.5; supervised)")
+@LOSSES.register(
+    "ssim",
+    description="1 - SSIM to the target (11x11 Gaussian window, sigma 1.5; supervised)",
+    smoke_params={"data_range": 1.0},
+)
 class SSIMLoss(LossTerm):
     supervised = True
-    smoke_params = {"data_range": 1.0}
 
     def __init__(self, data_range: float = 1.0) -> None:
         if not (isinstance(data_range, int | float) and data_range > 0):
@@ -142,8 +143,6 @@ class TotalVariationLoss(LossTerm):
 
 @LOSSES.register("l1_weights", description="layer-wise L1 of the main network's conv weights (per sample)")
 class WeightL1Loss(LossTerm):
-    needs_model = True
-
     def __call__(self, ctx: LossContext) -> Tensor:
         if ctx.model is None or not hasattr(ctx.model, "weight_l1"):
             raise ConfigError("loss 'l1_weights' needs a model with a weight_l1(lam, batch_size) method")

@@ -18,24 +18,28 @@ as training losses: ``1 - ssim``, ``mae``). ``data_range`` is a positive number 
 Segmentation: hard per-class ``dice`` / ``mean_dice`` on label maps and a differentiable ``soft_dice_loss``.
 Set-level (over reconstructions of one slice for many λ): ``pixel_range`` and ``diverse_pair``.
 
-``METRICS`` registers the per-sample image metrics as ``Metric`` objects (name, ``higher_is_better``,
-``needs_degraded``, description); ``compute_metrics(names, ...)`` evaluates several at once.
+``METRICS`` registers every per-sample metric as a ``Metric`` class whose constructor takes its parameters
+(``METRICS.build("ssim", {"convention": "fastmri"})``) and which declares its direction (``higher_is_better``), unit,
+report labels and the inputs it needs (``needs``: the degraded image, label maps, a segmentation net). ``dice`` is
+one of them: the hard mean Dice of a segmentation net's labels on the reconstruction. ``build_metrics`` builds a
+list from names and per-name parameters; ``compute_metrics`` evaluates several at once; ``higher_is_better`` and
+``needs_seg`` answer for a name.
 """
 
 from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from .accel import host_copy
-from .errors import ConfigError
+from .errors import ConfigError, DataError
 from .registry import Registry, did_you_mean
 
 PSNR_CAP_DB = 120.0
@@ -44,8 +48,8 @@ PSNR_CAP_DB = 120.0
 SSIM_CONVENTIONS: dict[str, str] = {
     "wang": "Wang et al. 2004: 11x11 Gaussian window (sigma 1.5), K1=0.01, K2=0.03, population covariance, "
     "given data range; equals skimage structural_similarity(gaussian_weights=True, use_sample_covariance=False)",
-    "fastmri": "fastMRI SSIMLoss: 7x7 uniform window, K1=0.01, K2=0.03, sample covariance, "
-    "data range = per-sample maximum of the target",
+    "fastmri": "fastMRI evaluation (fastmri/evaluate.py ssim, as SSIMLoss): 7x7 uniform window, K1=0.01, K2=0.03, "
+    "sample covariance, data range = maximum of the target (per slice here; fastMRI takes the volume's)",
 }
 
 # Window, weights and constants of each SSIM convention.
@@ -173,6 +177,15 @@ def _separable_valid(maps: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
     return F.conv2d(out, kernel.view(1, 1, -1, 1))
 
 
+def _check_convention(convention: str) -> str:
+    if convention not in _SSIM_SETTINGS:
+        raise MetricArgumentError(
+            f"ssim convention: expected one of {', '.join(SSIM_CONVENTIONS)}, got '{convention}'"
+            f"{did_you_mean(str(convention), SSIM_CONVENTIONS)}"
+        )
+    return convention
+
+
 def ssim(
     x_hat: torch.Tensor,
     x: torch.Tensor,
@@ -187,12 +200,7 @@ def ssim(
     pass. Convention ``"wang"`` uses ``data_range``; ``"fastmri"`` ignores it and uses the per-sample maximum
     of the target (floored at float eps). H and W must be at least the window size (11 or 7).
     """
-    if convention not in _SSIM_SETTINGS:
-        raise MetricArgumentError(
-            f"ssim convention: expected one of {', '.join(SSIM_CONVENTIONS)}, got '{convention}'"
-            f"{did_you_mean(str(convention), SSIM_CONVENTIONS)}"
-        )
-    s = _SSIM_SETTINGS[convention]
+    s = _SSIM_SETTINGS[_check_convention(convention)]
     x_hat, x = _prepare("ssim", x_hat, x)
     b, c, h, w = x.shape
     win = 2 * int(s["radius"]) + 1
@@ -473,16 +481,38 @@ def diverse_pair(
 # registry
 
 
-@dataclass(eq=False)
 class Metric:
-    """A registered per-sample image metric: ``metric(x_hat, x, *, degraded=None, data_range=1.0) -> (B,)``."""
+    """Base of the registered per-sample metrics: ``metric(x_hat, x, **inputs) -> (B,)``.
 
-    name: str
-    fn: Callable[..., torch.Tensor]
-    higher_is_better: bool
-    needs_degraded: bool
-    description: str
-    uses_data_range: bool = False
+    A metric is a registered class (``@METRICS.register(name)``) whose constructor takes its parameters, so a study
+    builds one with ``METRICS.build(name, params)`` (parameters checked against the signature). Each class
+    declares:
+
+    - ``higher_is_better``: its direction (what a search maximises or minimises);
+    - ``unit``: the unit of its values (``"dB"``, ``"1"`` for ratios, intensities of the [0, 1] target ...);
+    - ``short`` / ``label``: its name in report tables and on figure axes;
+    - ``needs``: the inputs it needs besides ``x_hat, x``, among ``INPUTS``: ``"degraded"`` (the network input as
+      an image), ``"labels"`` (label maps ``(B, H, W)``) and ``"seg_model"`` (a segmentation net).
+
+    ``__call__(x_hat, x, *, degraded=None, data_range=1.0, labels=None, seg_model=None, n_classes=None)``
+    checks that every needed input was given (``MissingInputError`` naming it) and calls ``compute``.
+    ``name`` is the name the class was registered under.
+    """
+
+    higher_is_better: bool = True
+    unit: str = "1"
+    short: str = ""
+    label: str = ""
+    needs: frozenset[str] = frozenset()
+    registry_name: str = ""  # set by the registry
+
+    @property
+    def name(self) -> str:
+        return type(self).registry_name
+
+    def compute(self, x_hat: torch.Tensor, x: torch.Tensor, **inputs: Any) -> torch.Tensor:
+        """The metric's values ``(B,)``; ``inputs`` holds every input of ``__call__`` (unused ones ignored)."""
+        raise NotImplementedError
 
     def __call__(
         self,
@@ -491,40 +521,220 @@ class Metric:
         *,
         degraded: torch.Tensor | None = None,
         data_range: float | torch.Tensor = 1.0,
+        labels: torch.Tensor | None = None,
+        seg_model: torch.nn.Module | None = None,
+        n_classes: int | None = None,
     ) -> torch.Tensor:
-        if self.needs_degraded:
-            if degraded is None:
-                raise ValueError(f"metric '{self.name}' needs the degraded input image (degraded=None)")
-            return self.fn(x_hat, x, degraded, data_range)
-        if self.uses_data_range:
-            return self.fn(x_hat, x, data_range)
-        return self.fn(x_hat, x)
+        given = {"degraded": degraded, "labels": labels, "seg_model": seg_model}
+        for key in sorted(self.needs):
+            if given.get(key) is None:
+                raise MissingInputError(f"metric '{self.name}' needs {INPUTS[key]} ({key}=None)")
+        return self.compute(x_hat, x, data_range=data_range, n_classes=n_classes, **given)
+
+    def __repr__(self) -> str:
+        params = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
+        return f"{type(self).__name__}({params})"
 
 
-METRICS: Registry[Metric] = Registry("metric")
+#: What ``Metric.needs`` may name, with the words its error message uses.
+INPUTS = {
+    "degraded": "the degraded input image",
+    "labels": "label maps (the evaluation data have none)",
+    "seg_model": "a segmentation model",
+}
 
 
-def _register(metric: Metric) -> None:
-    METRICS.register(metric.name, description=metric.description)(metric)
+class MissingInputError(DataError, ValueError):
+    """A metric was called without an input it declares in ``needs`` (exit code 2: the data or study lack it)."""
 
 
-_register(Metric("psnr", psnr, True, False, "peak signal-to-noise ratio in dB (capped at 120 dB)", True))
-_register(Metric("rpsnr", rpsnr, True, True, "PSNR gain in dB over the degraded (zero-filled/noisy) input", True))
-_register(Metric("ssim", ssim, True, False, "structural similarity, Wang et al. 11x11 Gaussian window", True))
-_register(Metric("mae", mae, False, False, "mean absolute error"))
-_register(Metric("mse", mse, False, False, "mean squared error"))
-_register(Metric("nmse", nmse, False, False, "normalised MSE ||x̂ - x||² / ||x||²"))
-_register(Metric("hfen", hfen, False, False, "high-frequency error norm (15x15 LoG, sigma 1.5), normalised by target"))
+METRICS: Registry[type[Metric]] = Registry("metric")
+
+
+@METRICS.register("psnr", description="peak signal-to-noise ratio in dB (capped at 120 dB)")
+class PSNR(Metric):
+    """Peak signal-to-noise ratio in dB (:func:`psnr`)."""
+
+    unit, short, label = "dB", "PSNR", "PSNR (dB)"
+
+    def compute(self, x_hat: torch.Tensor, x: torch.Tensor, *, data_range: Any = 1.0, **_: Any) -> torch.Tensor:
+        return psnr(x_hat, x, data_range)
+
+
+@METRICS.register("rpsnr", description="PSNR gain in dB over the degraded (zero-filled/noisy) input")
+class RPSNR(Metric):
+    """PSNR gain in dB over the degraded input (:func:`rpsnr`)."""
+
+    unit, short, label = "dB", "rPSNR", "rPSNR (dB)"
+    needs = frozenset({"degraded"})
+
+    def compute(
+        self, x_hat: torch.Tensor, x: torch.Tensor, *, degraded: Any = None, data_range: Any = 1.0, **_: Any
+    ) -> torch.Tensor:
+        return rpsnr(x_hat, x, degraded, data_range)
+
+
+@METRICS.register(
+    "ssim",
+    description="structural similarity; convention 'wang' (Wang et al. 2004) or 'fastmri' "
+    "([evaluation] ssim_convention)",
+    smoke_params={"convention": "fastmri"},
+)
+class SSIM(Metric):
+    """Structural similarity (:func:`ssim`) in one of ``SSIM_CONVENTIONS``.
+
+    ``convention="wang"``: Wang, Bovik, Sheikh & Simoncelli 2004, "Image quality assessment: from error visibility
+    to structural similarity", IEEE TIP 13(4), with their 11x11 Gaussian window (σ = 1.5) and the given data range.
+    ``convention="fastmri"``: the fastMRI evaluation code (Zbontar et al. 2018, ``fastmri/evaluate.py`` ``ssim``:
+    scikit-image's ``structural_similarity`` defaults, i.e. a 7x7 uniform window and sample covariance, with the
+    ground truth's maximum as data range; fastMRI takes the maximum over a volume, here each slice is a sample).
+    """
+
+    short, label = "SSIM", "SSIM"
+
+    def __init__(self, convention: str = "wang") -> None:
+        self.convention = _check_convention(convention)
+
+    def compute(self, x_hat: torch.Tensor, x: torch.Tensor, *, data_range: Any = 1.0, **_: Any) -> torch.Tensor:
+        return ssim(x_hat, x, data_range, convention=self.convention)
+
+
+class _PairMetric(Metric):
+    """A metric of ``(x_hat, x)`` alone: ``fn(x_hat, x) -> (B,)``."""
+
+    fn: Any = None
+
+    def compute(self, x_hat: torch.Tensor, x: torch.Tensor, **_: Any) -> torch.Tensor:
+        return type(self).fn(x_hat, x)
+
+
+@METRICS.register("mae", description="mean absolute error")
+class MAE(_PairMetric):
+    """Mean absolute error (:func:`mae`)."""
+
+    higher_is_better = False
+    unit, short, label = "intensity (target range [0, 1])", "MAE", "MAE (intensity units, images in [0, 1])"
+    fn = staticmethod(mae)
+
+
+@METRICS.register("mse", description="mean squared error")
+class MSE(_PairMetric):
+    """Mean squared error (:func:`mse`)."""
+
+    higher_is_better = False
+    unit, short, label = "intensity^2 (target range [0, 1])", "MSE", "MSE"
+    fn = staticmethod(mse)
+
+
+@METRICS.register("nmse", description="normalised MSE ||x̂ - x||² / ||x||²")
+class NMSE(_PairMetric):
+    """Normalised MSE (:func:`nmse`)."""
+
+    higher_is_better = False
+    short, label = "NMSE", "NMSE"
+    fn = staticmethod(nmse)
+
+
+@METRICS.register("hfen", description="high-frequency error norm (15x15 LoG, sigma 1.5), normalised by target")
+class HFEN(_PairMetric):
+    """High-frequency error norm (:func:`hfen`)."""
+
+    higher_is_better = False
+    short, label = "HFEN", "HFEN (relative)"
+    fn = staticmethod(hfen)
+
+
+def seg_input(x_hat: torch.Tensor, seg_model: torch.nn.Module) -> torch.Tensor:
+    """The reconstruction ``(B, 1, H, W)`` clipped to [0, 1] as a segmentation net's input: 1 channel, or
+    ``(image, 0)`` for a net with 2 input channels; channels-last."""
+    img = x_hat.clamp(0.0, 1.0)
+    channels = getattr(getattr(seg_model, "skeleton", None), "in_channels", 1)
+    if channels == 2:
+        img = torch.cat([img, torch.zeros_like(img)], dim=1)
+    return img.contiguous(memory_format=torch.channels_last)
+
+
+def n_seg_classes(seg_model: torch.nn.Module, n_classes: int | None) -> int:
+    """``n_classes`` if given, else the segmentation U-Net's output channels (``ConfigError`` if it has none)."""
+    if n_classes is not None:
+        return int(n_classes)
+    out = getattr(getattr(seg_model, "skeleton", None), "out_channels", None)
+    if out is None:
+        raise ConfigError("dice: pass n_classes for a segmentation model without a U-Net skeleton")
+    return int(out)
+
+
+@METRICS.register(
+    "dice",
+    description="Dice overlap of the segmentation net's labels on the reconstruction with the ground truth, "
+    "mean over classes",
+)
+class Dice(Metric):
+    """Hard mean Dice (:func:`mean_dice`) of a segmentation net's argmax on the reconstruction clipped to [0, 1]
+    (:func:`seg_input`) against the label maps; ``n_classes`` defaults to the net's output channels."""
+
+    short, label = "Dice", "Dice (hard, mean over classes)"
+    needs = frozenset({"labels", "seg_model"})
+
+    def __init__(self, include_background: bool = False) -> None:
+        self.include_background = bool(include_background)
+
+    def compute(
+        self,
+        x_hat: torch.Tensor,
+        x: torch.Tensor,
+        *,
+        labels: Any = None,
+        seg_model: Any = None,
+        n_classes: Any = None,
+        **_: Any,
+    ) -> torch.Tensor:
+        pred = seg_model(seg_input(x_hat, seg_model)).argmax(dim=1)
+        return mean_dice(pred, labels, n_seg_classes(seg_model, n_classes), self.include_background)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# metric sets
+
+
+def higher_is_better(name: str) -> bool:
+    """The direction of the registered metric ``name`` (``UnknownNameError`` for other names)."""
+    return bool(METRICS.get(name).higher_is_better)
+
+
+def needs_seg(name: str) -> bool:
+    """Whether the registered metric ``name`` needs a segmentation net (a run without one cannot compute it)."""
+    return "seg_model" in METRICS.get(name).needs
+
+
+def build_metrics(
+    metrics: Iterable[str | Metric], params: Mapping[str, Mapping[str, Any]] | None = None, *, where: str = ""
+) -> list[Metric]:
+    """Metric objects from names (built with ``params.get(name, {})``, e.g. ``{"ssim": {"convention": "fastmri"}}``)
+    or already built metrics (kept). Unknown names fail with a did-you-mean, bad parameters with a
+    ``ConfigError``, a name given twice with a ``ConfigError``; all are resolved before any work."""
+    params = params or {}
+    out = [
+        m if isinstance(m, Metric) else METRICS.build(str(m), dict(params.get(str(m), {})), where=where)
+        for m in metrics
+    ]
+    names = [m.name for m in out]
+    if len(set(names)) != len(names):
+        prefix = f"{where}: " if where else ""
+        raise ConfigError(f"{prefix}metric names must be unique, got {names}")
+    return out
 
 
 def compute_metrics(
-    names: Iterable[str],
+    metrics: Iterable[str | Metric],
     x_hat: torch.Tensor,
     x: torch.Tensor,
     degraded: torch.Tensor | None = None,
     data_range: float | torch.Tensor = 1.0,
+    **inputs: Any,
 ) -> dict[str, torch.Tensor]:
-    """Evaluate the named registered metrics -> ``{name: (B,)}``; all names are resolved before any work."""
-    metrics = [METRICS.get(name) for name in names]
+    """Evaluate several metrics (names with default parameters, or built ``Metric`` objects) -> ``{name: (B,)}``;
+    ``inputs``: ``labels``, ``seg_model``, ``n_classes`` for the metrics that need them."""
+    built = build_metrics(metrics)
     _prepare("compute_metrics", x_hat, x)
-    return {m.name: m(x_hat, x, degraded=degraded, data_range=data_range) for m in metrics}
+    return {m.name: m(x_hat, x, degraded=degraded, data_range=data_range, **inputs) for m in built}

@@ -104,7 +104,6 @@ class ForwardModel(ABC):
     """Common interface (see the module docstring). Subclasses define ``A``, ``A_adjoint`` and ``describe``."""
 
     name: ClassVar[str] = ""
-    smoke_params: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, image_shape: Sequence[int]) -> None:
         self.image_shape = _check_image_shape(image_shape, self.name)
@@ -199,12 +198,15 @@ class ForwardModel(ABC):
         return self
 
 
-@FORWARD_MODELS.register("cs-mri", description="compressed-sensing MRI: y = M ⊙ F x, Poisson-disc mask M")
+@FORWARD_MODELS.register(
+    "cs-mri",
+    description="compressed-sensing MRI: y = M ⊙ F x, Poisson-disc mask M",
+    smoke_params={"image_shape": (16, 16), "acceleration": 4.0},
+)
 class CSMRI(ForwardModel):
     """Compressed-sensing MRI ``y = M ⊙ F x (+ CN(0, noise_sigma²) on sampled entries)``; y ``(B, 1, H, W)`` complex."""
 
     name = "cs-mri"
-    smoke_params: ClassVar[dict[str, Any]] = {"image_shape": (16, 16), "acceleration": 4.0}
 
     def __init__(
         self,
@@ -274,12 +276,15 @@ class CSMRI(ForwardModel):
         return self
 
 
-@FORWARD_MODELS.register("denoise", description="additive white Gaussian noise: y = x + N(0, sigma²)")
+@FORWARD_MODELS.register(
+    "denoise",
+    description="additive white Gaussian noise: y = x + N(0, sigma²)",
+    smoke_params={"image_shape": (16, 16), "sigma": 0.1},
+)
 class Denoise(ForwardModel):
     """AWGN denoising: ``A = I``, ``y = x + N(0, sigma²)``; y ``(B, 1, H, W)`` real."""
 
     name = "denoise"
-    smoke_params: ClassVar[dict[str, Any]] = {"image_shape": (16, 16), "sigma": 0.1}
 
     def __init__(self, image_shape: Sequence[int], sigma: float = 0.1) -> None:
         super().__init__(image_shape)
@@ -308,12 +313,15 @@ class Denoise(ForwardModel):
         return (self.sigma * np.random.default_rng(0).standard_normal(self.image_shape)).astype(np.float32)
 
 
-@FORWARD_MODELS.register("super-resolution", description="super-resolution: box-average downsampling by factor")
+@FORWARD_MODELS.register(
+    "super-resolution",
+    description="super-resolution: box-average downsampling by factor",
+    smoke_params={"image_shape": (16, 16), "factor": 4},
+)
 class SuperResolution(ForwardModel):
     """Super-resolution: ``y`` = f x f block means of ``x``, ``(B, 1, H/f, W/f)``; input = nearest upsampling of y."""
 
     name = "super-resolution"
-    smoke_params: ClassVar[dict[str, Any]] = {"image_shape": (16, 16), "factor": 4}
 
     def __init__(self, image_shape: Sequence[int], factor: int = 4) -> None:
         super().__init__(image_shape)

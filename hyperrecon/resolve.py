@@ -17,9 +17,6 @@ from .config import Study
 from .errors import ConfigError, DataError, UnknownNameError
 from .plugins import load_plugins, registry
 
-HYPER_SIZES = {"S": 4, "M": 32, "L": 128}
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # Device and precision
 
@@ -120,13 +117,14 @@ def _accepts(obj: Any, name: str) -> bool:
 
 
 def build_recon_model(kind: str, study: Study, size: str | None = None):
-    """``kind`` in {"unet", "hyperunet", "film-unet"}; ``size`` S/M/L for hypernetworks."""
+    """``kind`` in {"unet", "hyperunet", "film-unet"}: a baseline U-Net, the study's HyperRecon model (the
+    registered model ``[hyper] model``, by default ``hyperunet``, of ``size`` S/M/L) or the FiLM U-Net."""
     models = registry("models")
     common = {"width": study.model.width, "residual": study.model.residual}
     if kind == "unet":
         return models.build("unet", common)
     if kind == "hyperunet":
-        return models.build("hyperunet", {"n_lams": study.n_lams, "size": size, **common})
+        return build_hyper_model(study, size)
     if kind == "film-unet":
         return models.build("film-unet", {"n_lams": study.n_lams, **common})
     raise ValueError(kind)
@@ -137,6 +135,36 @@ def build_seg_model(study: Study, n_classes: int):
     from .models import UNet
 
     return UNet(in_channels=1, out_channels=int(n_classes), width=int(study.segmentation.width))
+
+
+def build_hyper_model(study: Study, size: str | None):
+    """The registered model ``[hyper] model`` with ``[hyper] model_params``; hrbench itself passes ``n_lams``,
+    ``width`` and ``residual`` (from ``[model]``) and ``size``, each where the constructor takes it."""
+    name, models = study.hyper.model, registry("models")
+    cls = models.get(name, where=f"{study.source_file} [hyper] model")
+    supplied = {"n_lams": study.n_lams, "width": study.model.width, "residual": study.model.residual, "size": size}
+    extra = {k: v for k, v in supplied.items() if _accepts(cls, k)}
+    return models.build(name, study.hyper.model_params, where=f"{study.source_file} [hyper] model_params", **extra)
+
+
+def check_hyper_model(study: Study) -> dict[str, int]:
+    """Check ``[hyper] model`` (a registered λ-conditioned model), its ``model_params`` and ``sizes`` by building
+    each size; ``UnknownNameError``/``ConfigError`` naming the study file and key. Returns parameter counts."""
+    from .models import count_parameters
+
+    src, name = study.source_file, study.hyper.model
+    cls = registry("models").get(name, where=f"{src} [hyper] model")
+    if getattr(cls, "conditional", False) is not True:
+        raise ConfigError(
+            f"{src} [hyper] model: model '{name}' does not take λ (conditional is not True); expected a "
+            "λ-conditioned model such as 'hyperunet' or 'film-unet'"
+        )
+    if not _accepts(cls, "size") and len(study.hyper.sizes) > 1:
+        raise ConfigError(
+            f"{src} [hyper] sizes: model '{name}' has no size parameter, so exactly one size must be given, "
+            f"but got sizes={list(study.hyper.sizes)}"
+        )
+    return {f"{name}-{size}": count_parameters(build_hyper_model(study, size)) for size in study.hyper.sizes}
 
 
 def build_sampler(study: Study, name: str):
@@ -162,6 +190,27 @@ def build_strategy(study: Study, name: str, seed: int):
         seed=seed,
         where=f"{study.source_file} [search] strategies",
     )
+
+
+def metric_params(study: Study) -> dict[str, dict[str, Any]]:
+    """Each metric's parameters taken from the study: ``ssim`` gets ``[evaluation] ssim_convention``."""
+    return {"ssim": {"convention": study.evaluation.ssim_convention}}
+
+
+def build_study_metrics(study: Study, names: list[str] | tuple[str, ...], *, where: str = "") -> list:
+    """The study's metrics ``names`` built with :func:`metric_params` (``list[hyperrecon.metrics.Metric]``);
+    unknown names fail with a did-you-mean naming ``where``, a name given twice with a ``ConfigError``."""
+    from .metrics import build_metrics
+
+    return build_metrics(names, metric_params(study), where=where)
+
+
+def check_metrics(study: Study, names: list[str] | tuple[str, ...], where: str) -> None:
+    """``names`` are registered metrics that this study can compute: one that needs a segmentation net (``dice``)
+    needs ``[segmentation] enabled = true`` (``ConfigError`` naming ``where``)."""
+    for metric in build_study_metrics(study, names, where=where):
+        if "seg_model" in metric.needs and not study.segmentation.enabled:
+            raise ConfigError(f"{where}: '{metric.name}' needs [segmentation] enabled = true")
 
 
 def check_data(study: Study) -> dict[str, Any]:
@@ -232,9 +281,7 @@ def resolve(study: Study) -> dict[str, Any]:
 
     from .models import count_parameters
 
-    params = {"unet": count_parameters(build_recon_model("unet", study))}
-    for size in study.hyper.sizes:
-        params[f"hyperunet-{size}"] = count_parameters(build_recon_model("hyperunet", study, size))
+    params = {"unet": count_parameters(build_recon_model("unet", study)), **check_hyper_model(study)}
     if study.hyper.film:
         params["film-unet"] = count_parameters(build_recon_model("film-unet", study))
     summary["parameters"] = params
@@ -247,14 +294,9 @@ def resolve(study: Study) -> dict[str, Any]:
 
     summary["search"] = check_search(study)  # strategies, fidelity steps, objective pairs
 
-    metrics = registry("metrics")
-    for name in study.evaluation.metrics:
-        metrics.get(name, where=f"{src} [evaluation] metrics")
+    check_metrics(study, study.evaluation.metrics, f"{src} [evaluation] metrics")
     objective = study.search.objective
-    if objective != "dice":
-        metrics.get(objective, where=f"{src} [search] objective")
-    elif not study.segmentation.enabled:
-        raise ConfigError(f"{src} [search] objective: 'dice' needs [segmentation] enabled = true")
+    check_metrics(study, [objective], f"{src} [search] objective")
     summary["metrics"] = list(study.evaluation.metrics)
     summary["objective"] = objective
     return summary

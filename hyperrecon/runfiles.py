@@ -5,7 +5,7 @@ This module holds what the merge step (:func:`hyperrecon.study.finalize`) adds s
 the code: each metric's unit and better direction (``metrics.csv``), integer counts, no column that cannot apply
 to the study (``lam2`` and its kin in a one-hyperparameter study), and the machine-readable headline of a run.
 
-No torch: pandas and the metric registry's descriptions only.
+The metric registry (:mod:`hyperrecon.metrics`) is imported only when ``metrics.csv`` is written.
 """
 
 from __future__ import annotations
@@ -20,20 +20,6 @@ from .io import read_json, write_json
 
 #: ``summary.json`` layout version (bump when a key changes meaning or disappears).
 SUMMARY_FORMAT = 1
-
-#: Unit of each metric's values. PSNR-like metrics are in decibels; the others are ratios or intensities of the
-#: target image, which the data sources scale to [0, 1] (so MAE is a fraction of the intensity range).
-UNITS = {
-    "psnr": "dB",
-    "rpsnr": "dB",
-    "ssim": "1",
-    "mae": "intensity (target range [0, 1])",
-    "mse": "intensity^2 (target range [0, 1])",
-    "nmse": "1",
-    "hfen": "1",
-    "dice": "1",
-}
-_DICE = "Dice overlap of the segmentation net's labels on the reconstruction with the ground truth, mean over classes"
 
 #: Columns that only mean something when the study has two hyperparameters (AO).
 SECOND_LAMBDA = ("lam2", "best_lam2", "suggested_lam2", "chosen_lam2")
@@ -54,17 +40,16 @@ COUNT_COLUMNS = (
 
 
 def metric_info(name: str) -> dict[str, str]:
-    """``{metric, unit, better, description}`` for a metric name (``better``: ``higher`` or ``lower``)."""
-    if name == "dice":
-        return {"metric": "dice", "unit": UNITS["dice"], "better": "higher", "description": _DICE}
+    """``{metric, unit, better, description}`` of a registered metric, as its plugin declares them (``better``:
+    ``higher`` or ``lower``; ``unit``: ``dB``, ``1`` for ratios, intensities of the [0, 1] target ...)."""
     from .metrics import METRICS
 
     m = METRICS.get(name)
     return {
         "metric": name,
-        "unit": getattr(m, "unit", None) or UNITS.get(name, "1"),
+        "unit": m.unit,
         "better": "higher" if m.higher_is_better else "lower",
-        "description": m.description,
+        "description": METRICS.describe(name),
     }
 
 

@@ -43,9 +43,6 @@ from .registry import Registry
 class LamSampler:
     """Base class: per-sample or grouped uniform draws and mean reduction."""
 
-    description = ""
-    smoke_params: dict[str, Any] = {}
-
     def __init__(self, groups: int | None = None) -> None:
         if groups is not None and (not isinstance(groups, int) or isinstance(groups, bool) or groups < 1):
             raise ConfigError(f"sampler groups: `groups >= 1` (an integer) or none must hold, but got {groups!r}")
@@ -91,12 +88,16 @@ class LamSampler:
 SAMPLERS: Registry[type[LamSampler]] = Registry("sampler")
 
 
-@SAMPLERS.register("uniform", description="UHS: λ ~ U[0,1]^k, batch-mean loss")
+@SAMPLERS.register("uniform", description="UHS: λ ~ U[0,1]^k, batch-mean loss", smoke_params={"groups": 2})
 class UniformSampler(LamSampler):
-    smoke_params = {"groups": 2}
+    """Uniform hyperparameter sampling (UHS, paper Sec. 4.2): the base class's draws and batch mean."""
 
 
-@SAMPLERS.register("dhs", description="DHS: λ ~ U[0,1]^k, back-propagate only the top_k samples of lowest DC loss")
+@SAMPLERS.register(
+    "dhs",
+    description="DHS: λ ~ U[0,1]^k, back-propagate only the top_k samples of lowest DC loss",
+    smoke_params={"top_k": 2, "warmup_steps": 1},
+)
 class DHSSampler(LamSampler):
     """Data-driven hyperparameter sampling (paper Sec. 4.3, Algorithm 1).
 
@@ -104,8 +105,6 @@ class DHSSampler(LamSampler):
     ``warmup_steps``: steps of plain UHS first. ``history_limit``: most recent kept λ rows remembered.
     ``has_dc``: whether the composite loss has a ``dc`` term (False -> ``ConfigError``).
     """
-
-    smoke_params = {"top_k": 2, "warmup_steps": 1}
 
     def __init__(
         self,
@@ -230,11 +229,9 @@ class DHSSampler(LamSampler):
             self._n_kept += int(mask.sum())
 
 
-@SAMPLERS.register("fixed", description="one constant λ for every sample (per-λ baselines)")
+@SAMPLERS.register("fixed", description="one constant λ for every sample (per-λ baselines)", smoke_params={"lam": 0.5})
 class FixedSampler(LamSampler):
     """``lam``: a number (used for every one of the k hyperparameters) or a list of k numbers in [0, 1]."""
-
-    smoke_params = {"lam": 0.5}
 
     def __init__(self, lam: float | Sequence[float]) -> None:
         super().__init__(None)

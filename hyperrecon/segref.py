@@ -37,10 +37,10 @@ def per_slice_dice(
     seg_model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, n_classes: int, *, batch_size: int = 32
 ) -> torch.Tensor:
     """Hard mean Dice (background excluded) of ``seg_model``'s argmax on ``images`` (N, 1, H, W): ``(N,)``.
-    Images are clipped to [0, 1] as in the evaluation (:func:`hyperrecon.evaluation.image_metrics`)."""
-    from .evaluation import _seg_input
-    from .metrics import mean_dice
+    The ``dice`` metric of the evaluation (:class:`hyperrecon.metrics.Dice`: images clipped to [0, 1])."""
+    from .metrics import Dice
 
+    dice = Dice()
     was = seg_model.training
     seg_model.eval()
     device = next(seg_model.parameters()).device
@@ -48,8 +48,8 @@ def per_slice_dice(
     try:
         for s in range(0, images.shape[0], batch_size):
             x = images[s : s + batch_size].to(device)
-            pred = seg_model(_seg_input(x, seg_model)).argmax(dim=1)
-            out.append(mean_dice(pred, labels[s : s + batch_size].to(device), n_classes).float().cpu())
+            batch_labels = labels[s : s + batch_size].to(device)
+            out.append(dice(x, x, labels=batch_labels, seg_model=seg_model, n_classes=n_classes).float().cpu())
     finally:
         seg_model.train(was)
     return torch.cat(out)

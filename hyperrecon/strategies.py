@@ -6,7 +6,7 @@ A strategy is a factory ``(n_lams, budget, seed, **params) -> optuna.samplers.Ba
 
     from hyperrecon.strategies import STRATEGIES
 
-    @STRATEGIES.register("my-sampler", description="my lab's sampler")
+    @STRATEGIES.register("my-sampler", description="my lab's sampler", smoke_params={})
     def my_sampler(n_lams, budget, seed):
         return MySampler(seed=seed)
 
@@ -50,9 +50,6 @@ def grid(n_lams: int, budget: int, seed: int):
     return optuna.samplers.GridSampler(space, seed=seed)
 
 
-grid.smoke_params = {}
-
-
 @STRATEGIES.register("random", description="independent uniform draws (Optuna RandomSampler)")
 def random(n_lams: int, budget: int, seed: int):
     import optuna
@@ -60,10 +57,9 @@ def random(n_lams: int, budget: int, seed: int):
     return optuna.samplers.RandomSampler(seed=seed)
 
 
-random.smoke_params = {}
-
-
-@STRATEGIES.register("tpe", description="tree-structured Parzen estimator (Optuna TPESampler)")
+@STRATEGIES.register(
+    "tpe", description="tree-structured Parzen estimator (Optuna TPESampler)", smoke_params={"n_startup_trials": 2}
+)
 def tpe(n_lams: int, budget: int, seed: int, n_startup_trials: int = 5, multivariate: bool = True):
     import optuna
 
@@ -72,17 +68,13 @@ def tpe(n_lams: int, budget: int, seed: int, n_startup_trials: int = 5, multivar
     )
 
 
-tpe.smoke_params = {"n_startup_trials": 2}
-
-
-@STRATEGIES.register("gp", description="Gaussian-process Bayesian optimisation (Optuna GPSampler)")
+@STRATEGIES.register(
+    "gp", description="Gaussian-process Bayesian optimisation (Optuna GPSampler)", smoke_params={"n_startup_trials": 2}
+)
 def gp(n_lams: int, budget: int, seed: int, n_startup_trials: int = 5):
     import optuna
 
     return optuna.samplers.GPSampler(seed=seed, n_startup_trials=min(n_startup_trials, budget))
-
-
-gp.smoke_params = {"n_startup_trials": 2}
 
 
 @STRATEGIES.register("qmc", description="scrambled Sobol quasi-Monte Carlo points (Optuna QMCSampler)")
@@ -96,10 +88,11 @@ def qmc(n_lams: int, budget: int, seed: int, qmc_type: str = "sobol"):
         return optuna.samplers.QMCSampler(qmc_type=qmc_type, scramble=True, seed=seed, warn_independent_sampling=False)
 
 
-qmc.smoke_params = {}
-
-
-@STRATEGIES.register("nsga2", description="NSGA-II genetic algorithm, multi-objective (Optuna NSGAIISampler)")
+@STRATEGIES.register(
+    "nsga2",
+    description="NSGA-II genetic algorithm, multi-objective (Optuna NSGAIISampler)",
+    smoke_params={"population_size": 4},
+)
 def nsga2(n_lams: int, budget: int, seed: int, population_size: int | None = None):
     import optuna
 
@@ -107,9 +100,6 @@ def nsga2(n_lams: int, budget: int, seed: int, population_size: int | None = Non
     # gives a few generations.
     size = population_size if population_size is not None else max(4, min(50, budget // 3))
     return optuna.samplers.NSGAIISampler(population_size=size, seed=seed)
-
-
-nsga2.smoke_params = {"population_size": 4}
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -172,10 +162,6 @@ def hyperband(steps, reduction_factor: int, budget: int, seed: int, bootstrap_co
     )
 
 
-for _factory in (no_pruner, median, successive_halving, hyperband):
-    _factory.smoke_params = {}
-
-
 def split_strategy(name: str) -> tuple[str, str]:
     """``"tpe+hyperband"`` -> ``("tpe", "hyperband")``; a plain sampler name has pruner ``"none"``."""
     sampler, _, pruner = str(name).partition("+")
@@ -226,25 +212,35 @@ def build_pruner(
     )
 
 
+#: arguments hrbench passes to every strategy / pruner factory itself (a study's params may not set them)
+STRATEGY_ARGS = ("n_lams", "budget", "seed")
+PRUNER_ARGS = ("steps", "reduction_factor", "budget", "seed")
+
+
 def check_strategy(
     name: str,
     params: dict[str, Any] | None,
     pruner_params: dict[str, Any] | None = None,
     *,
     where: str = "search strategies",
+    params_where: str | None = None,
+    pruner_params_where: str | None = None,
 ) -> None:
-    """Fail early (``UnknownNameError``/``ConfigError``) on an unknown sampler or pruner or a wrong parameter."""
+    """Fail early (``UnknownNameError``/``ConfigError``) on an unknown sampler or pruner or a wrong parameter.
+    ``where`` prefixes name errors, ``params_where``/``pruner_params_where`` (default ``where``) parameter errors."""
     import optuna
 
     sampler, pruner = split_strategy(name)
     if sampler not in STRATEGIES and _optuna_class(optuna.samplers, sampler, optuna.samplers.BaseSampler) is None:
         STRATEGIES.get(sampler, where=where)
     elif sampler in STRATEGIES:
-        STRATEGIES.check_params(sampler, dict(params or {}), where=where)
+        STRATEGIES.check_params(sampler, dict(params or {}), where=params_where or where, supplied=STRATEGY_ARGS)
     if pruner not in PRUNERS and _optuna_class(optuna.pruners, pruner, optuna.pruners.BasePruner) is None:
         PRUNERS.get(pruner, where=where)
     elif pruner in PRUNERS:
-        PRUNERS.check_params(pruner, dict(pruner_params or {}), where=where)
+        PRUNERS.check_params(
+            pruner, dict(pruner_params or {}), where=pruner_params_where or where, supplied=PRUNER_ARGS
+        )
 
 
 def _build_class(cls: type, params: dict[str, Any], seed: int | None, where: str):

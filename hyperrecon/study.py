@@ -47,7 +47,7 @@ from typing import Any
 from .config import PROFILES, Study, study_from_dict
 from .context import Progress, RunContext, device_name, first_line, load_bundle, load_weights, provenance
 from .errors import CheckpointError, ConfigError, DataError, HyperReconError, RunError, TrainingError
-from .executors import higher_is_better, run_job
+from .executors import run_job
 from .io import NoSpaceError, atomic_create_bytes, read_json, write_csv, write_json
 from .jobs import lam_label, recon_models, study_jobs
 from .plugins import load_plugins
@@ -509,7 +509,9 @@ def finalize(run: Run, ctx: RunContext) -> dict[str, Any]:
 
     search = merge_search_tables(d, s, _read_csv)  # search.csv, search_parallel.csv, search_mo.csv
 
-    maximize = higher_is_better(s)
+    from .metrics import higher_is_better
+
+    maximize = higher_is_better(s.search.objective)
     baseline_val = search[search.target == "baselines"]
     objective = s.search.objective
     # Grid optimum: the best validation objective among the trained baselines.

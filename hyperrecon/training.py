@@ -1,6 +1,7 @@
 """One training loop for every model kind: per-λ baseline U-Net, HyperUNet, FiLM U-Net and the segmentation U-Net.
 
-``train(model, task, sampler, settings)`` runs ``settings.steps`` Adam steps. Each step:
+``train(model, task, sampler, settings)`` runs ``settings.steps`` Adam steps (:class:`TrainSettings`: the study's
+``[train]`` settings plus the job's seed, resolved precision and log interval). Each step:
 
 1. the next ``batch_size`` sample indices from a stream of per-epoch random permutations (a ``torch.Generator``
    seeded from ``settings.seed``; batches run across epoch boundaries, so any N works and every batch has B
@@ -16,11 +17,12 @@
 
 Checkpoints (``checkpoint_path``) are written every ``checkpoint_every`` steps and at the end, atomically (temp file
 in the same folder, fsync, ``os.replace``), and hold only tensors and plain containers so that
-``torch.load(weights_only=True)`` reads them: model, optimiser, scheduler, step, the data and λ generator states,
-the current permutation and position, the global RNG state used inside the loop, the sampler state (DHS history),
-history, the running loss sums of the current log window and cost so far. ``resume=True`` continues from an existing
-checkpoint and reproduces an uninterrupted run, loss history included. ``load_checkpoint`` verifies the archive's
-CRC-32 checksums before loading. Checkpoints get the mode of an ordinary new file (``0o666 & ~umask``).
+``torch.load(weights_only=True)`` reads them: the parts of :class:`~hyperrecon.train_state.TrainState` (model,
+optimiser, scheduler, step, the data and λ generator states, the current permutation and position, the global RNG
+state used inside the loop, the sampler state (DHS history), history, the running loss sums of the current log
+window and cost so far), defined once there and used both to save and to restore. ``resume=True`` continues from
+an existing checkpoint and reproduces an uninterrupted run, loss history included. ``load_checkpoint`` verifies the
+archive's CRC-32 checksums before loading. Checkpoints get the mode of an ordinary new file (``0o666 & ~umask``).
 The loop runs inside ``torch.random.fork_rng`` seeded from ``settings.seed``, so the caller's global RNG is left
 alone and any randomness inside the model (dropout) is reproducible too.
 
@@ -36,115 +38,66 @@ afterwards. ``cost`` is the training cost so far.
 
 from __future__ import annotations
 
-import math
+import dataclasses
 import os
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+from pydantic import ConfigDict, ValidationError, model_validator
+from pydantic.dataclasses import dataclass as pydantic_dataclass
 from torch import Tensor, nn
 
-from .checkpoints import CHECKPOINT_VERSION, load_checkpoint, read_torch_file, save_checkpoint
-from .errors import CheckpointError, ConfigError
+from .config import PosInt, Precision, TrainConfig, field_error
+from .errors import ConfigError
 from .finite import FiniteWatch
 from .samplers import LamSampler
-from .tasks import ReconTask, SegTask, Task
-from .timing import CostRecord, DeviceTimer, peak_memory_mb, reset_peak_memory
-
-LR_SCHEDULES = ("constant", "cosine")
-PRECISIONS = ("fp32", "bf16")
-# Settings that must match between a checkpoint and a resumed run (others, e.g. steps, may change).
-_RESUME_MUST_MATCH = ("batch_size", "seed", "lr", "lr_schedule")
+from .tasks import Task
+from .timing import CostRecord, reset_peak_memory
+from .train_state import IndexStream, TrainState
 
 Callback = Callable[[str, dict[str, Any]], Any]
 
-# Tasks and checkpoint I/O live in their own modules; their names stay importable from here.
-__all__ = [
-    "CHECKPOINT_VERSION",
-    "Callback",
-    "IndexStream",
-    "ReconTask",
-    "SegTask",
-    "Task",
-    "TrainResult",
-    "TrainSettings",
-    "load_checkpoint",
-    "read_torch_file",
-    "save_checkpoint",
-    "train",
-]
+__all__ = ["Callback", "IndexStream", "TrainResult", "TrainSettings", "TrainState", "train"]
 
 
 # ---------------------------------------------------------------------------------------------------- settings
 
 
-@dataclass(frozen=True)
-class TrainSettings:
-    """How to train. ``checkpoint_every``: 0 or None writes only the final checkpoint."""
+@pydantic_dataclass(frozen=True, config=ConfigDict(**TrainConfig.__pydantic_config__, strict=True))  # type: ignore[attr-defined]
+class TrainSettings(TrainConfig):
+    """How one job trains: the study's ``[train]`` settings plus what the job adds.
 
-    steps: int = 1000
-    batch_size: int = 32
-    lr: float = 1e-3
-    lr_schedule: str = "constant"
-    precision: str = "fp32"
-    channels_last: bool = False
-    grad_clip: float | None = None
-    checkpoint_every: int | None = None
+    Every ``[train]`` setting (:class:`hyperrecon.config.TrainConfig`: ``steps``, ``batch_size``, ``lr``,
+    ``lr_schedule``, ``channels_last``, ``grad_clip``, ``checkpoint_every``) is inherited with its type, range and
+    default, so it is defined once; :meth:`from_config` copies a study's values. ``checkpoint_every = 0`` writes only
+    the final checkpoint. Bad values raise ``ConfigError`` naming the setting (strict: no bool for an integer, no
+    string for a number).
+    """
+
+    precision: Precision = "fp32"
+    """The precision the loop runs in: the study's ``precision`` once ``auto`` is resolved for the device
+    (:func:`hyperrecon.resolve.resolve_precision`)."""
     seed: int = 0
-    log_every: int = 10
+    """Seeds the data order (``seed``), the sampler's λ (``seed + 1``) and the loop's global RNG (``seed + 2``)."""
+    log_every: PosInt = 10
+    """Steps per history record (and finiteness check)."""
 
-    def __post_init__(self) -> None:
-        def need(ok: bool, rule: str, name: str) -> None:
-            if not ok:
-                raise ConfigError(f"train settings {name}: `{rule}` must hold, but got {name}={getattr(self, name)!r}")
+    @model_validator(mode="wrap")
+    @classmethod
+    def _one_line_error(cls, values: Any, handler: Callable[[Any], TrainSettings]) -> TrainSettings:
+        try:
+            return handler(values)
+        except ValidationError as exc:
+            raise field_error(cls, exc, "train settings") from None
 
-        def is_int(v: Any) -> bool:
-            return isinstance(v, int) and not isinstance(v, bool)
-
-        need(is_int(self.steps) and self.steps >= 1, "steps >= 1", "steps")
-        need(is_int(self.batch_size) and self.batch_size >= 1, "batch_size >= 1", "batch_size")
-        need(isinstance(self.lr, int | float) and math.isfinite(self.lr) and self.lr > 0, "lr > 0", "lr")
-        need(self.lr_schedule in LR_SCHEDULES, f"lr_schedule in {LR_SCHEDULES}", "lr_schedule")
-        need(self.precision in PRECISIONS, f"precision in {PRECISIONS}", "precision")
-        need(isinstance(self.channels_last, bool), "channels_last is true or false", "channels_last")
-        need(
-            self.grad_clip is None or (isinstance(self.grad_clip, int | float) and self.grad_clip > 0),
-            "grad_clip > 0 or none",
-            "grad_clip",
-        )
-        need(
-            self.checkpoint_every is None or (is_int(self.checkpoint_every) and self.checkpoint_every >= 0),
-            "checkpoint_every >= 0 or none",
-            "checkpoint_every",
-        )
-        need(is_int(self.seed), "seed is an integer", "seed")
-        need(is_int(self.log_every) and self.log_every >= 1, "log_every >= 1", "log_every")
-
-
-# ---------------------------------------------------------------------------------------------------- data order
-
-
-class IndexStream:
-    """Endless mini-batches of sample indices: consecutive random permutations of range(N), cut into B."""
-
-    def __init__(self, n: int, batch_size: int, generator: torch.Generator) -> None:
-        self.n, self.batch_size, self.generator = n, batch_size, generator
-        self.perm = torch.randperm(n, generator=generator)
-        self.pos = 0
-
-    def next(self) -> Tensor:
-        chunks, need = [], self.batch_size
-        while need > 0:
-            if self.pos >= self.n:
-                self.perm = torch.randperm(self.n, generator=self.generator)
-                self.pos = 0
-            take = self.perm[self.pos : self.pos + need]
-            chunks.append(take)
-            self.pos += take.numel()
-            need -= take.numel()
-        return torch.cat(chunks)
+    @classmethod
+    def from_config(cls, config: TrainConfig, **job: Any) -> TrainSettings:
+        """The study's ``[train]`` values with the job's own (``steps``, resolved ``precision``, ``seed``,
+        ``log_every``) on top."""
+        return cls(**{**dataclasses.asdict(config), **job})
 
 
 # ---------------------------------------------------------------------------------------------------- loop
@@ -160,20 +113,9 @@ class TrainResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def _lr_factor(settings: TrainSettings) -> Callable[[int], float]:
-    if settings.lr_schedule == "cosine":
-        steps = settings.steps
-        return lambda s: 0.5 * (1.0 + math.cos(math.pi * min(s, steps) / steps))
-    return lambda s: 1.0
-
-
 def _emit(callbacks: Iterable[Callback], event: str, info: dict[str, Any]) -> None:
     for cb in callbacks:
         cb(event, info)
-
-
-def _settings_dict(settings: TrainSettings) -> dict[str, Any]:
-    return asdict(settings)
 
 
 def train(
@@ -193,6 +135,76 @@ def train(
     device = torch.device(device)
     callbacks = tuple(callbacks)
     probes = frozenset(int(s) for s in probe_steps)
+    _check_fit(model, task, sampler, settings, name)
+    model.to(device)
+    if settings.channels_last:
+        model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # (missing from torch's stubs)
+    task = task.to(device)
+    state = TrainState.start(model, task.n_samples, sampler, settings, device, name)
+    ckpt = Path(checkpoint_path) if checkpoint_path is not None else None
+    saved_settings = dataclasses.asdict(settings)
+    cuda_devices: list[int] = []
+    if device.type == "cuda":
+        cuda_devices = [torch.cuda.current_device() if device.index is None else device.index]
+    loop = _Loop(state, task, settings, tuple(state.optimizer.param_groups[0]["params"]))
+
+    def checkpoint() -> None:
+        if ckpt is not None:
+            state.save(ckpt, name, saved_settings)
+            _emit(callbacks, "checkpoint", {"step": state.step, "path": str(ckpt)})
+
+    # The caller's global RNG is left alone; the loop's own (dropout) is seeded, or restored with the checkpoint.
+    with torch.random.fork_rng(devices=cuda_devices):
+        resumed = False
+        if ckpt is not None and resume and ckpt.exists():
+            state.restore(ckpt, saved_settings)
+            resumed = True
+        else:
+            torch.manual_seed(settings.seed + 2)
+        start, total, timer = state.step, settings.steps, state.timer
+        was_training = model.training
+        reset_peak_memory(device)
+        _emit(callbacks, "start", {"step": start, "total": total, "name": name, "resumed": resumed})
+        model.train()
+        timer.start()
+        try:
+            for _ in range(start, total):
+                loss = loop.step()
+                done = state.step
+                if done % settings.log_every == 0 or done == total:
+                    record = loop.close_log_window()
+                    _emit(callbacks, "log", {"step": done, "total": total, "record": record})
+                _emit(callbacks, "step", {"step": done, "total": total, "loss": loss.detach()})
+                if done in probes and done < total:
+                    timer.stop()  # a probe's evaluation is not training cost
+                    _emit(callbacks, "probe", {"step": done, "total": total, "cost": state.cost_now().to_dict()})
+                    model.train()
+                    timer.start()
+                if ckpt is not None and settings.checkpoint_every and done % settings.checkpoint_every == 0:
+                    if done < total:
+                        timer.stop()  # checkpoint I/O is not training cost; this also closes the CUDA span
+                        loop.watch.check(total, task)
+                        checkpoint()
+                        timer.start()
+        finally:
+            if timer.running:
+                timer.stop()
+            model.train(was_training)
+        loop.watch.check(total, task)
+        ran = state.steps_run > 0
+        result_cost = state.settle()
+        if ran:
+            checkpoint()
+    final = max(start, total)
+    _emit(callbacks, "end", {"step": final, "total": total, "cost": result_cost.to_dict()})
+    extra: dict[str, Any] = {}
+    if sampler is not None and hasattr(sampler, "kept_lams"):
+        extra["kept_lams"] = sampler.kept_lams()
+    return TrainResult(history=state.history, cost=result_cost, final_step=final, extra=extra)
+
+
+def _check_fit(model: nn.Module, task: Task, sampler: LamSampler | None, settings: TrainSettings, name: str) -> None:
+    """``ConfigError`` when the model, the task's loss and the sampler do not fit together."""
     n_lams = task.n_lams
     if n_lams > 0 and sampler is None:
         raise ConfigError(f"training '{name}': the loss has k={n_lams} hyperparameters, so a sampler is needed")
@@ -203,196 +215,51 @@ def train(
         raise ConfigError(
             f"training '{name}': the model is built for k={model_lams} hyperparameters, but the loss has k={n_lams}"
         )
-    model.to(device)
-    if settings.channels_last:
-        model.to(memory_format=torch.channels_last)
-    task = task.to(device)
-
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not params:
+    if not any(p.requires_grad for p in model.parameters()):
         raise ConfigError(f"training '{name}': the model has no trainable parameters")
-    # Fused Adam: one kernel over all parameters instead of a Python loop of small ops (HyperRecon-L's 19M head
-    # parameters: 18 ms vs 89 ms a step on the 2-core CPU; reports/benchmarks/README.md).
-    fused = device.type in ("cpu", "cuda") and all(p.dtype.is_floating_point for p in params)
-    optimizer = torch.optim.Adam(params, lr=settings.lr, fused=fused or None)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_factor(settings))
-    data_gen = torch.Generator().manual_seed(settings.seed)
-    lam_gen = torch.Generator().manual_seed(settings.seed + 1)
-    stream = IndexStream(task.n_samples, settings.batch_size, data_gen)
-    cost = CostRecord(
-        model_name=name,
-        kind=str(getattr(model, "registry_name", type(model).__name__)),
-        n_params=sum(p.numel() for p in model.parameters()),
-        steps=0,
-        device_seconds=0.0,
-        wall_seconds=0.0,
-        peak_memory_mb=0.0,
-        device=str(device),
-        dtype=settings.precision,
-    )
-    history: list[dict[str, float]] = []
-    # Running sums (float32 scalars on the device) of the loss and its parts since the last log record, and how
-    # many steps they hold; checkpointed, so that the history of a resumed run equals an uninterrupted one.
-    sums: dict[str, Tensor] = {}
-    n_sum = 0
-    start = 0
-    torch_rng: Tensor | None = None
-    cuda_rng: Tensor | None = None
-    ckpt = Path(checkpoint_path) if checkpoint_path is not None else None
-    resumed = False
-
-    if ckpt is not None and resume and ckpt.exists():
-        state = load_checkpoint(ckpt)
-        saved = state["settings"]
-        for key in _RESUME_MUST_MATCH:
-            if saved.get(key) != getattr(settings, key):
-                raise CheckpointError(
-                    f"{ckpt}: written with {key}={saved.get(key)!r}, but the settings say {getattr(settings, key)!r}; "
-                    "resume with the same settings or start afresh (resume=False)"
-                )
-        try:
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            data_gen.set_state(state["data_generator"])
-            lam_gen.set_state(state["lam_generator"])
-            if sampler is not None:
-                sampler.load_state_dict(state["sampler"])
-            # The running sums of the log window the checkpoint fell in (absent from checkpoints that predate
-            # them: then the first record after the resume averages only the steps run since).
-            sums = {str(k): v.to(device) for k, v in state.get("log_sums", {}).items()}
-            n_sum = int(state.get("log_count", 0))
-        except (RuntimeError, KeyError, ValueError, TypeError, AttributeError) as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise CheckpointError(f"{ckpt}: does not fit this model/optimiser ({first})") from exc
-        if state["perm"].numel() != task.n_samples:
-            raise CheckpointError(
-                f"{ckpt}: written for {state['perm'].numel()} training samples, but the task has {task.n_samples}"
-            )
-        stream.perm, stream.pos = state["perm"], int(state["perm_pos"])
-        start = int(state["step"])
-        history = list(state["history"])
-        cost = CostRecord.from_dict({**cost.to_dict(), **state["cost"], "device": str(device)})
-        torch_rng, cuda_rng = state["torch_rng"], state.get("cuda_rng")
-        resumed = True
-
-    was_training = model.training
-    cuda_devices: list[int] = []
-    if device.type == "cuda":
-        cuda_devices = [torch.cuda.current_device() if device.index is None else device.index]
-    autocast = dict(device_type=device.type, dtype=torch.bfloat16, enabled=settings.precision == "bf16")
-    timer = DeviceTimer(device)
-    watch = FiniteWatch()
-    reset_peak_memory(device)
-    steps_run = 0
-
-    def payload(step: int, cost_now: CostRecord) -> dict[str, Any]:
-        data: dict[str, Any] = {
-            "format_version": CHECKPOINT_VERSION,
-            "name": name,
-            "step": step,
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "data_generator": data_gen.get_state(),
-            "lam_generator": lam_gen.get_state(),
-            "perm": stream.perm,
-            "perm_pos": stream.pos,
-            "torch_rng": torch.get_rng_state(),
-            "sampler": sampler.state_dict() if sampler is not None else {},
-            "history": history,
-            "log_sums": {k: v.detach().cpu() for k, v in sums.items()},
-            "log_count": n_sum,
-            "cost": cost_now.to_dict(),
-            "settings": _settings_dict(settings),
-        }
-        if cuda_devices:
-            data["cuda_rng"] = torch.cuda.get_rng_state(device)
-        return data
-
-    def cost_so_far() -> CostRecord:
-        return cost.plus(steps_run, timer.device_seconds, timer.wall_seconds, peak_memory_mb(device))
-
-    with torch.random.fork_rng(devices=cuda_devices):
-        if torch_rng is not None:
-            torch.set_rng_state(torch_rng)
-            if cuda_rng is not None and cuda_devices:
-                torch.cuda.set_rng_state(cuda_rng, device)
-        else:
-            torch.manual_seed(settings.seed + 2)
-        _emit(callbacks, "start", {"step": start, "total": settings.steps, "name": name, "resumed": resumed})
-        model.train()
-        timer.start()
-        try:
-            for step in range(start, settings.steps):
-                idx = stream.next()
-                lam = sampler.sample(settings.batch_size, n_lams, lam_gen, step) if n_lams > 0 else None
-                with torch.autocast(**autocast):
-                    total, dc, parts = task.batch_loss(model, idx, lam, channels_last=settings.channels_last)
-                loss = sampler.reduce(total, dc, step) if sampler is not None else total.mean()
-                watch.add(step + 1, loss, total, parts, idx)  # flags stay on the device until the next log
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if settings.grad_clip is not None:
-                    torch.nn.utils.clip_grad_norm_(params, settings.grad_clip)
-                optimizer.step()
-                scheduler.step()
-                steps_run += 1
-                done = step + 1
-
-                sums["loss"] = sums.get("loss", 0.0) + loss.detach().float()
-                for key, value in parts.items():
-                    sums[key] = sums.get(key, 0.0) + value.detach().float().mean()
-                n_sum += 1
-                if done % settings.log_every == 0 or done == settings.steps:
-                    watch.check(settings.steps, task)
-                    record: dict[str, float] = {"step": done, "lr": float(scheduler.get_last_lr()[0])}
-                    record.update({k: float(v) / n_sum for k, v in sums.items()})
-                    history.append(record)
-                    sums, n_sum = {}, 0
-                    _emit(callbacks, "log", {"step": done, "total": settings.steps, "record": record})
-                _emit(callbacks, "step", {"step": done, "total": settings.steps, "loss": loss.detach()})
-                if done in probes and done < settings.steps:
-                    timer.stop()  # a probe's evaluation is not training cost
-                    _emit(callbacks, "probe", {"step": done, "total": settings.steps, "cost": cost_so_far().to_dict()})
-                    model.train()
-                    timer.start()
-                if (
-                    ckpt is not None
-                    and settings.checkpoint_every
-                    and done % settings.checkpoint_every == 0
-                    and done < settings.steps
-                ):
-                    timer.stop()  # checkpoint I/O is not training cost; this also closes the CUDA span
-                    watch.check(settings.steps, task)
-                    save_checkpoint(ckpt, payload(done, cost_so_far()))
-                    timer.start()
-                    _emit(callbacks, "checkpoint", {"step": done, "path": str(ckpt)})
-        finally:
-            if timer.running:
-                timer.stop()
-            model.train(was_training)
-        watch.check(settings.steps, task)
-        final = max(start, settings.steps)
-        result_cost = cost_so_far() if steps_run > 0 else cost
-        if ckpt is not None and steps_run > 0:
-            save_checkpoint(ckpt, payload(final, result_cost))
-            _emit(callbacks, "checkpoint", {"step": final, "path": str(ckpt)})
-    _emit(callbacks, "end", {"step": final, "total": settings.steps, "cost": result_cost.to_dict()})
-    extra: dict[str, Any] = {}
-    if sampler is not None and hasattr(sampler, "kept_lams"):
-        extra["kept_lams"] = sampler.kept_lams()
-    return TrainResult(history=history, cost=result_cost, final_step=final, extra=extra)
 
 
-__all__ = [
-    "CHECKPOINT_VERSION",
-    "IndexStream",
-    "ReconTask",
-    "SegTask",
-    "TrainResult",
-    "TrainSettings",
-    "load_checkpoint",
-    "save_checkpoint",
-    "train",
-]
+class _Loop:
+    """One optimiser step at a time (module doc, steps 1-5) and the running sums of the log window."""
+
+    def __init__(self, state: TrainState, task: Task, settings: TrainSettings, params: tuple[Tensor, ...]) -> None:
+        self.state, self.task, self.settings, self.params = state, task, settings, params
+        self.watch = FiniteWatch()
+        self.bf16 = settings.precision == "bf16"
+
+    def step(self) -> Tensor:
+        """Run the next step; returns its (device, 0-d) loss. Reads nothing back from the device."""
+        state, settings, task, sampler = self.state, self.settings, self.task, self.state.sampler
+        step = state.step
+        idx = state.stream.next()
+        lam = None
+        if sampler is not None and task.n_lams > 0:  # _check_fit: a loss with λ has a sampler
+            lam = sampler.sample(settings.batch_size, task.n_lams, state.lam_gen, step)
+        with torch.autocast(device_type=state.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            total, dc, parts = task.batch_loss(state.model, idx, lam, channels_last=settings.channels_last)
+        loss = sampler.reduce(total, dc, step) if sampler is not None else total.mean()
+        self.watch.add(step + 1, loss, total, parts, idx)  # flags stay on the device until the next log
+        state.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if settings.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(self.params, settings.grad_clip)
+        state.optimizer.step()
+        state.scheduler.step()
+        state.steps_run += 1
+        state.step = step + 1
+        sums = state.sums
+        sums["loss"] = sums.get("loss", 0.0) + loss.detach().float()
+        for key, value in parts.items():
+            sums[key] = sums.get(key, 0.0) + value.detach().float().mean()
+        state.n_sum += 1
+        return loss
+
+    def close_log_window(self) -> dict[str, float]:
+        """Check finiteness, append the window's means to the history and start a new window."""
+        state = self.state
+        self.watch.check(self.settings.steps, self.task)
+        record: dict[str, float] = {"step": state.step, "lr": float(state.scheduler.get_last_lr()[0])}
+        record.update({k: float(v) / state.n_sum for k, v in state.sums.items()})
+        state.history.append(record)
+        state.sums, state.n_sum = {}, 0
+        return record

@@ -1,9 +1,8 @@
-"""Shared fixtures: seeded generators, odd non-square images, temporary run folders, a private cache."""
+"""Shared fixtures: a seeded numpy generator, an odd non-square image, a private cache, one thread."""
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -36,23 +35,9 @@ def rng() -> np.random.Generator:
 
 
 @pytest.fixture
-def generator():
-    import torch
-
-    return torch.Generator().manual_seed(1234)
-
-
-@pytest.fixture
 def odd_image(rng: np.random.Generator) -> np.ndarray:
     """A smooth-plus-edges 37x31 test image in [0, 1]."""
     yy, xx = np.mgrid[0:37, 0:31]
     img = 0.5 + 0.3 * np.sin(xx / 4.0) * np.cos(yy / 5.0)
     img[10:25, 8:20] += 0.2
     return np.clip(img + 0.01 * rng.standard_normal(img.shape), 0, 1)
-
-
-@pytest.fixture
-def run_dir(tmp_path: Path) -> Path:
-    d = tmp_path / "run"
-    d.mkdir()
-    return d

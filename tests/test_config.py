@@ -122,3 +122,18 @@ def test_groups_must_divide_batch() -> None:
     }
     with pytest.raises(ConfigError, match="batch_size % groups == 0"):
         study_from_dict(raw)
+
+
+def test_hypernetwork_sizes_have_one_table() -> None:
+    """The schema's size names are the keys of the one S/M/L -> d table, which the hypernetwork uses."""
+    import typing
+
+    from hyperrecon.config import HYPER_SIZES, HyperConfig, HyperSize
+    from hyperrecon.models import HyperUNet
+
+    assert typing.get_args(HyperSize) == tuple(HYPER_SIZES) == HyperConfig().sizes
+    assert HYPER_SIZES == {"S": 4, "M": 32, "L": 128}  # the paper's d (Wang et al., Table 1)
+    for size, d in HYPER_SIZES.items():
+        assert HyperUNet(n_lams=1, size=size, width=4).d == d
+    with pytest.raises(ConfigError, match="sizes"):
+        study_from_dict({"name": "x", "kind": "sl", "hyper": {"sizes": ["XL"]}})

@@ -155,9 +155,8 @@ def test_rician_background_is_rayleigh():
 def test_registry_lists_sources_with_smoke_params():
     assert {"mni-brain", "knee-phantom", "fastmri-knee", "freesurfer-brain", "arrays"} <= set(DATASETS.names())
     for name in DATASETS.names():
-        cls = DATASETS.get(name)
-        assert isinstance(cls.smoke_params, dict) and DATASETS.describe(name)
-        DATASETS.check_params(name, cls.smoke_params)
+        assert isinstance(DATASETS.smoke_params(name), dict) and DATASETS.describe(name)
+        DATASETS.check_params(name, DATASETS.smoke_params(name))
 
 
 def test_load_data_config_errors(tmp_path):
@@ -270,7 +269,7 @@ def mni() -> DataBundle:
         "mni-brain",
         image_size=64,
         seed=0,
-        params={**DATASETS.get("mni-brain").smoke_params, "n_train_copies": 2},
+        params={**DATASETS.smoke_params("mni-brain"), "n_train_copies": 2},
         cache_dir=False,
     )
 
@@ -339,7 +338,7 @@ def test_mni_matches_nilearn_reference(mni_plain):
 @pytest.fixture(scope="module")
 def knee(tmp_path_factory) -> tuple[DataBundle, Path]:
     cache = tmp_path_factory.mktemp("knee-cache")
-    params = {**DATASETS.get("knee-phantom").smoke_params}
+    params = {**DATASETS.smoke_params("knee-phantom")}
     return load_data("knee-phantom", image_size=48, seed=0, params=params, cache_dir=cache), cache
 
 
@@ -362,7 +361,7 @@ def test_knee_phantom_cache_identical(knee):
         "knee-phantom",
         image_size=48,
         seed=0,
-        params=DATASETS.get("knee-phantom").smoke_params,
+        params=DATASETS.smoke_params("knee-phantom"),
         cache_dir=cache,
     )
     assert again.meta["cache"]["hit"] is True
@@ -376,7 +375,7 @@ def test_knee_phantom_subjects_depend_only_on_seed_split_index(knee):
     from hyperrecon.data.knee import render_subject
 
     b, _ = knee
-    p = DATASETS.get("knee-phantom").smoke_params
+    p = DATASETS.smoke_params("knee-phantom")
     images, labels, ids = render_subject((0, 0, 1, "PDFS", p["slices_per_subject"], 0.8, 48))
     first = [k for k, i in enumerate(b.train.ids) if i.startswith("knee-train001/")]
     assert ids == [b.train.ids[k] for k in first]
@@ -424,3 +423,33 @@ def test_no_torch_in_data_package():
 
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     assert subprocess.run([sys.executable, "-c", code], env=env).returncode == 0
+
+
+@pytest.mark.parametrize("name", DATASETS.names())
+def test_dataset_params_are_one_frozen_dataclass(name):
+    """Each dataset's parameters are defined once: the Params dataclass gives the signature the registry checks."""
+    import dataclasses
+    import inspect
+
+    from hyperrecon.data.source import DatasetParams
+
+    cls = DATASETS.get(name)
+    assert issubclass(cls.Params, DatasetParams) and cls.Params.__dataclass_params__.frozen
+    fields = {f.name: f.default for f in dataclasses.fields(cls.Params)}
+    sig = inspect.signature(cls).parameters
+    assert list(sig)[:4] == ["image_size", "seed", "path", "cache_dir"]
+    assert {k: p.default for k, p in sig.items() if k not in ("image_size", "seed", "path", "cache_dir")} == fields
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cls.Params().__setattr__(next(iter(fields)), None)
+
+
+def test_dataset_params_reach_the_source_and_the_cache_key():
+    from hyperrecon.data.knee import KneePhantom, KneePhantomParams
+
+    src = KneePhantom(image_size=32, seed=0, cache_dir=False, n_train=3, workers=2)
+    assert src.p == KneePhantomParams(n_train=3, workers=2)
+    assert "workers" not in src.params and src.params["n_train"] == 3  # workers do not change the arrays
+    with pytest.raises(ConfigError, match="dataset 'knee-phantom': `n_train >= 1` must hold"):
+        KneePhantom(image_size=32, seed=0, cache_dir=False, n_train=0)
+    with pytest.raises(ConfigError, match="dataset 'knee-phantom' n_train: expected int, but got n_train=2.0"):
+        DATASETS.check_params("knee-phantom", {"n_train": 2.0})

@@ -203,7 +203,7 @@ def test_dice_rows_match_numpy(data32: EvalData) -> None:
     torch.manual_seed(1)
     seg = UNet(in_channels=1, out_channels=3, width=4)
     model = ScaledMagnitude()
-    result = evaluate_model(model, "m", data, np.array([[0.2], [0.9]]), ["psnr"], seg_model=seg, batch_size=2)
+    result = evaluate_model(model, "m", data, np.array([[0.2], [0.9]]), ["psnr", "dice"], seg_model=seg, batch_size=2)
     assert len(result.table) == 2 * 3 * 2
     seg.eval()
     for lam in (0.2, 0.9):
@@ -219,6 +219,28 @@ def test_dice_rows_match_numpy(data32: EvalData) -> None:
             t = result.table
             got = t[(t.lam1 == lam) & (t.slice == str(i)) & (t.metric == "dice")]["value"]
             assert got.item() == pytest.approx(np.mean(scores), abs=1e-6)
+
+
+def test_metrics_with_parameters_reach_the_table(data32: EvalData) -> None:
+    """A built metric (SSIM in the fastMRI convention) is what the table holds: skimage's 7x7 uniform window with
+    the target's maximum as data range, not the Wang convention of the plain name."""
+    from hyperrecon.metrics import METRICS
+
+    model = ScaledMagnitude()
+    fastmri = METRICS.build("ssim", {"convention": "fastmri"})
+    lams = np.array([[0.3]])
+    table = evaluate_model(model, "m", data32, lams, [fastmri, "psnr"], batch_size=2).table
+    plain = evaluate_model(model, "m", data32, lams, ["ssim"], batch_size=2).table
+    with torch.no_grad():
+        recon = model(data32.inputs, torch.full((3, 1), 0.3)).double().numpy()[:, 0]
+    x = data32.targets.double().numpy()[:, 0]
+    ref = [structural_similarity(recon[i], x[i], win_size=7, data_range=x[i].max()) for i in range(3)]
+    got = table[table.metric == "ssim"]["value"].to_numpy()
+    np.testing.assert_allclose(got, ref, atol=1e-5)
+    assert np.abs(got - plain["value"].to_numpy()).max() > 1e-4
+    seg = UNet(in_channels=1, out_channels=3, width=4)
+    with pytest.raises(DataError, match="metric 'dice' needs label maps"):  # data32 has no labels
+        evaluate_model(model, "m", data32, lams, ["dice"], seg_model=seg, batch_size=2)
 
 
 def test_bad_inputs_raise_project_errors(data32: EvalData) -> None:

@@ -23,8 +23,9 @@ from hyperrecon.models import FiLMUNet, HyperUNet, UNet
 from hyperrecon.physics import CSMRI
 from hyperrecon.resolve import resolve_device, resolve_precision
 from hyperrecon.samplers import FixedSampler, UniformSampler
+from hyperrecon.tasks import ReconTask, SegTask
 from hyperrecon.timing import DeviceTimer, add_job_peaks, peak_memory_mb, reset_peak_memory
-from hyperrecon.training import ReconTask, SegTask, TrainSettings, train
+from hyperrecon.training import TrainSettings, train
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 SIZE, N = 32, 12

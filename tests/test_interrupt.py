@@ -25,12 +25,12 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from hyperrecon.checkpoints import load_checkpoint
 from hyperrecon.cli import app
 from hyperrecon.config import Study, load_study
 from hyperrecon.io import check_zip
 from hyperrecon.jobs import study_jobs
 from hyperrecon.storage import JobLedger
-from hyperrecon.training import load_checkpoint
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent

@@ -37,23 +37,7 @@ def full_context(cs: CSMRI, b: int = 3) -> LossContext:
 # ------------------------------------------------------------------------------------------ registry contract
 
 
-@pytest.mark.parametrize("name", LOSSES.names())
-def test_contract(name: str, cs: CSMRI) -> None:
-    cls = LOSSES.get(name)
-    assert LOSSES.describe(name)
-    assert isinstance(cls.supervised, bool)
-    LOSSES.check_params(name, dict(cls.smoke_params))
-    term = LOSSES.build(name, dict(cls.smoke_params))
-    ctx = full_context(cs)
-    value = term(ctx)
-    assert value.shape == (3,) and value.dtype == torch.float32
-    assert torch.isfinite(value).all() and (value >= 0).all()
-    value.sum().backward()
-    grads = [ctx.x_hat.grad] + [p.grad for p in ctx.model.parameters()]
-    assert any(g is not None and g.abs().sum() > 0 for g in grads), "a loss term must be differentiable"
-    if cls.supervised:
-        with pytest.raises(ConfigError, match="target"):
-            term(LossContext(x_hat=ctx.x_hat.detach(), lam=ctx.lam, model=ctx.model, y=ctx.y, forward_model=cs))
+# The registry contract of every loss: tests/test_contracts.py (hyperrecon.testing.contracts.check_loss).
 
 
 # ------------------------------------------------------------------------------------------ single terms

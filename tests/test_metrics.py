@@ -11,7 +11,7 @@ from scipy.ndimage import gaussian_laplace
 from skimage.metrics import mean_squared_error, peak_signal_noise_ratio, structural_similarity
 
 from hyperrecon import metrics as M
-from hyperrecon.errors import ConfigError, UnknownNameError
+from hyperrecon.errors import ConfigError, DataError, UnknownNameError
 
 H, W = 37, 31  # odd, non-square
 
@@ -343,25 +343,41 @@ def test_diverse_pair_hand_computed():
 # registry contract
 
 
+class ThresholdSeg(torch.nn.Module):
+    """A real segmentation net with known output: class 1 where the image exceeds 0.5 (logits ``0.5 - x, x - 0.5``)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([0.5 - x[:, :1], x[:, :1] - 0.5], dim=1)
+
+
+def _built(name: str) -> M.Metric:
+    return M.METRICS.build(name, M.METRICS.smoke_params(name))
+
+
 @pytest.mark.parametrize("name", M.METRICS.names())
 def test_registry_contract(name):
-    metric = M.METRICS.get(name)
-    assert callable(metric) and metric.name == name
-    assert isinstance(metric.higher_is_better, bool) and isinstance(metric.needs_degraded, bool)
+    metric = _built(name)
+    assert callable(metric) and metric.name == name and isinstance(metric, M.Metric)
+    assert isinstance(metric.higher_is_better, bool) and metric.needs <= set(M.INPUTS)
+    assert metric.unit and metric.short and metric.label
     assert M.METRICS.describe(name)
     gen = torch.Generator().manual_seed(0)
     x = torch.rand(3, 1, 16, 13, generator=gen)
     x_hat = (x + 0.1 * torch.randn(x.shape, generator=gen)).clamp(0, 1)
     degraded = (x + 0.3 * torch.randn(x.shape, generator=gen)).clamp(0, 1)
-    out = metric(x_hat, x, degraded=degraded, data_range=1.0)
+    inputs = dict(degraded=degraded, data_range=1.0, labels=(x[:, 0] > 0.5).long(), seg_model=ThresholdSeg())
+    out = metric(x_hat, x, **inputs, n_classes=2)
     assert out.shape == (3,) and torch.isfinite(out).all()
     # better reconstruction scores better in the metric's own direction
-    worse = metric(degraded, x, degraded=degraded, data_range=1.0)
+    worse = metric(degraded, x, **inputs, n_classes=2)
     assert ((out > worse) if metric.higher_is_better else (out < worse)).all()
+    for key in metric.needs:  # every declared input is needed: leaving it out is a clear error
+        with pytest.raises(M.MissingInputError, match=f"metric '{name}' needs .*{key}=None"):
+            metric(x_hat, x, **{**inputs, key: None}, n_classes=2)
 
 
 def test_registry_names_and_compute_metrics():
-    assert set(M.METRICS.names()) == {"psnr", "rpsnr", "ssim", "mae", "mse", "nmse", "hfen"}
+    assert set(M.METRICS.names()) == {"psnr", "rpsnr", "ssim", "mae", "mse", "nmse", "hfen", "dice"}
     x = torch.rand(2, 1, 12, 12)
     out = M.compute_metrics(["psnr", "ssim", "rpsnr"], x * 0.9, x, degraded=x * 0.5)
     assert list(out) == ["psnr", "ssim", "rpsnr"] and all(v.shape == (2,) for v in out.values())
@@ -370,6 +386,80 @@ def test_registry_names_and_compute_metrics():
         M.compute_metrics(["ssim", "psnrr"], x, x)
     with pytest.raises(ValueError, match="rpsnr"):
         M.compute_metrics(["rpsnr"], x, x)
+
+
+def test_ssim_plugin_takes_its_convention_and_matches_skimage():
+    """``METRICS.build("ssim", {"convention": ...})``: Wang et al. 2004 = skimage's Gaussian-window setting,
+    fastMRI = skimage's defaults (7x7 uniform, sample covariance) with the target's maximum as data range."""
+    x_hat, x = mixed_batch()
+    wang = M.METRICS.build("ssim", {"convention": "wang"})
+    fastmri = M.METRICS.build("ssim", {"convention": "fastmri"})
+    assert M.METRICS.build("ssim").convention == "wang" and fastmri.convention == "fastmri"
+    ref_wang = [skimage_ssim(x_hat[i, 0], x[i, 0], 1.0) for i in range(5)]
+    ref_fastmri = [structural_similarity(x_hat[i, 0], x[i, 0], win_size=7, data_range=x[i, 0].max()) for i in range(5)]
+    np.testing.assert_allclose(wang(t(x_hat), t(x)).numpy(), ref_wang, atol=1e-10)
+    np.testing.assert_allclose(fastmri(t(x_hat), t(x)).numpy(), ref_fastmri, atol=1e-10)
+    assert np.abs(np.subtract(ref_wang, ref_fastmri)).max() > 1e-3  # the two conventions differ on these images
+    with pytest.raises(
+        ConfigError, match="cannot build metric 'ssim'.*expected one of wang, fastmri.*did you mean 'wang'"
+    ):
+        M.METRICS.build("ssim", {"convention": "wnag"})
+    with pytest.raises(ConfigError, match="metric 'ssim' has no parameter 'conventon'.*did you mean 'convention'"):
+        M.METRICS.build("ssim", {"conventon": "wang"})
+    with pytest.raises(ConfigError, match="metric 'psnr' has no parameter 'convention'"):
+        M.build_metrics(["psnr", "ssim"], {"psnr": {"convention": "wang"}})
+    with pytest.raises(ConfigError, match="unique"):
+        M.build_metrics(["ssim", fastmri])
+    out = M.compute_metrics([fastmri, "psnr"], t(x_hat), t(x))
+    np.testing.assert_allclose(out["ssim"].numpy(), ref_fastmri, atol=1e-10)
+
+
+def test_dice_metric_matches_numpy_and_declares_its_needs():
+    x = torch.rand(2, 1, 20, 20, generator=torch.Generator().manual_seed(4))
+    labels = (torch.rand(2, 20, 20, generator=torch.Generator().manual_seed(5)) > 0.5).long()
+    dice = M.METRICS.build("dice")
+    assert dice.needs == {"labels", "seg_model"} and M.needs_seg("dice") and not M.needs_seg("ssim")
+    got = dice(x * 1.5, x, labels=labels, seg_model=ThresholdSeg(), n_classes=2)
+    pred = (np.clip(x.numpy()[:, 0] * 1.5, 0, 1) > 0.5).astype(int)
+    lab = labels.numpy()
+    ref = [2 * ((pred[i] == 1) & (lab[i] == 1)).sum() / ((pred[i] == 1).sum() + (lab[i] == 1).sum()) for i in range(2)]
+    np.testing.assert_allclose(got.numpy(), ref, rtol=1e-6)
+    both = M.METRICS.build("dice", {"include_background": True})(
+        x, x, labels=labels, seg_model=ThresholdSeg(), n_classes=2
+    )
+    pred0 = (x.numpy()[:, 0] > 0.5).astype(int)
+    ref0 = [
+        np.mean(
+            [
+                2 * ((pred0[i] == c) & (lab[i] == c)).sum() / ((pred0[i] == c).sum() + (lab[i] == c).sum())
+                for c in (0, 1)
+            ]
+        )
+        for i in range(2)
+    ]
+    np.testing.assert_allclose(both.numpy(), ref0, rtol=1e-6)
+    with pytest.raises(DataError, match="metric 'dice' needs label maps"):
+        dice(x, x, seg_model=ThresholdSeg(), n_classes=2)
+    with pytest.raises(ConfigError, match="n_classes"):  # no U-Net skeleton to read the class count from
+        dice(x, x, labels=labels, seg_model=ThresholdSeg())
+
+
+def test_directions_units_and_labels_have_one_source():
+    from hyperrecon.reporting import style
+    from hyperrecon.runfiles import metric_info
+
+    expected = {"psnr": True, "rpsnr": True, "ssim": True, "dice": True, "mae": False, "mse": False, "hfen": False}
+    for name, higher in expected.items():
+        assert M.higher_is_better(name) is higher and style.higher_is_better(name) is higher
+        info = metric_info(name)
+        assert info["better"] == ("higher" if higher else "lower") and info["unit"] == M.METRICS.get(name).unit
+        assert info["description"] == M.METRICS.describe(name)
+    assert metric_info("psnr")["unit"] == "dB" and metric_info("ssim")["unit"] == "1"
+    assert style.metric_label("psnr") == "PSNR (dB)" and style.metric_short("dice") == "Dice"
+    assert style.metric_label("not-a-metric") == "not-a-metric"
+    assert not hasattr(style, "METRIC_UNITS")
+    with pytest.raises(UnknownNameError, match="did you mean 'psnr'"):
+        M.higher_is_better("psnrr")
 
 
 @pytest.mark.gpu

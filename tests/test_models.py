@@ -327,26 +327,16 @@ def test_auto_init_follows_measurement():
 
 
 # ----------------------------------------------------------------- registry contract and errors
+# The registry contract of every model: tests/test_contracts.py (hyperrecon.testing.contracts.check_model).
 @pytest.mark.parametrize("name", MODELS.names())
-def test_model_contract(name, gen):
-    cls = MODELS.get(name)
-    assert isinstance(cls.conditional, bool) and MODELS.describe(name)
-    model = MODELS.build(name, cls.smoke_params)
-    x = torch.randn(3, 2, 8, 16, generator=gen)
-    lam = torch.rand(3, getattr(model, "n_lams", 1), generator=gen)
-    out = model(x, lam if cls.conditional else None)
-    assert out.shape == (3, 1, 8, 16) and torch.isfinite(out).all()
-    l1 = model.weight_l1(lam if cls.conditional else None, 3)
-    assert l1.shape == (3,)
-    (out.square().mean() + 1e-3 * l1.mean()).backward()
+def test_count_parameters(name):
+    model = MODELS.build(name, MODELS.smoke_params(name))
     assert count_parameters(model) == sum(p.numel() for p in model.parameters())
-    if not cls.conditional:
-        torch.testing.assert_close(model(x, lam), out)  # lam ignored
 
 
 @pytest.mark.parametrize("name", MODELS.names())
 def test_invalid_image_shapes_raise(name):
-    model = MODELS.build(name, MODELS.get(name).smoke_params)
+    model = MODELS.build(name, MODELS.smoke_params(name))
     lam = torch.rand(2, 1)
     for shape in [(2, 2, 12, 16), (2, 2, 16, 20), (2, 3, 16, 16), (2, 16, 16)]:
         with pytest.raises(InputShapeError, match=r"H and W|expected shape") as info:
@@ -357,7 +347,7 @@ def test_invalid_image_shapes_raise(name):
 
 @pytest.mark.parametrize("name", ["hyperunet", "film-unet"])
 def test_invalid_lambda_raises(name):
-    model = MODELS.build(name, MODELS.get(name).smoke_params)
+    model = MODELS.build(name, MODELS.smoke_params(name))
     x = torch.randn(2, 2, 8, 8)
     for lam, match in [
         (None, "conditioned"),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -275,36 +274,14 @@ def test_registry_names() -> None:
     assert FORWARD_MODELS.names() == ["cs-mri", "denoise", "super-resolution"]
 
 
-@pytest.mark.parametrize("name", FORWARD_MODELS.names())
-def test_contract(name: str) -> None:
-    cls = FORWARD_MODELS.get(name)
-    assert FORWARD_MODELS.describe(name)
-    FORWARD_MODELS.check_params(name, cls.smoke_params)
-    model = FORWARD_MODELS.build(name, cls.smoke_params)
-    h, w = model.image_shape
-    x = torch.rand((2, 1, h, w), generator=torch.Generator().manual_seed(0))
-    y = model.measure(x, torch.Generator().manual_seed(1))
-    assert y.shape[0] == 2
-    net = model.network_input(y)
-    assert net.shape == (2, 2, h, w) and net.dtype == torch.float32 and torch.isfinite(net).all()
-    deg = model.degraded(y)
-    assert deg.shape == (2, 1, h, w) and deg.dtype == torch.float32 and torch.all(deg >= 0)
-    assert model.A_adjoint(y).shape == (2, 1, h, w)
-    dc = model.data_consistency(x, y)
-    assert dc.shape == (2,) and torch.isfinite(dc).all() and torch.all(dc >= 0)
-    info = model.describe()
-    assert info["name"] == name and list(info["image_shape"]) == [h, w]
-    json.dumps(info)
-    assert model.mask_image().shape == (h, w)
-    assert model.to("cpu") is model
+# The registry contract of every forward model: tests/test_contracts.py (contracts.check_forward_model).
 
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("name", FORWARD_MODELS.names())
 def test_cuda_matches_cpu(name: str) -> None:
-    cls = FORWARD_MODELS.get(name)
-    model = FORWARD_MODELS.build(name, cls.smoke_params)
+    model = FORWARD_MODELS.build(name, FORWARD_MODELS.smoke_params(name))
     h, w = model.image_shape
     x = torch.rand((2, 1, h, w), generator=torch.Generator().manual_seed(0))
     y_cpu = model.measure(x, torch.Generator().manual_seed(1))

@@ -184,7 +184,7 @@ def scenario(run_dir: Path, ledger_url: str, workers: list[tuple[list[str], dict
     """Start the workers, SIGKILL the one that trains LONG_JOB mid-way, let the others finish, merge, check."""
     import pandas as pd
 
-    from hyperrecon.training import load_checkpoint
+    from hyperrecon.checkpoints import load_checkpoint
 
     logs = [run_dir.parent / f"worker-{i}.err" for i in range(len(workers))]
     procs = []

@@ -90,3 +90,40 @@ def test_broken_plugin_module(tmp_path: Path) -> None:
     (tmp_path / "broken_plugin_xyz.py").write_text("raise RuntimeError('boom')\n")
     with pytest.raises(ConfigError, match="failed to import: RuntimeError: boom"):
         load_plugins(["broken_plugin_xyz"], search_path=str(tmp_path))
+
+
+def test_entry_keeps_description_and_smoke_params_not_on_the_object() -> None:
+    reg: Registry = Registry("widget")
+
+    @reg.register("tiny", description="a tiny one", smoke_params={"side": 2})
+    def tiny(side: float = 1.0):
+        """Docstring line that the description overrides."""
+        return side
+
+    entry = reg.entry("tiny")
+    assert (entry.name, entry.obj, entry.description, dict(entry.smoke_params)) == (
+        "tiny",
+        tiny,
+        "a tiny one",
+        {"side": 2},
+    )
+    params = reg.smoke_params("tiny")
+    params["side"] = 99  # a copy: the registry keeps its own
+    assert reg.smoke_params("tiny") == {"side": 2} and reg.build("tiny", reg.smoke_params("tiny")) == 2
+    assert not hasattr(tiny, "smoke_params") and not hasattr(tiny, "description") and tiny.registry_name == "tiny"
+    reg.unregister("tiny")
+    assert "tiny" not in reg and reg.names() == []
+    with pytest.raises(UnknownNameError, match="unknown widget 'tiny'"):
+        reg.entry("tiny")
+
+
+def test_bad_smoke_params_fail_at_registration_and_keep_the_old_entry() -> None:
+    reg = _reg()
+    with pytest.raises(ConfigError, match="widget 'round-widget' has no parameter 'radiuss'"):
+
+        @reg.register("round-widget", smoke_params={"radiuss": 2.0})
+        class Other:
+            def __init__(self, radius: float = 1.0) -> None:
+                self.radius = radius
+
+    assert reg.describe("round-widget") == "a round one"  # the first registration is still there

@@ -16,11 +16,11 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from hyperrecon.checkpoints import load_checkpoint
 from hyperrecon.cli import app
 from hyperrecon.config import load_study
 from hyperrecon.errors import CheckpointError
 from hyperrecon.study import load_weights
-from hyperrecon.training import load_checkpoint
 
 PKG = Path(__file__).resolve().parent.parent / "hyperrecon"
 runner = CliRunner()

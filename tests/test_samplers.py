@@ -18,37 +18,7 @@ def gen(seed: int = 0) -> torch.Generator:
 # ------------------------------------------------------------------------------------------ registry contract
 
 
-@pytest.mark.parametrize("name", SAMPLERS.names())
-@pytest.mark.parametrize("n_lams", [1, 2])
-def test_contract(name: str, n_lams: int) -> None:
-    cls = SAMPLERS.get(name)
-    assert SAMPLERS.describe(name)
-    params = dict(cls.smoke_params)
-    SAMPLERS.check_params(name, params)
-    sampler = SAMPLERS.build(name, params)
-    sampler.validate(8)
-    before = torch.get_rng_state()
-    lam = sampler.sample(8, n_lams, gen(1), 0)
-    assert torch.equal(torch.get_rng_state(), before), "the global RNG must stay untouched"
-    assert lam.shape == (8, n_lams) and lam.dtype == torch.float32
-    assert float(lam.min()) >= 0.0 and float(lam.max()) <= 1.0
-    again = SAMPLERS.build(name, params).sample(8, n_lams, gen(1), 0)
-    assert torch.equal(lam, again), "same generator seed -> same λ"
-
-    total = torch.rand(8, requires_grad=True)
-    dc = torch.rand(8)
-    for step in range(3):
-        loss = sampler.reduce(total, dc, step)
-        assert loss.ndim == 0 and torch.isfinite(loss)
-    loss.backward()
-    assert total.grad is not None
-
-    buf = io.BytesIO()
-    torch.save(sampler.state_dict(), buf)
-    buf.seek(0)
-    state = torch.load(buf, weights_only=True)
-    fresh = SAMPLERS.build(name, params)
-    fresh.load_state_dict(state)
+# The registry contract of every sampler: tests/test_contracts.py (hyperrecon.testing.contracts.check_sampler).
 
 
 # ------------------------------------------------------------------------------------------ uniform

@@ -21,7 +21,7 @@ from hyperrecon.scales import (
     term_values,
     vertex_lam,
 )
-from hyperrecon.training import ReconTask
+from hyperrecon.tasks import ReconTask
 
 
 def images(n: int = 6, seed: int = 0) -> torch.Tensor:

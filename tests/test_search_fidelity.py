@@ -247,7 +247,8 @@ def test_training_probes_pause_the_clock_and_leave_training_unchanged() -> None:
     from hyperrecon.physics import Denoise
     from hyperrecon.samplers import FixedSampler
     from hyperrecon.search import make_model_objectives
-    from hyperrecon.training import ReconTask, TrainSettings, train
+    from hyperrecon.tasks import ReconTask
+    from hyperrecon.training import TrainSettings, train
 
     g = torch.Generator().manual_seed(0)
     x = torch.rand(8, 1, 16, 16, generator=g)

@@ -3,27 +3,23 @@
 from __future__ import annotations
 
 import os
-from dataclasses import replace
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 
 import pytest
 import torch
 
+from hyperrecon.checkpoints import load_checkpoint, save_checkpoint
+from hyperrecon.config import TrainConfig
 from hyperrecon.errors import CheckpointError, ConfigError, DataError, TrainingError
 from hyperrecon.losses import CompositeLoss
 from hyperrecon.models import FiLMUNet, HyperUNet, UNet
 from hyperrecon.physics import CSMRI
 from hyperrecon.samplers import DHSSampler, FixedSampler, UniformSampler
 from hyperrecon.scales import term_values
-from hyperrecon.training import (
-    IndexStream,
-    ReconTask,
-    SegTask,
-    TrainSettings,
-    load_checkpoint,
-    save_checkpoint,
-    train,
-)
+from hyperrecon.tasks import ReconTask, SegTask
+from hyperrecon.train_state import TrainState
+from hyperrecon.training import IndexStream, TrainSettings, train
 
 N, SIZE = 12, 16
 
@@ -205,6 +201,72 @@ def test_resume_reproduces_an_uninterrupted_run(tmp_path: Path, schedule: str, k
     assert again.final_step == 10 and again.cost.steps == 10
 
 
+def same(a: object, b: object, where: str) -> None:
+    """Assert a == b for nested dicts, lists and tensors (tensors: equal values, dtype and shape)."""
+    assert type(a) is type(b), (where, type(a), type(b))
+    if isinstance(a, torch.Tensor):
+        assert a.dtype == b.dtype and a.shape == b.shape and torch.equal(a, b), where
+    elif isinstance(a, dict):
+        assert list(a) == list(b), (where, list(a), list(b))
+        for key in a:
+            same(a[key], b[key], f"{where}.{key}")
+    elif isinstance(a, list | tuple):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            same(x, y, f"{where}[{i}]")
+    else:
+        assert a == b, (where, a, b)
+
+
+def test_state_round_trip_field_by_field(tmp_path: Path) -> None:
+    """A checkpoint restored into a fresh, differently initialised state gives back every saved part unchanged."""
+    settings = TrainSettings(steps=10, batch_size=4, checkpoint_every=4, log_every=3, seed=5)
+    task, ckpt = ao_task(), tmp_path / "ckpt.pt"
+    torch.manual_seed(0)
+    model = HyperUNet(n_lams=2, hnet_width=2, width=4)
+    with pytest.raises(Crash):
+        train(model, task, DHSSampler(top_k=2), settings, checkpoint_path=ckpt, callbacks=[crash_after(5)])
+    saved = load_checkpoint(ckpt)
+    header = {"format_version", "name", "settings"}
+    assert saved["step"] == 4 and saved["log_count"] == 1 and set(saved["log_sums"]) >= {"loss", "dc", "tv"}
+    assert saved["sampler"] and len(saved["history"]) == 1 and saved["perm_pos"] == 4
+
+    torch.manual_seed(123)
+    state = TrainState.start(
+        HyperUNet(n_lams=2, hnet_width=2, width=4), task.n_samples, DHSSampler(top_k=2), settings, "cpu", "other"
+    )
+    fresh = state.state_dict()
+    assert set(fresh) == set(saved) - header  # the parts table is the whole payload
+    assert any(not torch.equal(fresh["model"][k], v) for k, v in saved["model"].items())
+    with torch.random.fork_rng():
+        state.restore(ckpt, asdict(settings))
+        restored = state.state_dict()
+    for key in restored:
+        same(restored[key], saved[key], key)
+    assert state.step == 4 and state.n_sum == 1 and state.stream.pos == 4 and state.cost.steps == 4
+
+
+def test_settings_are_the_study_schema_plus_the_job() -> None:
+    """One definition per setting: TrainSettings takes [train]'s fields, defaults and ranges from TrainConfig."""
+    schema = {f.name: f.default for f in fields(TrainConfig)}
+    mine = {f.name: f.default for f in fields(TrainSettings)}
+    assert set(mine) - set(schema) == {"seed", "log_every"}
+    assert {k: v for k, v in mine.items() if k in schema and k != "precision"} == {
+        k: v for k, v in schema.items() if k != "precision"
+    }
+    assert schema["precision"] == "auto" and mine["precision"] == "fp32"  # the loop runs in a resolved precision
+    study = TrainConfig(steps=77, batch_size=6, lr=0.02, lr_schedule="cosine", channels_last=False, grad_clip=2.0)
+    made = TrainSettings.from_config(study, steps=5, precision="bf16", seed=9, log_every=2)
+    assert (made.steps, made.batch_size, made.lr, made.lr_schedule, made.grad_clip) == (5, 6, 0.02, "cosine", 2.0)
+    assert (made.channels_last, made.checkpoint_every, made.precision, made.seed) == (False, 200, "bf16", 9)
+    with pytest.raises(ConfigError, match=r"train settings batch_size: `batch_size >= 1` must hold"):
+        TrainSettings(batch_size=0)
+    with pytest.raises(ConfigError, match="train settings steps: expected integer, got true"):
+        TrainSettings(steps=True)
+    with pytest.raises(ConfigError, match="train settings checkpoint_every: `checkpoint_every >= 0`"):
+        replace(made, checkpoint_every=-1)
+
+
 def test_resume_with_other_batch_size_is_refused(tmp_path: Path) -> None:
     ckpt = tmp_path / "c.pt"
     train(UNet(width=4), sl_task(), FixedSampler(0.0), TrainSettings(steps=2, batch_size=4), checkpoint_path=ckpt)
@@ -267,7 +329,9 @@ def test_corrupt_or_truncated_checkpoint_raises_checkpoint_error(tmp_path: Path)
 
 def test_flipped_bytes_inside_a_tensor_fail_the_checksum(tmp_path: Path) -> None:
     ckpt = tmp_path / "c.pt"
-    train(UNet(width=4), sl_task(), FixedSampler(0.5), TrainSettings(steps=2, batch_size=4), checkpoint_path=ckpt)
+    # NCHW weights, so that their bytes in the archive are those of tensor.numpy()
+    settings = TrainSettings(steps=2, batch_size=4, channels_last=False)
+    train(UNet(width=4), sl_task(), FixedSampler(0.5), settings, checkpoint_path=ckpt)
     data = bytearray(ckpt.read_bytes())
     name, tensor = max(load_checkpoint(ckpt)["model"].items(), key=lambda kv: kv[1].numel())
     weight = tensor.numpy().tobytes()

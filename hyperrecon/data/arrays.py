@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ from ..errors import DataError
 from .base import DataBundle, anatomy_mask, fit_to_size, normalise_percentile, stack_split
 from .identity import data_root, relative_id
 from .registry import DATASETS
-from .source import DatasetSource, check_choice, check_range
+from .source import DatasetParams, DatasetSource, check_choice, check_range
 
 NORMALIZE = ("max", "p99", "minmax", "none")
 
@@ -82,6 +83,26 @@ def normalise(image: np.ndarray, how: str, where: str) -> np.ndarray:
     return image.astype(np.float32)
 
 
+@dataclasses.dataclass(frozen=True)
+class ArraysParams(DatasetParams):
+    """``arrays`` parameters: a second ``.npy`` of labels, intensity normalisation, how slices fit the size,
+    split fractions and whether to shuffle before splitting."""
+
+    labels_path: str | None = None
+    normalize: str = "max"
+    fit: str = "pad"
+    val_fraction: float = 0.15
+    test_fraction: float = 0.3
+    shuffle: bool = False
+
+    def check(self, where: str) -> None:
+        check_choice(where, "normalize", self.normalize, NORMALIZE)
+        check_choice(where, "fit", self.fit, ("pad", "resize"))
+        check_choice(where, "shuffle", self.shuffle, (True, False))
+        check_range(where, "val_fraction", self.val_fraction, 0.0, 0.9)
+        check_range(where, "test_fraction", self.test_fraction, 0.0, 0.9)
+
+
 @DATASETS.register(
     "arrays", description="reader: one .npy/.npz of slices (N,H,W) with optional labels, split by fractions"
 )
@@ -89,42 +110,13 @@ class Arrays(DatasetSource):
     """Plain arrays of slices (``.npy``/``.npz``), optional labels, contiguous or shuffled fraction splits."""
 
     needs_path = True
-    smoke_params: dict[str, Any] = {}
 
-    def __init__(
-        self,
-        *,
-        image_size: int = 256,
-        seed: int = 0,
-        path: str | None = None,
-        cache_dir: Any = None,
-        labels_path: str | None = None,
-        normalize: str = "max",
-        fit: str = "pad",
-        val_fraction: float = 0.15,
-        test_fraction: float = 0.3,
-        shuffle: bool = False,
-    ) -> None:
-        w = "dataset 'arrays'"
-        check_choice(w, "normalize", normalize, NORMALIZE)
-        check_choice(w, "fit", fit, ("pad", "resize"))
-        check_choice(w, "shuffle", shuffle, (True, False))
-        check_range(w, "val_fraction", val_fraction, 0.0, 0.9)
-        check_range(w, "test_fraction", test_fraction, 0.0, 0.9)
-        super().__init__(
-            image_size=image_size,
-            seed=seed,
-            path=path,
-            cache_dir=cache_dir,
-            params=dict(
-                labels_path=labels_path,
-                normalize=normalize,
-                fit=fit,
-                val_fraction=val_fraction,
-                test_fraction=test_fraction,
-                shuffle=shuffle,
-            ),
-        )
+    Params = ArraysParams
+    p: ArraysParams
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        labels_path = self.p.labels_path
         self.labels_file = Path(labels_path).expanduser() if labels_path is not None else None
         if self.labels_file is not None and not self.labels_file.is_file():
             raise DataError(f"{self.labels_file}: no such file; expected a .npy of labels (labels_path)")
@@ -136,11 +128,22 @@ class Arrays(DatasetSource):
                 ".npy of labels"
             )
 
+    @classmethod
+    def write_sample(cls, folder: Path) -> Path:
+        """``slices.npz``: 10 noisy disc slices (10, 20, 24) with 3-class labels."""
+        rng = np.random.default_rng(0)
+        yy, xx = np.mgrid[0:20, 0:24]
+        disc = (((yy - 10) / 8) ** 2 + ((xx - 12) / 9) ** 2) < 1
+        images = np.stack([disc * rng.uniform(20, 40) + rng.uniform(0, 2, disc.shape) for _ in range(10)])
+        labels = np.stack([disc * (1 + k % 2) for k in range(10)]).astype(np.int64)
+        np.savez(folder / "slices.npz", images=images.astype(np.float32), labels=labels)
+        return folder / "slices.npz"
+
     def input_files(self) -> list[Path]:
         return [f for f in (self.path, self.labels_file) if f is not None]
 
     def build(self) -> DataBundle:
-        p, f = self.params, self.path
+        p, f = self.p, self.path
         if f is None:  # not reachable: needs_path
             raise DataError("arrays: no path")
         images, labels = _read(f)
@@ -166,14 +169,14 @@ class Arrays(DatasetSource):
             labels = labels.astype(np.uint8)
         keep = np.flatnonzero(anatomy_mask(images))
         n = len(keep)
-        n_val = max(1, round(n * p["val_fraction"]))
-        n_test = max(1, round(n * p["test_fraction"]))
+        n_val = max(1, round(n * p.val_fraction))
+        n_test = max(1, round(n * p.test_fraction))
         if n - n_val - n_test < 1:
             raise DataError(
                 f"{f}: {n} slice(s) with anatomy (of {len(images)}); expected at least {n_val + n_test + 1} "
                 "to split train/val/test"
             )
-        order = keep[np.random.default_rng(self.seed).permutation(n)] if p["shuffle"] else keep
+        order = keep[np.random.default_rng(self.seed).permutation(n)] if p.shuffle else keep
         parts = {
             "train": order[: n - n_val - n_test],
             "val": order[n - n_val - n_test : n - n_test],
@@ -184,9 +187,9 @@ class Arrays(DatasetSource):
             imgs = [
                 np.clip(
                     fit_to_size(
-                        normalise(images[i].astype(np.float32), p["normalize"], f"{f} slice {i}"),
+                        normalise(images[i].astype(np.float32), p.normalize, f"{f} slice {i}"),
                         self.image_size,
-                        mode=p["fit"],
+                        mode=p.fit,
                     ),
                     0.0,
                     1.0,
@@ -194,7 +197,7 @@ class Arrays(DatasetSource):
                 for i in idx
             ]
             labs = (
-                [fit_to_size(labels[i], self.image_size, labels=True, mode=p["fit"]) for i in idx]
+                [fit_to_size(labels[i], self.image_size, labels=True, mode=p.fit) for i in idx]
                 if labels is not None
                 else None
             )
@@ -207,7 +210,7 @@ class Arrays(DatasetSource):
             class_names=None,
             source="arrays",
             description=f"arrays from {f.name}: {len(images)} slices ({n} with anatomy), "
-            f"{'shuffled' if p['shuffle'] else 'contiguous'} fraction split (no subject ids)",
+            f"{'shuffled' if p.shuffle else 'contiguous'} fraction split (no subject ids)",
             synthetic=False,
             single_subject=False,
             image_size=self.image_size,

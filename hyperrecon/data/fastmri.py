@@ -26,6 +26,7 @@ authors' preprocessing); slices without anatomy are dropped (``base.has_anatomy`
 
 from __future__ import annotations
 
+import dataclasses
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,7 @@ from ..errors import DataBusyError, DataError, HyperReconError
 from .base import DataBundle, anatomy_mask, knee_preprocess, split_groups, stack_split
 from .identity import Found, check_unique, data_root, find_files, relative_id
 from .registry import DATASETS
-from .source import DatasetSource, check_choice, check_range
+from .source import DatasetParams, DatasetSource, check_choice, check_range
 
 NS = "{http://www.ismrm.org/ISMRMRD}"
 ACQUISITIONS = {"PD": ("CORPD_FBK",), "PDFS": ("CORPDFS_FBK",), "both": None}
@@ -113,52 +114,44 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-@DATASETS.register("fastmri-knee", description="reader: fastMRI single-coil knee .h5 files (PD/PDFS), split by patient")
+@dataclasses.dataclass(frozen=True)
+class FastMRIKneeParams(DatasetParams):
+    """``fastmri-knee`` parameters: contrast, target key, targets from k-space, split fractions, caps."""
+
+    contrast: str = "both"
+    target: str = "auto"
+    from_kspace: bool = False
+    val_fraction: float = 0.15
+    test_fraction: float = 0.3
+    max_files: int | None = None
+    slices_per_file: int | None = None
+
+    def check(self, where: str) -> None:
+        check_choice(where, "contrast", self.contrast, tuple(ACQUISITIONS))
+        check_choice(where, "target", self.target, TARGETS)
+        check_choice(where, "from_kspace", self.from_kspace, (True, False))
+        check_range(where, "val_fraction", self.val_fraction, 0.0, 0.9)
+        check_range(where, "test_fraction", self.test_fraction, 0.0, 0.9)
+        for name in ("max_files", "slices_per_file"):
+            if getattr(self, name) is not None:
+                check_range(where, name, getattr(self, name), 1, integer=True)
+
+
+@DATASETS.register(
+    "fastmri-knee",
+    description="reader: fastMRI single-coil knee .h5 files (PD/PDFS), split by patient",
+    smoke_params={"slices_per_file": 2},
+)
 class FastMRIKnee(DatasetSource):
     """fastMRI single-coil knee ``.h5`` reader (reconstruction_esc targets), split by patient."""
 
     needs_path = True
-    smoke_params = {"slices_per_file": 2}
 
-    def __init__(
-        self,
-        *,
-        image_size: int = 256,
-        seed: int = 0,
-        path: str | None = None,
-        cache_dir: Any = None,
-        contrast: str = "both",
-        target: str = "auto",
-        from_kspace: bool = False,
-        val_fraction: float = 0.15,
-        test_fraction: float = 0.3,
-        max_files: int | None = None,
-        slices_per_file: int | None = None,
-    ) -> None:
-        w = "dataset 'fastmri-knee'"
-        check_choice(w, "contrast", contrast, tuple(ACQUISITIONS))
-        check_choice(w, "target", target, TARGETS)
-        check_choice(w, "from_kspace", from_kspace, (True, False))
-        check_range(w, "val_fraction", val_fraction, 0.0, 0.9)
-        check_range(w, "test_fraction", test_fraction, 0.0, 0.9)
-        for name, v in (("max_files", max_files), ("slices_per_file", slices_per_file)):
-            if v is not None:
-                check_range(w, name, v, 1, integer=True)
-        super().__init__(
-            image_size=image_size,
-            seed=seed,
-            path=path,
-            cache_dir=cache_dir,
-            params=dict(
-                contrast=contrast,
-                target=target,
-                from_kspace=from_kspace,
-                val_fraction=val_fraction,
-                test_fraction=test_fraction,
-                max_files=max_files,
-                slices_per_file=slices_per_file,
-            ),
-        )
+    Params = FastMRIKneeParams
+    p: FastMRIKneeParams
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
         self._found_cache: Found | None = None
 
     def _found(self) -> Found:
@@ -172,6 +165,32 @@ class FastMRIKnee(DatasetSource):
             self._found_cache = found
         return self._found_cache
 
+    @classmethod
+    def write_sample(cls, folder: Path) -> Path:
+        """Six single-coil files (PD and PDFS in turn) of 3 slices 24 x 20:
+        ``reconstruction_esc``, zero ``kspace`` (24 x 22 encoded) and an ISMRMRD header, one patient each."""
+        import h5py
+
+        header = (
+            '<ismrmrdHeader xmlns="http://www.ismrm.org/ISMRMRD"><encoding>'
+            "<encodedSpace><matrixSize><x>48</x><y>22</y><z>1</z></matrixSize></encodedSpace>"
+            "<reconSpace><matrixSize><x>24</x><y>20</y><z>1</z></matrixSize></reconSpace>"
+            "<encodingLimits><kspace_encoding_step_1><minimum>0</minimum><maximum>19</maximum><center>11</center>"
+            "</kspace_encoding_step_1></encodingLimits></encoding></ismrmrdHeader>"
+        )
+        rng = np.random.default_rng(0)
+        yy, xx = np.mgrid[0:24, 0:20]
+        knee = (((yy - 12) / 9) ** 2 + ((xx - 10) / 7) ** 2) < 1
+        for i in range(6):
+            recon = np.stack([knee * 1e-4 * (k + 1) + rng.uniform(0, 2e-6, knee.shape) for k in range(3)])
+            with h5py.File(folder / f"file{i}.h5", "w") as h:
+                h.create_dataset("reconstruction_esc", data=recon.astype(np.float32))
+                h.create_dataset("kspace", data=np.zeros((3, 48, 22), np.complex64))
+                h["ismrmrd_header"] = header
+                h.attrs["acquisition"] = "CORPD_FBK" if i % 2 == 0 else "CORPDFS_FBK"
+                h.attrs["patient_id"] = f"patient{i}"
+        return folder
+
     def input_files(self) -> list[Path]:
         found = self._found()  # skipped duplicates too: adding or removing a link changes the cache key
         return list(found.files) + [Path(p) for p in found.duplicates]
@@ -184,7 +203,7 @@ class FastMRIKnee(DatasetSource):
         try:
             with h5py.File(f, "r") as h:
                 acq = _text(h.attrs["acquisition"]) if "acquisition" in h.attrs else None
-                wanted = ACQUISITIONS[self.params["contrast"]]
+                wanted = ACQUISITIONS[self.p.contrast]
                 if wanted is not None and acq not in wanted:
                     return None
                 if "ismrmrd_header" not in h:
@@ -201,12 +220,12 @@ class FastMRIKnee(DatasetSource):
         return {"file": f, "id": vid, "acquisition": acq, "patient": patient, "key": key, "shape": shape, **header}
 
     def _target_key(self, h: Any, f: Path) -> str:
-        target = self.params["target"]
+        target = self.p.target
         names = ("reconstruction_esc", "reconstruction_rss") if target == "auto" else (target,)
         for name in names:
             if name in h:
                 return name
-        if self.params["from_kspace"] and "kspace" in h:
+        if self.p.from_kspace and "kspace" in h:
             if "mask" in h:
                 raise DataError(
                     f"{f}: has no {' or '.join(names)} and its kspace is undersampled ('mask' present); "
@@ -230,7 +249,7 @@ class FastMRIKnee(DatasetSource):
                 if ds.ndim != 3:
                     raise DataError(f"{f}: '{key}' has shape {ds.shape}; expected (slices, H, W)")
                 n = ds.shape[0]
-                keep = self.params["slices_per_file"]
+                keep = self.p.slices_per_file
                 lo = max(0, (n - keep) // 2) if keep else 0
                 hi = min(n, lo + keep) if keep else n
                 data = ds[lo:hi]
@@ -249,21 +268,21 @@ class FastMRIKnee(DatasetSource):
 
     # -- bundle -----------------------------------------------------------------------------------------------
     def build(self) -> DataBundle:
-        p = self.params
+        p = self.p
         found = self._found()
         check_unique((relative_id(f, data_root(self.path)), f) for f in found.files)  # before reading any
         infos = [i for i in (self._inspect(f) for f in found.files) if i is not None]
         if not infos:
             raise DataError(
-                f"{self.path}: no file with acquisition {ACQUISITIONS[p['contrast']]}; expected PD (CORPD_FBK) "
+                f"{self.path}: no file with acquisition {ACQUISITIONS[p.contrast]}; expected PD (CORPD_FBK) "
                 "or PDFS (CORPDFS_FBK) volumes, or contrast='both'"
             )
-        if p["max_files"]:
-            infos = infos[: p["max_files"]]
+        if p.max_files:
+            infos = infos[: p.max_files]
         groups = split_groups(
             [i["patient"] for i in infos],
-            val_fraction=p["val_fraction"],
-            test_fraction=p["test_fraction"],
+            val_fraction=p.val_fraction,
+            test_fraction=p.test_fraction,
             seed=self.seed,
             where=str(self.path),
             unit="patient",
@@ -286,7 +305,7 @@ class FastMRIKnee(DatasetSource):
             n_classes=None,
             class_names=None,
             source="fastmri-knee",
-            description=f"fastMRI single-coil knee ({p['contrast']}), {len(infos)} files, split by patient",
+            description=f"fastMRI single-coil knee ({p.contrast}), {len(infos)} files, split by patient",
             synthetic=False,
             single_subject=False,
             image_size=self.image_size,

@@ -26,6 +26,7 @@ read once; two files that give one subject id stop with an error naming both.
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import re
 import zlib
@@ -39,7 +40,7 @@ from .aseg import ASEG_CLASSES, CLASS_NAMES, merge_aseg
 from .base import DataBundle, fit_to_size, has_anatomy, split_groups, stack_split
 from .identity import clash_error, data_root, find_files, relative_id
 from .registry import DATASETS
-from .source import DatasetSource, check_choice, check_range
+from .source import DatasetParams, DatasetSource, check_choice, check_range
 
 VOLUME_EXTS = (".mgz", ".nii.gz", ".nii")
 SLICE_RE = re.compile(r"^(?P<subj>.+)_orig_(?P<idx>\d+)\.npy$")
@@ -85,52 +86,42 @@ def _axial(vol: np.ndarray, k: int) -> np.ndarray:
     return np.ascontiguousarray(vol[:, :, k].T[::-1])
 
 
+@dataclasses.dataclass(frozen=True)
+class FreeSurferBrainParams(DatasetParams):
+    """``freesurfer-brain`` parameters: image volume (norm/orig), split fractions, slice step and caps."""
+
+    image: str = "norm"
+    val_fraction: float = 0.15
+    test_fraction: float = 0.3
+    slice_step: int = 1
+    max_slices_per_subject: int | None = None
+    max_subjects: int | None = None
+
+    def check(self, where: str) -> None:
+        check_choice(where, "image", self.image, ("norm", "orig"))
+        check_range(where, "val_fraction", self.val_fraction, 0.0, 0.9)
+        check_range(where, "test_fraction", self.test_fraction, 0.0, 0.9)
+        check_range(where, "slice_step", self.slice_step, 1, integer=True)
+        for name in ("max_slices_per_subject", "max_subjects"):
+            if getattr(self, name) is not None:
+                check_range(where, name, getattr(self, name), 1, integer=True)
+
+
 @DATASETS.register(
     "freesurfer-brain",
     description="reader: FreeSurfer/ABIDE T1 (norm/orig + aseg, mgz/nii or npy slices), 5 classes",
+    smoke_params={"max_slices_per_subject": 2},
 )
 class FreeSurferBrain(DatasetSource):
     """FreeSurfer-processed T1 brains with aseg merged to 5 classes, axial slices, split by subject."""
 
     needs_path = True
-    smoke_params = {"max_slices_per_subject": 2}
 
-    def __init__(
-        self,
-        *,
-        image_size: int = 256,
-        seed: int = 0,
-        path: str | None = None,
-        cache_dir: Any = None,
-        image: str = "norm",
-        val_fraction: float = 0.15,
-        test_fraction: float = 0.3,
-        slice_step: int = 1,
-        max_slices_per_subject: int | None = None,
-        max_subjects: int | None = None,
-    ) -> None:
-        w = "dataset 'freesurfer-brain'"
-        check_choice(w, "image", image, ("norm", "orig"))
-        check_range(w, "val_fraction", val_fraction, 0.0, 0.9)
-        check_range(w, "test_fraction", test_fraction, 0.0, 0.9)
-        check_range(w, "slice_step", slice_step, 1, integer=True)
-        for name, v in (("max_slices_per_subject", max_slices_per_subject), ("max_subjects", max_subjects)):
-            if v is not None:
-                check_range(w, name, v, 1, integer=True)
-        super().__init__(
-            image_size=image_size,
-            seed=seed,
-            path=path,
-            cache_dir=cache_dir,
-            params=dict(
-                image=image,
-                val_fraction=val_fraction,
-                test_fraction=test_fraction,
-                slice_step=slice_step,
-                max_slices_per_subject=max_slices_per_subject,
-                max_subjects=max_subjects,
-            ),
-        )
+    Params = FreeSurferBrainParams
+    p: FreeSurferBrainParams
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
         self._subjects_cache: dict[str, dict[str, Any]] | None = None
         self._duplicates: dict[str, str] = {}
 
@@ -144,7 +135,7 @@ class FreeSurferBrain(DatasetSource):
         if root is None:  # not reachable: needs_path
             raise DataError("freesurfer-brain: no path")
         base = data_root(root)
-        prefer = [self.params["image"], "orig" if self.params["image"] == "norm" else "norm"]
+        prefer = [self.p.image, "orig" if self.p.image == "norm" else "norm"]
         found = find_files(
             root,
             lambda f: (
@@ -192,6 +183,28 @@ class FreeSurferBrain(DatasetSource):
         self._duplicates = found.duplicates
         self._subjects_cache = dict(sorted(subjects.items()))
         return self._subjects_cache
+
+    @classmethod
+    def write_sample(cls, folder: Path) -> Path:
+        """Four subjects ``sub<i>/norm.mgz`` + ``aseg.mgz`` (18 x 20 x 16, LIA like FreeSurfer's conformed space):
+        an ellipsoid of white matter (aseg 2) in cortex (3) with a ventricle (4) and hippocampus (17)."""
+        import nibabel as nib
+
+        rng = np.random.default_rng(0)
+        x, y, z = np.meshgrid(*[np.linspace(-1, 1, n) for n in (18, 20, 16)], indexing="ij")
+        r = np.sqrt((x / 0.8) ** 2 + (y / 0.85) ** 2 + (z / 0.75) ** 2)
+        aseg = np.zeros(r.shape, np.int32)
+        aseg[r < 1.0], aseg[r < 0.7] = 3, 2
+        aseg[(r < 0.3) & (x > 0)], aseg[(r < 0.3) & (x <= 0)] = 4, 17
+        lia = np.array([[-1, 0, 0, 9], [0, 0, 1, -8], [0, -1, 0, 10], [0, 0, 0, 1]], float)
+        for i in range(4):
+            t1 = np.select([aseg == 2, aseg == 3, aseg == 17, aseg == 4], [200, 120, 110, 40], 0)
+            t1 = np.clip(t1 + rng.normal(0, 3, r.shape) * (aseg > 0), 0, 255).astype(np.uint8)
+            d = folder / f"sub{i}"
+            d.mkdir()
+            nib.save(nib.MGHImage(t1, lia), d / "norm.mgz")
+            nib.save(nib.MGHImage(aseg, lia), d / "aseg.mgz")
+        return folder
 
     def input_files(self) -> list[Path]:
         out: list[Path] = []
@@ -247,14 +260,14 @@ class FreeSurferBrain(DatasetSource):
         return imgs, labs, idx, where
 
     def build(self) -> DataBundle:
-        p = self.params
+        p = self.p
         subjects = self._subjects()
-        if p["max_subjects"]:
-            subjects = dict(list(subjects.items())[: p["max_subjects"]])
+        if p.max_subjects:
+            subjects = dict(list(subjects.items())[: p.max_subjects])
         groups = split_groups(
             list(subjects),
-            val_fraction=p["val_fraction"],
-            test_fraction=p["test_fraction"],
+            val_fraction=p.val_fraction,
+            test_fraction=p.test_fraction,
             seed=self.seed,
             where=str(self.path),
             unit="subject",
@@ -264,8 +277,8 @@ class FreeSurferBrain(DatasetSource):
             images, labels, ids = [], [], []
             for subj in members:
                 imgs, labs, idx, _ = self._read_subject(subjects[subj])
-                keep = [i for i in range(len(idx)) if has_anatomy(imgs[i])][:: p["slice_step"]]
-                cap = p["max_slices_per_subject"]
+                keep = [i for i in range(len(idx)) if has_anatomy(imgs[i])][:: p.slice_step]
+                cap = p.max_slices_per_subject
                 if cap is not None and len(keep) > cap:  # evenly spaced through the brain
                     keep = [keep[j] for j in np.round(np.linspace(0, len(keep) - 1, cap)).astype(int)]
                 for i in keep:

@@ -20,15 +20,16 @@ a default, so ``workers=1``; raise it on a machine with idle cores. Not part of 
 
 from __future__ import annotations
 
+import dataclasses
 from concurrent.futures import ProcessPoolExecutor
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from ..errors import DataError
 from .base import SPLIT_NAMES, DataBundle, fit_to_size, has_anatomy, knee_preprocess, stack_split
 from .registry import DATASETS
-from .source import DatasetSource, check_choice, check_range
+from .source import DatasetParams, DatasetSource, check_choice, check_range
 
 SPLIT_CODES = {"train": 0, "val": 1, "test": 2}
 RENDER_SIZE = 320
@@ -73,58 +74,41 @@ def render_subject(
     return images, labels, ids
 
 
+@dataclasses.dataclass(frozen=True)
+class KneePhantomParams(DatasetParams):
+    """``knee-phantom`` parameters: contrast, subjects per split, slices per subject, coronal position range,
+    worker processes for rendering (not in the cache key: they do not change the arrays)."""
+
+    contrast: str = "both"
+    n_train: int = 16
+    n_val: int = 4
+    n_test: int = 8
+    slices_per_subject: int = 12
+    position_range: float = 0.8
+    workers: int = 1
+
+    NOT_CACHED: ClassVar[tuple[str, ...]] = ("workers",)
+
+    def check(self, where: str) -> None:
+        check_choice(where, "contrast", self.contrast, ("PD", "PDFS", "both"))
+        for name in ("n_train", "n_val", "n_test", "slices_per_subject", "workers"):
+            check_range(where, name, getattr(self, name), 1, integer=True)
+        check_range(where, "position_range", self.position_range, 0.0, 1.0)
+
+
 @DATASETS.register(
-    "knee-phantom", description="SYNTHETIC procedural coronal knee (PD/PDFS) with labels, split by subject"
+    "knee-phantom",
+    description="SYNTHETIC procedural coronal knee (PD/PDFS) with labels, split by subject",
+    smoke_params={"n_train": 2, "n_val": 1, "n_test": 1, "slices_per_subject": 2},
 )
 class KneePhantom(DatasetSource):
     """Procedural coronal knee phantom (synthetic), PD/PDFS, tissue labels, split by simulated subject."""
 
-    smoke_params = {"n_train": 2, "n_val": 1, "n_test": 1, "slices_per_subject": 2}
-
-    def __init__(
-        self,
-        *,
-        image_size: int = 256,
-        seed: int = 0,
-        path: str | None = None,
-        cache_dir: Any = None,
-        contrast: str = "both",
-        n_train: int = 16,
-        n_val: int = 4,
-        n_test: int = 8,
-        slices_per_subject: int = 12,
-        position_range: float = 0.8,
-        workers: int = 1,
-    ) -> None:
-        w = "dataset 'knee-phantom'"
-        check_choice(w, "contrast", contrast, ("PD", "PDFS", "both"))
-        for name, v in (
-            ("n_train", n_train),
-            ("n_val", n_val),
-            ("n_test", n_test),
-            ("slices_per_subject", slices_per_subject),
-            ("workers", workers),
-        ):
-            check_range(w, name, v, 1, integer=True)
-        check_range(w, "position_range", position_range, 0.0, 1.0)
-        super().__init__(
-            image_size=image_size,
-            seed=seed,
-            path=path,
-            cache_dir=cache_dir,
-            params=dict(
-                contrast=contrast,
-                n_train=n_train,
-                n_val=n_val,
-                n_test=n_test,
-                slices_per_subject=slices_per_subject,
-                position_range=position_range,
-            ),
-        )
-        self.workers = workers  # not in params: it does not change the arrays, so not in the cache key
+    Params = KneePhantomParams
+    p: KneePhantomParams
 
     def build(self) -> DataBundle:
-        p = self.params
+        p = self.p
         kp = _phantom()
         tasks = {
             name: [
@@ -132,18 +116,18 @@ class KneePhantom(DatasetSource):
                     self.seed,
                     code,
                     i,
-                    subject_contrast(p["contrast"], code, i),
-                    p["slices_per_subject"],
-                    float(p["position_range"]),
+                    subject_contrast(p.contrast, code, i),
+                    p.slices_per_subject,
+                    float(p.position_range),
                     self.image_size,
                 )
-                for i in range(p[f"n_{name}"])
+                for i in range(getattr(p, f"n_{name}"))
             ]
             for name, code in SPLIT_CODES.items()
         }
         flat = [t for ts in tasks.values() for t in ts]
-        if self.workers > 1:
-            with ProcessPoolExecutor(max_workers=self.workers) as pool:
+        if self.p.workers > 1:
+            with ProcessPoolExecutor(max_workers=self.p.workers) as pool:
                 results = list(pool.map(render_subject, flat))
         else:
             results = [render_subject(t) for t in flat]
@@ -164,8 +148,8 @@ class KneePhantom(DatasetSource):
             class_names=class_names,
             source="knee-phantom",
             description=(
-                f"SYNTHETIC procedural coronal knee phantom ({p['contrast']}), {p['n_train']}/{p['n_val']}/"
-                f"{p['n_test']} simulated subjects; not real MRI"
+                f"SYNTHETIC procedural coronal knee phantom ({p.contrast}), {p.n_train}/{p.n_val}/"
+                f"{p.n_test} simulated subjects; not real MRI"
             ),
             synthetic=True,
             single_subject=False,

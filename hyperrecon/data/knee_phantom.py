@@ -13,11 +13,12 @@ in [-1, 1] (anterior -> posterior) and ``a`` the structure's AP half-depth, so a
 the femoral shaft leaves first in posterior slices, the notch opens into two condyles, the fibular head
 appears posterior-laterally and the patella only in the most anterior slices.
 
-Appearance. Tissues are painted back to front with anti-aliased masks ``alpha = clip(1/2 - d / pixel, 0, 1)``:
-skin, subcutaneous fat (with fibrous septa), muscle (striated, with fatty septa), periarticular / Hoffa /
-popliteal fat, joint fluid, vessels, ligaments and tendons, bone (dark cortex, trabecular marrow, physeal scar),
-articular cartilage (deep layer darker) and menisci. Per-contrast intensities follow proton-density FSE
-without (``"PD"``) and with fat suppression (``"PDFS"``: fat and marrow dark, fluid bright, lower SNR).
+Appearance. Tissues are painted back to front, one painter (``_paint_*``) per structure, with anti-aliased
+masks ``alpha = clip(1/2 - d / pixel, 0, 1)``: skin, subcutaneous fat (with fibrous septa), muscle (striated, with
+fatty septa), periarticular / Hoffa / popliteal fat, joint fluid, vessels, ligaments and tendons, bone (dark
+cortex, trabecular marrow, physeal scar), articular cartilage (deep layer darker) and menisci. Per-contrast
+intensities follow proton-density FSE without (``"PD"``) and with fat suppression (``"PDFS"``: fat and marrow dark,
+fluid bright, lower SNR).
 
 Acquisition. ``x = m * b * exp(i phi)`` with a smooth multiplicative bias ``b`` (low-order log-polynomial
 plus a receive-coil rise toward the periphery) and a smooth phase ``phi``; the outer phase-encode (column)
@@ -505,11 +506,92 @@ class _Canvas:
         self.lab[alpha > 0.5] = label
 
 
+@dataclass
+class _Slice:
+    """One slice being drawn: the subject, its position ``p``, the contrast's intensities ``T``, the canvas, the
+    anatomical grid ``(u, v)`` (mm; ``c`` the image grid's pixel centres), this slice's textures and the key levels
+    (``fb`` femoral bone bottom, ``cy`` condyle centres, ``vtm``/``vtl`` medial/lateral tibial bone top, mm)."""
+
+    s: KneeSubject
+    p: float
+    T: dict[str, float]
+    tex: dict[str, np.ndarray]
+    cv: _Canvas
+    c: np.ndarray
+    u: np.ndarray
+    v: np.ndarray
+    trab: np.ndarray
+    fine: np.ndarray
+    stri: np.ndarray
+    lob: np.ndarray
+    septa: np.ndarray
+    low: np.ndarray
+    edge: np.ndarray
+    gap: float
+    fb: float
+    cy: float
+    vtm: float
+    vtl: float
+
+    def A(self, sdf):
+        """Anti-aliased coverage of an SDF on this canvas."""
+        return self.cv.alpha(sdf)
+
+
+@dataclass
+class _Femur:
+    sdf: np.ndarray
+    t: np.ndarray  # metaphyseal taper: 1 near the condyles, 0 up the shaft
+    notch: np.ndarray  # SDF of the intercondylar notch
+    nh: float  # notch height and half-width at this position
+    nw: float
+
+
+@dataclass
+class _Tibia:
+    sdf: np.ndarray
+    t: np.ndarray  # metaphyseal taper: 1 at the plateau, 0 down the shaft
+    top: np.ndarray  # height of the plateau surface along u
+    spine: float  # weight of the tibial spines at this position
+    spines: np.ndarray
+    drop: float  # how far the plateau margins slope down at the AP ends
+    ch_plat: float  # AP chord factor of the plateau
+    side_l: np.ndarray  # 0 medial .. 1 lateral
+
+
+@dataclass
+class _Leg:
+    sdf: np.ndarray  # skin outline
+    f_leg: float  # AP chord factor of the leg
+    fat_img: np.ndarray  # fat intensity (with fat-suppression failure)
+    inside: np.ndarray  # SDF of the inside of the subcutaneous fat
+
+
 def _render_clean(
     s: KneeSubject, p: float, contrast: str, rng: np.random.Generator, size: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Noise-free magnitude (size, size) float32 and labels uint8 of the slice at position p."""
-    T = _TISSUE[contrast]
+    """Noise-free magnitude (size, size) float32 and labels uint8 of the slice at position p.
+
+    Structures are painted back to front, one painter each; the bone SDFs are built first because soft tissue,
+    fluid, ligaments and cartilage are placed relative to them.
+    """
+    sl = _slice(s, p, contrast, rng, size)
+    femur, tibia = _femur(sl), _tibia(sl)
+    fib = _fibula(sl, tibia)
+    pat = _patella(sl, femur)
+    leg = _paint_leg(sl, tibia)
+    hx = _paint_periarticular_fat(sl, tibia, leg)
+    _paint_joint_fluid(sl, femur, tibia, leg, hx)
+    _paint_vessels(sl)
+    _paint_ligaments(sl, femur, tibia, fib, leg)
+    _paint_bones(sl, femur, tibia, fib, pat)
+    th_t = _paint_cartilage(sl, femur, tibia)
+    _paint_menisci(sl, femur, tibia, th_t)
+    return sl.cv.img * sl.T["scale"], sl.cv.lab
+
+
+def _slice(s: KneeSubject, p: float, contrast: str, rng: np.random.Generator, size: int) -> _Slice:
+    """Draw the slice's randomness, map the image grid to anatomical (u, v) and mix this slice's textures."""
     tex = _subject_textures(s, size)
     px = FOV_MM / size
 
@@ -529,26 +611,40 @@ def _render_clean(
     u = (cr * xs + sr * ys) * (s.lateral_sign / s.scale)
     v = (-sr * xs + cr * ys) / s.scale
     pxa = px / s.scale
-    cv = _Canvas(size, pxa)
-    A = cv.alpha
-
-    # ---- textures for this slice
-    trab = _mix(tex["trab"], p, 1.5)
-    fine = _mix(tex["fine"], p, 2.0)
-    stri = _mix(tex["stri"], p, 1.0)
-    lob = _mix(tex["lob"], p, 0.8)
-    septa = _mix(tex["septa"], p, 0.5)
-    low = _mix(tex["low"], p, 0.4)
-    edge = _mix(tex["edge"], p, 0.5)
 
     # ---- key levels
     gap = s.joint_gap
     fb = -(s.cart_fem + gap / 2)  # femoral bone bottom (central slices)
-    cy = fb - s.condyle_ry  # condyle centres
-    vtm = gap / 2 + s.cart_tib_med  # tibial bone top, medial / lateral
-    vtl = gap / 2 + s.cart_tib_lat
+    return _Slice(
+        s=s,
+        p=p,
+        T=_TISSUE[contrast],
+        tex=tex,
+        cv=_Canvas(size, pxa),
+        c=c,
+        u=u,
+        v=v,
+        trab=_mix(tex["trab"], p, 1.5),
+        fine=_mix(tex["fine"], p, 2.0),
+        stri=_mix(tex["stri"], p, 1.0),
+        lob=_mix(tex["lob"], p, 0.8),
+        septa=_mix(tex["septa"], p, 0.5),
+        low=_mix(tex["low"], p, 0.4),
+        edge=_mix(tex["edge"], p, 0.5),
+        gap=gap,
+        fb=fb,
+        cy=fb - s.condyle_ry,  # condyle centres
+        vtm=gap / 2 + s.cart_tib_med,  # tibial bone top, medial / lateral
+        vtl=gap / 2 + s.cart_tib_lat,
+    )
 
-    # ---- femur
+
+# ---- bone shapes (SDFs)
+
+
+def _femur(sl: _Slice) -> _Femur:
+    """Distal femur: shaft with metaphyseal flare and epicondyles, two condyles, the intercondylar notch."""
+    s, p, u, v, fb, cy = sl.s, sl.p, sl.u, sl.v, sl.fb, sl.cy
     t_f, dt_f = _taper(fb - v, 25.0, s.femur_flare, 1.6)  # 1 near the condyles, 0 up the shaft
     ch_f = _chord(p, *_femur_ap(_taper(fb - v, 22.0, 24.0, 2.0)[0]), n=4)
     bulge = np.exp(-(((v - (fb - 22.0)) / 10.0) ** 2))
@@ -573,8 +669,12 @@ def _render_clean(
     nw = s.notch_hw * (0.55 + 0.45 * float(_ss(-0.6, -0.1, p))) + 7.0 * float(_ss(0.3, 1.0, p))
     notch = _rbox(u, v, 0.0, fb + 6.0 - (nh + 6.0) / 2, nw, (nh + 6.0) / 2, nw * 0.9)
     fem = _smax(fem, -notch, 2.0)
+    return _Femur(sdf=fem, t=t_f, notch=notch, nh=nh, nw=nw)
 
-    # ---- tibia
+
+def _tibia(sl: _Slice) -> _Tibia:
+    """Proximal tibia: shaft with a wine-glass flare, a plateau with two shallow facets and the tibial spines."""
+    s, p, u, v, vtm, vtl = sl.s, sl.p, sl.u, sl.v, sl.vtm, sl.vtl
     t_t, dt_t = _taper(v - vtl, 14.0, s.tibia_flare, 1.0)  # 1 at the plateau, 0 down the shaft
     ch_t = _chord(p, *_tibia_ap(_taper(v - vtl, 10.0, 22.0, 2.0)[0]), n=4)
     gone = np.float32(30.0) * (ch_t == 0.0)
@@ -592,29 +692,44 @@ def _render_clean(
     top = top - s.spine_h * spine * spines + drop
     slope_t = (s.plateau_hw_lat - s.tibia_shaft_hw) * dt_t * ch_t
     tib = _smax(np.maximum(-wt_m - u, u - wt_l) / np.sqrt(1.0 + slope_t * slope_t), top - v, 3.0)
+    return _Tibia(sdf=tib, t=t_t, top=top, spine=spine, spines=spines, drop=drop, ch_plat=ch_plat, side_l=side_l)
 
-    # ---- fibula (posterior-lateral), kept 2 mm from the tibia (proximal tibiofibular joint)
-    ff = float(_chord(p, 0.6, 0.38))
-    fib = None
-    if ff > 0.05:
-        fr = s.fibula_r * ff**0.5
-        fcx, fcy = s.plateau_hw_lat * ch_plat - 2.0, vtl + s.fibula_drop
-        fib = _smin(
-            _ellipse(u, v, fcx, fcy, fr, fr * 1.15),
-            _capsule(u, v, (fcx, fcy), (fcx - 4.0, fcy + 90.0), 0.55 * fr),
-            6.0,
-        )
-        fib = _smax(fib, -(tib - 2.0), 1.0)
 
-    # ---- patella (most anterior slices only)
-    fp = float(_chord(p, -1.05, 0.2))
-    pat = None
-    if fp > 0.05:
-        pat = _ellipse(u, v, 3.0, fb - 36.0, 21.0 * fp**0.5, 19.0 * fp**0.7)
-        pat = _smax(pat, -(fem - 3.0), 2.0)
+def _fibula(sl: _Slice, tibia: _Tibia):
+    """Fibular head (posterior-lateral slices only, else None), kept 2 mm from the tibia (tibiofibular joint)."""
+    s, u, v = sl.s, sl.u, sl.v
+    ff = float(_chord(sl.p, 0.6, 0.38))
+    if ff <= 0.05:
+        return None
+    fr = s.fibula_r * ff**0.5
+    fcx, fcy = s.plateau_hw_lat * tibia.ch_plat - 2.0, sl.vtl + s.fibula_drop
+    fib = _smin(
+        _ellipse(u, v, fcx, fcy, fr, fr * 1.15),
+        _capsule(u, v, (fcx, fcy), (fcx - 4.0, fcy + 90.0), 0.55 * fr),
+        6.0,
+    )
+    return _smax(fib, -(tibia.sdf - 2.0), 1.0)
 
-    # ---- skin outline, subcutaneous fat, muscle
-    wob = tex["wobble"]
+
+def _patella(sl: _Slice, femur: _Femur):
+    """Patella (the most anterior slices only, else None), kept 3 mm from the femur."""
+    fp = float(_chord(sl.p, -1.05, 0.2))
+    if fp <= 0.05:
+        return None
+    pat = _ellipse(sl.u, sl.v, 3.0, sl.fb - 36.0, 21.0 * fp**0.5, 19.0 * fp**0.7)
+    return _smax(pat, -(femur.sdf - 3.0), 2.0)
+
+
+# ---- painters, back to front
+
+
+def _paint_leg(sl: _Slice, tibia: _Tibia) -> _Leg:
+    """Skin, subcutaneous fat (lobules, septa), muscle (bellies, striation, fatty streaks), intermuscular septa;
+    returns the leg outline and fat intensity that later painters use."""
+    s, p, T, u, v, c, A, cv = sl.s, sl.p, sl.T, sl.u, sl.v, sl.c, sl.A, sl.cv
+    fine, stri, lob, septa, low, edge = sl.fine, sl.stri, sl.lob, sl.septa, sl.low, sl.edge
+    side_l = tibia.side_l
+    wob = sl.tex["wobble"]
     f_leg = float(_chord(p, 0.1, 1.8))
     thigh = s.thigh_extra * _sig((-25.0 - v) / 14.0)
     calf = s.calf_extra * _sig((v - 45.0) / 14.0)
@@ -642,19 +757,28 @@ def _render_clean(
     # intermuscular fat septa (inside the muscle only)
     msk = A(leg + s.skin_th + ft + 1.0) * A(_ridge(septa, 0.03, 0.3)) * _ss(-0.3, 0.3, edge)
     cv.paint(msk, fat_img, FAT)
+    return _Leg(sdf=leg, f_leg=f_leg, fat_img=fat_img, inside=leg + s.skin_th + 0.5)
 
-    # ---- periarticular fat (+ Hoffa's pad anteriorly, popliteal fossa posteriorly)
-    hx = max(s.plateau_hw_med, s.plateau_hw_lat) * ch_plat + 9.0
+
+def _paint_periarticular_fat(sl: _Slice, tibia: _Tibia, leg: _Leg) -> float:
+    """Periarticular fat around the joint, Hoffa's pad anteriorly and the popliteal fossa posteriorly; returns the
+    half-width (mm) of its box, which bounds the fluid film."""
+    s, p, u, v, edge = sl.s, sl.p, sl.u, sl.v, sl.edge
+    hx = max(s.plateau_hw_med, s.plateau_hw_lat) * tibia.ch_plat + 9.0
     hy = 13.0 + 14.0 * float(_ss(-0.3, -0.85, p)) + 4.0 * float(_ss(0.4, 0.9, p))
     peri = _rbox(u, v, 0.0, -2.0, hx, hy, 12.0) + 3.0 * edge
     fpop = float(_ss(0.35, 0.8, p))
     if fpop > 0:
         peri = np.minimum(peri, _rbox(u, v, 3.0, -8.0, 4.0 + 14.0 * fpop, 8.0 + 48.0 * fpop, 10.0) + 3.0 * edge)
-    inside = leg + s.skin_th + 0.5
-    cv.paint(A(np.maximum(peri, inside)), fat_img, FAT)
+    sl.cv.paint(sl.A(np.maximum(peri, leg.inside)), leg.fat_img, FAT)
+    return hx
 
-    # ---- joint fluid: recesses, notch, film between cartilages, suprapatellar pouch, Baker's cyst
-    fl = T["fluid"] * s.fluid_level
+
+def _paint_joint_fluid(sl: _Slice, femur: _Femur, tibia: _Tibia, leg: _Leg, hx: float) -> None:
+    """Joint fluid: recesses, notch, the film between cartilages, suprapatellar pouch, Baker's cyst."""
+    s, p, u, v, gap, fb, edge = sl.s, sl.p, sl.u, sl.v, sl.gap, sl.fb, sl.edge
+    fem, tib, ch_plat, nh, nw = femur.sdf, tibia.sdf, tibia.ch_plat, femur.nh, femur.nw
+    fl = sl.T["fluid"] * s.fluid_level
     eff = s.effusion
     fcon = float(_chord(p, 0.05, 0.75))  # AP extent of the tibiofemoral contact
     # film between the cartilage surfaces: only where both surfaces are within 1.5 mm
@@ -673,29 +797,49 @@ def _render_clean(
     if s.baker > 0 and p > 0.55:
         fbk = float(_ss(0.55, 0.8, p))
         fluid = np.minimum(fluid, _ellipse(u, v, -28.0, -8.0, 0.6 * s.baker * fbk, s.baker * fbk))
-    cv.paint(A(np.maximum(fluid, inside)), fl * (1.0 + 0.03 * fine), SOFT)
+    sl.cv.paint(sl.A(np.maximum(fluid, leg.inside)), fl * (1.0 + 0.03 * sl.fine), SOFT)
 
-    # ---- popliteal vessels (posterior): artery dark (flow void), vein brighter
-    fv = float(_chord(p, 1.0, 0.35))
+
+def _paint_vessels(sl: _Slice) -> None:
+    """Popliteal vessels (posterior slices): artery dark (flow void), vein brighter."""
+    T, u, v, A = sl.T, sl.u, sl.v, sl.A
+    fv = float(_chord(sl.p, 1.0, 0.35))
     if fv > 0.05:
-        cv.paint(A(_capsule(u, v, (1.5, -90.0), (4.0, 40.0), 2.8 * fv**0.5)), T["artery"], SOFT)
-        cv.paint(A(_capsule(u, v, (9.0, -90.0), (8.5, 40.0), 3.5 * fv**0.5)), T["vein"] * (1 + 0.05 * fine), SOFT)
+        sl.cv.paint(A(_capsule(u, v, (1.5, -90.0), (4.0, 40.0), 2.8 * fv**0.5)), T["artery"], SOFT)
+        sl.cv.paint(A(_capsule(u, v, (9.0, -90.0), (8.5, 40.0), 3.5 * fv**0.5)), T["vein"] * (1 + 0.05 * sl.fine), SOFT)
 
-    # ---- ligaments and tendons (painted before bone so attachments disappear into it)
+
+def _femur_edge(sl: _Slice, vv: float, side: int) -> float:
+    """Half-width of the femoral metaphysis at height vv (scalar) on one side."""
+    s, p, fb = sl.s, sl.p, sl.fb
+    tt = float(_taper(fb - vv, 25.0, s.femur_flare, 1.6)[0])
+    chh = float(_chord(p, *_femur_ap(_taper(fb - vv, 22.0, 24.0, 2.0)[0]), n=4))
+    we = s.notch_hw + 2 * (s.condyle_rx_lat if side > 0 else s.condyle_rx_med) - 1.5
+    return (s.femur_shaft_hw + (we - s.femur_shaft_hw) * tt) * chh
+
+
+def _tibia_edge(sl: _Slice, vv: float, side: int) -> float:
+    """Half-width of the tibial metaphysis at height vv (scalar) on one side."""
+    s, p, vtl = sl.s, sl.p, sl.vtl
+    tt = float(_taper(vv - vtl, 14.0, s.tibia_flare, 1.0)[0])
+    chh = float(_chord(p, *_tibia_ap(_taper(vv - vtl, 10.0, 22.0, 2.0)[0]), n=4))
+    pw = s.plateau_hw_lat if side > 0 else s.plateau_hw_med
+    return (s.tibia_shaft_hw + (pw - s.tibia_shaft_hw) * tt) * chh
+
+
+def _paint_ligaments(sl: _Slice, femur: _Femur, tibia: _Tibia, fib, leg: _Leg) -> None:
+    """Ligaments and tendons (collaterals with their fat sheath, iliotibial band, biceps, popliteus,
+    semimembranosus, patellar tendon, cruciates), painted before bone so that attachments disappear into it."""
+    s, p, T, u, v, A, cv = sl.s, sl.p, sl.T, sl.u, sl.v, sl.A, sl.cv
+    fb, vtm, vtl, edge, fine = sl.fb, sl.vtm, sl.vtl, sl.edge, sl.fine
+    ch_plat, nh, nw, f_leg = tibia.ch_plat, femur.nh, femur.nw, leg.f_leg
     lig = T["ligament"] * (1.0 + 0.15 * fine)
 
     def fem_edge(vv: float, side: int) -> float:
-        """Half-width of the femoral metaphysis at height vv (scalar) on one side."""
-        tt = float(_taper(fb - vv, 25.0, s.femur_flare, 1.6)[0])
-        chh = float(_chord(p, *_femur_ap(_taper(fb - vv, 22.0, 24.0, 2.0)[0]), n=4))
-        we = s.notch_hw + 2 * (s.condyle_rx_lat if side > 0 else s.condyle_rx_med) - 1.5
-        return (s.femur_shaft_hw + (we - s.femur_shaft_hw) * tt) * chh
+        return _femur_edge(sl, vv, side)
 
     def tib_edge(vv: float, side: int) -> float:
-        tt = float(_taper(vv - vtl, 14.0, s.tibia_flare, 1.0)[0])
-        chh = float(_chord(p, *_tibia_ap(_taper(vv - vtl, 10.0, 22.0, 2.0)[0]), n=4))
-        pw = s.plateau_hw_lat if side > 0 else s.plateau_hw_med
-        return (s.tibia_shaft_hw + (pw - s.tibia_shaft_hw) * tt) * chh
+        return _tibia_edge(sl, vv, side)
 
     liga = None
     halo = None  # fat sheath around collateral ligaments and the iliotibial band
@@ -748,54 +892,71 @@ def _render_clean(
     if f_pcl > 0.05 and nh > 8:  # PCL: medial wall of the notch -> posterior tibia
         add(_capsule(u, v, (-0.55 * nw, fb - 0.75 * nh), (1.0, vtm + 12.0), 3.2 * f_pcl**0.5))
     if halo is not None:
-        cv.paint(A(np.maximum(halo + 1.5 * edge, leg + s.skin_th)), fat_img, FAT)
+        cv.paint(A(np.maximum(halo + 1.5 * edge, leg.sdf + s.skin_th)), leg.fat_img, FAT)
     if liga is not None:
-        cv.paint(A(np.maximum(liga, leg + s.skin_th)), lig, FIBROUS)
+        cv.paint(A(np.maximum(liga, leg.sdf + s.skin_th)), lig, FIBROUS)
     f_acl = float(_chord(p, -0.05, 0.42))
     if f_acl > 0.05 and nh > 8:  # ACL: striated, intermediate signal
         acl = _capsule(u, v, (0.6 * nw, fb - 0.8 * nh), (-2.0, vtm - 1.0), 2.8 * f_acl**0.5)
-        cv.paint(A(acl), T["acl"] * (1.0 + 0.35 * stri), FIBROUS)
+        cv.paint(A(acl), T["acl"] * (1.0 + 0.35 * sl.stri), FIBROUS)
 
-    # ---- bones: cortex rim, trabecular marrow, red marrow, physeal scar
-    ridge_t = np.exp(-((trab / 0.45) ** 2))
+
+def _paint_bones(sl: _Slice, femur: _Femur, tibia: _Tibia, fib, pat) -> None:
+    """Femur, tibia, fibula and patella: cortex rim, trabecular marrow, red marrow, physeal scar."""
+    s, T, u, fine = sl.s, sl.T, sl.u, sl.fine
+    ridge_t = np.exp(-((sl.trab / 0.45) ** 2))
     ridge_f = np.exp(-((fine / 0.5) ** 2))
     # trabecular network broken into struts by the fine field, plus fine grain
     dark = 0.65 * ridge_t * (0.5 + 0.5 * np.tanh(1.5 * fine + 0.5)) + 0.35 * ridge_f
     marrow = T["marrow"] * s.marrow_level * (1.0 - T["trab"] * dark) * (1 + 0.03 * fine)
-    red = s.red_marrow * np.clip(0.5 + 0.6 * low, 0.0, 1.0)
-    ph = tex["phys_phase"]
+    red = s.red_marrow * np.clip(0.5 + 0.6 * sl.low, 0.0, 1.0)
+    ph = sl.tex["phys_phase"]
+    t_f, t_t = femur.t, tibia.t
 
     def bone(sdf, cortex_th, red_w, phys_v=None):
-        inner = np.exp(np.minimum(sdf, 0.0) / 2.5)  # subchondral sclerosis: denser near the surface
-        val = marrow * (1.0 - 0.12 * inner) * (1.0 - T["red_marrow"] * red * red_w)
-        if phys_v is not None:
-            line = np.exp(-(((v - phys_v - 1.2 * edge) / 0.55) ** 2)) * s.physis_contrast
-            val = val + line * (T["physis"] * T["marrow"] - val)
-        cort = A(-(sdf + cortex_th))  # 1 in the cortical rim, 0 deeper inside
-        val = val + cort * (T["cortex"] - val)
-        cv.paint(A(sdf), val, BONE)
+        _paint_bone(sl, marrow, red, sdf, cortex_th, red_w, phys_v)
 
     cv_f = 0.9 + 2.6 * (1 - t_f)
     bone(
-        fem,
+        femur.sdf,
         cv_f,
         1 - t_f * 0.7,
-        fb - s.physis_fem + 2.0 * np.sin(u / 9.0 + ph[0]) + 1.5 * np.sin(u / 4.0 + ph[1]),
+        sl.fb - s.physis_fem + 2.0 * np.sin(u / 9.0 + ph[0]) + 1.5 * np.sin(u / 4.0 + ph[1]),
     )
     bone(
-        tib,
+        tibia.sdf,
         0.9 + 2.6 * (1 - t_t),
         1 - t_t * 0.7,
-        (vtm + vtl) / 2 + s.physis_tib + 1.8 * np.sin(u / 8.0 + ph[2]),
+        (sl.vtm + sl.vtl) / 2 + s.physis_tib + 1.8 * np.sin(u / 8.0 + ph[2]),
     )
     if fib is not None:
         bone(fib, 1.1, 0.3)
     if pat is not None:
         bone(pat, 1.0, 0.2)
 
-    # ---- articular cartilage: deep (calcified/radial) layer darker than the superficial layer
+
+def _paint_bone(sl: _Slice, marrow, red, sdf, cortex_th, red_w, phys_v=None) -> None:
+    """One bone: marrow (denser near the surface, red marrow weighted by ``red_w``), the physeal scar along
+    ``phys_v`` (a height per column, or None) and the cortical rim of thickness ``cortex_th``."""
+    s, T, v = sl.s, sl.T, sl.v
+    inner = np.exp(np.minimum(sdf, 0.0) / 2.5)  # subchondral sclerosis: denser near the surface
+    val = marrow * (1.0 - 0.12 * inner) * (1.0 - T["red_marrow"] * red * red_w)
+    if phys_v is not None:
+        line = np.exp(-(((v - phys_v - 1.2 * sl.edge) / 0.55) ** 2)) * s.physis_contrast
+        val = val + line * (T["physis"] * T["marrow"] - val)
+    cort = sl.A(-(sdf + cortex_th))  # 1 in the cortical rim, 0 deeper inside
+    val = val + cort * (T["cortex"] - val)
+    sl.cv.paint(sl.A(sdf), val, BONE)
+
+
+def _paint_cartilage(sl: _Slice, femur: _Femur, tibia: _Tibia) -> np.ndarray:
+    """Femoral and tibial articular cartilage, the deep (calcified/radial) layer darker than the superficial one;
+    returns the tibial cartilage thickness (mm per pixel), which seats the menisci."""
+    s, p, T, u, v, A, cv, fine = sl.s, sl.p, sl.T, sl.u, sl.v, sl.A, sl.cv, sl.fine
+    fem, tib, side_l, ch_plat = femur.sdf, tibia.sdf, tibia.side_l, tibia.ch_plat
+    cy = sl.cy
     lvl_c = s.cartilage_level
-    notch_w = _ss(0.5, 3.0, notch)
+    notch_w = _ss(0.5, 3.0, femur.notch)
     w_f = _ss(cy - 0.1 * s.condyle_ry, cy + 0.45 * s.condyle_ry, v) * notch_w
     th_f = s.cart_fem * w_f
     depth = np.clip(fem / np.maximum(th_f, 1e-3), 0.0, 1.0)
@@ -803,34 +964,38 @@ def _render_clean(
     cv.paint(A(np.maximum(-fem, fem - th_f)) * _ss(0.2, 0.7, th_f), cart_val, CARTILAGE)
     ct = (1 - side_l) * s.cart_tib_med + side_l * s.cart_tib_lat
     ew = (1 - side_l) * s.plateau_hw_med + side_l * s.plateau_hw_lat
-    w_t = (1 - _ss(ew * ch_plat - 7.0, ew * ch_plat - 1.0, np.abs(u))) * (1 - 0.9 * spine * spines)
+    w_t = (1 - _ss(ew * ch_plat - 7.0, ew * ch_plat - 1.0, np.abs(u))) * (1 - 0.9 * tibia.spine * tibia.spines)
     w_t = w_t * (1 - _ss(0.55, 0.95, abs(p - 0.05)))
     th_t = ct * w_t
-    tib_c = np.maximum(np.maximum(-tib, tib - th_t), v - top - 1.0)
+    tib_c = np.maximum(np.maximum(-tib, tib - th_t), v - tibia.top - 1.0)
     depth_t = np.clip(tib / np.maximum(th_t, 1e-3), 0.0, 1.0)
     cart_t = lvl_c * (T["cart_deep"] + (T["cart_sup"] - T["cart_deep"]) * depth_t) * (1 + 0.04 * fine)
     cv.paint(A(tib_c) * _ss(0.2, 0.7, th_t), cart_t, CARTILAGE)
+    return th_t
 
-    # ---- menisci: wedges between the tibial cartilage and the femur at both margins; horns reach further in
+
+def _paint_menisci(sl: _Slice, femur: _Femur, tibia: _Tibia, th_t: np.ndarray) -> None:
+    """Menisci: wedges between the tibial cartilage and the femur at both margins; horns reach further in."""
+    s, p, u, v, gap = sl.s, sl.p, sl.u, sl.v, sl.gap
+    fem, tib, ch_plat, drop = femur.sdf, tibia.sdf, tibia.ch_plat, tibia.drop
     horn = float(_ss(0.25, 0.75, abs(p - 0.05)))
     fm = float(_chord(p, 0.05, 0.88))
-    if fm > 0.1:
-        men = None
-        for side, pw, ctk in ((-1, s.plateau_hw_med, s.cart_tib_med), (1, s.plateau_hw_lat, s.cart_tib_lat)):
-            u_out = side * (pw * ch_plat + 1.0)
-            width = min(s.men_width * (1.0 + 0.6 * horn) * fm**0.5, 0.6 * pw * ch_plat)
-            u_in = u_out - side * width
-            vb = gap / 2 + ctk + drop  # tibial bone top
-            mh = s.men_height * (1.0 - 0.5 * horn) * fm**0.5
-            # box between the inner and outer margins, capped at the meniscal height; the femur and the
-            # tibial cartilage carve its concave top and its base; the half-plane sharpens the inner tip
-            box = np.maximum(np.maximum(v - vb, vb - mh - v), np.maximum(side * (u - u_out), side * (u_in - u)))
-            tip = _halfplane(u, v, (u_in, vb - ctk), (u_in + side * 0.6 * width, vb - mh), (u_out, vb))
-            m = np.maximum(box, tip)
-            men = m if men is None else np.minimum(men, m)
-        men = _smax(men, -(fem - s.cart_fem - gap), 0.8)
-        men = np.maximum(men, -(tib - th_t - 0.2))
-        mval = T["meniscus"] * (1.0 + 0.3 * fine)
-        cv.paint(A(men), mval, FIBROUS)
-
-    return cv.img * T["scale"], cv.lab
+    if fm <= 0.1:
+        return
+    men = None
+    for side, pw, ctk in ((-1, s.plateau_hw_med, s.cart_tib_med), (1, s.plateau_hw_lat, s.cart_tib_lat)):
+        u_out = side * (pw * ch_plat + 1.0)
+        width = min(s.men_width * (1.0 + 0.6 * horn) * fm**0.5, 0.6 * pw * ch_plat)
+        u_in = u_out - side * width
+        vb = gap / 2 + ctk + drop  # tibial bone top
+        mh = s.men_height * (1.0 - 0.5 * horn) * fm**0.5
+        # box between the inner and outer margins, capped at the meniscal height; the femur and the
+        # tibial cartilage carve its concave top and its base; the half-plane sharpens the inner tip
+        box = np.maximum(np.maximum(v - vb, vb - mh - v), np.maximum(side * (u - u_out), side * (u_in - u)))
+        tip = _halfplane(u, v, (u_in, vb - ctk), (u_in + side * 0.6 * width, vb - mh), (u_out, vb))
+        m = np.maximum(box, tip)
+        men = m if men is None else np.minimum(men, m)
+    men = _smax(men, -(fem - s.cart_fem - gap), 0.8)
+    men = np.maximum(men, -(tib - th_t - 0.2))
+    mval = sl.T["meniscus"] * (1.0 + 0.3 * sl.fine)
+    sl.cv.paint(sl.A(men), mval, FIBROUS)

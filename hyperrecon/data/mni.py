@@ -27,7 +27,7 @@ test set is the same for every run and never pixel-identical to a training sampl
 
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
 
 import numpy as np
 
@@ -35,7 +35,7 @@ from ..errors import DataError
 from .augment import augment as augment_slice
 from .base import DataBundle, has_anatomy, pad_to, resize, stack_split
 from .registry import DATASETS
-from .source import DatasetSource, check_range
+from .source import DatasetParams, DatasetSource, check_range
 
 Z_FIRST, Z_LAST = 15, 145
 BLOCK = (("train", 14), ("gap", 2), ("val", 3), ("gap", 2), ("test", 3), ("gap", 2))
@@ -98,61 +98,48 @@ def tissue_labels(t1: np.ndarray, gm: np.ndarray, wm: np.ndarray) -> np.ndarray:
     return np.argmax(probs, axis=0).astype(np.uint8)
 
 
+@dataclasses.dataclass(frozen=True)
+class MNIBrainParams(DatasetParams):
+    """``mni-brain`` parameters: augmented copies of the training and evaluation slices and their strengths,
+    slice subsampling and cap."""
+
+    n_train_copies: int = 4
+    augment: float = 1.0
+    eval_augment: float = 0.5
+    n_eval_copies: int = 1
+    slice_step: int = 1
+    max_slices: int | None = None
+
+    def check(self, where: str) -> None:
+        check_range(where, "n_train_copies", self.n_train_copies, 1, integer=True)
+        check_range(where, "n_eval_copies", self.n_eval_copies, 1, integer=True)
+        check_range(where, "augment", self.augment, 0.0, 3.0)
+        check_range(where, "eval_augment", self.eval_augment, 0.0, 3.0)
+        check_range(where, "slice_step", self.slice_step, 1, integer=True)
+        if self.max_slices is not None:
+            check_range(where, "max_slices", self.max_slices, 1, integer=True)
+
+
 @DATASETS.register(
     "mni-brain",
     description="real T1 brain: MNI152 template from nilearn, ONE averaged brain, slice-range splits, augmented",
+    smoke_params={"slice_step": 8, "n_train_copies": 1, "max_slices": 4},
 )
 class MNIBrain(DatasetSource):
     """MNI152 2009 T1 template (one averaged brain), axial slices, 4 tissue classes, per-sample augmentation."""
 
-    smoke_params = {"slice_step": 8, "n_train_copies": 1, "max_slices": 4}
-
-    def __init__(
-        self,
-        *,
-        image_size: int = 256,
-        seed: int = 0,
-        path: str | None = None,
-        cache_dir: Any = None,
-        n_train_copies: int = 4,
-        augment: float = 1.0,
-        eval_augment: float = 0.5,
-        n_eval_copies: int = 1,
-        slice_step: int = 1,
-        max_slices: int | None = None,
-    ) -> None:
-        w = "dataset 'mni-brain'"
-        check_range(w, "n_train_copies", n_train_copies, 1, integer=True)
-        check_range(w, "n_eval_copies", n_eval_copies, 1, integer=True)
-        check_range(w, "augment", augment, 0.0, 3.0)
-        check_range(w, "eval_augment", eval_augment, 0.0, 3.0)
-        check_range(w, "slice_step", slice_step, 1, integer=True)
-        if max_slices is not None:
-            check_range(w, "max_slices", max_slices, 1, integer=True)
-        super().__init__(
-            image_size=image_size,
-            seed=seed,
-            path=path,
-            cache_dir=cache_dir,
-            params=dict(
-                n_train_copies=n_train_copies,
-                augment=augment,
-                eval_augment=eval_augment,
-                n_eval_copies=n_eval_copies,
-                slice_step=slice_step,
-                max_slices=max_slices,
-            ),
-        )
+    Params = MNIBrainParams
+    p: MNIBrainParams
 
     def build(self) -> DataBundle:
-        p = self.params
+        p = self.p
         t1, gm, wm = load_template()
-        ranges = {k: subsample(v, p["slice_step"], p["max_slices"]) for k, v in slice_ranges().items()}
+        ranges = {k: subsample(v, p.slice_step, p.max_slices) for k, v in slice_ranges().items()}
         splits = {}
         for name, zs in ranges.items():
             train = name == "train"
-            copies = p["n_train_copies"] if train else p["n_eval_copies"]
-            strength = p["augment"] if train else p["eval_augment"]
+            copies = p.n_train_copies if train else p.n_eval_copies
+            strength = p.augment if train else p.eval_augment
             images, labels, ids = [], [], []
             for z in zs:
                 img = axial(t1, z)
@@ -187,8 +174,8 @@ class MNIBrain(DatasetSource):
                 "pad_to": PAD,
                 "eval_seed": EVAL_SEED,
                 "augmentation": {
-                    "train": f"{p['n_train_copies']} copies per slice, strength {p['augment']}, rng([seed, z, copy])",
-                    "val/test": f"{p['n_eval_copies']} copies per slice, strength {p['eval_augment']}, "
+                    "train": f"{p.n_train_copies} copies per slice, strength {p.augment}, rng([seed, z, copy])",
+                    "val/test": f"{p.n_eval_copies} copies per slice, strength {p.eval_augment}, "
                     f"rng([{EVAL_SEED}, z, copy]) (same for every seed)",
                 },
                 "licence": "MNI ICBM152 2009 (c) 1993-2009 Louis Collins, McConnell Brain Imaging Centre (permissive)",

@@ -139,15 +139,11 @@ class Explorer:
 
     def _metrics(self, x_hat, index: int) -> dict[str, float]:
         from ..evaluation import batch_metrics
+        from ..resolve import build_study_metrics
 
         d = self.data
-        vals = batch_metrics(
-            list(READOUT_METRICS),
-            x_hat,
-            d.targets[index : index + 1],
-            d.degraded[index : index + 1],
-            ssim_convention=self.study.evaluation.ssim_convention,
-        )
+        metrics = build_study_metrics(self.study, READOUT_METRICS)
+        vals = batch_metrics(metrics, x_hat, d.targets[index : index + 1], d.degraded[index : index + 1])
         return {k: _finite(v[0]) for k, v in vals.items()}  # JSON has no NaN: a diverged model reads null
 
     def reconstruct(self, model: str, index: int, lam: list[float] | None):
@@ -237,7 +233,6 @@ class Explorer:
             range_slices=1,
             rpsnr_threshold=ev.rpsnr_threshold,
             diverse_quantile=ev.diverse_quantile,
-            ssim_convention=ev.ssim_convention,
         )
         row = res.ranges.iloc[0]
         out: dict[str, Any] = {

@@ -1,7 +1,7 @@
 """Networks: the paper's U-Net, the HyperRecon hypernetwork and a FiLM-conditioned U-Net, in the ``MODELS`` registry.
 
 Every model has ``forward(x (B, C, H, W), lam (B, n_lams) | None = None) -> (B, out, H, W)``, a class attribute
-``conditional`` (True when ``forward`` uses ``lam``), ``smoke_params`` and
+``conditional`` (True when ``forward`` uses ``lam``) and
 ``weight_l1(lam, batch_size) -> (B,)`` (layer-wise L1 of the main-network conv weights, the AO term R1).
 """
 
@@ -9,20 +9,11 @@ from __future__ import annotations
 
 from torch import nn
 
-from ..registry import Registry
 from .film import FiLMUNet
 from .hyper import HyperUNet
+from .registry import MODELS
 from .speed import keep_freed_memory, prepare_for_speed
 from .unet import InputShapeError, UNet
-
-MODELS: Registry[type[nn.Module]] = Registry("model")
-MODELS.register("unet", description="Plain U-Net (paper's main network, 149,409 parameters; one per λ)")(UNet)
-MODELS.register("hyperunet", description="HyperRecon: hypernetwork H(λ) emitting the U-Net's conv weights (S/M/L)")(
-    HyperUNet
-)
-MODELS.register(
-    "film-unet", description="U-Net conditioned on λ by FiLM (per-channel scale/shift after each BatchNorm)"
-)(FiLMUNet)
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:

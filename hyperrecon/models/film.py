@@ -22,14 +22,19 @@ import torch
 from torch import Tensor, nn
 
 from ..coefficients import coefficients, n_terms
+from .registry import MODELS
 from .unet import N_NORMS, UNetSkeleton, check_image, check_lam, expand_l1
 
 
+@MODELS.register(
+    "film-unet",
+    description="U-Net conditioned on λ by FiLM (per-channel scale/shift after each BatchNorm)",
+    smoke_params={"n_lams": 1, "width": 4, "hidden": 8},
+)
 class FiLMUNet(nn.Module):
     """U-Net conditioned on λ by FiLM (per-BN channel scale/shift from an MLP on the loss coefficients)."""
 
     conditional = True
-    smoke_params = {"n_lams": 1, "width": 4, "hidden": 8}
 
     def __init__(
         self,

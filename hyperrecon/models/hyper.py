@@ -72,9 +72,11 @@ from torch import Tensor, nn
 
 from ..accel import host_copy, stage
 from ..coefficients import coefficients, n_terms
+from ..config import HYPER_SIZES
+from .registry import MODELS
 from .unet import UNet, UNetSkeleton, check_image, check_lam, conv_l1
 
-SIZES = {"S": 4, "M": 32, "L": 128}
+SIZES = HYPER_SIZES  # S, M, L -> d
 PATHS = ("auto", "grouped", "factorised", "per-sample-grouped-conv", "reference")
 INITS = ("auto", "kaiming", "default")
 EMBED_INITS = ("he", "default")
@@ -118,6 +120,11 @@ def head(lin: nn.Linear, emb: Tensor) -> Tensor:
     return lin(emb)
 
 
+@MODELS.register(
+    "hyperunet",
+    description="HyperRecon: hypernetwork H(λ) emitting the U-Net's conv weights (S/M/L)",
+    smoke_params={"n_lams": 1, "hnet_width": 2, "width": 4},
+)
 class HyperUNet(nn.Module):
     """HyperRecon: a hypernetwork emitting the 15 conv layers of the paper's U-Net from λ.
 
@@ -126,7 +133,6 @@ class HyperUNet(nn.Module):
     """
 
     conditional = True
-    smoke_params = {"n_lams": 1, "hnet_width": 2, "width": 4}
     # weight_l1 right after a grouped forward on the same λ tensor reuses that forward's generated weights
     # (off: generate them again; kept as a switch for benchmark/train_loop.py's before/after figure)
     reuse_weights_for_l1 = True

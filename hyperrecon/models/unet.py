@@ -29,6 +29,7 @@ from torch import Tensor, nn
 
 from ..accel import host_copy
 from ..errors import DataError
+from .registry import MODELS
 
 N_LEVELS = 4
 DIVISOR = 2 ** (N_LEVELS - 1)  # H and W must be multiples of this (3 poolings)
@@ -168,6 +169,9 @@ def expand_l1(value: Tensor, lam: Tensor | None, batch_size: int | None) -> Tens
     return value.expand(b)
 
 
+@MODELS.register(
+    "unet", description="Plain U-Net (paper's main network, 149,409 parameters; one per λ)", smoke_params={"width": 4}
+)
 class UNet(nn.Module):
     """Plain U-Net (paper's main network, 149,409 parameters at defaults); also the segmentation network.
 
@@ -176,7 +180,6 @@ class UNet(nn.Module):
     """
 
     conditional = False
-    smoke_params = {"width": 4}
 
     def __init__(self, in_channels: int = 2, out_channels: int = 1, width: int = 32, residual: bool = False) -> None:
         super().__init__()

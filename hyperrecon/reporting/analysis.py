@@ -20,7 +20,7 @@ import pandas as pd
 
 from .rundata import RunData, finite
 from .stats import CI_METHOD, UNIT_TEST, curve_ci, paired_units, subject_of, unit_values
-from .style import higher_is_better, hyper_parts, model_kind
+from .style import higher_is_better, hyper_parts
 
 # Paper Table 1 (brain, NVIDIA Titan Xp; Wang et al. MELBA 2022) and its inference note (~0.2 s per slice).
 PAPER_TABLE1: dict[str, dict[str, float]] = {
@@ -660,7 +660,7 @@ def search_analysis(data: RunData) -> dict[str, Any] | None:
     if data.search is None or data.search_summary is None:
         return None
     ss = data.search_summary
-    maximize = higher_is_better(data.objective) if data.objective != "dice" else True
+    maximize = higher_is_better(data.objective)
     grid_opt = finite(ss["grid_optimum"].iloc[0]) if "grid_optimum" in ss else None
     targets = list(dict.fromkeys(ss["target"]))
     fastest: dict[str, dict[str, Any]] = {}
@@ -749,10 +749,6 @@ def jsonable(obj: Any) -> Any:
     if isinstance(obj, float | np.floating):
         return finite(obj)
     return obj
-
-
-def model_kinds(models: list[str]) -> dict[str, str]:
-    return {m: model_kind(m) for m in models}
 
 
 # ---------------------------------------------------------------------------------------------------------------

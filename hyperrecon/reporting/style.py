@@ -17,28 +17,6 @@ _STRATEGY_COLORS = {"grid": "#444444", "random": "#1f77b4", "tpe": "#ff7f0e", "g
 
 SAMPLER_LABELS = {"uniform": "UHS", "dhs": "DHS"}
 
-METRIC_LABELS = {
-    "psnr": "PSNR (dB)",
-    "rpsnr": "rPSNR (dB)",
-    "ssim": "SSIM",
-    "mae": "MAE (intensity units, images in [0, 1])",
-    "hfen": "HFEN (relative)",
-    "nmse": "NMSE",
-    "mse": "MSE",
-    "dice": "Dice (hard, mean over classes)",
-}
-METRIC_SHORT = {
-    "psnr": "PSNR",
-    "rpsnr": "rPSNR",
-    "ssim": "SSIM",
-    "mae": "MAE",
-    "hfen": "HFEN",
-    "nmse": "NMSE",
-    "mse": "MSE",
-    "dice": "Dice",
-}
-METRIC_UNITS = {"psnr": "dB", "rpsnr": "dB"}
-
 
 def model_kind(name: str) -> str:
     """``baseline`` | ``hyper`` | ``film`` | ``seg`` | ``other`` from a run's model name."""
@@ -90,18 +68,24 @@ def strategy_color(name: str) -> str:
     return _STRATEGY_COLORS.get(name, _EXTRA[sum(map(ord, name)) % len(_EXTRA)])
 
 
+def _metric_attr(metric: str, attr: str) -> str:
+    from ..metrics import METRICS  # the metric plugins declare their labels (imported here: torch)
+
+    return (getattr(METRICS.get(metric), attr, "") or metric) if metric in METRICS else metric
+
+
 def metric_label(metric: str) -> str:
-    return METRIC_LABELS.get(metric, metric)
+    """Axis label of a metric, e.g. ``PSNR (dB)`` (the metric plugin's ``label``; the name for others)."""
+    return _metric_attr(metric, "label")
 
 
 def metric_short(metric: str) -> str:
-    return METRIC_SHORT.get(metric, metric)
+    """Table name of a metric, e.g. ``PSNR`` (the metric plugin's ``short``; the name for others)."""
+    return _metric_attr(metric, "short")
 
 
 def higher_is_better(metric: str) -> bool:
-    """Direction of a metric (registered image metrics, plus ``dice``)."""
-    if metric == "dice":
-        return True
-    from ..metrics import METRICS
+    """Direction of a registered metric (:func:`hyperrecon.metrics.higher_is_better`)."""
+    from ..metrics import higher_is_better
 
-    return bool(METRICS.get(metric).higher_is_better)
+    return higher_is_better(metric)

@@ -281,29 +281,29 @@ def search_model(
 def make_model_objectives(
     model: Any,
     val_data: Any,
-    metrics: Sequence[str],
+    metrics: Sequence[Any],
     *,
     device: str = "cpu",
     precision: str = "fp32",
     batch_size: int = 32,
     seg_model: Any = None,
     n_classes: int | None = None,
-    ssim_convention: str = "wang",
 ) -> Callable[[np.ndarray | None], tuple[dict[str, float], float]]:
     """``objectives_fn(λ) -> ({metric: mean over the validation slices}, device seconds)``: one pass.
 
     Reconstruct every validation slice at λ (:func:`hyperrecon.evaluation.reconstruct`'s settings; λ is ignored
-    by a plain U-Net, pass None) and compute each of ``metrics`` (registered image metrics, and ``"dice"`` with
-    ``seg_model``). The timed span (:class:`hyperrecon.timing.DeviceTimer`) covers the forward passes and the
-    metrics, i.e. one trial's work.
+    by a plain U-Net, pass None) and compute each of ``metrics`` (names, or metrics built with their parameters,
+    :func:`hyperrecon.metrics.build_metrics`; one that needs a segmentation net, ``dice``, needs ``seg_model``).
+    The timed span (:class:`hyperrecon.timing.DeviceTimer`) covers the forward passes and the metrics, i.e. one
+    trial's work.
     """
     import torch
 
-    from ..evaluation import _forward, _inference, _lam_row, _staged, batch_metrics, check_metric_names
+    from ..evaluation import _forward, _inference, _lam_row, _staged, batch_metrics, check_metrics
     from ..timing import DeviceTimer
 
-    metrics = list(metrics)
-    names = check_metric_names(metrics, seg_model)
+    built = check_metrics(metrics, seg_model)
+    names = [m.name for m in built]
     dev = torch.device(device) if isinstance(device, str) else device
     staged = _staged(val_data, dev)
     n = len(val_data)
@@ -318,32 +318,32 @@ def make_model_objectives(
                 x_hat = _forward(model, staged.inputs[start:stop].to(dev), row)
                 labels = None if staged.labels is None else staged.labels[start:stop].to(dev)
                 vals = batch_metrics(
-                    names,
+                    built,
                     x_hat,
                     staged.targets[start:stop].to(dev),
                     staged.degraded[start:stop].to(dev),
                     labels=labels,
                     seg_model=seg_model,
                     n_classes=n_classes,
-                    ssim_convention=ssim_convention,
                 )
-                totals += torch.stack([vals[m].double().sum() for m in metrics])
+                totals += torch.stack([vals[m].double().sum() for m in names])
             means = (totals / n).tolist()  # synchronises inside the timed span
-        return dict(zip(metrics, means, strict=True)), timer.device_seconds
+        return dict(zip(names, means, strict=True)), timer.device_seconds
 
     return objectives_fn
 
 
 def make_model_objective(
-    model: Any, val_data: Any, metric: str, **kwargs: Any
+    model: Any, val_data: Any, metric: Any, **kwargs: Any
 ) -> Callable[[np.ndarray], tuple[float, float]]:
     """``objective_fn(λ) -> (mean of metric over the validation slices, device seconds)`` for :func:`search_model`
     (:func:`make_model_objectives` with one metric; same keyword arguments)."""
     fn = make_model_objectives(model, val_data, [metric], **kwargs)
+    name = getattr(metric, "name", metric)  # a name or a built metric
 
     def objective_fn(lam: np.ndarray) -> tuple[float, float]:
         values, seconds = fn(lam)
-        return values[metric], seconds
+        return values[name], seconds
 
     return objective_fn
 

@@ -33,8 +33,11 @@ def baseline_fidelity_steps(study: Study) -> list[int]:
 
 
 def objective_pairs(study: Study, *, has_seg: bool) -> list[tuple[str, str]]:
-    """The multi-objective pairs that this run can evaluate (pairs with ``dice`` need a segmentation model)."""
-    return [(a, b) for a, b in study.search.objective_pairs if has_seg or "dice" not in (a, b)]
+    """The multi-objective pairs that this run can evaluate (a pair with a metric that needs a segmentation net,
+    such as ``dice``, only where there is one)."""
+    from ..metrics import needs_seg
+
+    return [(a, b) for a, b in study.search.objective_pairs if has_seg or not (needs_seg(a) or needs_seg(b))]
 
 
 def fidelity_metrics(study: Study, *, has_seg: bool) -> list[str]:
@@ -43,18 +46,10 @@ def fidelity_metrics(study: Study, *, has_seg: bool) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def maximize_of(metric: str) -> bool:
-    if metric == "dice":
-        return True
-    from ..metrics import METRICS
-
-    return bool(METRICS.get(metric).higher_is_better)
-
-
 def check_search(study: Study) -> dict[str, Any]:
     """Check every strategy, pruner and parameter and the objective pairs of ``study`` (``UnknownNameError`` /
     ``ConfigError`` naming the study file and key). Returns a printable summary."""
-    from ..plugins import registry
+    from ..resolve import check_metrics
     from ..strategies import build_pruner, build_strategy_sampler, check_strategy, split_strategy
 
     src = study.source_file
@@ -63,23 +58,28 @@ def check_search(study: Study) -> dict[str, Any]:
     steps = baseline_fidelity_steps(study)
     for name in [*s.strategies, *s.mo_strategies]:
         sampler, pruner = split_strategy(name)
-        check_strategy(name, s.strategy_params.get(sampler, {}), s.pruner_params.get(pruner, {}), where=where)
-        build_strategy_sampler(
-            sampler,
-            dict(s.strategy_params.get(sampler, {})),
-            n_lams=study.n_lams,
-            budget=s.budget,
-            seed=study.seed,
+        sampler_where = f"{src} [search] strategy_params.{sampler}" if sampler in s.strategy_params else where
+        pruner_where = f"{src} [search] pruner_params.{pruner}" if pruner in s.pruner_params else where
+        sampler_params, pruner_params = s.strategy_params.get(sampler, {}), s.pruner_params.get(pruner, {})
+        check_strategy(
+            name,
+            sampler_params,
+            pruner_params,
             where=where,
+            params_where=sampler_where,
+            pruner_params_where=pruner_where,
+        )
+        build_strategy_sampler(
+            sampler, dict(sampler_params), n_lams=study.n_lams, budget=s.budget, seed=study.seed, where=sampler_where
         )
         build_pruner(
             pruner,
-            dict(s.pruner_params.get(pruner, {})),
+            dict(pruner_params),
             steps=steps,
             reduction_factor=s.reduction_factor,
             budget=s.budget,
             seed=study.seed,
-            where=where,
+            where=pruner_where,
         )
     for key, table in (("strategy_params", s.strategy_params), ("pruner_params", s.pruner_params)):
         used = {split_strategy(n)[0 if key == "strategy_params" else 1] for n in [*s.strategies, *s.mo_strategies]}
@@ -88,13 +88,8 @@ def check_search(study: Study) -> dict[str, Any]:
                 raise ConfigError(f"{src} [search] {key}: '{name}' is not used by any strategy {sorted(used)}")
             if not isinstance(params, dict):
                 raise ConfigError(f"{src} [search] {key}.{name}: expected a table of parameters, got {params!r}")
-    metrics = registry("metrics")
     for pair in s.objective_pairs:
-        for m in pair:
-            if m != "dice":
-                metrics.get(m, where=f"{src} [search] objective_pairs")
-            elif not study.segmentation.enabled:
-                raise ConfigError(f"{src} [search] objective_pairs: 'dice' needs [segmentation] enabled = true")
+        check_metrics(study, list(pair), f"{src} [search] objective_pairs")
     return {
         "strategies": list(s.strategies),
         "fidelity_steps": steps,

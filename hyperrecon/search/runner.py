@@ -27,11 +27,11 @@ import pandas as pd
 
 from ..errors import ConfigError, RunError
 from ..io import read_json, write_csv
+from ..metrics import higher_is_better, needs_seg
 from .fidelity import FIDELITY_COLUMNS, FidelityTable
 from .plan import (
     baseline_fidelity_steps,
     fidelity_metrics,
-    maximize_of,
     model_strategies,
     objective_pairs,
     search_seeds,
@@ -45,19 +45,19 @@ def has_seg(ctx) -> bool:
 
 
 def _objectives_fn(ctx, model, metrics, seg):
+    from ..resolve import build_study_metrics
     from .core import make_model_objectives
 
     s = ctx.study
     return make_model_objectives(
         model,
         ctx.eval_data("val", s.search.n_val),
-        metrics,
+        build_study_metrics(s, metrics),
         device=ctx.device,
         precision=ctx.precision,
         batch_size=s.train.batch_size,
         seg_model=seg,
         n_classes=int(ctx.bundle.n_classes) if seg is not None else None,
-        ssim_convention=s.evaluation.ssim_convention,
     )
 
 
@@ -75,7 +75,8 @@ class FidelityRecorder:
     def __init__(self, ctx, name: str, lam: list[float], model, *, deferred_dice: bool) -> None:
         self.ctx, self.name, self.lam, self.model = ctx, name, list(lam), model
         self.metrics = fidelity_metrics(ctx.study, has_seg=has_seg(ctx))
-        self.deferred = deferred_dice and "dice" in self.metrics
+        # metrics that need the segmentation net, which a phase-0 baseline's probes cannot run yet
+        self.deferred = [m for m in self.metrics if needs_seg(m)] if deferred_dice else []
         self.path = ctx.run_dir / "eval" / f"{name}-fidelity.csv"
         self.steps = baseline_fidelity_steps(ctx.study)
         self.rows: list[dict[str, Any]] = []
@@ -95,10 +96,8 @@ class FidelityRecorder:
 
         from ..checkpoints import save_checkpoint
 
-        metrics = [m for m in self.metrics if not (self.deferred and m == "dice")]
-        seg = None
-        if "dice" in metrics:
-            seg = self.ctx.load_model("seg")
+        metrics = [m for m in self.metrics if m not in self.deferred]
+        seg = self.ctx.load_model("seg") if any(needs_seg(m) for m in metrics) else None
         model = copy.deepcopy(self.model)  # evaluating must not touch the trained module (memory format, modes)
         with torch.no_grad():
             values, seconds = _objectives_fn(self.ctx, model, metrics, seg)(None)
@@ -107,7 +106,7 @@ class FidelityRecorder:
                 _snapshot_path(self.ctx, self.name, step),
                 {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
             )
-            values["dice"] = math.nan
+            values.update(dict.fromkeys(self.deferred, math.nan))
         return {
             "model": self.name,
             **_lam_cols(self.lam),
@@ -143,11 +142,13 @@ def finish_fidelity(ctx, name: str, lam: list[float], model, seg, train_seconds:
     rows = [r for r in rows if int(r["step"]) < final]
     for r in rows:
         snap = _snapshot_path(ctx, name, int(r["step"]))
-        if "dice" in metrics and (not np.isfinite(r.get("dice", math.nan))) and snap.exists():
+        missing = [m for m in metrics if needs_seg(m) and not np.isfinite(r.get(m, math.nan))]
+        if missing and snap.exists():
             m = ctx.build_model(name)
             m.load_state_dict(load_weights(snap))
-            values, seconds = _objectives_fn(ctx, m.to(ctx.device), ["dice"], seg)(None)
-            r["dice"], r["eval_seconds"] = values["dice"], float(r["eval_seconds"]) + seconds
+            values, seconds = _objectives_fn(ctx, m.to(ctx.device), missing, seg)(None)
+            r.update(values)
+            r["eval_seconds"] = float(r["eval_seconds"]) + seconds
     values, seconds = _objectives_fn(ctx, model, metrics, seg)(None)
     last = {
         "model": name,
@@ -194,6 +195,7 @@ def fidelity_frame(ctx) -> pd.DataFrame:
 
 def run_search_job(ctx, name: str, spec: dict[str, Any]) -> dict[str, Any]:
     """One search job (module doc). Returns its small result for the ledger."""
+    from ..resolve import build_study_metrics
     from .core import make_model_objective, search_fidelity, search_model
     from .multi import model_evaluator, replay_evaluator, search_multi
     from .studies import save_studies
@@ -203,7 +205,7 @@ def run_search_job(ctx, name: str, spec: dict[str, Any]) -> dict[str, Any]:
     target = spec["target"]
     run_id, url = _run_storage(ctx.run_dir)
     seg_ok = has_seg(ctx)
-    maximize = maximize_of(sc.objective)
+    maximize = higher_is_better(sc.objective)
     pairs = objective_pairs(s, has_seg=seg_ok)
     common = dict(budget=sc.budget, maximize=maximize, strategy_params=sc.strategy_params, run_id=run_id)
     studies: list = []
@@ -237,7 +239,7 @@ def run_search_job(ctx, name: str, spec: dict[str, Any]) -> dict[str, Any]:
                 search_multi(
                     replay_evaluator(table, pair),
                     pair,
-                    [maximize_of(m) for m in pair],
+                    [higher_is_better(m) for m in pair],
                     list(sc.mo_strategies),
                     budget=sc.budget,
                     seeds=seeds,
@@ -258,21 +260,21 @@ def run_search_job(ctx, name: str, spec: dict[str, Any]) -> dict[str, Any]:
             device=ctx.device,
             precision=ctx.precision,
             batch_size=s.train.batch_size,
-            seg_model=seg if sc.objective == "dice" else None,
+            seg_model=seg if needs_seg(sc.objective) else None,
             n_classes=int(ctx.bundle.n_classes) if seg is not None else None,
-            ssim_convention=s.evaluation.ssim_convention,
         )
-        fn = make_model_objective(model, val, sc.objective, **opts)
+        objective = build_study_metrics(s, [sc.objective])[0]
+        fn = make_model_objective(model, val, objective, **opts)
         trials = search_model(
             fn, model_strategies(s), seeds=seeds, n_lams=s.n_lams, target=target, studies_out=studies, **common
         )
         for pair in pairs:
-            mfn = _objectives_fn(ctx, model, list(pair), seg if "dice" in pair else None)
+            mfn = _objectives_fn(ctx, model, list(pair), seg if any(map(needs_seg, pair)) else None)
             mo_frames.append(
                 search_multi(
                     model_evaluator(mfn, pair),
                     pair,
-                    [maximize_of(m) for m in pair],
+                    [higher_is_better(m) for m in pair],
                     list(sc.mo_strategies),
                     budget=sc.budget,
                     seeds=seeds,
@@ -284,7 +286,7 @@ def run_search_job(ctx, name: str, spec: dict[str, Any]) -> dict[str, Any]:
                 )
             )
         # The test metric at each search's chosen λ (one forward pass over the test set each).
-        test_fn = make_model_objective(model, ctx.eval_data("test", s.evaluation.n_test), sc.objective, **opts)
+        test_fn = make_model_objective(model, ctx.eval_data("test", s.evaluation.n_test), objective, **opts)
         tests = []
         for _, row in trials.groupby(["strategy", "seed"], sort=False).tail(1).iterrows():
             lam = [row["best_lam1"]] + ([row["best_lam2"]] if s.n_lams > 1 else [])
@@ -336,6 +338,6 @@ def merge_search_tables(run_dir: Path, study, read_csv) -> pd.DataFrame:
     if mo:
         frame = pd.concat(mo, ignore_index=True)
         names = set(frame.metric1) | set(frame.metric2)
-        frame = with_hypervolume(frame, {m: maximize_of(m) for m in names})
+        frame = with_hypervolume(frame, {m: higher_is_better(m) for m in names})
         write_csv(Path(run_dir) / "search_mo.csv", tidy(frame, study.n_lams))
     return search

@@ -1,0 +1,1 @@
+"""Test helpers shipped with the package for plugin authors: :mod:`hyperrecon.testing.contracts`."""
