@@ -45,6 +45,7 @@ def test_estimate_multiplies_the_quick_ao_knee_jobs_by_the_calibration():
             "hyper.steps=300",
             "baselines.grid=[0.5, 0.9, 0.99]",
             "segmentation.steps=150",
+            "hyper.film=true",
             'search.strategies=["grid", "random", "tpe", "gp", "qmc"]',
             "search.seeds=2",
             "search.model_seeds=2",
