@@ -3,10 +3,14 @@
 Trains, on the quick-profile data of a study (default ``sl-knee-cs``: 64 px, 12 training subjects), the two
 single-term baselines (λ = 0: MAE alone, λ = 1: 1-SSIM alone) and one or more conditional models (HyperRecon S/M,
 FiLM) with the project's own training loop, then evaluates the test slices at λ = 0 and λ = 1 with the project's
-metrics. Each variant changes one suspect: the hypernetwork initialisation, the λ input encoding, the BatchNorm
-statistics or the λ sampling. Prints one line per model; ``--out`` also writes a CSV.
+metrics. Each variant changes one suspect: the hypernetwork initialisation, the λ input encoding, the
+normalisation (``--norm batch|instance|lam-affine``, ``HyperUNet(norm=)``) or the λ sampling. ``--seed`` sets the
+initialisation, data order and λ draws. Prints one line per model with the image change mean |x̂(λ=1) − x̂(λ=0)|
+(for the baselines: between the two U-Nets); ``--out`` also writes a CSV.
 
     OMP_NUM_THREADS=1 nice -n 10 python benchmark/lam_response.py --steps 300 --models hyper-S,hyper-M
+    OMP_NUM_THREADS=1 nice -n 10 python benchmark/lam_response.py --study sl-brain-cs --models hyper-M \
+        --norm instance --seed 1 --out lam.csv
 
 Scales are the quick report's (``reports/<study>/scales.json``) so that no scales job is needed.
 """
@@ -15,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import json
 import sys
 import time
@@ -53,7 +58,13 @@ def evaluate(model, data, lams: list[float], batch_stats: bool = False) -> dict[
             "psnr": float(psnr(x_hat, target).mean()),
             "mae": float((x_hat - target).abs().mean()),
         }
+        RECONS[lv] = x_hat
+    if len(lams) == 2:  # image change over λ: mean |x̂(λ=1) − x̂(λ=0)|
+        out[lams[1]]["change"] = out[lams[0]]["change"] = float((RECONS[lams[1]] - RECONS[lams[0]]).abs().mean())
     return out
+
+
+RECONS: dict[float, torch.Tensor] = {}
 
 
 def main() -> None:
@@ -65,6 +76,7 @@ def main() -> None:
     ap.add_argument("--init", default=None, help="HyperUNet init override (kaiming/default/auto)")
     ap.add_argument("--lam-share", type=float, default=None, help="LAMBDA_VARIANCE_SHARE override")
     ap.add_argument("--embed-init", default="he", help="HyperUNet embed_init (he/default)")
+    ap.add_argument("--norm", default="batch", help="HyperUNet norm (batch/instance/lam-affine)")
     ap.add_argument("--no-unit-embed", action="store_true", help="he embedding without the E|e|² = 1 rescale")
     ap.add_argument("--tag", default="")
     ap.add_argument("--seed", type=int, default=0, help="initialisation seed")
@@ -90,17 +102,21 @@ def main() -> None:
     for name in args.models.split(","):
         t0 = time.perf_counter()
         torch.manual_seed(args.seed)  # the same initialisation for every variant
-        settings = ctx.settings(name, args.steps)
+        settings = dataclasses.replace(ctx.settings(name, args.steps), seed=args.seed)  # data order and λ draws
         if name == "baseline":
             for lv in (0.0, 1.0):
+                torch.manual_seed(args.seed)
                 model = build_recon_model("unet", study)
                 train(model, task, FixedSampler(lv), settings, name=f"baseline-{lv}")
                 res = evaluate(model, data, [lv])
                 rows.append({"model": "baseline", "tag": args.tag, "lam": lv, **res[lv]})
+            change = float((RECONS[1.0] - RECONS[0.0]).abs().mean())
+            for r in rows[-2:]:
+                r["change"] = change
         else:
             if name.startswith("hyper"):
                 model = build_recon_model("hyperunet", study, name.split("-")[1])
-                if args.init is not None or args.embed_init != "he":
+                if args.init is not None or args.embed_init != "he" or args.norm != "batch":
                     from hyperrecon.models import HyperUNet
 
                     model = HyperUNet(
@@ -110,6 +126,7 @@ def main() -> None:
                         residual=study.model.residual,
                         init=args.init or "auto",
                         embed_init=args.embed_init,
+                        norm=args.norm,
                     )
             else:
                 model = build_recon_model("film-unet", study)
@@ -126,6 +143,7 @@ def main() -> None:
                 for r in rows
                 if r["model"] == name
             ),
+            f"change {rows[-1]['change']:.4f}",
             f"({time.perf_counter() - t0:.0f} s)",
             flush=True,
         )
@@ -133,7 +151,7 @@ def main() -> None:
         path = Path(args.out)
         new = not path.exists()
         with path.open("a", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=list(rows[0]))
+            w = csv.DictWriter(f, fieldnames=["model", "tag", "lam", "ssim", "psnr", "mae", "change"])
             if new:
                 w.writeheader()
             w.writerows(rows)

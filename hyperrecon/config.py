@@ -160,6 +160,20 @@ class EvaluationConfig:
 
 
 @dataclass(frozen=True, config=_SCHEMA)
+class LiveSearchConfig:
+    """Live search over baselines: each trial trains a U-Net at the suggested λ (``hyperrecon.search.live``)."""
+
+    strategies: tuple[str, ...] = ()
+    """Strategies searched live (``sampler`` or ``sampler+pruner``, as in ``search.strategies``); empty: off."""
+    steps: PosInt | None = None
+    """Training steps of a live trial (default: the baselines' steps); fidelity steps as for the baselines."""
+    budget: PosInt | None = None
+    """Trials per strategy and seed (default: ``search.budget``)."""
+    seeds: PosInt = 1
+    """Seeds per strategy (each one a study in the run's storage)."""
+
+
+@dataclass(frozen=True, config=_SCHEMA)
 class SearchConfig:
     objective: str = "psnr"
     """A registered metric (``dice`` needs the segmentation net)."""
@@ -197,6 +211,8 @@ class SearchConfig:
     """Multi-objective searches; a pair with ``dice`` runs only where there is a segmentation model."""
     mo_strategies: tuple[str, ...] = ("nsga2", "tpe")
     """Optuna samplers of the multi-objective searches."""
+    live: LiveSearchConfig = field(default_factory=LiveSearchConfig)
+    """Searches whose trials train a U-Net at the suggested λ and report to the pruner (off by default)."""
 
 
 @dataclass(frozen=True, config=_SCHEMA)
@@ -614,7 +630,7 @@ def _apply_override(merged: dict[str, Any], item: str, source: str) -> None:
                 f"--set {key}: unknown key '{sub}' in [{parts[0]}]{did_you_mean(sub, valid)}; "
                 f"valid keys: {', '.join(valid)}"
             )
-        if len(parts) > 2 and parts[1] not in PARAM_TABLES:
+        if len(parts) > 2 and parts[1] not in (*PARAM_TABLES, "live"):  # live: [search] live's table
             raise ConfigError(f"--set {key}: '{parts[0]}.{parts[1]}' is not a table")
     elif len(parts) > 1 or parts[0] not in ("name", "description", "seed", "replicates", "plugins", "kind"):
         valid = ["name", "description", "seed", "replicates", "plugins", "kind", *SECTIONS]

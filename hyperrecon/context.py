@@ -120,6 +120,7 @@ class RunContext:
                 self.forward_model,
                 generator_seed=self.study.seed + {"train": 0, "val": 1, "test": 2}[split],
                 ids=list(part.ids[:n]),
+                subjects=part.subject_ids()[:n],  # the statistics' unit (reporting/stats.py)
             )
         return self._cache[key]
 

@@ -181,11 +181,22 @@ def job_work(study: Study, job: JobSpec, *, has_seg: bool = True) -> tuple[str, 
     if job.kind == "eval":
         n = 1 if job.params["model_kind"] == "baseline" else _n_eval_lams(s)
         return f"eval_s.{mk}", float(n), f"{n} λ x {s.evaluation.n_test} test slices"
+    if job.kind == "search" and job.params["target"] == "baselines-live":  # trials train (hyperrecon.search.live)
+        from .search.plan import live_steps
+
+        n = _n_live_trials(s)
+        return f"train_s.{mk}", float(n * live_steps(s)), f"{n} trials of {live_steps(s)} steps"
     if job.kind == "search":
         c = search_counts(s, job, has_seg=has_seg)
         what = f"{c.trials} trials" + (f" + {c.mo_trials} multi-objective" if c.mo_trials else "")
         return f"search.{mk}", float(c.val_passes), what
     return "", 0.0, "not estimated"
+
+
+def _n_live_trials(study: Study) -> int:
+    from .search.plan import live_budget
+
+    return len(study.search.live.strategies) * live_budget(study) * int(study.search.live.seeds)
 
 
 def estimate(study: Study, jobs: Sequence[JobSpec], cal: Calibration) -> Estimate:
@@ -195,7 +206,14 @@ def estimate(study: Study, jobs: Sequence[JobSpec], cal: Calibration) -> Estimat
     for job in jobs:
         entry, n, what = job_work(study, job, has_seg=has_seg)
         mk = model_kind(study, job)
-        if job.kind == "search":
+        if job.kind == "search" and job.params["target"] == "baselines-live":  # at most: no trial pruned
+            from .search.fidelity import fidelity_steps
+            from .search.plan import live_steps
+
+            reports = len(fidelity_steps(live_steps(study), study.search.fidelities, study.search.reduction_factor))
+            n_live = _n_live_trials(study)
+            seconds = n * cal.train_s[mk] + n_live * (cal.trial_s + reports * cal.val_s[mk])
+        elif job.kind == "search":
             c = search_counts(study, job, has_seg=has_seg)
             seconds = c.trials * cal.trial_s + c.mo_trials * cal.mo_trial_s  # the samplers' own cost
             if c.val_passes:  # a model: forward passes (the baselines' searches replay the trained grid)

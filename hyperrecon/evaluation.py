@@ -43,6 +43,7 @@ import torch
 from torch import Tensor, nn
 
 from .config import PRECISIONS
+from .data.identity import volume_of
 from .errors import ConfigError, DataError
 from .landscapes import (  # noqa: F401  (re-exported: evaluation's public names before the split)
     TABLE_COLUMNS,
@@ -65,13 +66,15 @@ _STAGE_MAX_BYTES = 2 * 2**30  # move a data set to the device once when it is sm
 @dataclass
 class EvalData:
     """Evaluation slices: ``inputs`` (N, 2, H, W) float32 network input, ``targets`` (N, 1, H, W) ground truth,
-    ``degraded`` (N, 1, H, W) input magnitude (for rPSNR), ``labels`` (N, H, W) int64 or None, ``ids`` N strings."""
+    ``degraded`` (N, 1, H, W) input magnitude (for rPSNR), ``labels`` (N, H, W) int64 or None, ``ids`` N strings,
+    ``subjects`` N strings (the subject of each slice; default: its volume id, ``data.identity.volume_of``)."""
 
     inputs: Tensor
     targets: Tensor
     degraded: Tensor
     labels: Tensor | None = None
     ids: list[str] = field(default_factory=list)
+    subjects: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         n = int(self.targets.shape[0]) if self.targets.ndim == 4 else -1
@@ -90,6 +93,10 @@ class EvalData:
             self.ids = [str(i) for i in range(n)]
         if len(self.ids) != n:
             raise DataError(f"eval data ids: expected {n} ids, got {len(self.ids)}")
+        if not self.subjects:
+            self.subjects = [volume_of(i) for i in self.ids]
+        if len(self.subjects) != n:
+            raise DataError(f"eval data subjects: expected {n} subjects, got {len(self.subjects)}")
 
     def __len__(self) -> int:
         return int(self.targets.shape[0])
@@ -99,7 +106,14 @@ class EvalData:
         idx = list(range(len(self)))[indices] if isinstance(indices, slice) else [int(i) for i in indices]
         t = torch.as_tensor(idx, dtype=torch.long)
         labels = None if self.labels is None else self.labels[t]
-        return EvalData(self.inputs[t], self.targets[t], self.degraded[t], labels, [self.ids[i] for i in idx])
+        return EvalData(
+            self.inputs[t],
+            self.targets[t],
+            self.degraded[t],
+            labels,
+            [self.ids[i] for i in idx],
+            [self.subjects[i] for i in idx],
+        )
 
     @classmethod
     def from_arrays(
@@ -110,6 +124,7 @@ class EvalData:
         generator_seed: int,
         ids: Sequence[str] | None = None,
         chunk: int = 64,
+        subjects: Sequence[str] | None = None,
     ) -> EvalData:
         """Measure each image ``(N, H, W)`` float32 once: ``y = forward_model.measure(x, generator)``.
 
@@ -132,7 +147,14 @@ class EvalData:
             inputs.append(forward_model.network_input(y).float().cpu())
             degraded.append(forward_model.degraded(y).float().cpu())
         lab = None if labels is None else torch.from_numpy(np.asarray(labels).astype(np.int64))
-        return cls(torch.cat(inputs), x, torch.cat(degraded), lab, list(ids) if ids is not None else [])
+        return cls(
+            torch.cat(inputs),
+            x,
+            torch.cat(degraded),
+            lab,
+            list(ids) if ids is not None else [],
+            list(subjects) if subjects is not None else [],
+        )
 
 
 def lam_grid(n_lams: int, points: int) -> np.ndarray:
@@ -231,6 +253,7 @@ def _staged(data: EvalData, device: torch.device) -> EvalData:
         _stage(data.degraded, device, total),
         _stage(data.labels, device, total),
         data.ids,
+        data.subjects,
     )
 
 
@@ -339,7 +362,9 @@ def example_lam_indices(lams: np.ndarray, count: int = N_EXAMPLES) -> list[int]:
     return [int(i) for i in np.unique(np.round(np.linspace(0, p - 1, min(count, p))).astype(int))]
 
 
-def _table(model_name: str, lams: np.ndarray, ids: list[str], names: list[str], values: np.ndarray) -> pd.DataFrame:
+def _table(
+    model_name: str, lams: np.ndarray, ids: list[str], names: list[str], values: np.ndarray, subjects: list[str]
+) -> pd.DataFrame:
     p, n, m = values.shape
     lam2 = lams[:, 1] if lams.shape[1] == 2 else np.full(p, np.nan)
     return pd.DataFrame(
@@ -350,8 +375,9 @@ def _table(model_name: str, lams: np.ndarray, ids: list[str], names: list[str], 
             "slice": np.tile(np.repeat(np.asarray(ids, dtype=object), m), p),
             "metric": np.tile(np.asarray(names, dtype=object), p * n),
             "value": values.reshape(-1),
+            "subject": np.tile(np.repeat(np.asarray(subjects, dtype=object), m), p),  # the statistics' unit
         },
-        columns=TABLE_COLUMNS,
+        columns=TABLE_COLUMNS,  # the merge inserts `replicate` before `value`
     )
 
 
@@ -414,7 +440,7 @@ def evaluate_model(
                 progress(p + 1, p_count)
         diverse = _diverse(model, data, lams, ranged[0], track.focus_psnr, diverse_quantile, values, all_names, dev)
 
-    table = _table(model_name, lams, data.ids, all_names, values)
+    table = _table(model_name, lams, data.ids, all_names, values, data.subjects)
     ranges = track.ranges(model_name, data.ids)
     slices_done = p_count * n
     seconds = {

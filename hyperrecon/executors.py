@@ -345,7 +345,9 @@ def _write_endpoints(path: Path, model, test, lams, baseline: bool, grid: list, 
     if not len(ends):
         return
     kw = {k: common[k] for k in ("device", "precision", "batch_size")}
-    write_npz(path, lams=ends, recons=endpoint_recons(model, test, ends, **kw), ids=np.asarray(test.ids, dtype=str))
+    recons = endpoint_recons(model, test, ends, **kw)
+    ids, subjects = np.asarray(test.ids, dtype=str), np.asarray(test.subjects, dtype=str)
+    write_npz(path, lams=ends, recons=recons, ids=ids, subjects=subjects)
 
 
 def _is_array(v: Any) -> bool:

@@ -11,7 +11,8 @@ phase  jobs
 1      SL with ``scales = "auto"``: ``scales`` (from the single-term baselines)
 2      every other training: baselines on the grid, ``hyper-<size>-<sampler>``, ``film-uniform``
 3      ``eval-<model>`` for every reconstruction model (test set over the evaluation grid, validation objective)
-4      ``search-baselines`` (replayed from the trained grid) and ``search-<model>`` for each conditional model
+4      ``search-baselines`` (replayed from the trained grid), ``search-live`` (with ``search.live``: trials that
+       train a U-Net) and ``search-<model>`` for each conditional model
 ====== ======================================================================================================
 
 Replicates (``replicates = N`` in the study): replicate 0 is the jobs above; replicate r >= 1 repeats every job
@@ -124,6 +125,8 @@ def _replicate_jobs(study: Study, *, has_labels: bool) -> list[JobSpec]:
     for name, kind, _ in recon_models(study):
         jobs.append(JobSpec(f"eval-{name}", PHASE_EVAL, "eval", {"model": name, "model_kind": kind}))
     jobs.append(JobSpec("search-baselines", PHASE_SEARCH, "search", {"target": "baselines"}))
+    if study.search.live.strategies:  # trials train U-Nets at the suggested λ (hyperrecon.search.live)
+        jobs.append(JobSpec("search-live", PHASE_SEARCH, "search", {"target": "baselines-live"}))
     for name, kind, _ in recon_models(study):
         if kind != "baseline":
             jobs.append(JobSpec(f"search-{name}", PHASE_SEARCH, "search", {"target": name}))

@@ -1,6 +1,7 @@
 """Landscapes and curves from a tidy evaluation table (numpy/pandas only; no torch).
 
-The table is :func:`hyperrecon.evaluation.evaluate_model`'s: columns ``[model, lam1, lam2, slice, metric, value]``.
+The table is :func:`hyperrecon.evaluation.evaluate_model`'s: columns ``[model, lam1, lam2, slice, subject, metric,
+value]`` (``subject``, the statistics' unit, is not needed here).
 Landscapes (two hyperparameters) are laid out as ``grid[i, j]`` at ``lam1 = axis[i]``, ``lam2 = axis[j]``
 (transpose for ``imshow`` with λ1 on x); curves (one hyperparameter) are sorted by λ.
 """
@@ -14,13 +15,14 @@ import pandas as pd
 
 from .errors import ConfigError
 
-TABLE_COLUMNS = ["model", "lam1", "lam2", "slice", "metric", "value"]
+TABLE_COLUMNS = ["model", "lam1", "lam2", "slice", "subject", "metric", "value"]
+_NEEDED = [c for c in TABLE_COLUMNS if c != "subject"]  # landscapes and curves ignore the subject
 
 
 def _rows(table: pd.DataFrame, metric: str, model: str | None) -> pd.DataFrame:
-    missing = [c for c in TABLE_COLUMNS if c not in table.columns]
+    missing = [c for c in _NEEDED if c not in table.columns]
     if missing:
-        raise ConfigError(f"evaluation table: missing columns {missing}; expected {TABLE_COLUMNS}")
+        raise ConfigError(f"evaluation table: missing columns {missing}; expected {_NEEDED}")
     keep = table["metric"] == metric
     if model is not None:
         keep &= table["model"] == model

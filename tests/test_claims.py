@@ -197,7 +197,9 @@ def test_claims_not_testable_without_inputs_replicates_or_convergence(tmp_path: 
     no_conv = _by_id(claims_table(data, {"sensitivity": sensitivity_analysis(data)}))
     assert no_conv["a"]["verdict"] == "not testable" and "convergence" in no_conv["a"]["reason"]
     unconv = _by_id(claims_table(data, _converged(data, ok=False)))
-    assert unconv["f"]["verdict"] == "not testable" and "not converged" in unconv["f"]["reason"]
+    # (f) is judged on cost alone (issue 15): unconverged models add a caveat, not a block
+    assert unconv["f"]["verdict"] == "reproduced" and "not converged" in unconv["f"]["reason"]
+    assert no_conv["f"]["verdict"] == "reproduced" and "convergence" in no_conv["f"]["reason"]
     flat_one = load_run(_sl_run(tmp_path / "flat1", flat=True, replicates=1))
     a = _by_id(claims_table(flat_one, _s(flat_one)))["a"]
     assert a["verdict"] == "not testable" and "1 replicate" in a["reason"] and "ignores λ" in a["reason"]
@@ -443,3 +445,32 @@ def test_one_moving_metric_does_not_hide_flat_ones(tmp_path: Path) -> None:
     flag = sensitivity_analysis(load_run(d))["models"]["hyper-M-uniform"]
     assert flag["basis"] == "median metric-spread ratio" and flag["ratio"] == pytest.approx(0.0)
     assert flag["ignores_lam"] is True and flag["follows"]["psnr"] is True
+
+
+def test_direction_verdicts_only_where_the_baselines_direction_is_clear(tmp_path: Path) -> None:
+    """PSNR: the baselines rise by 4 in every replicate (clear); SSIM: they rise by 0.01 + per-replicate wobble of
+    (0.05, -0.06, 0.02): the interval contains 0, so the model's falling SSIM gets no "against" verdict."""
+    d = _sl_run(tmp_path / "u")
+    r = pd.read_csv(d / "results.csv")
+    t = r[r.metric == "psnr"].copy()
+    t["metric"] = "ssim"
+    wobble = t["replicate"].map({0: 0.05, 1: -0.06, 2: 0.02})
+    base = t.model.str.startswith("baseline")
+    t["value"] = np.where(base, 0.5 + (0.01 + wobble) * t.lam1, 0.6 - 0.05 * t.lam1)
+    pd.concat([r, t]).to_csv(d / "results.csv", index=False)
+    sens = sensitivity_analysis(load_run(d))
+    b = sens["spread"]["ssim"]["baselines"]
+    dirs = np.array([0.06, -0.05, 0.03])  # the baselines' direction per replicate, by hand
+    lo, hi = stats.t.interval(0.95, 2, loc=dirs.mean(), scale=stats.sem(dirs))
+    assert b["direction"] == pytest.approx(dirs.mean()) and [b["direction_lo"], b["direction_hi"]] == pytest.approx(
+        [lo, hi]
+    )
+    flag = sens["models"]["hyper-M-uniform"]
+    assert flag["follows"] == {"psnr": True} and flag["direction_unclear"] == ["ssim"]
+    from hyperrecon.reporting.report import _sensitivity_section
+
+    text = "\n".join(_sensitivity_section(sens))
+    assert "No direction verdict for SSIM" in text and "Moves against" not in text
+    one = load_run(_sl_run(tmp_path / "one", replicates=1))  # one replicate: no direction is established
+    flag1 = sensitivity_analysis(one)["models"]["hyper-M-uniform"]
+    assert flag1["follows"] == {} and flag1["direction_unclear"] == ["psnr"]

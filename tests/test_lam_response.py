@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hyperrecon.models import HyperUNet
+from hyperrecon.models import HyperUNet, UNet
 
 
 def weight_gap(model: HyperUNet) -> float:
@@ -44,3 +44,93 @@ def test_he_embedding_is_he_scaled_with_zero_bias() -> None:
     assert float(e.square().sum(1).mean()) == pytest.approx(1.0, rel=1e-5)
     with pytest.raises(ValueError, match="embed_init"):
         HyperUNet(1, size="S", embed_init="xavier")
+
+
+# ----------------------------------------------------------------- normalisation options (HyperUNet(norm=...))
+def _plain_copy(model: HyperUNet, lam: torch.Tensor, norm_layer) -> torch.nn.Module:
+    """A plain U-Net with the weights generated for one λ and ``norm_layer(j)`` in place of BatchNorm j."""
+    plain = UNet(model.skeleton.in_channels, model.skeleton.out_channels, model.skeleton.width).double()
+    with torch.no_grad():
+        for conv, (w, b) in zip(plain.convs, model.weights_for(lam), strict=True):
+            conv.weight.copy_(w[0])
+            conv.bias.copy_(b[0])
+    plain.skeleton.norms = torch.nn.ModuleList(norm_layer(j) for j in range(len(model.skeleton.norms)))
+    return plain
+
+
+def test_instance_norm_equals_torch_instance_norm_per_sample() -> None:
+    torch.manual_seed(0)
+    model = HyperUNet(1, hnet_width=3, width=4, norm="instance").double()
+    with torch.no_grad():
+        for n in model.skeleton.norms:  # non-trivial affine parameters
+            n.weight.uniform_(0.5, 1.5)
+            n.bias.uniform_(-0.2, 0.2)
+    x = torch.randn(4, 2, 16, 16, dtype=torch.float64)
+    lam = torch.tensor([[0.1], [0.9], [0.1], [0.5]], dtype=torch.float64)
+
+    def inst(j: int) -> torch.nn.Module:
+        ref = torch.nn.InstanceNorm2d(4, affine=True, eps=model.skeleton.norms[j].eps).double()
+        ref.load_state_dict({k: model.skeleton.norms[j].state_dict()[k] for k in ("weight", "bias")})
+        return ref
+
+    for mode in ("train", "eval"):  # no running statistics: the same function in both modes
+        getattr(model, mode)()
+        out = model(x, lam)
+        for s in range(4):
+            plain = _plain_copy(model, lam[s : s + 1], inst).eval()
+            torch.testing.assert_close(out[s : s + 1], plain(x[s : s + 1]), msg=f"{mode} sample {s}")
+
+
+def test_lam_affine_starts_as_the_batch_model_and_modulates_after_batchnorm() -> None:
+    x = torch.randn(6, 2, 16, 16, dtype=torch.float64)
+    lam = torch.tensor([[0.2], [0.7], [0.2], [0.5], [0.7], [0.2]], dtype=torch.float64)
+    torch.manual_seed(0)
+    batch = HyperUNet(1, hnet_width=3, width=4).double()
+    torch.manual_seed(0)
+    affine = HyperUNet(1, hnet_width=3, width=4, norm="lam-affine").double()
+    torch.testing.assert_close(affine(x, lam), batch(x, lam))  # zero heads: exactly the paper's model
+    with torch.no_grad():
+        affine.norm_heads.weight.normal_(0, 0.3)
+    affine.eval()  # BN on running statistics, then (1 + γ(λ)) · BN(h) + β(λ) per channel
+    gb = affine.norm_heads(affine.embedding(lam[:1])).view(14, 2, 4)
+
+    class Mod(torch.nn.Module):
+        def __init__(self, j: int) -> None:
+            super().__init__()
+            self.bn, self.j = affine.skeleton.norms[j], j
+
+        def forward(self, h: torch.Tensor) -> torch.Tensor:
+            return self.bn(h) * (1 + gb[self.j, 0])[:, None, None] + gb[self.j, 1][:, None, None]
+
+    plain = _plain_copy(affine, lam[:1], Mod).eval()
+    torch.testing.assert_close(affine(x, lam)[:1], plain(x[:1]))
+    with pytest.raises(ValueError, match="norm"):
+        HyperUNet(1, size="S", norm="layer")
+    with pytest.raises(ValueError, match="BatchNorm only"):
+        affine.to_unet(lam[0])
+
+
+@pytest.mark.parametrize("norm", ["instance", "lam-affine"])
+@pytest.mark.parametrize("path", ["grouped", "factorised", "per-sample-grouped-conv"])
+def test_norm_options_take_the_same_function_on_every_path(norm: str, path: str) -> None:
+    torch.manual_seed(0)
+    model = HyperUNet(1, hnet_width=3, width=4, norm=norm).double()
+    if norm == "lam-affine":
+        with torch.no_grad():
+            model.norm_heads.weight.normal_(0, 0.3)
+    x = torch.randn(6, 2, 16, 16, dtype=torch.float64)
+    lam = torch.tensor([[0.2], [0.7], [0.2], [0.5], [0.7], [0.2]], dtype=torch.float64)
+    torch.testing.assert_close(model(x, lam, path=path), model(x, lam, path="reference"))
+
+
+def test_hyper_norm_config_reaches_the_model_and_bad_values_name_the_key() -> None:
+    from hyperrecon.config import load_study
+    from hyperrecon.errors import ConfigError
+    from hyperrecon.resolve import build_recon_model
+
+    assert build_recon_model("hyperunet", load_study("sl-knee-cs", "smoke"), "S").norm == "batch"
+    study = load_study("sl-knee-cs", "smoke", overrides=['hyper.model_params={ norm = "instance" }'])
+    assert build_recon_model("hyperunet", study, "S").norm == "instance"
+    bad = load_study("sl-knee-cs", "smoke", overrides=['hyper.model_params={ norm = "layer" }'])
+    with pytest.raises(ConfigError, match="norm"):
+        build_recon_model("hyperunet", bad, "S")

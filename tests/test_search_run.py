@@ -16,8 +16,8 @@ from typer.testing import CliRunner
 from hyperrecon.cli import app
 from hyperrecon.config import load_study
 from hyperrecon.jobs import recon_models
-from hyperrecon.search import list_search_studies
-from hyperrecon.search.plan import baseline_fidelity_steps, model_strategies
+from hyperrecon.search import fidelity_steps, list_search_studies
+from hyperrecon.search.plan import baseline_fidelity_steps, live_budget, live_steps, model_strategies
 from hyperrecon.storage import open_storage
 
 runner = CliRunner()
@@ -90,6 +90,7 @@ def test_the_run_storage_lists_its_search_studies(run_dir: Path) -> None:
         len(s.strategies) * s.seeds * (1 + n_workers)
         + n_pairs * len(s.mo_strategies) * s.seeds
         + len(conditional) * (len(model_strategies(study)) + n_pairs * len(s.mo_strategies)) * s.model_seeds
+        + len(s.live.strategies) * s.live.seeds
     )
     assert len(names) == len(set(names)) == expected
     search = pd.read_csv(run_dir / "search.csv")
@@ -121,3 +122,49 @@ def test_the_report_has_bands_ranking_and_pareto(run_dir: Path) -> None:
         assert needle in text, needle
     for name in ("search.png", "search-regret.png", "search-pareto.png", "search-hypervolume.png"):
         assert (run_dir / "figures" / name).stat().st_size > 10_000
+
+
+@pytest.mark.slow
+def test_live_searches_train_report_and_load_like_the_replays(run_dir: Path) -> None:
+    from optuna.visualization import matplotlib as ovm
+
+    study = load_study("sl-knee-cs", "smoke")
+    lv = study.search.live
+    search = pd.read_csv(run_dir / "search.csv")
+    live = search[search["mode"] == "live"]
+    assert set(live.target) == {"baselines-live"} and set(live.strategy) == set(lv.strategies)
+    assert len(live) == len(lv.strategies) * live_budget(study) * lv.seeds
+    assert set(search[search.target == "baselines"]["mode"]) == {"replay"}
+    steps = fidelity_steps(live_steps(study), study.search.fidelities, study.search.reduction_factor)
+    assert set(live.step) <= set(steps) and (live[live.state == "COMPLETE"].step == steps[-1]).all()
+    # a live trial is seeded as the baseline job at its λ: the grid's trials (λ = 0, 0.5, 1, the baseline grid,
+    # trained as long) repeat the baselines' trainings, so their objective is the fidelity table's final value
+    fid = pd.read_csv(run_dir / "search" / "fidelity.csv")
+    final = fid[fid.step == steps[-1]].set_index("lam1")[study.search.objective]
+    grid = live[live.strategy == "grid"]
+    assert sorted(grid.lam1) == sorted(study.baselines.grid)
+    for r in grid.itertuples():
+        assert r.objective == pytest.approx(final[r.lam1], abs=1e-6)
+    # pruned trials paid less than the same trials trained to the end; the job's device time is the trials'
+    pruned = live[live.state == "PRUNED"]
+    assert (pruned.cost_seconds < pruned.full_cost_seconds).all() and (pruned.step < steps[-1]).all()
+    job = json.loads((run_dir / "jobs" / "search-live.json").read_text())
+    assert job["device_seconds"] == pytest.approx(live.cost_seconds.sum())
+    # the studies in the run's storage: reports at the fidelity steps, device seconds as user attributes, and
+    # Optuna's own plots open them
+    info = json.loads((run_dir / "run.json").read_text())
+    storage = open_storage(str(run_dir / info["ledger"]))
+    for name, rows in live.groupby("study"):
+        loaded = optuna.load_study(study_name=name, storage=storage)
+        assert loaded.user_attrs["mode"] == "live" and len(loaded.trials) == len(rows)
+        for t, r in zip(loaded.trials, rows.sort_values("trial").itertuples(), strict=True):
+            assert t.user_attrs["cost_seconds"] == pytest.approx(r.cost_seconds)
+            assert t.user_attrs["cost_seconds"] == pytest.approx(
+                t.user_attrs["train_seconds"] + t.user_attrs["eval_seconds"]
+            )
+            if "+" in r.strategy:
+                assert sorted(t.intermediate_values) == [s for s in steps if s <= r.step]
+        ovm.plot_intermediate_values(loaded)
+        ovm.plot_optimization_history(loaded)
+    text = (run_dir / "report.md").read_text()
+    assert "### Live searches" in text and "U-Net baselines (trained live)" in text

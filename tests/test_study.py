@@ -26,7 +26,8 @@ def _check_run(run_dir: Path, study_name: str) -> None:
     study = load_study(study_name, "smoke")
     results = pd.read_csv(run_dir / "results.csv")
     lam_cols = ["lam1", "lam2"][: study.n_lams]  # a second-λ column only where the study has two (AO)
-    assert list(results.columns) == ["model", *lam_cols, "slice", "metric", "replicate", "value"]
+    # `subject`: each slice's subject from the data reader, the statistics' unit (issue 15)
+    assert list(results.columns) == ["model", *lam_cols, "slice", "subject", "metric", "replicate", "value"]
     assert set(results.replicate) == {0}
     models = {name for name, _, _ in recon_models(study)}
     assert set(results.model) == models

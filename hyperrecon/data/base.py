@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import DataError
+from .identity import volume_of
 
 #: A pixel counts as anatomy above this fraction of the slice maximum ...
 REL_THRESHOLD = 0.05
@@ -35,12 +36,19 @@ SPLIT_NAMES = ("train", "val", "test")
 @dataclass
 class Split:
     """One split: ``images`` float32 ``(N, H, W)`` in [0, 1]; ``labels`` uint8 ``(N, H, W)`` or None; ``ids`` N
-    strings.
+    strings; ``subjects`` N strings, the subject (patient) of each slice, from the reader (fastMRI's
+    ``patient_id``, the FreeSurfer subject folder, the phantom's subject); None: each slice's volume id
+    (:func:`~hyperrecon.data.identity.volume_of`). Statistics group slices by subject (``reporting/stats.py``).
     """
 
     images: np.ndarray
     labels: np.ndarray | None
     ids: list[str]
+    subjects: list[str] | None = None
+
+    def subject_ids(self) -> list[str]:
+        """The subject of every slice: ``subjects`` when the reader gave them, else the volume of each id."""
+        return list(self.subjects) if self.subjects is not None else [volume_of(i) for i in self.ids]
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -151,13 +159,19 @@ def empty_split(size: int, with_labels: bool) -> Split:
     )
 
 
-def stack_split(images: list[np.ndarray], labels: list[np.ndarray] | None, ids: list[str], size: int) -> Split:
-    """Stack per-slice arrays into a :class:`Split` (float32 images, uint8 labels)."""
+def stack_split(
+    images: list[np.ndarray],
+    labels: list[np.ndarray] | None,
+    ids: list[str],
+    size: int,
+    subjects: list[str] | None = None,
+) -> Split:
+    """Stack per-slice arrays into a :class:`Split` (float32 images, uint8 labels); ``subjects`` one per slice."""
     if not images:
         return empty_split(size, labels is not None)
     imgs = np.stack(images).astype(np.float32, copy=False)
     labs = np.stack(labels).astype(np.uint8, copy=False) if labels is not None else None
-    return Split(imgs, labs, list(ids))
+    return Split(imgs, labs, list(ids), list(subjects) if subjects is not None else None)
 
 
 def split_groups(
@@ -212,6 +226,10 @@ def validate_bundle(bundle: DataBundle, where: str) -> None:
             raise DataError(f"{where}: {name} images span [{lo:.4g}, {hi:.4g}]; expected values in [0, 1]")
         if len(split.ids) != len(split):
             raise DataError(f"{where}: {name} has {len(split.ids)} ids for {len(split)} slices; expected one id each")
+        if split.subjects is not None and len(split.subjects) != len(split):
+            raise DataError(
+                f"{where}: {name} has {len(split.subjects)} subjects for {len(split)} slices; expected one each"
+            )
         if split.labels is not None:
             if split.labels.shape != imgs.shape:
                 raise DataError(

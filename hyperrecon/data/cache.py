@@ -66,6 +66,7 @@ def save_bundle(bundle: DataBundle, path: Path) -> None:
     for name, split in bundle.splits.items():
         arrays[f"{name}_images"] = split.images
         arrays[f"{name}_ids"] = np.array(split.ids, dtype=np.str_)
+        arrays[f"{name}_subjects"] = np.array(split.subject_ids(), dtype=np.str_)
         if split.labels is not None:
             arrays[f"{name}_labels"] = split.labels
     header = {
@@ -99,7 +100,8 @@ def load_bundle(path: Path) -> DataBundle | None:
             splits = {}
             for name in SPLIT_NAMES:
                 labels = z[f"{name}_labels"] if f"{name}_labels" in z.files else None
-                splits[name] = Split(z[f"{name}_images"], labels, [str(i) for i in z[f"{name}_ids"]])
+                subjects = [str(i) for i in z[f"{name}_subjects"]]  # a bundle cached before subjects: rebuilt
+                splits[name] = Split(z[f"{name}_images"], labels, [str(i) for i in z[f"{name}_ids"]], subjects)
     except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile, json.JSONDecodeError):  # EOF: cut at 0 B
         return None
     return DataBundle(

@@ -290,7 +290,7 @@ class FastMRIKnee(DatasetSource):
         splits, files_meta = {}, {}
         for name, patients in groups.items():
             members = set(patients)
-            images, ids = [], []
+            images, ids, patient_ids = [], [], []
             chosen = [i for i in infos if i["patient"] in members]
             for info in chosen:
                 data, first = self._read(info)
@@ -298,7 +298,8 @@ class FastMRIKnee(DatasetSource):
                 for s in np.flatnonzero(keep):
                     images.append(knee_preprocess(data[s], self.image_size))
                     ids.append(f"{info['id']}/{first + s:03d}")
-            splits[name] = stack_split(images, None, ids, self.image_size)
+                    patient_ids.append(info["patient"])  # `patient_id` attribute, else the volume id
+            splits[name] = stack_split(images, None, ids, self.image_size, subjects=patient_ids)
             files_meta[name] = [str(i["file"]) for i in chosen]
         return DataBundle(
             **splits,

@@ -274,7 +274,7 @@ class FreeSurferBrain(DatasetSource):
         )
         splits = {}
         for name, members in groups.items():
-            images, labels, ids = [], [], []
+            images, labels, ids, subject_ids = [], [], [], []
             for subj in members:
                 imgs, labs, idx, _ = self._read_subject(subjects[subj])
                 keep = [i for i in range(len(idx)) if has_anatomy(imgs[i])][:: p.slice_step]
@@ -285,7 +285,8 @@ class FreeSurferBrain(DatasetSource):
                     images.append(np.clip(fit_to_size(imgs[i], self.image_size), 0.0, 1.0))
                     labels.append(fit_to_size(labs[i], self.image_size, labels=True))
                     ids.append(f"{subj}/z{idx[i]:04d}")
-            splits[name] = stack_split(images, labels, ids, self.image_size)
+                    subject_ids.append(subj)
+            splits[name] = stack_split(images, labels, ids, self.image_size, subjects=subject_ids)
         return DataBundle(
             **splits,
             n_classes=len(CLASS_NAMES),

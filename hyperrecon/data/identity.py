@@ -37,6 +37,12 @@ def strip_suffix(name: str) -> str:
     return Path(name).stem or name
 
 
+def volume_of(slice_id: str) -> str:
+    """The volume id of a slice id ``<volume id>/<slice>`` (``siteA/patient1/file/000`` -> ``siteA/patient1/file``);
+    an id without ``/`` is its own volume. A volume without a patient attribute is its own subject."""
+    return str(slice_id).rsplit("/", 1)[0]
+
+
 def data_root(path: Path) -> Path:
     """The folder ids are relative to: ``path`` itself for a folder, its parent for a file."""
     return path if path.is_dir() else path.parent

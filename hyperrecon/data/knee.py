@@ -140,7 +140,9 @@ class KneePhantom(DatasetSource):
                 images += im
                 labels += lb
                 ids += i
-            splits[name] = stack_split(images, labels, ids, self.image_size)
+            # one phantom subject per `knee-<split><i>` (its contrasts and slices are not independent)
+            subjects = [s.split("/", 1)[0] for s in ids]
+            splits[name] = stack_split(images, labels, ids, self.image_size, subjects=subjects)
         class_names = tuple(kp.LABELS)
         return DataBundle(
             **splits,

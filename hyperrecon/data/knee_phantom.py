@@ -40,6 +40,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 
@@ -230,7 +231,7 @@ def _sig(x):
     return 0.5 * (1.0 + np.tanh(0.5 * x))
 
 
-def _ss(e0: float, e1: float, x):
+def _ss(e0: float | np.ndarray, e1: float | np.ndarray, x):
     """Smoothstep from 0 at ``e0`` to 1 at ``e1`` (either order)."""
     t = np.clip((x - e0) / (e1 - e0), 0.0, 1.0)
     return t * t * (3.0 - 2.0 * t)
@@ -262,7 +263,7 @@ def _chord(p: float, p0: float, a, n: int = 2):
     return np.sqrt(np.clip(1.0 - x, 0.0, 1.0))
 
 
-def _femur_ap(t):
+def _femur_ap(t) -> tuple[Any, Any]:
     """AP centre and half-depth (position units) of the femur at t (1 condyles, 0 shaft).
 
     The diaphysis is narrow and anterior; the condyles reach far posteriorly, so posterior slices show
@@ -271,7 +272,7 @@ def _femur_ap(t):
     return -0.33 + 0.35 * t, 0.42 + 0.48 * t
 
 
-def _tibia_ap(t):
+def _tibia_ap(t) -> tuple[Any, Any]:
     """AP centre and half-depth of the tibia at t (1 plateau, 0 shaft); the shaft is anterior.
 
     Driven by a quicker taper than the width so posterior slices show a rounded plateau "cap".

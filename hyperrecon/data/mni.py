@@ -154,7 +154,8 @@ class MNIBrain(DatasetSource):
                     images.append(a_img)
                     labels.append(a_lab)
                     ids.append(f"mni152/z{z:03d}/c{c}")
-            splits[name] = stack_split(images, labels, ids, self.image_size)
+            # one anatomy: every slice (and every augmented copy) is of the one MNI152 subject
+            splits[name] = stack_split(images, labels, ids, self.image_size, subjects=["mni152"] * len(ids))
         return DataBundle(
             **splits,
             n_classes=len(CLASS_NAMES),

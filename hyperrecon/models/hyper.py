@@ -6,8 +6,13 @@ Maths. With coefficients ``c = coefficients(λ)`` (``(B, k+1)``, Eq. 9/10) the e
 
 and every conv ``l`` of the main network has two linear heads, ``W_l(e) = A_l e + a_l`` (reshaped to
 ``(out, in, k, k)``) and ``b_l(e) = B_l e + β_l``. BatchNorms are ordinary shared parameters (statistics over the
-whole batch). Parameter count: ``(d+1) * 148,513`` (heads) ``+ 896`` (BN) ``+`` the MLP; with ``n_lams=1`` that is
-743,533 / 4,905,089 / 19,208,993 for S/M/L (d = 4 / 32 / 128).
+whole batch) with ``norm="batch"`` (the paper's, default). ``norm="instance"``: per-sample statistics with the same
+shared affine parameters (λ never normalised together; no running statistics, train = eval); ``norm="lam-affine"``:
+BatchNorm then ``(1 + γ_j(e)) h + β_j(e)`` per channel from one more head ``d -> 2 * 14 * width``, zero at
+initialisation (so it starts as "batch"). Measured in reports/benchmarks/lam_response.md: at 300 steps "instance"
+did not make HyperRecon-M follow the baselines (see there); "lam-affine" is unmeasured.
+Parameter count (``norm="batch"``): ``(d+1) * 148,513`` (heads) ``+ 896`` (BN) ``+`` the MLP; with ``n_lams=1``
+that is 743,533 / 4,905,089 / 19,208,993 for S/M/L (d = 4 / 32 / 128).
 
 Execution paths (``path=``; all compute the same function, tests compare each with ``"reference"``):
 
@@ -74,12 +79,13 @@ from ..accel import host_copy, stage
 from ..coefficients import coefficients, n_terms
 from ..config import HYPER_SIZES
 from .registry import MODELS
-from .unet import UNet, UNetSkeleton, check_image, check_lam, conv_l1
+from .unet import N_NORMS, UNet, UNetSkeleton, check_image, check_lam, conv_l1
 
 SIZES = HYPER_SIZES  # S, M, L -> d
 PATHS = ("auto", "grouped", "factorised", "per-sample-grouped-conv", "reference")
 INITS = ("auto", "kaiming", "default")
 EMBED_INITS = ("he", "default")
+NORMS = ("batch", "instance", "lam-affine")
 EMBED_UNIT_SCALE = True  # "he" embedding: rescale to E|e|² = 1 over λ (switch kept for benchmark/lam_response.py)
 LAMBDA_VARIANCE_SHARE = 0.2  # "kaiming" init: share of the He variance that depends on λ (via A_l e)
 GROUPED_MIN_G = 8  # auto: dense convs per distinct λ while G <= max(GROUPED_MIN_G, B // 2)
@@ -149,6 +155,7 @@ class HyperUNet(nn.Module):
         path: str = "auto",
         init: str = "auto",
         embed_init: str = "he",
+        norm: str = "batch",
     ) -> None:
         super().__init__()
         n_in = n_terms(n_lams)
@@ -163,6 +170,9 @@ class HyperUNet(nn.Module):
             raise ValueError(f"init must be one of {', '.join(INITS)}, got {init!r}")
         if embed_init not in EMBED_INITS:
             raise ValueError(f"embed_init must be one of {', '.join(EMBED_INITS)}, got {embed_init!r}")
+        if norm not in NORMS:
+            raise ValueError(f"norm must be one of {', '.join(NORMS)}, got {norm!r}")
+        self.norm = norm
         self.n_lams, self.d, self.path, self.init = n_lams, hnet_width, path, init
         self.skeleton = UNetSkeleton(in_channels, out_channels, width, residual)
         d = hnet_width
@@ -179,6 +189,10 @@ class HyperUNet(nn.Module):
         self.init_used = self._choose_init() if init == "auto" else init
         if self.init_used == "kaiming":
             self._init_kaiming()
+        if norm == "lam-affine":  # per BatchNorm: (γ, β) offsets from the embedding; zero, so it starts as "batch"
+            self.norm_heads = nn.Linear(d, 2 * N_NORMS * width)
+            nn.init.zeros_(self.norm_heads.weight)
+            nn.init.zeros_(self.norm_heads.bias)
 
     # ---------------------------------------------------------------- set-up
     @staticmethod
@@ -332,7 +346,7 @@ class HyperUNet(nn.Module):
             pad = w.shape[-1] // 2
             return torch.cat([F.conv2d(h[s : s + 1], w[s], b[s], padding=pad) for s in range(h.shape[0])])
 
-        return self.skeleton.run(x, conv)
+        return self._run(x, lam, conv)
 
     def _forward_grouped(self, x: Tensor, lam: Tensor, grouping: tuple[Tensor, Tensor, list[int], Tensor]) -> Tensor:
         perm, first, sizes, inverse = grouping
@@ -347,7 +361,7 @@ class HyperUNet(nn.Module):
                 w, b = weights[i]
                 return F.conv2d(h, w[0], b[0], padding=w.shape[-1] // 2)
 
-            return self.skeleton.run(x, conv1)
+            return self._run(x, lam, conv1)
 
         # unbind/split: one backward node each (a single stack/cat) instead of G zero-filled index grads
         per_group = [(w.unbind(0), b.unbind(0)) for w, b in weights]
@@ -358,7 +372,7 @@ class HyperUNet(nn.Module):
             parts = h.split(sizes)
             return torch.cat([F.conv2d(p, ws[g], bs[g], padding=pad) for g, p in enumerate(parts)])
 
-        out = self.skeleton.run(x[perm], conv)
+        out = self._run(x[perm], lam[perm], conv)
         return out[torch.argsort(perm)]
 
     def _forward_factorised(self, x: Tensor, lam: Tensor) -> Tensor:
@@ -377,7 +391,7 @@ class HyperUNet(nn.Module):
             out = torch.einsum("bj,bjohw->bohw", mix.to(y.dtype), y)
             return out + bias[i].to(out.dtype)[:, :, None, None]
 
-        return self.skeleton.run(x, conv)
+        return self._run(x, lam, conv)
 
     def _forward_grouped_conv(self, x: Tensor, lam: Tensor) -> Tensor:
         weights = self.weights_for(lam)
@@ -395,7 +409,26 @@ class HyperUNet(nn.Module):
             )
             return y.view(n, cout, *y.shape[-2:])
 
-        return self.skeleton.run(x, conv)
+        return self._run(x, lam, conv)
+
+    def _run(self, x: Tensor, lam: Tensor, conv) -> Tensor:
+        """The skeleton with this model's normalisation; ``lam`` (B, n_lams) is the λ of each row of ``x``."""
+        if self.norm == "batch":
+            return self.skeleton.run(x, conv)
+        norms = self.skeleton.norms
+        if self.norm == "instance":
+
+            def inorm(j: int, h: Tensor) -> Tensor:
+                return F.instance_norm(h, weight=norms[j].weight, bias=norms[j].bias, eps=norms[j].eps)
+
+            return self.skeleton.run(x, conv, norm=inorm)
+        gb = self.norm_heads(self.embedding(lam)).view(x.shape[0], N_NORMS, 2, self.skeleton.width)
+
+        def modulate(j: int, h: Tensor) -> Tensor:
+            scale, shift = 1 + gb[:, j, 0, :, None, None], gb[:, j, 1, :, None, None]
+            return torch.addcmul(shift.to(h.dtype), h, scale.to(h.dtype))
+
+        return self.skeleton.run(x, conv, modulate)
 
     # ---------------------------------------------------------------- extras
     def weight_l1(self, lam: Tensor | None = None, batch_size: int | None = None) -> Tensor:
@@ -419,6 +452,8 @@ class HyperUNet(nn.Module):
         BatchNorm parameters and running statistics are copied, so in eval mode ``to_unet(l)(x)`` equals
         ``self(x, l.expand(B, -1))``. Handy for λ sweeps and export.
         """
+        if self.norm != "batch":
+            raise ValueError(f"to_unet: a plain U-Net has BatchNorm only; this model uses norm={self.norm!r}")
         lam = check_lam(lam.reshape(1, -1), self.n_lams, 1)
         sk = self.skeleton
         ref = self.kernel_heads[0].weight

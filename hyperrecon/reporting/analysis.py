@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from .rundata import RunData, finite
-from .stats import CI_METHOD, UNIT_TEST, curve_ci, paired_units, subject_of, unit_values
+from .stats import CI_METHOD, UNIT_TEST, curve_ci, paired_units, subjects, unit_values
 from .style import higher_is_better, hyper_parts
 
 # Paper Table 1 (brain, NVIDIA Titan Xp; Wang et al. MELBA 2022) and its inference note (~0.2 s per slice).
@@ -90,7 +90,7 @@ def _n_slices(data: RunData) -> int:
 def n_units(data: RunData) -> int:
     """(replicate, subject) units in the results: what the paired tests count."""
     r = data.results
-    return int(pd.MultiIndex.from_arrays([r["replicate"], r["slice"].map(subject_of)]).nunique())
+    return int(pd.MultiIndex.from_arrays([r["replicate"], subjects(r)]).nunique())
 
 
 def _best_index(values: np.ndarray, maximize: bool) -> int:

@@ -462,6 +462,14 @@ def _sensitivity_section(sens: dict[str, Any]) -> list[str]:
     ]
     if follow:
         out.append("Moves against the baselines' direction: " + "; ".join(follow) + ".")
+    unclear = sorted({k for f in sens["models"].values() for k in f.get("direction_unclear", [])})
+    if unclear:  # one replicate, or an interval that contains 0: no follows/against verdict
+        out.append(
+            "No direction verdict for "
+            + ", ".join(metric_short(k) for k in unclear)
+            + ": the baselines' own direction is not established (its 95% CI over replicates contains 0, or one "
+            "replicate)."
+        )
     return out
 
 
@@ -868,7 +876,8 @@ def _search_section(data: RunData, se: dict[str, Any], fig_dir: Path, link) -> l
     ss = data.search_summary
     rows = []
     for _, r in ss.iterrows():
-        target = "baselines (replayed)" if r["target"] == "baselines" else model_label(str(r["target"]))
+        live = {"baselines": "baselines (replayed)", "baselines-live": "baselines (trained live)"}
+        target = live.get(str(r["target"])) or model_label(str(r["target"]))
         lam = [r.get("chosen_lam1"), r.get("chosen_lam2")] if data.n_lams == 2 else [r.get("chosen_lam1")]
         frac, n_seeds = A.finite(r.get("frac_within")), A.finite(r.get("n_seeds"))
         reached = f"{round(frac * n_seeds)} / {int(n_seeds)}" if frac is not None and n_seeds else MISSING

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..search.live import LIVE_TARGET
 from ..search.multi import HV_REFERENCE, fronts, pick_for
 from ..search.stats import anytime, mean_ci, rank_strategies, regret, time_to_target
 from .figures import _grid_axes, new_figure, save, shared_legend
@@ -37,6 +38,8 @@ def _lams(x: Any, suffix: str) -> list[float]:
 
 
 def _target_label(t: str) -> str:
+    if t == LIVE_TARGET:
+        return "U-Net baselines (trained live)"
     return "U-Net baselines (replayed)" if t == "baselines" else model_label(t)
 
 
@@ -94,24 +97,10 @@ def search_details(data: RunData, grid_optimum: float | None, maximize: bool) ->
             }
         )
     out["model_points"] = points
-    base = trials[(trials.target == "baselines")]
-    if "full_cost_seconds" in base and "pruner" in base:
-        mf = []
-        for strategy, g in base.groupby("strategy", sort=False):
-            per_seed = g.groupby("seed")[["cost_seconds", "full_cost_seconds"]].sum()
-            mf.append(
-                {
-                    "strategy": strategy,
-                    "pruner": str(g["pruner"].iloc[0]),
-                    "trials": len(g) / g.seed.nunique(),
-                    "pruned": float((g.state == "PRUNED").mean()),
-                    "steps": float(g["step"].mean()),
-                    "cost": float(per_seed.cost_seconds.mean()),
-                    "full": float(per_seed.full_cost_seconds.mean()),
-                    "ratio": float(per_seed.cost_seconds.sum() / per_seed.full_cost_seconds.sum()),
-                }
-            )
-        out["multi_fidelity"] = mf
+    for key, target in (("multi_fidelity", "baselines"), ("live", LIVE_TARGET)):
+        base = trials[(trials.target == target)]
+        if len(base) and "full_cost_seconds" in base and "pruner" in base:
+            out[key] = _cost_rows(base)
     par = read_table(
         data.run_dir / "search_parallel.csv",
         ["strategy", "seed", "workers", "best_so_far", "start_seconds", "end_seconds"],
@@ -138,8 +127,31 @@ def search_details(data: RunData, grid_optimum: float | None, maximize: bool) ->
         required=False,
     )
     if mo is not None:
+        if "lam2" not in mo:  # an SL run's tables leave the lam2 column out (hyperrecon.runfiles.tidy)
+            mo = mo.assign(lam2=np.nan)
         out.update(_mo_details(data, mo, dev))
     return out
+
+
+def _cost_rows(trials: pd.DataFrame) -> list[dict[str, Any]]:
+    """Per strategy: trials and pruned share, mean steps, device time per search and what the same trials cost
+    trained to the end."""
+    rows = []
+    for strategy, g in trials.groupby("strategy", sort=False):
+        per_seed = g.groupby("seed")[["cost_seconds", "full_cost_seconds"]].sum()
+        rows.append(
+            {
+                "strategy": strategy,
+                "pruner": str(g["pruner"].iloc[0]),
+                "trials": len(g) / g.seed.nunique(),
+                "pruned": float((g.state == "PRUNED").mean()),
+                "steps": float(g["step"].mean()),
+                "cost": float(per_seed.cost_seconds.mean()),
+                "full": float(per_seed.full_cost_seconds.mean()),
+                "ratio": float(per_seed.cost_seconds.sum() / per_seed.full_cost_seconds.sum()),
+            }
+        )
+    return rows
 
 
 def _baseline_points(data: RunData, pairs: list[tuple[str, str]]) -> pd.DataFrame:
@@ -259,7 +271,8 @@ def anytime_figure(
         if grid_optimum is not None:
             ax.axhline(grid_optimum, color=BASELINE_COLOR, ls="--", lw=0.8, label="grid optimum")
         _logx(ax)
-        ax.set_title(f"{_target_label(t)} ({n_seeds.get(t, 0)} seeds)", fontsize=9)
+        k = n_seeds.get(t, 0)
+        ax.set_title(f"{_target_label(t)} ({k} seed{'' if k == 1 else 's'})", fontsize=9)
         ax.set_xlabel("cumulative device time (s, log)")
         ax.set_ylabel(f"best-so-far {objective_label}")
         ax.grid(alpha=0.3)
@@ -433,6 +446,8 @@ def markdown(data: RunData, se: dict[str, Any], d: dict[str, Any], fig_dir: Path
     out += ["### Ranking at equal device time", _ranking(d["ranking"], d.get("ranking_final"))]
     if d.get("multi_fidelity"):
         out += ["### Multi-fidelity: what early stopping saved", _mf_table(d["multi_fidelity"])]
+    if d.get("live"):
+        out += ["### Live searches", _mf_table(d["live"], to_target=d["to_target"])]
     out += ["### Time to the grid optimum", _to_target(d)]
     if d.get("parallel") is not None and d["parallel"].wall_mean.notna().any():
         p = parallel_figure(d["parallel"], fig_dir / "search-parallel.png")
@@ -496,9 +511,13 @@ def _ranking(r: pd.DataFrame, final: pd.DataFrame | None) -> str:
     )
 
 
-def _mf_table(mf: list[dict[str, Any]]) -> str:
-    rows = [
-        [
+def _mf_table(mf: list[dict[str, Any]], *, to_target: pd.DataFrame | None = None) -> str:
+    """What the searches of one target cost against the same trials trained to the end; with ``to_target`` (the
+    live searches) also the seeds reaching the grid optimum and the device time to it."""
+    live = to_target is not None
+    rows = []
+    for m in mf:
+        row = [
             m["strategy"],
             m["pruner"],
             fmt_num(m["trials"], 1),
@@ -508,28 +527,45 @@ def _mf_table(mf: list[dict[str, Any]]) -> str:
             fmt_seconds(m["full"]),
             f"{m['ratio']:.0%}",
         ]
-        for m in mf
+        if live:
+            hit = to_target[(to_target.target == LIVE_TARGET) & (to_target.strategy == m["strategy"])]
+            x = hit.iloc[0] if len(hit) else None
+            row += [
+                f"{round(x.frac_reached * x.n_seeds)} / {int(x.n_seeds)}" if x is not None else MISSING,
+                _ci(x.device_mean, x.device_low, x.device_high) if x is not None else MISSING,
+            ]
+        rows.append(row)
+    header = [
+        "strategy",
+        "pruner",
+        "trials / search",
+        "pruned",
+        "mean training steps / trial",
+        "device time / search",
+        "same trials trained to the end",
+        "ratio",
     ]
-    table = md_table(
-        [
-            "strategy",
-            "pruner",
-            "trials / search",
-            "pruned",
-            "mean training steps / trial",
-            "device time / search",
-            "same trials trained to the end",
-            "ratio",
-        ],
-        rows,
-        name="multi-fidelity cost",
-    )
-    return (
-        "Replayed from the fidelity table (`search/fidelity.csv`: every baseline's validation metrics at "
-        "fixed training steps). A trial stopped by its pruner pays the training steps it consumed plus one "
-        "validation pass per fidelity it reached; 'trained to the end' is what the same trials cost without "
-        "early stopping (full training and one validation pass).\n\n" + table
-    )
+    if live:
+        header += ["seeds reaching the grid optimum", "device time to it [95% CI]"]
+    table = md_table(header, rows, name="live search cost" if live else "multi-fidelity cost")
+    if live:
+        note = (
+            "Each trial trained a U-Net at the suggested λ with the run's training loop (`search.live.steps` "
+            "steps, seeded as the baseline at that λ) and, with a pruner, reported its validation objective at "
+            "the fidelity steps to it (`trial.report`, `trial.should_prune`); costs are the device time it "
+            "trained and validated "
+            "(Optuna user attributes of the live studies). 'Trained to the end' for a pruned trial extrapolates "
+            "its training time per step. Live searches are resumed from the run's storage after a crash. Grid "
+            "optimum: the best trained baseline, as for the replayed searches."
+        )
+    else:
+        note = (
+            "Replayed from the fidelity table (`search/fidelity.csv`: every baseline's validation metrics at "
+            "fixed training steps). A trial stopped by its pruner pays the training steps it consumed plus one "
+            "validation pass per fidelity it reached; 'trained to the end' is what the same trials cost without "
+            "early stopping (full training and one validation pass)."
+        )
+    return note + "\n\n" + table
 
 
 def _to_target(d: dict[str, Any]) -> str:
@@ -608,51 +644,128 @@ def _dice_table(pick: pd.DataFrame) -> str:
 # findings
 
 
+def _p_is(p: Any) -> str:
+    """``p = 0.525`` / ``p < 0.001`` (the table's rounding)."""
+    text = fmt_p(p)
+    return f"p {text[0]} {text[1:]}" if text.startswith("<") else f"p = {text}"
+
+
+def _first_to_target(tt: pd.DataFrame, r: pd.DataFrame, target: str) -> str | None:
+    """Which strategy of ``target`` reached the grid optimum first, restating the time-to-target table (seeds
+    reaching it, mean device time with its 95% interval, the runner-up's interval) and the ranking table (its
+    average rank at equal device time and its Wilcoxon p against the best-ranked)."""
+    rows = tt[tt.target == target]
+    if not len(rows):
+        return None
+    what = f"Searching the {_target_label(target).replace('U-Net baselines', 'baselines')}"
+    reached = rows[rows.device_mean.notna()]
+    if not len(reached):
+        return f"{what}, no strategy reached the grid optimum in any of its {int(rows.n_seeds.max())} seeds."
+    top = reached.frac_reached.max()
+    pool = reached[reached.frac_reached == top].sort_values("device_mean", kind="stable")
+    x = pool.iloc[0]
+    same = np.abs(pool.device_mean - x.device_mean) <= 1e-9 * max(1.0, x.device_mean)
+    tied = [str(v) for v in pool[same].strategy.iloc[1:]]
+    tie = ""
+    if tied:
+        tie = f" (tied with {', '.join(tied)})" if len(tied) <= 3 else f" (tied with {len(tied)} others)"
+    seeds = f"{round(x.frac_reached * x.n_seeds)} of {int(x.n_seeds)} seed{'s' if x.n_seeds > 1 else ''}"
+    ci = "(mean [95% CI])" if finite(x.device_low) is not None else "(mean)"
+    spent = f"{_ci(x.device_mean, x.device_low, x.device_high)} of device time {ci}"
+    others = reached[reached.frac_reached < top]
+    if len(pool) == 1 and len(others):  # the only one reaching it that often: "first" would compare nothing
+        fewer = others.frac_reached.max()
+        out = (
+            f"{what}, only {x.strategy} reached the grid optimum in {seeds} (the others in at most "
+            f"{round(fewer * x.n_seeds)}), after {spent}"
+        )
+    else:
+        most = "" if top >= 1.0 else " (no strategy reached it in every seed; among those reaching it most often)"
+        out = f"{what}, {x.strategy}{tie} reached the grid optimum first{most}: {spent} in {seeds}"
+    rest = pool[~same]
+    if len(rest):
+        y = rest.iloc[0]
+        if finite(y.device_low) is None or finite(x.device_low) is None:
+            note = " (too few seeds for intervals: this order is not settled)"
+        elif y.device_low <= x.device_high:
+            note = " (the intervals overlap: this order is not settled)"
+        else:
+            note = " (the intervals do not overlap)"
+        out += (
+            f"; the next of those reaching it as often, {y.strategy}, "
+            f"{_ci(y.device_mean, y.device_low, y.device_high)}{note}"
+        )
+    rank = r[(r.target == target) & (r.strategy == x.strategy)]
+    if len(rank):
+        k = rank.iloc[0]
+        n = int((r.target == target).sum())
+        versus = "the best" if k.best else f"{_p_is(k.vs_best_p)} against the best-ranked"
+        out += (
+            f". In the ranking at equal device time ({fmt_seconds(k.budget_seconds)}) it has average rank "
+            f"{k.avg_rank:.2f} of {n} ({versus})"
+        )
+    return out + "."
+
+
+def _ranking_finding(r: pd.DataFrame, target: str) -> str | None:
+    """The ranking table of ``target`` in one sentence: the best-ranked strategy, the Friedman test, how many
+    others the post-hoc test finds worse."""
+    rb = r[r.target == target]
+    what = _target_label(target).replace("U-Net baselines", "baseline searches")
+    if len(rb) < 2:  # nothing to rank
+        return None
+    if np.ptp(rb.avg_rank.to_numpy(float)) == 0:
+        return (
+            f"At equal device time ({fmt_seconds(rb.budget_seconds.iloc[0])}) the {len(rb)} strategies of the "
+            f"{what} tie (every seed ranks them alike)."
+        )
+    b = rb[rb.best].iloc[0]
+    sig = rb[(~rb.best) & (rb.vs_best_p < 0.05)]
+    if finite(b.friedman_p) is None:
+        test = "too few strategies or seeds for a Friedman test"
+    elif b.friedman_p < 0.05:
+        test = f"Friedman {_p_is(b.friedman_p)}: the ranks differ"
+    else:
+        test = f"Friedman {_p_is(b.friedman_p)}: no evidence that the ranks differ"
+    if len(rb) == 2:
+        worse = f"the other {'is' if len(sig) else 'is not'} significantly worse"
+    else:
+        worse = f"{len(sig) or 'none'} of the other {len(rb) - 1} significantly worse than {b.strategy}"
+    return (
+        f"At equal device time ({fmt_seconds(b.budget_seconds)}), {b.strategy} ranks best among the {what} "
+        f"(average rank {b.avg_rank:.2f} of {len(rb)}; {test}; {worse} at p < 0.05, Wilcoxon signed-rank with "
+        "Benjamini-Hochberg)."
+    )
+
+
 def findings(se: dict[str, Any] | None) -> list[str]:
+    """The search's findings, each restating a table of the section (time to the grid optimum, ranking,
+    multi-fidelity cost, the models' points, the Dice pick)."""
     d = (se or {}).get("details")
     if not d:
         return []
     out = []
-    tt = d["to_target"]
-    base = tt[(tt.target == "baselines") & tt.device_mean.notna()]
-    if len(base):
-        full = base[base.frac_reached >= 1.0]
-        pool = full if len(full) else base[base.frac_reached == base.frac_reached.max()]
-        x = pool.loc[pool.device_mean.idxmin()]
-        ties = int((np.abs(pool.device_mean - x.device_mean) <= 1e-9 * max(1.0, x.device_mean)).sum()) - 1
-        tied = f" (tied with {ties} other{'s' if ties > 1 else ''})" if ties else ""
-        out.append(
-            f"Searching the baselines, {x.strategy}{tied} reached the grid optimum first: "
-            f"{_ci(x.device_mean, x.device_low, x.device_high)} of device time (mean [95% CI]) in "
-            f"{round(x.frac_reached * x.n_seeds)} of {int(x.n_seeds)} seeds."
-        )
-    r = d["ranking"]
-    rb = r[r.target == "baselines"]
-    if len(rb) and np.ptp(rb.avg_rank.to_numpy(float)) == 0:
-        out.append(
-            f"At equal device time ({fmt_seconds(rb.budget_seconds.iloc[0])}) the {len(rb)} baseline search "
-            "strategies tie (every seed ranks them alike)."
-        )
-    elif len(rb):
-        b = rb[rb.best].iloc[0]
-        sig = rb[(~rb.best) & (rb.vs_best_p < 0.05)]
-        test = (
-            f"Friedman p = {fmt_p(b.friedman_p)}"
-            if finite(b.friedman_p) is not None
-            else "too few strategies or seeds for a Friedman test"
-        )
-        out.append(
-            f"At equal device time ({fmt_seconds(b.budget_seconds)}), {b.strategy} ranks best among the "
-            f"baseline searches (average rank {b.avg_rank:.2f} of {len(rb)}; {test}; {len(sig)} of the "
-            f"others significantly worse at p < 0.05, Wilcoxon with Benjamini-Hochberg)."
-        )
-    mf = [m for m in d.get("multi_fidelity", []) if m["pruner"] != "none"]
-    if mf:
-        m = min(mf, key=lambda v: v["ratio"])
-        out.append(
-            f"Early stopping: {m['strategy']} spent {m['ratio']:.0%} of what its trials would cost trained to "
-            f"the end ({m['pruned']:.0%} of trials pruned)."
-        )
+    for target in ("baselines", LIVE_TARGET):
+        for sentence in (
+            _first_to_target(d["to_target"], d["ranking"], target),
+            _ranking_finding(d["ranking"], target),
+        ):
+            if sentence:
+                out.append(sentence)
+    for key, what in (("multi_fidelity", "Early stopping"), ("live", "Early stopping in the live searches")):
+        mf = [m for m in d.get(key, []) if m["pruner"] != "none"]
+        if mf and not any(m["pruned"] > 0 for m in mf):
+            spent = ", ".join(f"{m['strategy']} {m['ratio']:.0%}" for m in mf)
+            out.append(
+                f"{what}: no trial was pruned, so the validation passes at the fidelity steps only added cost "
+                f"({spent} of the same trials without them)."
+            )
+        elif mf:
+            m = min(mf, key=lambda v: v["ratio"])
+            out.append(
+                f"{what}: {m['strategy']} spent {m['ratio']:.0%} of what its trials would cost trained to "
+                f"the end ({m['pruned']:.0%} of trials pruned)."
+            )
     for p in d.get("model_points", []):
         out.append(
             f"{model_label(p['model'])}: training plus search ({p['strategy']}) {fmt_seconds(p['x'])}, "

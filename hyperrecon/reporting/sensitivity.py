@@ -42,12 +42,17 @@ def _endpoints(data: RunData, model: str, replicate: int) -> dict[str, np.ndarra
     return read_npz(path, "arrays 'lams' (E, k), 'recons' (E, N, H, W) and 'ids' (N,)") if path.exists() else None
 
 
-def _unit_change(ids: np.ndarray, a: np.ndarray, b: np.ndarray, replicate: int) -> pd.Series:
-    """Mean |a − b| per pixel for each slice, averaged per subject: a (replicate, subject) Series."""
+def _subjects(e: dict[str, np.ndarray]) -> list[str]:
+    """The subject of each slice of an endpoints file: its ``subjects`` array, else :func:`stats.subject_of`."""
     from .stats import subject_of
 
+    return [str(s) for s in e["subjects"]] if "subjects" in e else [subject_of(i) for i in e["ids"]]
+
+
+def _unit_change(subjects: list[str], a: np.ndarray, b: np.ndarray, replicate: int) -> pd.Series:
+    """Mean |a − b| per pixel for each slice, averaged per subject: a (replicate, subject) Series."""
     per_slice = np.abs(a.astype(np.float64) - b.astype(np.float64)).mean(axis=(1, 2))
-    frame = pd.DataFrame({"replicate": replicate, "subject": [subject_of(i) for i in ids], "value": per_slice})
+    frame = pd.DataFrame({"replicate": replicate, "subject": subjects, "value": per_slice})
     return frame.groupby(["replicate", "subject"])["value"].mean()
 
 
@@ -56,19 +61,19 @@ def image_changes(data: RunData) -> dict[str, pd.Series]:
     out: dict[str, list[pd.Series]] = {}
     for r in data.replicates:
         ends: dict[tuple[float, ...], np.ndarray] = {}
-        ids = None
+        subj = None
         for b in data.baselines:
             e = _endpoints(data, b, r)
             if e is not None and "recons" in e:
                 ends[tuple(np.round(e["lams"][0], 9))] = e["recons"][0]
-                ids = e["ids"]
-        if len(ends) == 2 and ids is not None:
+                subj = _subjects(e)
+        if len(ends) == 2 and subj is not None:
             (_, a), (_, b) = sorted(ends.items())
-            out.setdefault("baselines", []).append(_unit_change(ids, b, a, r))
+            out.setdefault("baselines", []).append(_unit_change(subj, b, a, r))
         for m in data.conditional:
             e = _endpoints(data, m, r)
             if e is not None and "recons" in e and len(e["recons"]) == 2:
-                out.setdefault(m, []).append(_unit_change(e["ids"], e["recons"][1], e["recons"][0], r))
+                out.setdefault(m, []).append(_unit_change(_subjects(e), e["recons"][1], e["recons"][0], r))
     return {m: pd.concat(v) for m, v in out.items()}
 
 
@@ -120,12 +125,23 @@ def metric_sensitivity(data: RunData, metric: str, box: np.ndarray) -> dict[str,
     return out
 
 
+def _clear_direction(b: dict[str, Any]) -> bool:
+    """The baselines' direction (value at λ_hi − at λ_lo) has a 95% interval over replicates that excludes 0.
+
+    With one replicate there is no interval, so no direction is established: at quick scale the baselines'
+    λ = 0 -> 1 direction flipped between draws (reports/benchmarks/lam_response.md)."""
+    lo, hi = b.get("direction_lo", math.nan), b.get("direction_hi", math.nan)
+    return math.isfinite(lo) and math.isfinite(hi) and (lo > 0 or hi < 0)
+
+
 def sensitivity_analysis(data: RunData, metrics: list[str] | None = None) -> dict[str, Any] | None:
     """Metric spreads, directions and image changes of every model over λ, and the flag of each conditional model.
 
     Returns ``{"box", "metrics", "spread": {metric: {model: {...}}}, "image": {model: {mean, lo, hi, ...}},
-    "models": {model: {"ignores_lam": bool | None, "ratio": float | None, "basis": str, "follows": {metric: bool}}},
-    "ratio_min", "ci_method"}`` or None without conditional models or with fewer than two baselines.
+    "models": {model: {"ignores_lam": bool | None, "ratio": float | None, "basis": str, "follows": {metric: bool},
+    "direction_unclear": [metric]}}, "ratio_min", "ci_method"}`` or None without conditional models or with fewer
+    than two baselines. ``follows`` holds only the metrics whose baseline direction is clear
+    (:func:`_clear_direction`); the others are in ``direction_unclear``.
     """
     if not data.conditional or len(data.baselines) < 2:
         return None
@@ -141,14 +157,18 @@ def sensitivity_analysis(data: RunData, metrics: list[str] | None = None) -> dic
     models: dict[str, dict[str, Any]] = {}
     base_img = image.get("baselines", {}).get("mean")
     for m in data.conditional:
-        follows = {}
+        follows: dict[str, bool] = {}
+        unclear: list[str] = []
         ratios = []
         for metric in metrics:
             b, c = spread[metric].get("baselines"), spread[metric].get(m)
             if not b or not c:
                 continue
             if b["direction"] != 0 and math.isfinite(b["direction"]):
-                follows[metric] = bool(np.sign(c["direction"]) == np.sign(b["direction"]))
+                if _clear_direction(b):
+                    follows[metric] = bool(np.sign(c["direction"]) == np.sign(b["direction"]))
+                else:  # the baselines' own direction is not established: nothing to follow or go against
+                    unclear.append(metric)
             if b["spread"] > 0:
                 ratios.append(c["spread"] / b["spread"])
         mine = image.get(m, {}).get("mean")
@@ -163,6 +183,7 @@ def sensitivity_analysis(data: RunData, metrics: list[str] | None = None) -> dic
             "ratio": ratio,
             "basis": basis,
             "follows": follows,
+            "direction_unclear": unclear,
         }
     return {
         "box": box,

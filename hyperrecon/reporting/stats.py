@@ -3,10 +3,14 @@
 Slices of one subject are not independent samples, and one training seed is not a replicate of a method. So every
 number a report tests or puts a confidence interval on is built in two steps:
 
-1. **Units.** The results table (``model, lam1, lam2, slice, metric, replicate, value``) is averaged over the
-   slices of each *unit* = (replicate, subject). The subject of a slice is the part of its id before the first
-   ``/`` (:func:`subject_of`; every reader names slices ``subject/...``). Subjects of different replicates are
-   different units (the knee phantom draws new subjects per seed; the MNI brain has one subject per replicate).
+1. **Units.** The results table (``model, lam1, lam2, slice, subject, metric, replicate, value``) is averaged over
+   the slices of each *unit* = (replicate, subject). The subject of a slice is the table's ``subject`` column,
+   written by evaluation from the data bundle (the reader's patient/subject of each slice: fastMRI's
+   ``patient_id``, the FreeSurfer subject folder, the phantom subject; else the slice's volume), so nested ids
+   such as ``siteA/patient1/file/000`` group by patient, not by site (:func:`subjects`). Tables written before
+   that column (only the synthetic sources, whose ids start with the subject) fall back to :func:`subject_of`.
+   Subjects of different replicates are different units (the knee phantom draws new subjects per seed; the MNI
+   brain has one subject per replicate).
 2. **Replicates.** A statistic is averaged over the units of each replicate; its 95% confidence interval is the
    Student t interval over the replicate means (:func:`t_interval`, ``scipy.stats.t``), so it includes the
    variation between training seeds. One replicate gives no interval (NaN).
@@ -30,9 +34,20 @@ _ATOL = 1e-6
 
 
 def subject_of(slice_id: Any) -> str:
-    """The subject (volume) of a slice id: the part before the first ``/`` (``"knee-test001/PD/s03"`` ->
-    ``"knee-test001"``); an id without ``/`` is its own subject."""
+    """Fallback subject of a slice id in a table without a ``subject`` column: the part before the first ``/``
+    (``"knee-test001/PD/s03"`` -> ``"knee-test001"``, ``"mni152/z040/c0"`` -> ``"mni152"``; right for the synthetic
+    sources those tables came from, wrong for nested file ids, hence the column); an id without ``/`` is its own
+    subject."""
     return str(slice_id).split("/", 1)[0]
+
+
+def subjects(rows: pd.DataFrame) -> pd.Series:
+    """The subject of each row of a results table: its ``subject`` column where set, else :func:`subject_of`."""
+    fallback = rows["slice"].map(subject_of)
+    if "subject" not in rows.columns:
+        return fallback
+    given = rows["subject"]
+    return given.where(given.notna() & (given.astype(str) != ""), fallback).astype(str)
 
 
 def t_interval(values: Any, level: float = CI_LEVEL) -> dict[str, float]:
@@ -74,9 +89,7 @@ def unit_values(results: pd.DataFrame, model: str, metric: str, lam: tuple[float
     rows = results[(results["model"] == model) & (results["metric"] == metric)]
     rows = rows[lam_mask(rows, lam)]
     rep = rows["replicate"] if "replicate" in rows.columns else pd.Series(0, index=rows.index)
-    keys = pd.DataFrame(
-        {"replicate": rep.astype(int), "subject": rows["slice"].map(subject_of), "value": rows["value"].astype(float)}
-    )
+    keys = pd.DataFrame({"replicate": rep.astype(int), "subject": subjects(rows), "value": rows["value"].astype(float)})
     return keys.groupby(["replicate", "subject"])["value"].mean()
 
 
@@ -155,7 +168,7 @@ def curve_ci(results: pd.DataFrame, model: str, metric: str, level: float = CI_L
         {
             "lam": rows["lam1"].astype(float),
             "replicate": rep.astype(int),
-            "subject": rows["slice"].map(subject_of),
+            "subject": subjects(rows),
             "value": rows["value"].astype(float),
         }
     )

@@ -43,7 +43,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import ConfigError
-from .engine import Evaluate, Outcome, check_run, run_study, strategy_items, with_running_best
+from .engine import Evaluate, Outcome, Strategy, check_run, run_study, strategy_items, with_running_best
 from .fidelity import FidelityTable
 from .studies import MEMORY_RUN, study_name
 
@@ -72,6 +72,7 @@ TRIAL_COLUMNS = [
     "start_seconds",
     "end_seconds",
     "study",
+    "mode",
 ]
 REPLAY_TARGET = "baselines"
 
@@ -90,6 +91,64 @@ def _quiet_optuna() -> Iterator[None]:
             yield
     finally:
         optuna.logging.set_verbosity(level)
+
+
+def study_attrs(
+    st: Strategy,
+    *,
+    run_id: str,
+    target: str,
+    seed: int,
+    workers: int,
+    objective: str,
+    maximize: bool,
+    replay: bool,
+    fidelity_steps: Sequence[int],
+) -> dict[str, Any]:
+    """The user attributes of a search study (:mod:`hyperrecon.search.studies`)."""
+    return {
+        "hrbench_role": "search",
+        "run_id": run_id,
+        "target": target,
+        "strategy": st.name,
+        "sampler": st.sampler,
+        "pruner": st.pruner,
+        "seed": seed,
+        "workers": int(workers),
+        "objectives": [objective],
+        "directions": ["maximize" if maximize else "minimize"],
+        "replay": replay,
+        "fidelity_steps": [int(v) for v in fidelity_steps],
+        "sampler_params": st.sampler_params,
+        "pruner_params": st.pruner_params,
+    }
+
+
+def trial_rows(
+    run: list[dict[str, Any]],
+    st: Strategy,
+    *,
+    target: str,
+    seed: int,
+    mode: str,
+    workers: int,
+    name: str,
+    maximize: bool,
+) -> list[dict[str, Any]]:
+    """A search's finished trials as trial-table rows (the search's keys added, the running best computed)."""
+    for row in run:
+        row.update(
+            target=target,
+            strategy=st.name,
+            sampler=st.sampler,
+            pruner=st.pruner,
+            seed=seed,
+            replay=mode == "replay",
+            mode=mode,
+            workers=int(workers),
+            study=name,
+        )
+    return with_running_best(run, maximize)
 
 
 def _run(
@@ -119,22 +178,17 @@ def _run(
             for seed in seeds:
                 name = study_name(run_id, target, st.name, seed, workers=workers)
                 memory = study_name(MEMORY_RUN, target, st.name, seed, workers=workers)  # run-independent
-                attrs = {
-                    "hrbench_role": "search",
-                    "run_id": run_id,
-                    "target": target,
-                    "strategy": st.name,
-                    "sampler": st.sampler,
-                    "pruner": st.pruner,
-                    "seed": seed,
-                    "workers": int(workers),
-                    "objectives": [objective],
-                    "directions": ["maximize" if maximize else "minimize"],
-                    "replay": replay,
-                    "fidelity_steps": [int(v) for v in fidelity_steps],
-                    "sampler_params": st.sampler_params,
-                    "pruner_params": st.pruner_params,
-                }
+                attrs = study_attrs(
+                    st,
+                    run_id=run_id,
+                    target=target,
+                    seed=seed,
+                    workers=workers,
+                    objective=objective,
+                    maximize=maximize,
+                    replay=replay,
+                    fidelity_steps=fidelity_steps,
+                )
                 run, study = run_study(
                     evaluate,
                     st,
@@ -150,18 +204,10 @@ def _run(
                 )
                 if studies_out is not None:
                     studies_out.append((study, name))
-                for row in run:
-                    row.update(
-                        target=target,
-                        strategy=st.name,
-                        sampler=st.sampler,
-                        pruner=st.pruner,
-                        seed=seed,
-                        replay=replay,
-                        workers=int(workers),
-                        study=name,
-                    )
-                rows += with_running_best(run, maximize)
+                mode = "replay" if replay else "model"
+                rows += trial_rows(
+                    run, st, target=target, seed=seed, mode=mode, workers=workers, name=name, maximize=maximize
+                )
     return pd.DataFrame(rows, columns=TRIAL_COLUMNS)
 
 
@@ -380,8 +426,8 @@ def summarise(
       better first; rank ``(n - 1) // 2``, i.e. the lower-middle one of an even count);
     - ``test_metric``: ``test_metric_fn(target, chosen λ (k,))``, NaN without a function;
     - ``search_cost_mean``: mean over seeds of the summed trial costs (device seconds);
-    - ``total_cost_mean``: for replayed baselines the search cost itself (its trials ARE the trainings); for a
-      model ``training_cost[target]`` (once) + the search cost (NaN when the target has no training cost);
+    - ``total_cost_mean``: for replayed and live baselines the search cost itself (its trials ARE the
+      trainings); for a model ``training_cost[target]`` (once) + the search cost (NaN when it has none);
     - ``trials_to_within_mean``: mean over seeds of the first trial count (1-based) whose best is within ``eps``
       (signed regret <= eps); NaN when any seed never gets there. ``frac_within``: the fraction of seeds that
       do; ``cost_to_within_mean``: cumulative cost at that trial (NaN like the trial count).
@@ -408,6 +454,7 @@ def summarise(
                     "to_within": float(hit[0] + 1) if hit.size else math.nan,
                     "cost_within": float(run["cum_cost_seconds"].iloc[hit[0]]) if hit.size else math.nan,
                     "replay": bool(run["replay"].iloc[0]),
+                    "live": "mode" in run and run["mode"].iloc[0] == "live",
                 }
             )
         best = np.array([s["best"] for s in per_seed])
@@ -418,7 +465,8 @@ def summarise(
         lam = np.array([v for v in chosen["lam"] if not math.isnan(v)])
         search_cost = float(np.mean([s["cost"] for s in per_seed]))
         replay = all(s["replay"] for s in per_seed)
-        train = 0.0 if replay else float(training_cost.get(target, math.nan))
+        trained = replay or all(s["live"] for s in per_seed)  # the trials are the trainings
+        train = 0.0 if trained else float(training_cost.get(target, math.nan))
         within = np.array([s["to_within"] for s in per_seed])
         out.append(
             {

@@ -10,11 +10,23 @@ from ..errors import ConfigError
 from .fidelity import fidelity_steps
 
 
-def search_seeds(study: Study, *, models: bool = False) -> list[int]:
-    """Seeds of the replayed baseline searches (``search.seeds``), or of the model searches
-    (``search.model_seeds``, default the same)."""
+def search_seeds(study: Study, *, models: bool = False, live: bool = False) -> list[int]:
+    """Seeds of the replayed baseline searches (``search.seeds``), of the model searches (``search.model_seeds``,
+    default the same), or of the live searches (``search.live.seeds``)."""
     n = study.search.model_seeds if models and study.search.model_seeds is not None else study.search.seeds
+    if live:
+        n = study.search.live.seeds
     return [study.seed + i for i in range(n)]
+
+
+def live_steps(study: Study) -> int:
+    """Training steps of a live trial (``search.live.steps``, default the baselines')."""
+    return int(study.search.live.steps or baseline_steps(study))
+
+
+def live_budget(study: Study) -> int:
+    """Trials per live search (``search.live.budget``, default ``search.budget``)."""
+    return int(study.search.live.budget or study.search.budget)
 
 
 def model_strategies(study: Study) -> list[str]:
@@ -56,7 +68,11 @@ def check_search(study: Study) -> dict[str, Any]:
     s = study.search
     where = f"{src} [search] strategies"
     steps = baseline_fidelity_steps(study)
-    for name in [*s.strategies, *s.mo_strategies]:
+    live = list(s.live.strategies)
+    for name in [*s.strategies, *s.mo_strategies, *live]:
+        if name in live:
+            where = f"{src} [search] live.strategies"
+            steps = fidelity_steps(live_steps(study), s.fidelities, s.reduction_factor)
         sampler, pruner = split_strategy(name)
         sampler_where = f"{src} [search] strategy_params.{sampler}" if sampler in s.strategy_params else where
         pruner_where = f"{src} [search] pruner_params.{pruner}" if pruner in s.pruner_params else where
@@ -82,7 +98,9 @@ def check_search(study: Study) -> dict[str, Any]:
             where=pruner_where,
         )
     for key, table in (("strategy_params", s.strategy_params), ("pruner_params", s.pruner_params)):
-        used = {split_strategy(n)[0 if key == "strategy_params" else 1] for n in [*s.strategies, *s.mo_strategies]}
+        used = {
+            split_strategy(n)[0 if key == "strategy_params" else 1] for n in [*s.strategies, *s.mo_strategies, *live]
+        }
         for name, params in table.items():
             if name not in used:
                 raise ConfigError(f"{src} [search] {key}: '{name}' is not used by any strategy {sorted(used)}")
@@ -94,4 +112,5 @@ def check_search(study: Study) -> dict[str, Any]:
         "strategies": list(s.strategies),
         "fidelity_steps": steps,
         "objective_pairs": [list(p) for p in s.objective_pairs],
+        "live": {"strategies": live, "steps": live_steps(study), "budget": live_budget(study)} if live else None,
     }

@@ -28,10 +28,13 @@ import pandas as pd
 from ..errors import ConfigError, RunError
 from ..io import read_json, write_csv
 from ..metrics import higher_is_better, needs_seg
-from .fidelity import FIDELITY_COLUMNS, FidelityTable
+from .fidelity import FIDELITY_COLUMNS, FidelityTable, fidelity_steps
+from .live import LIVE_TARGET
 from .plan import (
     baseline_fidelity_steps,
     fidelity_metrics,
+    live_budget,
+    live_steps,
     model_strategies,
     objective_pairs,
     search_seeds,
@@ -204,6 +207,8 @@ def run_search_job(ctx, name: str, spec: dict[str, Any]) -> dict[str, Any]:
     sc = s.search
     target = spec["target"]
     run_id, url = _run_storage(ctx.run_dir)
+    if target == LIVE_TARGET:
+        return _live_job(ctx, run_id, url)
     seg_ok = has_seg(ctx)
     maximize = higher_is_better(sc.objective)
     pairs = objective_pairs(s, has_seg=seg_ok)
@@ -300,6 +305,103 @@ def run_search_job(ctx, name: str, spec: dict[str, Any]) -> dict[str, Any]:
     return {"target": target, "n_trials": len(trials), "n_studies": len(saved), "device_seconds": device_seconds}
 
 
+def live_trainer(ctx, total: int):
+    """The :data:`hyperrecon.search.live.TrainTrial` of a run: a U-Net trained at λ for ``total`` steps with the
+    run's training loop and settings, no checkpoints, seeded as the baseline job at that λ would be (so a trial at
+    a trained baseline's λ, trained as long, repeats that baseline); the validation objective computed as for the
+    fidelity table (:class:`FidelityRecorder`) at each report step."""
+    import torch
+
+    from ..jobs import job_seed, lam_label
+    from ..resolve import build_recon_model
+    from ..samplers import FixedSampler
+    from ..training import train
+
+    s = ctx.study
+    metric = s.search.objective
+    seg = ctx.load_model("seg") if needs_seg(metric) else None
+    tasks: dict[bool, Any] = {}
+
+    def task(lam: np.ndarray):
+        # as executors.run_job's baseline: an SL single-term baseline (auto scales) trains with unit scales
+        unit = isinstance(s.loss.scales, str) and s.kind == "sl" and tuple(float(v) for v in lam) in ((0.0,), (1.0,))
+        if unit not in tasks:
+            tasks[unit] = ctx.recon_task([1.0] * len(s.loss.terms) if unit else ctx.scales())
+        return tasks[unit]
+
+    class Stop(Exception):
+        pass
+
+    def train_trial(lam: np.ndarray, report_steps, report) -> None:
+        # seeded like the baseline job at this λ: a live trial at a trained baseline's λ repeats its training
+        name = f"baseline-{lam_label(tuple(float(v) for v in lam))}"
+        torch.manual_seed(job_seed(s, name))
+        model = build_recon_model("unet", s)
+        done = {"train": 0.0}
+
+        def measure(step: int, train_seconds: float) -> bool:
+            values, seconds = _objectives_fn(ctx, copy.deepcopy(model), [metric], seg)(None)
+            spent, done["train"] = train_seconds - done["train"], train_seconds
+            return report(step, values[metric], spent, seconds)
+
+        def callback(event: str, info: dict[str, Any]) -> None:
+            if event == "probe" and int(info["step"]) in report_steps:
+                if measure(int(info["step"]), float(info["cost"]["device_seconds"])):
+                    raise Stop
+
+        try:
+            result = train(
+                model,
+                task(lam),
+                FixedSampler([float(v) for v in lam]),
+                ctx.settings(name, total),
+                device=ctx.device,
+                checkpoint_path=None,
+                resume=False,
+                callbacks=[callback],
+                name=name,
+                probe_steps=[int(v) for v in report_steps[:-1]],
+            )
+        except Stop:
+            return
+        measure(total, float(result.cost.device_seconds))
+
+    return train_trial
+
+
+def _live_job(ctx, run_id: str, url: str) -> dict[str, Any]:
+    """The ``search-live`` job: every live search (:mod:`hyperrecon.search.live`) in the run's storage, resumed
+    where a killed attempt left it; ``search/baselines-live.csv``."""
+    from ..storage import open_storage
+    from .live import search_live
+
+    s = ctx.study
+    sc = s.search
+    total = live_steps(s)
+    trials = search_live(
+        live_trainer(ctx, total),
+        list(sc.live.strategies),
+        storage=open_storage(url),
+        budget=live_budget(s),
+        seeds=search_seeds(s, live=True),
+        n_lams=s.n_lams,
+        maximize=higher_is_better(sc.objective),
+        fidelity_steps=fidelity_steps(total, sc.fidelities, sc.reduction_factor),
+        metric=sc.objective,
+        reduction_factor=sc.reduction_factor,
+        strategy_params=sc.strategy_params,
+        pruner_params=sc.pruner_params,
+        run_id=run_id,
+    )
+    write_csv(ctx.run_dir / "search" / f"{LIVE_TARGET}.csv", trials)
+    return {
+        "target": LIVE_TARGET,
+        "n_trials": len(trials),
+        "n_studies": int(trials.study.nunique()),
+        "device_seconds": float(trials["cost_seconds"].sum()),
+    }
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # merged tables
 
@@ -307,7 +409,8 @@ def run_search_job(ctx, name: str, spec: dict[str, Any]) -> dict[str, Any]:
 def search_targets(study) -> list[str]:
     from ..jobs import recon_models
 
-    return ["baselines"] + [m for m, kind, _ in recon_models(study) if kind != "baseline"]
+    live = [LIVE_TARGET] if study.search.live.strategies else []
+    return ["baselines", *live] + [m for m, kind, _ in recon_models(study) if kind != "baseline"]
 
 
 def _named(frame: pd.DataFrame, study) -> pd.DataFrame:

@@ -13,7 +13,9 @@ searches (N > 1) and ``:mo=<metric1>,<metric2>`` for multi-objective ones. Study
 attributes: ``cost_seconds``
 (device seconds the trial consumed), ``full_cost_seconds`` (the same trial trained to the end), ``steps``
 (training steps consumed; replayed baselines), ``lam1``/``lam2`` (λ evaluated: the replayed cell),
-``start_seconds``/``end_seconds`` (the search's simulated clock).
+``start_seconds``/``end_seconds`` (the search's simulated clock). Live searches (:mod:`hyperrecon.search.live`)
+are created in the storage directly (their study attribute ``mode`` is ``"live"``) and add ``train_seconds``,
+``eval_seconds``, ``mode`` and, on a trial a killed attempt left running, ``killed``.
 """
 
 from __future__ import annotations
