@@ -18,9 +18,9 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as `python benchmark/x.py` from a source checkout
     sys.path.insert(0, str(ROOT))
 
-from hyperrecon import context  # noqa: E402
 from hyperrecon.accel import with_host_copy  # noqa: E402
 from hyperrecon.models import FiLMUNet, HyperUNet, UNet, keep_freed_memory  # noqa: E402
+from hyperrecon.runs import context  # noqa: E402
 
 __all__ = ["keep_freed_memory"]  # re-exported for the scripts
 

@@ -212,9 +212,9 @@ def run_variant(args: argparse.Namespace) -> dict:
 
     from hyperrecon.config import load_study
     from hyperrecon.estimate import _needed_kinds
-    from hyperrecon.jobs import study_jobs
     from hyperrecon.reporting import write_report
-    from hyperrecon.study import context_for, execute, prepare_run
+    from hyperrecon.runs.jobs import study_jobs
+    from hyperrecon.runs.orchestrate import context_for, execute, prepare_run
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -290,9 +290,9 @@ def run_step_shares(args: argparse.Namespace) -> dict:
     import torch.profiler as tp
 
     from hyperrecon.config import load_study
-    from hyperrecon.context import RunContext, load_bundle
     from hyperrecon.estimate import model_of_kind, task_of_kind
     from hyperrecon.resolve import resolve_precision
+    from hyperrecon.runs.context import RunContext, load_bundle
     from hyperrecon.training import train
 
     if args.threads:
@@ -383,9 +383,9 @@ def _shares(prof: dict, skip: int, sample: int) -> tuple[dict[str, float], float
 def study_work(name: str, profile: str, sets: list[str]) -> dict:
     """Counted GFLOP per phase of a study's run and per training step of each model kind; no timing."""
     from hyperrecon.config import load_study
-    from hyperrecon.context import RunContext, load_bundle
     from hyperrecon.estimate import _needed_kinds
-    from hyperrecon.jobs import study_jobs
+    from hyperrecon.runs.context import RunContext, load_bundle
+    from hyperrecon.runs.jobs import study_jobs
 
     study = load_study(name, profile, sets)
     ctx = RunContext(Path("not-written"), study, "cpu", "fp32")
@@ -628,7 +628,7 @@ def main(argv: list[str] | None = None) -> None:
                 + ", ".join(f"{k} {v:.1f}" for k, v in r["phases"].items()),
                 flush=True,
             )
-    from hyperrecon.context import device_name
+    from hyperrecon.runs.context import device_name
 
     if args.step_shares:
         meta = {

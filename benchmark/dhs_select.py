@@ -19,9 +19,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from hyperrecon.config import load_study  # noqa: E402
-from hyperrecon.context import RunContext  # noqa: E402
 from hyperrecon.dhs_check import kept_uniformity  # noqa: E402
 from hyperrecon.resolve import build_recon_model, build_sampler  # noqa: E402
+from hyperrecon.runs.context import RunContext  # noqa: E402
 from hyperrecon.training import train  # noqa: E402
 
 

@@ -31,9 +31,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from hyperrecon.config import load_study  # noqa: E402
-from hyperrecon.context import RunContext  # noqa: E402
 from hyperrecon.metrics import psnr, ssim  # noqa: E402
 from hyperrecon.resolve import build_recon_model, build_sampler  # noqa: E402
+from hyperrecon.runs.context import RunContext  # noqa: E402
 from hyperrecon.samplers import FixedSampler  # noqa: E402
 from hyperrecon.training import train  # noqa: E402
 

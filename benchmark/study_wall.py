@@ -34,9 +34,9 @@ from pathlib import Path
 
 from common import ISA_ENV
 
-from hyperrecon.context import device_name
 from hyperrecon.io import atomic_write_text
 from hyperrecon.resolve import cpu_has_fast_bf16
+from hyperrecon.runs.context import device_name
 
 ROOT = Path(__file__).resolve().parents[1]
 STUDIES = ["ao-knee", "ao-brain", "sl-brain-cs", "sl-knee-cs", "sl-knee-denoise", "sl-knee-sr"]

@@ -40,8 +40,8 @@ from common import (
 from hyperrecon.config import load_study
 from hyperrecon.errors import HyperReconError
 from hyperrecon.resolve import build_recon_model, build_sampler, resolve
+from hyperrecon.runs.orchestrate import RunContext
 from hyperrecon.samplers import FixedSampler
-from hyperrecon.study import RunContext
 from hyperrecon.training import train
 
 JOBS = (

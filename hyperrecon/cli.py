@@ -436,7 +436,7 @@ def run(
     as_json: JsonOpt = False,
 ) -> None:
     """Run a study: train HyperRecon variants, FiLM, baselines and the segmentation net; evaluate; search; report."""
-    from .study import execute, prepare_run
+    from .runs.orchestrate import execute, prepare_run
 
     cfg = _load(study, profile, set_, data)
     t0 = __import__("time").perf_counter()
@@ -524,8 +524,8 @@ def _dry_run(cfg: Any, device: str, as_json: bool) -> None:
 
 
 def _enqueue_only(run_: Any, as_json: bool) -> None:
-    from .storage import _redact
-    from .study import context_for, enqueue
+    from .runs.ledger import _redact
+    from .runs.orchestrate import context_for, enqueue
 
     added = enqueue(run_, context_for(run_))
     info = {
@@ -566,7 +566,7 @@ def worker(
     device: DeviceOpt = "auto",
 ) -> None:
     """Take jobs of a run from its ledger until none are left (start many, on many machines)."""
-    from .study import context_for, run_for_worker, work
+    from .runs.orchestrate import context_for, run_for_worker, work
 
     run_ = run_for_worker(run_dir=run_dir, storage=storage, study_name=study, device=device)
 

@@ -180,10 +180,12 @@ def write_convergence_csv(run_dir: Path, models: Sequence[tuple[str, str]]) -> P
     import pandas as pd
 
     from .io import read_json, write_csv
+    from .runs.folder import RunFolder
 
+    folder = RunFolder(run_dir)
     rows = []
     for name, kind in models:
-        path = Path(run_dir) / "jobs" / f"{name}.json"
+        path = folder.job_record(name)
         if not path.exists():
             continue
         info = read_json(path)
@@ -195,7 +197,7 @@ def write_convergence_csv(run_dir: Path, models: Sequence[tuple[str, str]]) -> P
         rows.append({"model": name, "kind": kind, "steps": steps, **{k: check.get(k) for k in CONVERGENCE_COLUMNS[3:]}})
     if not rows:
         return None
-    out = Path(run_dir) / "convergence.csv"
+    out = folder.table("convergence.csv")
     write_csv(out, pd.DataFrame(rows, columns=CONVERGENCE_COLUMNS))
     return out
 
@@ -204,7 +206,9 @@ def unconverged_models(run_dir: Path) -> set[str]:
     """Models of a run whose convergence check failed (``converged`` false); empty without ``convergence.csv``."""
     import pandas as pd
 
-    path = Path(run_dir) / "convergence.csv"
+    from .runs.folder import RunFolder
+
+    path = RunFolder(run_dir).table("convergence.csv")
     if not path.exists():
         return set()
     table = pd.read_csv(path)

@@ -15,7 +15,7 @@ Two steps, kept apart so that the arithmetic can be checked on a hand-made calib
      of the two took more than the second (imports, the first GP fit), counted once; ``mo_trial_s``: the same for
      the multi-objective strategies (``search.mo_strategies``), when the run has objective pairs.
 
-2. :func:`estimate` multiplies these by each job's work (steps, λ, trials) as :mod:`hyperrecon.executors` runs it
+2. :func:`estimate` multiplies these by each job's work (steps, λ, trials) as :mod:`hyperrecon.runs.executors` runs it
    (a search job's trials and forward passes: :func:`search_counts`), and adds the data load it measured and a
    fixed allowance for merging and the report (:data:`REPORT_ALLOWANCE_S`, not calibrated: it does not scale with
    the models).
@@ -35,7 +35,8 @@ from pathlib import Path
 from typing import Any
 
 from .config import Study
-from .jobs import JobSpec, recon_models, study_jobs
+from .runs.jobs import JobSpec, study_jobs
+from .runs.models import model_specs
 
 REPORT_ALLOWANCE_S = 8.0
 """Merge tables and write report.md with its figures: 5-8 s measured for the quick studies on the 2-core CPU
@@ -91,12 +92,14 @@ _PHASE_NAMES = {"eval": "evaluation", "search": "search"}
 def model_kind(study: Study, job: JobSpec) -> str:
     """The calibration key of the model a job trains or reads: ``unet``, ``hyper-<size>``, ``film`` or ``seg``."""
     kind = job.kind if job.kind not in ("eval", "search") else job.params.get("model_kind", "")
+    specs = {m.name: m for m in model_specs(study)}
     if job.kind == "search":
         target = job.params["target"]
-        kind = next((k for m, k, _ in recon_models(study) if m == target), "baseline")
-        params = next((p for m, _, p in recon_models(study) if m == target), {})
+        spec = specs.get(target)
+        kind, params = (spec.kind, spec.params) if spec is not None else ("baseline", {})
     elif job.kind == "eval":
-        params = next((p for m, _, p in recon_models(study) if m == job.params["model"]), {})
+        spec = specs.get(job.params["model"])
+        params = spec.params if spec is not None else {}
     else:
         params = job.params
     if kind in ("baseline", "scales"):
@@ -161,7 +164,7 @@ def probe_passes(study: Study, job: JobSpec) -> int:
 
 
 def job_work(study: Study, job: JobSpec, *, has_seg: bool = True) -> tuple[str, float, str]:
-    """(calibration entry, how many of it, description) for one job, as :mod:`hyperrecon.executors` runs it (a
+    """(calibration entry, how many of it, description) for one job, as :mod:`hyperrecon.runs.executors` runs it (a
     search: its validation passes; :func:`search_counts` has the rest)."""
     s = study
     mk = model_kind(s, job)
@@ -308,17 +311,17 @@ def calibrate(
     """Measure the unit costs the run's ``jobs`` need (see the module doc); writes nothing.
 
     ``steps`` timed training steps per model kind after ``warmup`` untimed ones; evaluation and search passes are
-    timed once after one untimed pass. ``bundle`` is the run's loaded data (:func:`hyperrecon.context.load_bundle`).
+    timed once after one untimed pass. ``bundle``: the run's loaded data (:func:`hyperrecon.runs.context.load_bundle`).
     """
     import dataclasses
 
     import numpy as np
     import torch
 
-    from .context import RunContext
     from .evaluation import evaluate_model
-    from .executors import eval_metrics
     from .metrics import needs_seg
+    from .runs.context import RunContext
+    from .runs.executors import eval_metrics
     from .search import make_model_objective, search_model
 
     t_start = time.perf_counter()
@@ -455,8 +458,8 @@ def plan(study: Study, *, device: str = "auto", bundle: Any = None, jobs: Sequen
 
     ``bundle``: the data when already loaded (else loaded here, and its load time counted in the estimate).
     """
-    from .context import load_bundle
     from .resolve import resolve, resolve_device, resolve_precision
+    from .runs.context import load_bundle
 
     resolve(study)
     dev = resolve_device(device)

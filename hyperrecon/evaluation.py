@@ -331,6 +331,60 @@ def batch_metrics(
 
 
 # ----------------------------------------------------------------------------------------------------------------
+# the model objective of a λ search
+
+
+def model_objectives(
+    model: Any,
+    val_data: Any,
+    metrics: Sequence[Any],
+    *,
+    device: str = "cpu",
+    precision: str = "fp32",
+    batch_size: int = 32,
+    seg_model: Any = None,
+    n_classes: int | None = None,
+) -> Callable[[np.ndarray | None], tuple[dict[str, float], float]]:
+    """``objectives_fn(λ) -> ({metric: mean over the validation slices}, device seconds)``: one pass.
+
+    Reconstruct every validation slice at λ (:func:`hyperrecon.evaluation.reconstruct`'s settings; λ is ignored
+    by a plain U-Net, pass None) and compute each of ``metrics`` (names, or metrics built with their parameters,
+    :func:`hyperrecon.metrics.build_metrics`; one that needs a segmentation net, ``dice``, needs ``seg_model``).
+    The timed span (:class:`hyperrecon.timing.DeviceTimer`) covers the forward passes and the metrics, i.e. one
+    trial's work. The model objective of a λ search (:mod:`hyperrecon.search`).
+    """
+    built = check_metrics(metrics, seg_model)
+    names = [m.name for m in built]
+    dev = torch.device(device) if isinstance(device, str) else device
+    staged = _staged(val_data, dev)
+    n = len(val_data)
+
+    def objectives_fn(lam: np.ndarray | None) -> tuple[dict[str, float], float]:
+        timer = DeviceTimer(dev)
+        totals = torch.zeros(len(metrics), dtype=torch.float64, device=dev)
+        with timer, _inference([model, seg_model], dev, precision):
+            row = _lam_row(model, lam, dev)
+            for start in range(0, n, batch_size):
+                stop = min(start + batch_size, n)
+                x_hat = _forward(model, staged.inputs[start:stop].to(dev), row)
+                labels = None if staged.labels is None else staged.labels[start:stop].to(dev)
+                vals = batch_metrics(
+                    built,
+                    x_hat,
+                    staged.targets[start:stop].to(dev),
+                    staged.degraded[start:stop].to(dev),
+                    labels=labels,
+                    seg_model=seg_model,
+                    n_classes=n_classes,
+                )
+                totals += torch.stack([vals[m].double().sum() for m in names])
+            means = (totals / n).tolist()  # synchronises inside the timed span
+        return dict(zip(names, means, strict=True)), timer.device_seconds
+
+    return objectives_fn
+
+
+# ----------------------------------------------------------------------------------------------------------------
 # evaluate_model
 
 

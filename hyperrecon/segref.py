@@ -22,6 +22,8 @@ from typing import Any
 
 import torch
 
+from .runs.folder import RunFolder
+
 MIN_CEILING = 0.7
 MIN_DELTA = 0.005
 PATIENCE = 3
@@ -121,7 +123,7 @@ def write_reference_csv(run_dir: Path, refs: dict[str, Any]) -> Path:
         for k in ("ceiling", "floor")
         for sid, v in zip(refs["ids"], refs["per_slice"][k], strict=True)
     ]
-    path = Path(run_dir) / REFERENCE_FILE
+    path = RunFolder(run_dir).table(REFERENCE_FILE)
     write_csv(path, pd.DataFrame(rows, columns=["reference", "slice", "value"]))
     return path
 
@@ -135,7 +137,7 @@ def read_reference(run_dir: Path) -> dict[str, Any] | None:
     """``{"ceiling", "floor", "plateaued", "usable"}`` of a run (from ``jobs/seg.json``), or None without one."""
     from .io import read_json
 
-    path = Path(run_dir) / "jobs" / "seg.json"
+    path = RunFolder(run_dir).job_record("seg")
     if not path.exists():
         return None
     info = read_json(path).get("dice_reference")

@@ -206,8 +206,8 @@ WRITERS = {
 }
 # Writes that are not results, with why.
 NOT_RESULTS = {
-    ("hyperrecon/study.py", "prepare_run"): "an empty probe file that tests the folder is writable",
-    ("hyperrecon/study.py", "spawn_workers"): "worker logs, appended to",
+    ("hyperrecon/runs/orchestrate.py", "prepare_run"): "an empty probe file that tests the folder is writable",
+    ("hyperrecon/runs/orchestrate.py", "spawn_workers"): "worker logs, appended to",
     # tiny files of a reader's format, written into a scratch folder for the contract check (testing/contracts.py)
     ("hyperrecon/data/arrays.py", "write_sample"): "contract-test sample data, not a result",
     ("hyperrecon/data/fastmri.py", "write_sample"): "contract-test sample data, not a result",

@@ -2,8 +2,8 @@
 
 :func:`open_explorer` reads a run folder once, read-only: the resolved study (``config.json``), the test slices
 (rebuilt from the study's data and seed exactly as the run's evaluation built them,
-:meth:`hyperrecon.context.RunContext.eval_data`), every trained λ-conditioned model (HyperRecon variants, FiLM) and
-baseline U-Net under ``models/`` (:meth:`~hyperrecon.context.RunContext.load_model`: archive checksums verified,
+:meth:`hyperrecon.runs.context.RunContext.eval_data`), every trained λ-conditioned model (HyperRecon variants, FiLM) and
+baseline U-Net under ``models/`` (:meth:`~hyperrecon.runs.context.RunContext.load_model`: archive checksums verified,
 ``torch.load(weights_only=True)``) and the per-model evaluation tables under ``eval/`` (for the landscape or curve;
 a partly finished run shows what it has). Nothing is ever written to the run folder.
 
@@ -356,18 +356,16 @@ def open_explorer(run_dir: str | Path, *, device: str = "cpu", precision: str | 
     (``CheckpointError``), unreadable data (``DataError``)."""
     import pandas as pd
 
-    from ..context import RunContext
-    from ..jobs import recon_models
     from ..plugins import load_plugins
     from ..reporting.rundata import RESULT_COLUMNS, read_table
     from ..resolve import resolve_device, resolve_precision
-    from ..study import read_run_info, study_from_dict_resolved
+    from ..runs.context import RunContext
+    from ..runs.folder import RunFolder
+    from ..runs.orchestrate import study_from_dict_resolved
 
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise RunError(f"{run_dir}: not a folder; expected a run folder made by `hrbench run`")
-    _, saved = read_run_info(run_dir)
-    study = study_from_dict_resolved(saved["study"])
+    info = RunFolder(run_dir).read_info()  # RunError naming the file: not a run folder, other format ...
+    run_dir = info.folder.root
+    study = study_from_dict_resolved(info.study)
     load_plugins(
         study.plugins,
         source=study.source_file,
@@ -376,16 +374,16 @@ def open_explorer(run_dir: str | Path, *, device: str = "cpu", precision: str | 
     dev = resolve_device(device)
     prec = resolve_precision(precision or study.train.precision, dev)
     ctx = RunContext(run_dir, study, dev, prec)
-    names = [(n, kind, p) for n, kind, p in recon_models(study) if ctx.model_path(n).exists()]
-    conditional = [n for n, kind, _ in names if kind in ("hyper", "film")]
+    trained = [m for m in ctx.models if ctx.model_path(m.name).exists()]
+    conditional = [m.name for m in trained if m.conditional]
     if not conditional:
-        expected = ", ".join(n for n, kind, _ in recon_models(study) if kind in ("hyper", "film"))
+        expected = ", ".join(m.name for m in ctx.models if m.conditional)
         raise RunError(
-            f"{run_dir / 'models'}: no trained λ-conditioned model yet (expected one of {expected}); "
+            f"{ctx.folder.models}: no trained λ-conditioned model yet (expected one of {expected}); "
             "let `hrbench run` train one first"
         )
     models = {n: ctx.load_model(n) for n in conditional}  # fails here, before serving, on a corrupt file
-    baselines = {n: tuple(float(v) for v in p["lam"]) for n, kind, p in names if kind == "baseline"}
+    baselines = {m.name: tuple(m.lam or ()) for m in trained if m.kind == "baseline"}
     explorer = Explorer(
         run_dir=run_dir,
         study=study,
@@ -397,10 +395,9 @@ def open_explorer(run_dir: str | Path, *, device: str = "cpu", precision: str | 
         device=dev,
         precision=prec,
     )
-    for n, _, _ in names:
-        table = read_table(
-            run_dir / "eval" / f"{n}.csv", RESULT_COLUMNS, "the model's evaluation table", required=False
-        )
+    for m in trained:
+        n = m.name
+        table = read_table(ctx.folder.eval_file(n), RESULT_COLUMNS, "the model's evaluation table", required=False)
         if table is not None:
             table["value"] = pd.to_numeric(table["value"], errors="coerce")
             explorer.tables[n] = table

@@ -758,7 +758,7 @@ def jsonable(obj: Any) -> Any:
 def convergence_analysis(data: RunData) -> dict[str, dict[str, Any]] | None:
     """Per trained model: steps and the convergence check of its validation loss (``convergence.csv``;
     hyperrecon/convergence.py), or None for runs without one."""
-    path = data.run_dir / "convergence.csv"
+    path = data.folder.table("convergence.csv")
     if not path.exists():
         return None
     table = pd.read_csv(path)

@@ -97,7 +97,7 @@ def analyse(data: RunData) -> dict[str, Any]:
     try:
         return _analyse(data)
     except ConfigError as exc:
-        raise RunError(f"{data.run_dir / 'results.csv'}: {exc}") from exc
+        raise RunError(f"{data.folder.table('results.csv')}: {exc}") from exc
 
 
 def _analyse(data: RunData) -> dict[str, Any]:
@@ -262,7 +262,7 @@ def _provenance(data: RunData) -> list[str]:
         ["python; platform", f"{prov.get('python', MISSING)}; {prov.get('platform', MISSING)}"],
         ["versions", ", ".join(f"{k} {v}" for k, v in versions.items() if v) or MISSING],
     ]
-    from ..context import ran_with_summary
+    from ..runs.provenance import ran_with_summary
 
     jobs_ran_with = ran_with_summary(data.run_dir)  # per job: another machine or CPU kind on resume shows here
     if jobs_ran_with is not None:
@@ -936,7 +936,9 @@ RUN_FOLDER_NOTE = (
 
 def _explore_note(data: RunData, link) -> str:
     """Where to see every λ: the exported explorer page when the run folder has ``explore.html``."""
-    page = data.run_dir / "explore.html"
+    from ..runs.folder import RunFolder
+
+    page = RunFolder(data.run_dir).table("explore.html")
     live = "Any λ, live: `hrbench explore RUN_DIR` (RUN_DIR: this run folder)."
     if page.is_file():
         return f"{live} Every λ of a grid, in one self-contained page: [explore.html]({link(page)})."
@@ -1018,7 +1020,7 @@ def write_report(run_dir: Path, out: Path | None = None) -> Path:
     data = load_run(run_dir)
     s = analyse(data)
     _read_everything(data, s)
-    md_path = Path(out) if out is not None else run_dir / "report.md"
+    md_path = Path(out) if out is not None else data.folder.table("report.md")
     try:
         md_path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -1029,7 +1031,7 @@ def write_report(run_dir: Path, out: Path | None = None) -> Path:
     text = build_markdown(data, s, fig_dir, md_path.parent)
     path = atomic_write_text(md_path, text)
     if md_path.parent.resolve() == run_dir.resolve():  # `-o ELSEWHERE` leaves the run folder untouched
-        from ..runfiles import record_claims
+        from ..runs.summary import record_claims
 
         record_claims(run_dir, A.jsonable(s["claims"]))
     linked = {Path(p).name for p in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)}

@@ -1,6 +1,7 @@
-"""Read a finished run folder (see :mod:`hyperrecon.study` for its layout) into one validated object.
+"""Read a finished run folder (:class:`hyperrecon.runs.folder.RunFolder`) into one validated object.
 
-Required: ``run.json`` (of this version's run folder format, :data:`hyperrecon.study.RUN_FORMAT`),
+Required: ``run.json`` (of this version's run folder format, checked by
+:meth:`hyperrecon.runs.folder.RunFolder.read_info`),
 ``config.json``, ``results.csv`` and ``costs.csv``. A missing, empty or unreadable one, or a results table whose
 values are all NaN (as a whole or for one model and metric), is a ``RunError`` naming the file and what was
 expected. The other files (search tables, per-model eval outputs, job records) are optional: the report leaves out
@@ -10,7 +11,6 @@ read in full, so the CRC-32 of every member is checked).
 
 from __future__ import annotations
 
-import json
 import math
 import zipfile
 import zlib
@@ -22,23 +22,12 @@ import numpy as np
 import pandas as pd
 
 from ..errors import RunError
-from .style import model_kind
+from ..runs.folder import RunFolder, read_json_object
+from ..runs.models import ModelSpec, model_specs_from_config
 
 RESULT_COLUMNS = ["model", "lam1", "slice", "metric", "value"]  # lam2 only in AO runs (docs/run-folder.md)
 COST_COLUMNS = ["model", "kind", "n_params", "device_seconds", "wall_seconds"]
 SEARCH_COLUMNS = ["target", "strategy", "seed", "trial", "cum_cost_seconds", "best_so_far"]
-
-
-def _read_json(path: Path, what: str) -> dict[str, Any]:
-    if not path.exists():
-        raise RunError(f"{path}: missing; expected {what} (is this a run folder of `hrbench run`?)")
-    try:
-        obj = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise RunError(f"{path}: unreadable JSON ({exc}); expected {what}") from exc
-    if not isinstance(obj, dict):
-        raise RunError(f"{path}: expected a JSON object with {what}")
-    return obj
 
 
 def read_npz(path: Path, what: str) -> dict[str, np.ndarray]:
@@ -84,6 +73,10 @@ def require_table(path: Path, columns: list[str], what: str) -> pd.DataFrame:
     return frame
 
 
+def _read_json(path: Path, what: str) -> dict[str, Any]:
+    return read_json_object(path, what)
+
+
 @dataclass
 class RunData:
     """Everything the report reads from one run folder."""
@@ -119,14 +112,34 @@ class RunData:
         return list(dict.fromkeys(self.results["model"]))
 
     @property
+    def folder(self) -> RunFolder:
+        return RunFolder(self.run_dir)
+
+    @property
+    def specs(self) -> dict[str, ModelSpec]:
+        """The spec of each model in the results: from the study in ``config.json`` (:mod:`hyperrecon.runs.models`),
+        read from the name only for a model the config does not list (a hand-made table)."""
+        if "specs" not in self._cache:
+            known = {m.name: m for m in model_specs_from_config(self.config) or []}
+            self._cache["specs"] = {
+                m: known.get(m) or ModelSpec.from_name(m) or ModelSpec(m, "other") for m in self.models
+            }
+        return self._cache["specs"]
+
+    def kind_of(self, model: str) -> str:
+        """``baseline`` | ``hyper`` | ``film`` (``other`` for a name no spec makes)."""
+        spec = self.specs.get(model) or ModelSpec.from_name(model)
+        return spec.kind if spec is not None else "other"
+
+    @property
     def baselines(self) -> list[str]:
-        return [m for m in self.models if model_kind(m) == "baseline"]
+        return [m for m, s in self.specs.items() if s.kind == "baseline"]
 
     @property
     def conditional(self) -> list[str]:
         """λ-conditioned models: HyperRecon variants, then FiLM."""
-        ms = self.models
-        return [m for m in ms if model_kind(m) == "hyper"] + [m for m in ms if model_kind(m) == "film"]
+        specs = self.specs
+        return [m for m, s in specs.items() if s.kind == "hyper"] + [m for m, s in specs.items() if s.kind == "film"]
 
     @property
     def metrics(self) -> list[str]:
@@ -138,9 +151,7 @@ class RunData:
         return sorted(int(r) for r in self.results["replicate"].unique())
 
     def replicate_dir(self, replicate: int) -> Path:
-        from ..jobs import replicate_dir
-
-        return replicate_dir(self.run_dir, replicate)
+        return self.folder.replicate(replicate).root
 
     @property
     def objective(self) -> str:
@@ -153,25 +164,25 @@ class RunData:
     # -- optional per-model files ------------------------------------------------------------------------------
 
     def eval_meta(self, model: str) -> dict[str, Any] | None:
-        path = self.run_dir / "eval" / f"{model}-meta.json"
+        path = self.folder.eval_file(model, "-meta.json")
         return _read_json(path, "evaluation metadata") if path.exists() else None
 
     def eval_images(self, model: str) -> dict[str, np.ndarray] | None:
-        path = self.run_dir / "eval" / f"{model}-images.npz"
+        path = self.folder.eval_file(model, "-images.npz")
         if not path.exists():
             return None
         return read_npz(path, "example and diverse-pair images")
 
     def ranges(self, model: str, replicate: int = 0) -> pd.DataFrame | None:
         return read_table(
-            self.replicate_dir(replicate) / "eval" / f"{model}-ranges.csv",
+            self.folder.replicate(replicate).eval_file(model, "-ranges.csv"),
             ["slice", "n_above", "n_lams"],
             "per-slice reconstruction ranges",
             required=False,
         )
 
     def dhs_kept(self, model: str) -> np.ndarray | None:
-        path = self.run_dir / "eval" / f"{model}-dhs-kept.npz"
+        path = self.folder.eval_file(model, "-dhs-kept.npz")
         if not path.exists():
             return None
         arrays = read_npz(path, "an array 'lams' of shape (n, k)")
@@ -185,20 +196,20 @@ class RunData:
 
     def dhs_kept_steps(self, model: str) -> tuple[np.ndarray | None, int]:
         """The training step of each kept λ row and the UHS warm-up steps (None, 0 for files without them)."""
-        path = self.run_dir / "eval" / f"{model}-dhs-kept.npz"
+        path = self.folder.eval_file(model, "-dhs-kept.npz")
         arrays = read_npz(path, "arrays 'lams', 'steps' and 'warmup_steps'") if path.exists() else {}
         steps = np.asarray(arrays["steps"]) if "steps" in arrays else None
         return steps, int(arrays["warmup_steps"]) if "warmup_steps" in arrays else 0
 
     def job(self, name: str) -> dict[str, Any] | None:
-        path = self.run_dir / "jobs" / f"{name}.json"
+        path = self.folder.job_record(name)
         return _read_json(path, "a job record") if path.exists() else None
 
     def search_test(self, target: str) -> pd.DataFrame | None:
         key = f"search-test:{target}"
         if key not in self._cache:  # read once: write_report checks it before drawing, the section reuses it
             self._cache[key] = read_table(
-                self.run_dir / "search" / f"{target}-test.csv",
+                self.folder.search / f"{target}-test.csv",
                 ["strategy", "seed", "test_objective"],
                 "test objective at each search's chosen λ",
                 required=False,
@@ -231,28 +242,16 @@ def _check_results(results: pd.DataFrame, path: Path) -> pd.DataFrame:
 
 def load_run(run_dir: Path) -> RunData:
     """Read and validate a run folder; ``RunError`` (one line, naming the file) on anything missing or empty."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise RunError(f"{run_dir}: not a folder; expected a run folder made by `hrbench run`")
-    run = _read_json(run_dir / "run.json", "the run's provenance")
-    from ..study import RUN_FORMAT  # light (no torch); imported here to keep the reporting package standalone
-
-    if run.get("format") != RUN_FORMAT:
-        raise RunError(
-            f"{run_dir / 'run.json'}: run folder format {run.get('format')!r}; expected format "
-            f"{RUN_FORMAT} (a run folder made by this version of `hrbench run`)"
-        )
-    cfg = _read_json(run_dir / "config.json", "the resolved study config")
-    if not isinstance(cfg.get("study"), dict):
-        raise RunError(f"{run_dir / 'config.json'}: no 'study' object; expected the resolved study config")
-    results = _check_results(
-        require_table(run_dir / "results.csv", RESULT_COLUMNS, "the test-set results"), run_dir / "results.csv"
-    )
-    costs = require_table(run_dir / "costs.csv", COST_COLUMNS, "one cost row per trained model")
+    info = RunFolder(run_dir).read_info()
+    folder = info.folder
+    run_dir = folder.root
+    results_csv = folder.table("results.csv")
+    results = _check_results(require_table(results_csv, RESULT_COLUMNS, "the test-set results"), results_csv)
+    costs = require_table(folder.table("costs.csv"), COST_COLUMNS, "one cost row per trained model")
     for col in ("n_params", "device_seconds", "wall_seconds"):
         costs[col] = pd.to_numeric(costs[col], errors="coerce")
     if not np.isfinite(costs["device_seconds"].to_numpy(dtype=float)).any():
-        raise RunError(f"{run_dir / 'costs.csv'}: every device_seconds is NaN; expected measured training costs")
+        raise RunError(f"{folder.table('costs.csv')}: every device_seconds is NaN; expected measured training costs")
     by_replicate = costs.copy()
     if "replicate" in costs.columns and costs["replicate"].nunique() > 1:
         # one row per model: numbers averaged over replicates, the rest from replicate 0
@@ -261,18 +260,19 @@ def load_run(run_dir: Path) -> RunData:
         ]
         first = costs.groupby("model", sort=False).first().drop(columns=numeric)
         costs = first.join(costs.groupby("model", sort=False)[numeric].mean()).reset_index()
-    scales = _read_json(run_dir / "scales.json", "loss scales") if (run_dir / "scales.json").exists() else None
-    search = read_table(run_dir / "search.csv", SEARCH_COLUMNS, "every search trial", required=False)
+    scales = _read_json(folder.scales_json, "loss scales") if folder.scales_json.exists() else None
+    search = read_table(folder.table("search.csv"), SEARCH_COLUMNS, "every search trial", required=False)
     summary_cols = ["target", "strategy", "best_mean", "regret_mean", "search_cost_mean", "total_cost_mean"]
     search_summary = read_table(
-        run_dir / "search_summary.csv", summary_cols, "one row per target and strategy", required=False
+        folder.table("search_summary.csv"), summary_cols, "one row per target and strategy", required=False
     )
-    summary = _read_json(run_dir / "summary.json", "headline numbers") if (run_dir / "summary.json").exists() else None
+    summary_json = folder.table("summary.json")
+    summary = _read_json(summary_json, "headline numbers") if summary_json.exists() else None
     return RunData(
         run_dir=run_dir,
-        run=run,
-        config=cfg["study"],
-        config_hash=str(cfg.get("config_hash", "")),
+        run=info.run,
+        config=info.study,
+        config_hash=info.config_hash,
         results=results,
         costs=costs,
         scales=scales,

@@ -102,7 +102,7 @@ def search_details(data: RunData, grid_optimum: float | None, maximize: bool) ->
         if len(base) and "full_cost_seconds" in base and "pruner" in base:
             out[key] = _cost_rows(base)
     par = read_table(
-        data.run_dir / "search_parallel.csv",
+        data.folder.table("search_parallel.csv"),
         ["strategy", "seed", "workers", "best_so_far", "start_seconds", "end_seconds"],
         "replayed baseline searches per worker count",
         required=False,
@@ -110,7 +110,7 @@ def search_details(data: RunData, grid_optimum: float | None, maximize: bool) ->
     if par is not None:
         out["parallel"] = time_to_target(par, grid_optimum, maximize=maximize, group=("target", "strategy", "workers"))
     mo = read_table(
-        data.run_dir / "search_mo.csv",
+        data.folder.table("search_mo.csv"),
         [
             "target",
             "objectives",
@@ -156,7 +156,7 @@ def _cost_rows(trials: pd.DataFrame) -> list[dict[str, Any]]:
 
 def _baseline_points(data: RunData, pairs: list[tuple[str, str]]) -> pd.DataFrame:
     """Every trained baseline, fully trained, as a point of each objective pair (from ``search/fidelity.csv``)."""
-    path = data.run_dir / "search" / "fidelity.csv"
+    path = data.folder.search_file("fidelity.csv")
     fid = read_table(path, ["lam1", "step"], "the fidelity table of the baselines", required=False)
     if fid is None:
         return pd.DataFrame()

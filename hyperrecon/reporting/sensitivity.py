@@ -38,7 +38,7 @@ _ATOL = 1e-6
 
 
 def _endpoints(data: RunData, model: str, replicate: int) -> dict[str, np.ndarray] | None:
-    path = data.replicate_dir(replicate) / "eval" / f"{model}-endpoints.npz"
+    path = data.folder.replicate(replicate).eval_file(model, "-endpoints.npz")
     return read_npz(path, "arrays 'lams' (E, k), 'recons' (E, N, H, W) and 'ids' (N,)") if path.exists() else None
 
 

@@ -18,36 +18,41 @@ _STRATEGY_COLORS = {"grid": "#444444", "random": "#1f77b4", "tpe": "#ff7f0e", "g
 SAMPLER_LABELS = {"uniform": "UHS", "dhs": "DHS"}
 
 
+def _spec(name: str):
+    from ..runs.models import ModelSpec  # light: no torch
+
+    return ModelSpec.from_name(name)
+
+
 def model_kind(name: str) -> str:
-    """``baseline`` | ``hyper`` | ``film`` | ``seg`` | ``other`` from a run's model name."""
-    for kind in ("baseline", "hyper", "film"):
-        if name.startswith(f"{kind}-"):
-            return kind
-    return "seg" if name == "seg" else "other"
+    """``baseline`` | ``hyper`` | ``film`` | ``seg`` | ``other`` of a run's model name
+    (:meth:`hyperrecon.runs.models.ModelSpec.from_name`; :attr:`RunData.specs` has the config's specs)."""
+    if name == "seg":
+        return "seg"
+    spec = _spec(name)
+    return spec.kind if spec is not None else "other"
 
 
 def hyper_parts(name: str) -> tuple[str, str] | None:
-    """``hyper-S-dhs`` -> ``("S", "dhs")``; None for other names."""
-    parts = name.split("-")
-    if len(parts) == 3 and parts[0] == "hyper":
-        return parts[1], parts[2]
-    return None
+    """``hyper-S-dhs`` -> ``("S", "dhs")``, ``hyper-S-my-dhs`` -> ``("S", "my-dhs")``; None for other names."""
+    spec = _spec(name)
+    if spec is None or spec.kind != "hyper":
+        return None
+    return str(spec.size), str(spec.sampler)
 
 
 def model_label(name: str) -> str:
     """A reader's name: ``HyperRecon-S (DHS)``, ``FiLM (UHS)``, ``U-Net λ=0.5``."""
-    kind = model_kind(name)
-    if kind == "hyper":
-        parts = hyper_parts(name)
-        if parts is not None:
-            return f"HyperRecon-{parts[0]} ({SAMPLER_LABELS.get(parts[1], parts[1])})"
-    if kind == "film":
-        sampler = name.split("-", 1)[1]
-        return f"FiLM ({SAMPLER_LABELS.get(sampler, sampler)})"
-    if kind == "baseline":
-        values = name.split("-", 1)[1].split("-")
-        return f"U-Net λ={values[0]}" if len(values) == 1 else f"U-Net λ=({', '.join(values)})"
-    return name
+    spec = _spec(name)
+    if spec is None:
+        return name
+    if spec.kind == "hyper":
+        return f"HyperRecon-{spec.size} ({SAMPLER_LABELS.get(str(spec.sampler), spec.sampler)})"
+    if spec.kind == "film":
+        return f"FiLM ({SAMPLER_LABELS.get(str(spec.sampler), spec.sampler)})"
+    values = name.split("-", 1)[1]  # λ as the name writes them ({:g})
+    lam = [f"{v:g}" for v in spec.lam or ()]
+    return f"U-Net λ={values}" if len(lam) == 1 else f"U-Net λ=({', '.join(lam)})"
 
 
 def model_color(name: str) -> str:

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import ConfigError, RunError
-from ..io import read_json, write_csv
+from ..io import write_csv
 from ..metrics import higher_is_better, needs_seg
 from .fidelity import FIDELITY_COLUMNS, FidelityTable, fidelity_steps
 from .live import LIVE_TARGET
@@ -69,7 +69,7 @@ def _lam_cols(lam: list[float]) -> dict[str, float]:
 
 
 def _snapshot_path(ctx, name: str, step: int) -> Path:
-    return ctx.run_dir / "checkpoints" / f"{name}-step{step}.pt"
+    return ctx.folder.checkpoint(f"{name}-step{step}")
 
 
 class FidelityRecorder:
@@ -80,7 +80,7 @@ class FidelityRecorder:
         self.metrics = fidelity_metrics(ctx.study, has_seg=has_seg(ctx))
         # metrics that need the segmentation net, which a phase-0 baseline's probes cannot run yet
         self.deferred = [m for m in self.metrics if needs_seg(m)] if deferred_dice else []
-        self.path = ctx.run_dir / "eval" / f"{name}-fidelity.csv"
+        self.path = ctx.folder.eval_file(name, "-fidelity.csv")
         self.steps = baseline_fidelity_steps(ctx.study)
         self.rows: list[dict[str, Any]] = []
 
@@ -124,7 +124,7 @@ def baseline_probe(ctx, name: str, lam: list[float], model) -> tuple[FidelityRec
     """The training callback of a baseline job that records its fidelity table, and the steps to probe (every
     fidelity step but the last, which the evaluation job scores). Dice of a baseline trained before the
     segmentation U-Net (phase 0) is scored later, from saved weights, by its evaluation job."""
-    from ..jobs import PHASE_FIRST, PHASE_TRAIN, study_jobs
+    from ..runs.jobs import PHASE_FIRST, PHASE_TRAIN, study_jobs
 
     base = name.rsplit("/", 1)[-1]  # a replicate's job "r<r>/<job>" runs in its job's phase
     phase = next((j.phase for j in study_jobs(ctx.study, has_labels=has_seg(ctx)) if j.name == base), PHASE_TRAIN)
@@ -135,11 +135,11 @@ def baseline_probe(ctx, name: str, lam: list[float], model) -> tuple[FidelityRec
 def finish_fidelity(ctx, name: str, lam: list[float], model, seg, train_seconds: float) -> dict[str, Any]:
     """Complete ``eval/<name>-fidelity.csv``: score deferred Dice from the saved snapshots (then delete them) and
     add the fully trained row. Returns that row (its objective is the baseline's validation objective)."""
-    from ..context import load_weights
+    from ..runs.context import load_weights
 
     s = ctx.study
     metrics = fidelity_metrics(s, has_seg=seg is not None)
-    path = ctx.run_dir / "eval" / f"{name}-fidelity.csv"
+    path = ctx.folder.eval_file(name, "-fidelity.csv")
     final = baseline_fidelity_steps(s)[-1]
     rows = pd.read_csv(path).to_dict("records") if path.exists() else []
     rows = [r for r in rows if int(r["step"]) < final]
@@ -172,20 +172,18 @@ def finish_fidelity(ctx, name: str, lam: list[float], model, seg, train_seconds:
 
 
 def _run_storage(run_dir: Path) -> tuple[str, str]:
-    from ..study import ledger_url  # run folder layout (import here: study imports the executors)
+    from ..runs.folder import RunFolder
 
-    info = read_json(run_dir / "run.json")
-    return str(info["run_id"]), ledger_url(run_dir, info)
+    info = RunFolder(run_dir).read_info()
+    return info.run_id, info.ledger_url
 
 
 def fidelity_frame(ctx) -> pd.DataFrame:
     """The fidelity table of every baseline of the run (their ``eval/<baseline>-fidelity.csv``)."""
-    from ..jobs import recon_models
-
     frames = []
-    for model_name, kind, _ in recon_models(ctx.study):
-        if kind == "baseline":
-            path = ctx.run_dir / "eval" / f"{model_name}-fidelity.csv"
+    for m in ctx.models:
+        if m.kind == "baseline":
+            path = ctx.folder.eval_file(m.name, "-fidelity.csv")
             try:
                 frames.append(pd.read_csv(path))
             except (OSError, ValueError) as exc:
@@ -214,7 +212,7 @@ def run_search_job(ctx, name: str, spec: dict[str, Any]) -> dict[str, Any]:
     pairs = objective_pairs(s, has_seg=seg_ok)
     common = dict(budget=sc.budget, maximize=maximize, strategy_params=sc.strategy_params, run_id=run_id)
     studies: list = []
-    out_dir = ctx.run_dir / "search"
+    out_dir = ctx.folder.search
     mo_frames = []
     if target == "baselines":
         frame = fidelity_frame(ctx)
@@ -393,7 +391,7 @@ def _live_job(ctx, run_id: str, url: str) -> dict[str, Any]:
         pruner_params=sc.pruner_params,
         run_id=run_id,
     )
-    write_csv(ctx.run_dir / "search" / f"{LIVE_TARGET}.csv", trials)
+    write_csv(ctx.folder.search_file(f"{LIVE_TARGET}.csv"), trials)
     return {
         "target": LIVE_TARGET,
         "n_trials": len(trials),
@@ -407,16 +405,16 @@ def _live_job(ctx, run_id: str, url: str) -> dict[str, Any]:
 
 
 def search_targets(study) -> list[str]:
-    from ..jobs import recon_models
+    from ..runs.models import model_specs
 
     live = [LIVE_TARGET] if study.search.live.strategies else []
-    return ["baselines", *live] + [m for m, kind, _ in recon_models(study) if kind != "baseline"]
+    return ["baselines", *live] + [m.name for m in model_specs(study) if m.conditional]
 
 
 def _named(frame: pd.DataFrame, study) -> pd.DataFrame:
     """A merged trial table as written: the objective's metric named beside it, SL-only columns tidied
-    (:func:`hyperrecon.runfiles.tidy`)."""
-    from ..runfiles import tidy
+    (:func:`hyperrecon.runs.summary.tidy`)."""
+    from ..runs.summary import tidy
 
     named = frame.copy()
     named.insert(list(named.columns).index("objective") + 1, "objective_metric", study.search.objective)
@@ -428,19 +426,21 @@ def merge_search_tables(run_dir: Path, study, read_csv) -> pd.DataFrame:
     searches at each worker count) and ``search_mo.csv`` (multi-objective trials, with the hypervolume so far)
     from the search jobs' tables; returns the ``search.csv`` frame. ``read_csv(path)`` reads a job's table (with
     the run's error for a missing or damaged file)."""
-    from ..runfiles import tidy
+    from ..runs.folder import RunFolder
+    from ..runs.summary import tidy
     from .multi import with_hypervolume
 
-    d = Path(run_dir) / "search"
+    folder = RunFolder(run_dir)
+    d = folder.search
     targets = search_targets(study)
     search = pd.concat([read_csv(d / f"{t}.csv") for t in targets], ignore_index=True)
-    write_csv(Path(run_dir) / "search.csv", _named(search, study))
+    write_csv(folder.table("search.csv"), _named(search, study))
     if (d / "baselines-parallel.csv").exists():
-        write_csv(Path(run_dir) / "search_parallel.csv", _named(read_csv(d / "baselines-parallel.csv"), study))
+        write_csv(folder.table("search_parallel.csv"), _named(read_csv(d / "baselines-parallel.csv"), study))
     mo = [read_csv(d / f"{t}-mo.csv") for t in targets if (d / f"{t}-mo.csv").exists()]
     if mo:
         frame = pd.concat(mo, ignore_index=True)
         names = set(frame.metric1) | set(frame.metric2)
         frame = with_hypervolume(frame, {m: higher_is_better(m) for m in names})
-        write_csv(Path(run_dir) / "search_mo.csv", tidy(frame, study.n_lams))
+        write_csv(folder.table("search_mo.csv"), tidy(frame, study.n_lams))
     return search

@@ -50,7 +50,7 @@ def save_studies(studies: Iterable, url: str, *, chunk: int = 20) -> list[str]:
     is held for well under the 30 s after which other processes' Optuna journal backends would take it as stale.
     A database takes the studies one by one (:func:`optuna.copy_study`).
     """
-    from ..storage import _redact, open_storage
+    from ..runs.ledger import _redact, open_storage
 
     studies = [item if isinstance(item, tuple) else (item, item.study_name) for item in studies]
     names = []
@@ -122,7 +122,7 @@ def _journal_copier(path: str):
             self.buffer.extend(logs)
 
         def copy(self, part: list) -> None:
-            # The lock of the run's journal backend (hyperrecon.storage.open_storage): nobody appends meanwhile,
+            # The lock of the run's journal backend (hyperrecon.runs.ledger.open_storage): nobody appends meanwhile,
             # so the ids in the buffered operations are those the file gives them.
             lock = JournalFileSymlinkLock(path)
             lock.acquire()
@@ -145,7 +145,7 @@ def _journal_copier(path: str):
 def list_search_studies(url: str, run_id: str | None = None) -> list[str]:
     """Names of the search studies in the storage at ``url`` (of one run when ``run_id`` is given), sorted."""
 
-    from ..storage import open_storage
+    from ..runs.ledger import open_storage
 
     prefix = SEARCH_PREFIX + (f"{run_id}:" if run_id else "")
     return sorted(s.study_name for s in open_storage(url).get_all_studies() if s.study_name.startswith(prefix))
