@@ -24,6 +24,9 @@ from hyperrecon.runs import context  # noqa: E402
 
 __all__ = ["keep_freed_memory"]  # re-exported for the scripts
 
+# CPU kinds of the CPU benchmarks: torch reads these at start-up, so each kind runs in its own process. "avx2" makes
+# a CPU with AVX512-BF16/AMX behave like an AVX2-only one (no AVX-512, no bf16 dot products; "auto" picks fp32).
+ISA_ENV = {"native": {}, "avx2": {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}}
 MODEL_NAMES = ("unet", "hyper-S", "hyper-M", "hyper-L", "film")
 PRECISIONS = ("fp32", "bf16")  # the default comparison: float32 NCHW against autocast bf16 + channels_last
 # Every precision x memory-format variant, for the before/after figure of each of the two changes alone.

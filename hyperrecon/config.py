@@ -221,6 +221,8 @@ class SegmentationConfig:
     """Train the downstream segmentation U-Net when the data have labels."""
     steps: PosInt = 500
     """Training steps of the segmentation U-Net."""
+    width: Annotated[int, Field(ge=1, le=512)] = 32
+    """Channels of every layer of the segmentation U-Net (its cost per step grows as width²)."""
 
 
 @dataclass(frozen=True, config=_SCHEMA)

@@ -12,11 +12,13 @@ Two steps, kept apart so that the arithmetic can be checked on a hand-made calib
    - ``val_s[kind]``, ``test_s[kind]``: one search objective pass over the validation / test slices;
    - ``trial_s``: the search library's own cost per trial (Optuna samplers, GP included), from a search with the
      run's strategies and budget on an objective that costs nothing, run twice; ``search_once_s``: what the first
-     of the two took more than the second (imports, the first GP fit), counted once.
+     of the two took more than the second (imports, the first GP fit), counted once; ``mo_trial_s``: the same for
+     the multi-objective strategies (``search.mo_strategies``), when the run has objective pairs.
 
-2. :func:`estimate` multiplies these by each job's work (steps, λ, trials) as :mod:`hyperrecon.runs.executors` runs it,
-   and adds the data load it measured and a fixed allowance for merging and the report
-   (:data:`REPORT_ALLOWANCE_S`, not calibrated: it does not scale with the models).
+2. :func:`estimate` multiplies these by each job's work (steps, λ, trials) as :mod:`hyperrecon.runs.executors` runs it
+   (a search job's trials and forward passes: :func:`search_counts`), and adds the data load it measured and a
+   fixed allowance for merging and the report (:data:`REPORT_ALLOWANCE_S`, not calibrated: it does not scale with
+   the models).
 
 The estimate is for one worker; it ignores what the calibration cannot see (a busy machine later on, checkpoint
 writes, Python overhead between jobs). Units: seconds throughout.
@@ -52,6 +54,7 @@ class Calibration:
     test_s: dict[str, float]
     trial_s: float
     search_once_s: float = 0.0  # paid once per process: imports, first GP fit
+    mo_trial_s: float = 0.0  # per multi-objective trial (search.mo_strategies), the objective costing nothing
     data_s: float = 0.0
     seconds: float = 0.0  # what the calibration itself took
     device: str = "cpu"
@@ -111,12 +114,59 @@ def _n_eval_lams(study: Study) -> int:
     return int(study.evaluation.grid_points) ** int(study.n_lams)
 
 
-def _n_trials(study: Study) -> int:
-    return len(study.search.strategies) * int(study.search.budget) * int(study.search.seeds)
+@dataclass(frozen=True)
+class SearchCounts:
+    """The work of one search job (:func:`hyperrecon.search.runner.run_search_job`): single-objective sampler
+    trials, multi-objective trials, and forward passes over the validation / test slices (none for the baselines:
+    their searches replay the trained grid)."""
+
+    trials: int
+    mo_trials: int
+    val_passes: int
+    test_passes: int
 
 
-def job_work(study: Study, job: JobSpec) -> tuple[str, float, str]:
-    """(calibration entry, how many of it, description) for one job, as :mod:`hyperrecon.runs.executors` runs it."""
+def search_counts(study: Study, job: JobSpec, *, has_seg: bool = True) -> SearchCounts:
+    """Trials and passes of a search job as the runner runs it: the baselines' searches with every strategy
+    (sampler+pruner) and seed, once per ``search.workers`` entry; a model's with its distinct samplers and
+    ``search.model_seeds``, one validation pass per trial and a test pass per (strategy, seed); multi-objective
+    searches with ``search.mo_strategies`` per objective pair (pairs with Dice only when ``has_seg``)."""
+    from .search.plan import model_strategies, objective_pairs, search_seeds
+
+    s = study.search
+    budget = int(s.budget)
+    models = job.params["target"] != "baselines"
+    seeds = len(search_seeds(study, models=models))
+    mo = len(objective_pairs(study, has_seg=has_seg)) * len(s.mo_strategies) * budget * seeds
+    if not models:
+        runs = 1 + sum(1 for w in s.workers if int(w) > 1)
+        return SearchCounts(len(s.strategies) * budget * seeds * runs, mo, 0, 0)
+    n_st = len(model_strategies(study))
+    trials = n_st * budget * seeds
+    return SearchCounts(trials, mo, trials + mo, n_st * seeds)
+
+
+def probe_passes(study: Study, job: JobSpec) -> int:
+    """Validation passes a training job makes besides its steps: the convergence check's evaluations
+    (:class:`hyperrecon.convergence.ValidationTracker`: about 20 and one at the end, each over the model's λ or the
+    fixed λ grid of a conditional model) and a baseline's fidelity probes for the multi-fidelity searches."""
+    from .convergence import eval_every, val_lam_grid
+    from .search.plan import baseline_fidelity_steps
+
+    s = study
+    if job.kind == "baseline":
+        steps = int(s.baselines.steps or s.train.steps)
+        return len(range(eval_every(steps), steps, eval_every(steps))) + 1 + len(baseline_fidelity_steps(s)) - 1
+    if job.kind in ("hyper", "film"):
+        steps = int(s.hyper.steps or s.train.steps)
+        evals = len(range(eval_every(steps), steps, eval_every(steps))) + 1
+        return evals * len(val_lam_grid(s.n_lams))
+    return 0
+
+
+def job_work(study: Study, job: JobSpec, *, has_seg: bool = True) -> tuple[str, float, str]:
+    """(calibration entry, how many of it, description) for one job, as :mod:`hyperrecon.runs.executors` runs it (a
+    search: its validation passes; :func:`search_counts` has the rest)."""
     s = study
     mk = model_kind(s, job)
     if job.kind == "seg":
@@ -141,7 +191,9 @@ def job_work(study: Study, job: JobSpec) -> tuple[str, float, str]:
         n = _n_live_trials(s)
         return f"train_s.{mk}", float(n * live_steps(s)), f"{n} trials of {live_steps(s)} steps"
     if job.kind == "search":
-        return f"search.{mk}", float(_n_trials(s)), f"{_n_trials(s)} trials"
+        c = search_counts(s, job, has_seg=has_seg)
+        what = f"{c.trials} trials" + (f" + {c.mo_trials} multi-objective" if c.mo_trials else "")
+        return f"search.{mk}", float(c.val_passes), what
     return "", 0.0, "not estimated"
 
 
@@ -154,10 +206,9 @@ def _n_live_trials(study: Study) -> int:
 def estimate(study: Study, jobs: Sequence[JobSpec], cal: Calibration) -> Estimate:
     """Seconds per job and in total from a calibration (pure arithmetic; no timing here)."""
     rows: list[dict[str, Any]] = []
-    n_trials = _n_trials(study)
-    per_search = len(study.search.strategies) * int(study.search.seeds)  # test passes at the chosen λ
+    has_seg = any(j.kind == "seg" for j in jobs)
     for job in jobs:
-        entry, n, what = job_work(study, job)
+        entry, n, what = job_work(study, job, has_seg=has_seg)
         mk = model_kind(study, job)
         if job.kind == "search" and job.params["target"] == "baselines-live":  # at most: no trial pruned
             from .search.fidelity import fidelity_steps
@@ -167,15 +218,15 @@ def estimate(study: Study, jobs: Sequence[JobSpec], cal: Calibration) -> Estimat
             n_live = _n_live_trials(study)
             seconds = n * cal.train_s[mk] + n_live * (cal.trial_s + reports * cal.val_s[mk])
         elif job.kind == "search":
-            if job.params["target"] == "baselines":  # replayed from the trained grid: no forward passes
-                seconds = n_trials * cal.trial_s
-            else:
-                seconds = n_trials * (cal.trial_s + cal.val_s[mk]) + per_search * cal.test_s[mk]
+            c = search_counts(study, job, has_seg=has_seg)
+            seconds = c.trials * cal.trial_s + c.mo_trials * cal.mo_trial_s  # the samplers' own cost
+            if c.val_passes:  # a model: forward passes (the baselines' searches replay the trained grid)
+                seconds += n * cal.val_s[mk] + c.test_passes * cal.test_s[mk]
         elif job.kind == "eval":
             seconds = n * cal.eval_s[mk] + (cal.val_s[mk] if job.params["model_kind"] == "baseline" else 0.0)
         elif entry:
             table, key = entry.split(".", 1)
-            seconds = n * getattr(cal, table)[key]
+            seconds = n * getattr(cal, table)[key] + probe_passes(study, job) * cal.val_s.get(mk, 0.0)
         else:
             seconds = 0.0
         rows.append({"name": job.name, "phase": job.phase, "kind": job.kind, "work": what, "seconds": seconds})
@@ -209,14 +260,12 @@ def _needed_kinds(study: Study, jobs: Sequence[JobSpec]) -> tuple[list[str], lis
 
 def model_of_kind(study: Study, kind: str, n_classes: int | None = None):
     """A fresh model of a calibration kind (``unet``, ``hyper-<size>``, ``film``, ``seg``) as the run builds it."""
-    from .resolve import build_recon_model
+    from .resolve import build_recon_model, build_seg_model
 
     if kind == "seg":
-        from .models import UNet
-
         if n_classes is None:
             raise ConfigError("model_of_kind: the 'seg' model needs n_classes")
-        return UNet(in_channels=1, out_channels=int(n_classes))
+        return build_seg_model(study, int(n_classes))
     if kind == "unet":
         return build_recon_model("unet", study)
     if kind == "film":
@@ -356,6 +405,23 @@ def calibrate(
             times.append(time.perf_counter() - t0)
         trial_s = times[1] / (len(s.search.strategies) * s.search.budget)
         search_once_s = max(0.0, times[0] - times[1])
+    mo_trial_s = 0.0
+    if any(j.kind == "search" for j in jobs) and s.search.budget > 0 and s.search.objective_pairs:
+        from .search.multi import search_multi
+
+        t0 = time.perf_counter()
+        search_multi(
+            lambda lam: ((float(lam.sum()), float(np.square(lam).sum())), 0.0, lam),
+            ["psnr", "hfen"],
+            [True, False],
+            list(s.search.mo_strategies),
+            budget=s.search.budget,
+            seeds=[s.seed],
+            n_lams=s.n_lams,
+            target="calibration",
+            strategy_params=s.search.strategy_params,
+        )
+        mo_trial_s = (time.perf_counter() - t0) / (len(s.search.mo_strategies) * s.search.budget)
     return Calibration(
         train_s=train_s,
         eval_s=eval_s,
@@ -363,6 +429,7 @@ def calibrate(
         test_s=test_s,
         trial_s=trial_s,
         search_once_s=search_once_s,
+        mo_trial_s=mo_trial_s,
         data_s=data_s,
         seconds=time.perf_counter() - t_start,
         device=device,

@@ -130,6 +130,13 @@ def build_recon_model(kind: str, study: Study, size: str | None = None):
     raise ValueError(kind)
 
 
+def build_seg_model(study: Study, n_classes: int):
+    """The downstream segmentation U-Net: one image channel in, ``n_classes`` logits out, ``segmentation.width``."""
+    from .models import UNet
+
+    return UNet(in_channels=1, out_channels=int(n_classes), width=int(study.segmentation.width))
+
+
 def build_hyper_model(study: Study, size: str | None):
     """The registered model ``[hyper] model`` with ``[hyper] model_params``; hrbench itself passes ``n_lams``,
     ``width`` and ``residual`` (from ``[model]``) and ``size``, each where the constructor takes it."""

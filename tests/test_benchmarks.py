@@ -218,15 +218,39 @@ def test_train_loop_rejects_an_unknown_job(tmp_path):
     assert "Traceback" not in proc.stderr and not (tmp_path / "x.csv").exists()
 
 
-def test_study_wall_splits_a_run_into_phases(tmp_path):
+def test_study_wall_splits_a_run_into_phases_on_both_cpu_kinds(tmp_path):
     stem = tmp_path / "sw"
-    run_script("study_wall.py", "--studies", "sl-knee-cs", "--profile", "smoke", "--out", str(stem))
-    (row,) = read_rows(stem)
-    assert row["study"] == "sl-knee-cs" and row["profile"] == "smoke"
-    phases = sum(float(row[k]) for k in ("training_s", "evaluation_s", "search_s"))
-    assert float(row["training_s"]) > 0 and float(row["evaluation_s"]) > 0
-    # the parts add up to the wall time (rounded to 0.1 s each)
-    assert phases + float(row["other_s"]) == pytest.approx(float(row["wall_s"]), abs=0.25)
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- study_wall:start -->\nold table\n<!-- study_wall:end -->\nrest\n")
+    run_script(
+        "study_wall.py",
+        *("--studies", "sl-knee-cs", "--profile", "smoke", "--out", str(stem), "--readme", str(readme)),
+        timeout=400,
+    )
+    rows = read_rows(stem)
+    assert [(r["study"], r["profile"], r["isa"]) for r in rows] == [
+        ("sl-knee-cs", "smoke", "native"),
+        ("sl-knee-cs", "smoke", "avx2"),
+    ]
+    for row in rows:
+        phases = sum(float(row[k]) for k in ("training_s", "evaluation_s", "search_s"))
+        assert float(row["training_s"]) > 0 and float(row["evaluation_s"]) > 0
+        # the parts add up to the wall time (rounded to 0.1 s each)
+        assert phases + float(row["other_s"]) == pytest.approx(float(row["wall_s"]), abs=0.25)
+        # the smoke target (60 s) is stated and the verdict follows the wall time
+        assert float(row["target_s"]) == 60.0 and row["met"] == ("yes" if float(row["wall_s"]) <= 60 else "no")
+        assert float(row["estimate_s"]) > 0  # what hrbench run printed before training
+    # the AVX2 kind runs in fp32 ("auto" under the ISA cap), whatever the CPU
+    assert rows[1]["precision"] == "fp32"
+    md = stem.with_suffix(".md").read_text()
+    bf16 = any(f in Path("/proc/cpuinfo").read_text() for f in ("amx_bf16", "avx512_bf16"))
+    avx2 = "AVX2 (emulated)" if bf16 else "AVX2"
+    assert f"{avx2}: wall (s)" in md and "ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2" in md
+    text = readme.read_text()
+    assert text.startswith("intro\n<!-- study_wall:start -->\n| study |") and text.endswith(
+        "<!-- study_wall:end -->\nrest\n"
+    )
+    assert "old table" not in text and f"smoke wall time, {avx2}" in text and "| sl-knee-cs |" in text
 
 
 def test_timing_scripts_reject_an_unknown_precision_in_one_line(tmp_path):

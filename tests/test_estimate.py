@@ -45,6 +45,7 @@ def test_estimate_multiplies_the_quick_ao_knee_jobs_by_the_calibration():
             "hyper.steps=300",
             "baselines.grid=[0.5, 0.9, 0.99]",
             "segmentation.steps=150",
+            "hyper.film=true",
             'search.strategies=["grid", "random", "tpe", "gp", "qmc"]',
             "search.seeds=2",
             "search.model_seeds=2",
@@ -59,15 +60,18 @@ def test_estimate_multiplies_the_quick_ao_knee_jobs_by_the_calibration():
     # (uniform, dhs) and FiLM 300 steps; 11 x 11 = 121 λ per conditional model; 5 strategies x 12 trials x 2 seeds.
     assert got["seg"] == pytest.approx(150 * 0.05)
     assert got["scales"] == pytest.approx(66 * 0.1)
-    assert got["baseline-0.5-0.9"] == pytest.approx(200 * 0.1)
-    assert got["hyper-S-dhs"] == pytest.approx(300 * 0.2)
-    assert got["hyper-M-uniform"] == pytest.approx(300 * 0.3)
-    assert got["film-uniform"] == pytest.approx(300 * 0.15)
+    # Validation passes besides the steps: 200 steps -> an evaluation every 10 (19) + one at the end, and the
+    # fidelity probes at steps 7, 21, 63 (4 fidelities, factor 3): 23 passes; a conditional model: every 15 steps
+    # (19) + the end, each over the 3 x 3 λ grid: 180 passes.
+    assert got["baseline-0.5-0.9"] == pytest.approx(200 * 0.1 + 23 * 0.001)
+    assert got["hyper-S-dhs"] == pytest.approx(300 * 0.2 + 180 * 0.002)
+    assert got["hyper-M-uniform"] == pytest.approx(300 * 0.3 + 180 * 0.003)
+    assert got["film-uniform"] == pytest.approx(300 * 0.15 + 180 * 0.004)
     assert got["eval-baseline-0.99-0.99"] == pytest.approx(0.01 + 0.001)  # one λ on the test set + validation
     assert got["eval-hyper-M-dhs"] == pytest.approx(121 * 0.03)
     assert got["search-baselines"] == pytest.approx(120 * 0.02)  # replayed: no forward passes
     assert got["search-film-uniform"] == pytest.approx(120 * (0.02 + 0.004) + 10 * 0.8)
-    training = 7.5 + 6.6 + 9 * 20 + 2 * 60 + 2 * 90 + 45
+    training = 7.5 + 6.6 + 9 * 20.023 + 2 * 60.36 + 2 * 90.54 + 45.72
     evaluation = 9 * 0.011 + 2 * 121 * 0.02 + 2 * 121 * 0.03 + 121 * 0.04
     search = 2.4 + 2 * (2.64 + 6) + 2 * (2.76 + 7) + (2.88 + 8)
     assert len(got) == len(jobs) == 36
@@ -82,6 +86,38 @@ def test_estimate_multiplies_the_quick_ao_knee_jobs_by_the_calibration():
         }
     )
     assert est.total_s == pytest.approx(training + evaluation + search + 1.5 + 3.0 + REPORT_ALLOWANCE_S)
+
+
+def test_search_jobs_count_the_trials_the_runner_makes():
+    # Every search of a quick study as run_search_job runs it (independent of later profile changes):
+    study = load_study(
+        "ao-knee",
+        "quick",
+        [
+            'search.strategies=["grid", "tpe", "gp", "random+hyperband", "tpe+median"]',
+            "search.budget=12",
+            "search.seeds=20",
+            "search.model_seeds=3",
+            "search.workers=[1, 4, 16]",
+            'search.objective_pairs=[["rpsnr", "hfen"], ["rpsnr", "dice"]]',
+            'search.mo_strategies=["nsga2", "tpe"]',
+        ],
+    )
+    jobs = {j.name: j for j in study_jobs(study, has_labels=True)}
+    cal = hand_calibration()
+    cal.mo_trial_s = 0.005
+    got = {r["name"]: r["seconds"] for r in estimate(study, list(jobs.values()), cal).jobs}
+    # Baselines: 5 strategies x 12 trials x 20 seeds, replayed once per workers entry (3); multi-objective: 2 pairs
+    # x 2 strategies x 12 x 20; no forward passes.
+    assert got["search-baselines"] == pytest.approx(3 * 5 * 12 * 20 * 0.02 + 2 * 2 * 12 * 20 * 0.005)
+    # A model: its distinct samplers (grid, tpe, gp, random) x 12 x 3 model seeds, one validation pass each; the
+    # multi-objective trials (2 x 2 x 12 x 3) also one pass each; a test pass per (sampler, seed).
+    trials, mo = 4 * 12 * 3, 2 * 2 * 12 * 3
+    assert got["search-hyper-M-dhs"] == pytest.approx(trials * 0.02 + mo * 0.005 + (trials + mo) * 0.003 + 4 * 3 * 0.7)
+    # without a segmentation net the pairs with Dice are not searched
+    no_seg = [j for j in jobs.values() if j.kind != "seg"]
+    got = {r["name"]: r["seconds"] for r in estimate(study, no_seg, cal).jobs}
+    assert got["search-baselines"] == pytest.approx(3 * 5 * 12 * 20 * 0.02 + 1 * 2 * 12 * 20 * 0.005)
 
 
 def test_an_sl_study_estimates_its_scales_job_from_validation_passes():

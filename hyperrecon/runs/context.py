@@ -190,9 +190,9 @@ class RunContext:
     def build_model(self, name: str):
         """The architecture of a named model of this run (weights not loaded)."""
         if name == "seg":
-            from ..models import UNet
+            from ..resolve import build_seg_model
 
-            return UNet(in_channels=1, out_channels=int(self.bundle.n_classes))
+            return build_seg_model(self.study, int(self.bundle.n_classes))
         spec = self.model(name)
         return build_recon_model(spec.architecture, self.study, spec.size)
 

@@ -120,9 +120,9 @@ def run_job(ctx: RunContext, name: str, spec: dict[str, Any]) -> dict[str, Any]:
     reset_peak_memory(ctx.device)  # CUDA: this job's own peak (CPU: the process's peak RSS, not resettable)
     torch.manual_seed(job_seed(s, name))
     if kind == "seg":
-        from ..models import UNet
+        from ..resolve import build_seg_model
 
-        model = UNet(in_channels=1, out_channels=int(ctx.bundle.n_classes))
+        model = build_seg_model(s, int(ctx.bundle.n_classes))
         result = _seg_job(ctx, name, model)
     elif kind == "scales":
         result = _scales_job(ctx, name)
