@@ -214,6 +214,23 @@ def run_search_job(ctx, name: str, spec: dict[str, Any]) -> dict[str, Any]:
     studies: list = []
     out_dir = ctx.folder.search
     mo_frames = []
+
+    def multi(evaluator, pair, seeds):
+        """One multi-objective search over ``pair`` (replayed or on a model), as the study configures it."""
+        return search_multi(
+            evaluator,
+            pair,
+            [higher_is_better(m) for m in pair],
+            list(sc.mo_strategies),
+            budget=sc.budget,
+            seeds=seeds,
+            n_lams=s.n_lams,
+            target=target,
+            strategy_params=sc.strategy_params,
+            run_id=run_id,
+            studies_out=studies,
+        )
+
     if target == "baselines":
         frame = fidelity_frame(ctx)
         write_csv(out_dir / "fidelity.csv", frame)
@@ -238,21 +255,7 @@ def run_search_job(ctx, name: str, spec: dict[str, Any]) -> dict[str, Any]:
         ]
         write_csv(out_dir / "baselines-parallel.csv", pd.concat(parallel, ignore_index=True))
         for pair in pairs:
-            mo_frames.append(
-                search_multi(
-                    replay_evaluator(table, pair),
-                    pair,
-                    [higher_is_better(m) for m in pair],
-                    list(sc.mo_strategies),
-                    budget=sc.budget,
-                    seeds=seeds,
-                    n_lams=s.n_lams,
-                    target=target,
-                    strategy_params=sc.strategy_params,
-                    run_id=run_id,
-                    studies_out=studies,
-                )
-            )
+            mo_frames.append(multi(replay_evaluator(table, pair), pair, seeds))
         device_seconds = 0.0  # replayed: the trainings were paid by the baseline jobs
     else:
         model = ctx.load_model(target)
@@ -273,21 +276,7 @@ def run_search_job(ctx, name: str, spec: dict[str, Any]) -> dict[str, Any]:
         )
         for pair in pairs:
             mfn = _objectives_fn(ctx, model, list(pair), seg if any(map(needs_seg, pair)) else None)
-            mo_frames.append(
-                search_multi(
-                    model_evaluator(mfn, pair),
-                    pair,
-                    [higher_is_better(m) for m in pair],
-                    list(sc.mo_strategies),
-                    budget=sc.budget,
-                    seeds=seeds,
-                    n_lams=s.n_lams,
-                    target=target,
-                    strategy_params=sc.strategy_params,
-                    run_id=run_id,
-                    studies_out=studies,
-                )
-            )
+            mo_frames.append(multi(model_evaluator(mfn, pair), pair, seeds))
         # The test metric at each search's chosen λ (one forward pass over the test set each).
         test_fn = make_model_objective(model, ctx.eval_data("test", s.evaluation.n_test), objective, **opts)
         tests = []
