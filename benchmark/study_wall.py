@@ -37,6 +37,7 @@ from common import ISA_ENV
 from hyperrecon.io import atomic_write_text
 from hyperrecon.resolve import cpu_has_fast_bf16
 from hyperrecon.runs.context import device_name
+from hyperrecon.runs.folder import MERGED_FILES
 
 ROOT = Path(__file__).resolve().parents[1]
 STUDIES = ["ao-knee", "ao-brain", "sl-brain-cs", "sl-knee-cs", "sl-knee-denoise", "sl-knee-sr"]
@@ -99,22 +100,8 @@ def run_study(study: str, profile: str, out: Path, extra: list[str], isa: str) -
     }
 
 
-KEEP = (
-    "report.md",
-    "results.csv",
-    "metrics.csv",
-    "costs.csv",
-    "convergence.csv",
-    "dice_reference.csv",
-    "search.csv",
-    "search_summary.csv",
-    "search_parallel.csv",
-    "search_mo.csv",
-    "summary.json",
-    "run.json",
-    "config.json",
-    "scales.json",
-)
+# The merged files of a run (the run folder's own list) and the files that describe it; no weights or checkpoints.
+KEEP = (*MERGED_FILES, "run.json", "config.json", "scales.json")
 
 
 def keep_report(run_dir: Path, dest: Path) -> None:
