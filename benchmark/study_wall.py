@@ -113,6 +113,9 @@ def keep_report(run_dir: Path, dest: Path) -> None:
             shutil.copy2(run_dir / name, dest / name)
     if (run_dir / "figures").is_dir():
         shutil.copytree(run_dir / "figures", dest / "figures")
+    for path in sorted((run_dir / "reference").glob("long-baseline.*")):  # the long-run reference, when made
+        (dest / "reference").mkdir(exist_ok=True)
+        shutil.copy2(path, dest / "reference" / path.name)
 
 
 def verdict(row: dict | None) -> str:

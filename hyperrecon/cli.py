@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import os
 import re
 import signal
 import sys
@@ -670,6 +671,13 @@ def explore(
         serve(server)
     except KeyboardInterrupt:
         console.print("stopped")
+    # Leave without interpreter finalisation. torch's native thread pools (and a daemon request thread that may
+    # still be inside a torch call) can abort in their static destructors at exit: "terminate called without an
+    # active exception", SIGABRT, seen on a loaded CI machine after Ctrl-C. The explorer writes nothing, so only
+    # the streams need flushing.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def main() -> None:  # pragma: no cover - console entry point helper

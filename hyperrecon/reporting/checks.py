@@ -11,8 +11,8 @@ from typing import Any
 
 from ..segref import MIN_CEILING
 from .rundata import RunData
-from .style import model_label
-from .tables import fmt_num, fmt_p, md_table
+from .style import metric_label, model_label
+from .tables import fmt_lam, fmt_num, fmt_p, fmt_seconds, md_table
 
 
 def convergence_lines(conv: dict[str, dict[str, Any]] | None) -> list[str]:
@@ -146,5 +146,60 @@ def ao_regularisation_lines(check: dict[str, Any] | None, scale_rule: str | None
         out.append(
             f"Loss scales: {scale_rule}. Each term is divided by its scale before the λ weighting, so λ "
             "trades terms of comparable magnitude."
+        )
+    return out
+
+
+def long_reference_lines(ref: dict[str, Any] | None) -> list[str]:
+    """The best baseline against its own longer training (:mod:`hyperrecon.long_reference`): how far the run's
+    budget is from the ceiling of the architecture and data, per metric; a note when it was not made."""
+    if not ref:
+        return [
+            "No long-run reference: whether a longer training would raise every metric is not measured for this "
+            "run (`python benchmark/long_reference.py RUN_DIR`, then `hrbench report RUN_DIR`)."
+        ]
+    reps = ref.get("replicates") or []
+    rows = []
+    for m in ref.get("metrics", []):
+        d = m["diff"]
+        ci = "—" if not math.isfinite(d.get("lo", math.nan)) else f"[{fmt_num(d['lo'], 3)}, {fmt_num(d['hi'], 3)}]"
+        verdict = {True: "better", False: "not better", None: "no interval"}[m.get("improved")]
+        rows.append(
+            [
+                metric_label(m["metric"]),
+                fmt_num(m["budget"]["mean"], 3),
+                fmt_num(m["long"]["mean"], 3),
+                fmt_num(d["mean_diff"], 3, signed=True),
+                ci,
+                fmt_p(d.get("p")),
+                verdict,
+            ]
+        )
+    conv = [r.get("convergence", {}).get("converged") for r in ref.get("runs", [])]
+    settled = (
+        "its validation loss changed by less than 2 % over the last quarter in every replicate"
+        if conv and all(c is True for c in conv)
+        else "**its own validation loss was still changing** (a lower bound on the gap)"
+    )
+    seconds = sum(float(r.get("device_seconds") or 0.0) for r in ref.get("runs", []))
+    out = [
+        f"Long-run reference (ceiling of the reconstruction metrics at this architecture and data): the best "
+        f"baseline by {metric_label(ref.get('chosen_by', 'psnr'))}, {model_label(ref['model'])} "
+        f"(λ = {fmt_lam(ref.get('lam'))}), trained again from scratch for {ref['steps']} steps "
+        f"({ref['factor']}x the run's {ref['budget_steps']}) in replicate(s) {', '.join(map(str, reps))}; "
+        f"{settled}; {fmt_seconds(seconds)} of device time. Long run minus the run's baseline, mean over "
+        f"(replicate, subject) units, 95% t interval over replicates, Wilcoxon p over units; "
+        f"'better': the interval lies on the metric's better side.",
+        md_table(
+            ["metric", f"{ref['budget_steps']} steps", f"{ref['steps']} steps", "long − run", "95% CI", "p", "verdict"],
+            rows,
+            name="long-reference",
+        ),
+    ]
+    better = [r[0] for r, m in zip(rows, ref.get("metrics", []), strict=True) if m.get("improved")]
+    if better:
+        out.append(
+            f"**The run's budget is below the ceiling** on {', '.join(better)}: every model of this run is a "
+            "training snapshot on those metrics, and gaps between models may change with more training."
         )
     return out

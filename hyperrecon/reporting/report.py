@@ -157,6 +157,7 @@ def _headline(data: RunData, s: dict[str, Any]) -> dict[str, Any]:
         },
         "findings": s["findings"],
         "claims": s["claims"],
+        "long_reference": data.long_reference,
         "replicates": {
             "n": s["claims_meta"]["n_replicates"],
             "n_units": s["claims_meta"]["n_units"],
@@ -1000,7 +1001,12 @@ def build_markdown(data: RunData, s: dict[str, Any], fig_dir: Path, md_dir: Path
     if s["search"]:
         section("search", _search_section(data, s["search"], fig_dir, link))
     if s["training"]:
-        section("training", _training_section(s["training"], fig_dir, link) + C.convergence_lines(s["convergence"]))
+        section(
+            "training",
+            _training_section(s["training"], fig_dir, link)
+            + C.convergence_lines(s["convergence"])
+            + C.long_reference_lines(data.long_reference),
+        )
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -1035,7 +1041,7 @@ def write_report(run_dir: Path, out: Path | None = None) -> Path:
     if md_path.parent.resolve() == run_dir.resolve():  # `-o ELSEWHERE` leaves the run folder untouched
         from ..runs.summary import record_claims
 
-        record_claims(run_dir, A.jsonable(s["claims"]))
+        record_claims(run_dir, A.jsonable(s["claims"]), long_reference=data.long_reference)
     linked = {Path(p).name for p in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)}
     for name in FIGURE_NAMES:
         if name not in linked:

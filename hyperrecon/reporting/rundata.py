@@ -93,6 +93,8 @@ class RunData:
     summary: dict[str, Any] | None = None
     costs_by_replicate: pd.DataFrame | None = None
     """costs.csv as written: one row per replicate and model (``costs`` is its mean over replicates)."""
+    long_reference: dict[str, Any] | None = None
+    """``reference/long-baseline.json`` when the long-run reference was made (:mod:`hyperrecon.long_reference`)."""
     _cache: dict[str, Any] = field(default_factory=dict, repr=False)
 
     # -- study facts -------------------------------------------------------------------------------------------
@@ -268,6 +270,8 @@ def load_run(run_dir: Path) -> RunData:
     )
     summary_json = folder.table("summary.json")
     summary = _read_json(summary_json, "headline numbers") if summary_json.exists() else None
+    long_json = folder.long_reference_file("long-baseline.json")
+    long_reference = _read_json(long_json, "the long-run reference") if long_json.exists() else None
     return RunData(
         run_dir=run_dir,
         run=info.run,
@@ -280,6 +284,7 @@ def load_run(run_dir: Path) -> RunData:
         search_summary=search_summary,
         summary=summary,
         costs_by_replicate=by_replicate,
+        long_reference=long_reference,
     )
 
 

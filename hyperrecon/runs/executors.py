@@ -98,6 +98,15 @@ def _train_job(
     return out
 
 
+def baseline_scales(ctx: RunContext, lam: tuple[float, ...]) -> list[float]:
+    """The loss scales a baseline at ``lam`` trains with. A single-term baseline of an SL study with auto scales
+    runs before the scales exist; one term alone makes the scale a constant factor, which Adam does not see, so it
+    trains with unit scales."""
+    s = ctx.study
+    auto_first = isinstance(s.loss.scales, str) and s.kind == "sl" and tuple(lam) in ((0.0,), (1.0,))
+    return [1.0] * len(s.loss.terms) if auto_first else ctx.scales()
+
+
 def run_job(ctx: RunContext, name: str, spec: dict[str, Any]) -> dict[str, Any]:
     """Execute one job and return its JSON-able result (also written to ``jobs/<name>.json``)."""
     import torch
@@ -130,10 +139,7 @@ def run_job(ctx: RunContext, name: str, spec: dict[str, Any]) -> dict[str, Any]:
         from ..samplers import FixedSampler
 
         lam = tuple(spec["lam"])
-        # A single-term baseline of an SL study with auto scales runs before the scales exist; one term alone
-        # makes the scale a constant factor, which Adam does not see.
-        auto_first = isinstance(s.loss.scales, str) and s.kind == "sl" and lam in ((0.0,), (1.0,))
-        scales = [1.0] * len(s.loss.terms) if auto_first else ctx.scales()
+        scales = baseline_scales(ctx, lam)
         from ..search.runner import baseline_probe
 
         model = ctx.build_model(name)

@@ -217,6 +217,16 @@ class RunFolder:
         """``jobs/<name>.json``: what a job did and cost."""
         return self.jobs / f"{name}.json"
 
+    @property
+    def long_reference(self) -> Path:
+        """``reference/``: the long-run reference of the best baseline (:mod:`hyperrecon.long_reference`)."""
+        return self.root / "reference"
+
+    def long_reference_file(self, name: str) -> Path:
+        """``reference/<name>``: ``long-baseline.csv``, ``long-baseline.json``, and the long runs' checkpoints and
+        validation histories (``r<replicate>-<model>-x<factor>.pt``, ``...-val.json``)."""
+        return self.long_reference / name
+
     def eval_file(self, model: str, suffix: str = ".csv") -> Path:
         """``eval/<model><suffix>``: ``.csv`` (the tidy table), ``-ranges.csv``, ``-images.npz``, ``-meta.json``,
         ``-endpoints.npz``, ``-dhs-kept.npz``, ``-fidelity.csv``."""

@@ -184,12 +184,16 @@ def build_summary(
     }
 
 
-def record_claims(run_dir: Path, claims: list[dict[str, Any]] | None) -> None:
+def record_claims(
+    run_dir: Path, claims: list[dict[str, Any]] | None, *, long_reference: dict[str, Any] | None = None
+) -> None:
     """Fill ``summary.json``'s ``claims`` (the report's paper-claims table: one object per claim, e.g.
-    ``{id, claim, verdict, statistic, ci}``) and rewrite it atomically; no-op when the run has no summary yet."""
+    ``{id, claim, verdict, statistic, ci}``) and ``long_reference`` (``reference/long-baseline.json`` when made,
+    :mod:`hyperrecon.long_reference`) and rewrite it atomically; no-op when the run has no summary yet."""
     path = RunFolder(run_dir).table("summary.json")
     if not path.exists():
         return
     summary = read_json(path)
     summary["claims"] = claims
+    summary["long_reference"] = long_reference
     write_json(path, summary)
