@@ -81,6 +81,11 @@ def main() -> None:
     ap.add_argument("--tag", default="")
     ap.add_argument("--seed", type=int, default=0, help="initialisation seed")
     ap.add_argument("--bn-batch", action="store_true", help="also evaluate with BatchNorm on test-batch statistics")
+    ap.add_argument("--profile", default="quick", help="the study profile whose data and training settings to use")
+    ap.add_argument(
+        "--scales-from", default=None, help="a run folder whose scales.json to use (default: the quick report's)"
+    )
+    ap.add_argument("--test", type=int, default=16, help="test slices evaluated")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
 
@@ -92,11 +97,14 @@ def main() -> None:
         import hyperrecon.models.hyper as hyper_mod
 
         hyper_mod.EMBED_UNIT_SCALE = False
-    study = load_study(args.study, "quick", overrides=args.set)
+    study = load_study(args.study, args.profile, overrides=args.set)
     ctx = RunContext(Path("/tmp/lam-response"), study, "cpu", "fp32")
-    scales = json.loads((ROOT / "reports" / args.study / "scales.json").read_text())["scales"]
+    scales_json = (
+        Path(args.scales_from) / "scales.json" if args.scales_from else ROOT / "reports" / args.study / "scales.json"
+    )
+    scales = json.loads(scales_json.read_text())["scales"]
     task = ctx.recon_task(scales)
-    test = ctx.recon_task(scales, split="test", limit=16)
+    test = ctx.recon_task(scales, split="test", limit=args.test)
     data = (test.inputs, test.targets)
     rows: list[dict] = []
     for name in args.models.split(","):

@@ -6,9 +6,11 @@ degraded image, magnitude) the **floor**. Both are measured on the test slices a
 (``dice_reference.csv``: ``reference, slice, value``; means in ``jobs/seg.json``).
 
 Training (:func:`train_until_plateau`): chunks of ``chunk`` steps (about 1/20 of the budget, at least 10) with the
-ordinary training loop, resumed from its checkpoint; after each chunk the mean hard Dice (background excluded) on
-the validation slices. Training stops when the best validation Dice has not risen by more than ``min_delta``
-(0.005) for ``patience`` (3) chunks, or at the step budget. ``plateaued`` says which.
+ordinary training loop, resumed from its checkpoint, at the study's learning rate held constant (the stopping step
+is not known in advance, so a schedule such as the study's cosine cannot be laid over it); after each chunk the
+mean hard Dice (background excluded) on the validation slices. Training stops when the best validation Dice has
+not risen by more than ``min_delta`` (0.005) for ``patience`` (3) chunks, or at the step budget.
+``plateaued`` says which.
 
 A Dice finding needs a useful net: :func:`dice_usable` is false when the ceiling is below ``MIN_CEILING`` (0.7) or
 the net did not plateau; the report then states no Dice finding.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -197,3 +198,24 @@ def test_a_smoke_run_records_convergence_dice_references_and_dhs_steps(tmp_path)
     report = (out / "report.md").read_text()
     assert "Training budget and convergence" in report and "References: the segmentation net" in report
     assert "p (vs uniform)" in report
+
+
+def test_the_segmentation_net_trains_at_a_constant_rate_under_a_cosine_study(tmp_path) -> None:
+    """The segmentation net stops when its Dice plateaus, chunk by chunk: a cosine schedule over each chunk would
+    anneal the rate to ~0 at every chunk's end and fake a plateau. Every logged step keeps the study's rate."""
+    from typer.testing import CliRunner
+
+    from hyperrecon.cli import app
+
+    out = tmp_path / "run"
+    overrides = ["train.lr_schedule=cosine", "segmentation.steps=40", "train.lr=0.002"]
+    args = ["run", "--study", "sl-knee-cs", "--profile", "smoke", "--out", str(out), "--no-report", "--device", "cpu"]
+    result = CliRunner().invoke(app, [*args, *[a for o in overrides for a in ("--set", o)]])
+    assert result.exit_code == 0, result.output
+    seg = json.loads((out / "jobs" / "seg.json").read_text())
+    steps = [int(r["step"]) for r in seg["history"]]
+    assert max(steps) > 10  # more than one 10-step chunk trained
+    assert all(r["lr"] == pytest.approx(0.002) for r in seg["history"])
+    # the reconstruction models keep the study's cosine: their rate falls over training
+    base = json.loads((out / "jobs" / "baseline-0.json").read_text())["history"]
+    assert base[-1]["lr"] < base[0]["lr"]
