@@ -82,8 +82,12 @@ def dice_reference_lines(dice: dict[str, Any]) -> list[str]:
 
 
 def ao_regularisation_check(data: RunData, metric: str = "rpsnr") -> dict[str, Any] | None:
-    """Do the regularisers help? The best trained baseline with λ1 < 1 against the pure-DC baseline (λ1 = 1),
-    per test slice (paired). None when the grid lacks λ1 = 1 or λ1 < 1."""
+    """Do the regularisers help? The best trained baseline with λ1 < 1 against the best pure-DC baseline
+    (λ1 = 1), paired over (replicate, subject) units (:func:`.stats.paired_units`: mean difference, 95% t interval
+    over replicates, Wilcoxon p over units; slices of one subject are not independent). ``helps``: the interval
+    lies above 0; None without an interval (one replicate). Returns None when the grid lacks λ1 = 1 or λ1 < 1."""
+    from .stats import paired_units, unit_values
+
     if data.n_lams != 2 or not data.baselines:
         return None
     r = data.results
@@ -97,18 +101,8 @@ def ao_regularisation_check(data: RunData, metric: str = "rpsnr") -> dict[str, A
         return None
     best_pure = max(pure, key=means.__getitem__)
     best_reg = max(reg, key=means.__getitem__)
-    a = rows[rows.model == best_reg].groupby("slice")["value"].mean()
-    b = rows[rows.model == best_pure].groupby("slice")["value"].mean()
-    diff = (a - b).dropna().to_numpy()
-    from scipy import stats
-
-    n = len(diff)
-    mean = float(diff.mean())
-    if n > 1 and diff.std(ddof=1) > 0:
-        half = float(stats.t.ppf(0.975, n - 1) * diff.std(ddof=1) / math.sqrt(n))
-        p = float(stats.ttest_1samp(diff, 0.0).pvalue)
-    else:
-        half, p = math.nan, math.nan
+    d = paired_units(unit_values(r, best_reg, metric), unit_values(r, best_pure, metric))
+    has_ci = math.isfinite(d["lo"])
     return {
         "metric": metric,
         "pure_dc": best_pure,
@@ -117,11 +111,12 @@ def ao_regularisation_check(data: RunData, metric: str = "rpsnr") -> dict[str, A
         "regularised": best_reg,
         "regularised_lam": list(data.baseline_lam(best_reg)),
         "regularised_value": float(means[best_reg]),
-        "diff": mean,
-        "ci": [mean - half, mean + half],
-        "p": p,
-        "n_slices": n,
-        "helps": bool(n > 1 and mean - half > 0),
+        "diff": d["mean_diff"],
+        "ci": [d["lo"], d["hi"]],
+        "p": d["p"],
+        "n_units": d["n"],
+        "n_replicates": d["n_replicates"],
+        "helps": bool(d["lo"] > 0) if has_ci else None,
     }
 
 
@@ -130,17 +125,22 @@ def ao_regularisation_lines(check: dict[str, Any] | None, scale_rule: str | None
     if check is not None:
         lam = ", ".join(f"{v:g}" for v in check["regularised_lam"])
         ci = check["ci"]
-        verdict = (
-            "the regularisers **improve** on data consistency alone"
-            if check["helps"]
-            else "the regularisers **do not improve** on data consistency alone (at this scale)"
+        verdict = {
+            True: "the regularisers **improve** on data consistency alone",
+            False: "the regularisers **do not improve** on data consistency alone (at this scale)",
+            None: "**not testable at this scale** (one replicate: no interval over training seeds)",
+        }[check["helps"]]
+        interval = (
+            f"95% CI [{fmt_num(ci[0], 2)}, {fmt_num(ci[1], 2)}] over {check['n_replicates']} replicates"
+            if check["helps"] is not None
+            else "no interval"
         )
         out.append(
             f"Does regularisation help? Best baseline with λ1 < 1, λ = ({lam}): {check['metric']} "
             f"{fmt_num(check['regularised_value'], 2)}; pure data consistency (λ1 = 1): "
             f"{fmt_num(check['pure_dc_value'], 2)}. Paired difference {fmt_num(check['diff'], 2, signed=True)} "
-            f"dB, 95% CI [{fmt_num(ci[0], 2)}, {fmt_num(ci[1], 2)}], p = {fmt_p(check['p'])} over "
-            f"{check['n_slices']} test slices (slices of few subjects are not independent): {verdict}."
+            f"dB (mean over (replicate, subject) units), {interval}, Wilcoxon p = {fmt_p(check['p'])} over "
+            f"{check['n_units']} units: {verdict}."
         )
     if scale_rule:
         out.append(
