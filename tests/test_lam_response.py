@@ -134,3 +134,41 @@ def test_hyper_norm_config_reaches_the_model_and_bad_values_name_the_key() -> No
     bad = load_study("sl-knee-cs", "smoke", overrides=['hyper.model_params={ norm = "layer" }'])
     with pytest.raises(ConfigError, match="norm"):
         build_recon_model("hyperunet", bad, "S")
+
+
+def test_bn_stats_benchmark_evaluates_on_batch_statistics_and_leaves_the_running_ones() -> None:
+    """benchmark/bn_stats.py: batch-statistics PSNR is the model in train mode (no dropout, BatchNorm on the batch),
+    running-statistics PSNR the model in eval mode, and neither touches the running statistics or the mode."""
+    import sys
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmark"))
+    from bn_stats import mean_psnr
+
+    from hyperrecon.metrics import psnr
+
+    torch.manual_seed(0)
+    model = HyperUNet(1, size="S", width=8)
+    model.train()
+    x = torch.rand(6, 2, 16, 16)
+    with torch.no_grad():  # running statistics that differ from a test batch's own
+        for _ in range(3):
+            model(torch.rand(6, 2, 16, 16) * 3, torch.rand(6, 1))
+    model.eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    data = SimpleNamespace(inputs=x, targets=torch.rand(6, 1, 16, 16))
+    lam = np.array([0.3])
+    batch = mean_psnr(model, data, lam, batch_stats=True)
+    running = mean_psnr(model, data, lam, batch_stats=False)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert not model.training and not any(m.training for m in model.modules())
+    row = torch.full((6, 1), 0.3)
+    with torch.no_grad():  # eval first: the train-mode forward updates the running statistics
+        want_running = float(psnr(model(x, row), data.targets).mean())
+        model.train()
+        want_batch = float(psnr(model(x, row), data.targets).mean())
+    assert batch == pytest.approx(want_batch, rel=1e-6) and running == pytest.approx(want_running, rel=1e-6)
+    assert abs(batch - running) > 1e-3  # the two modes differ on these statistics
