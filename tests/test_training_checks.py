@@ -70,7 +70,7 @@ def test_regularisation_check_pairs_units_against_pure_dc_with_a_ci_over_replica
 def test_regularisation_that_does_not_help_one_replicate_and_grids_without_pure_dc() -> None:
     worse = fake_ao_run({(1.0, 0.5): [1.0, 2.0, 3.0, 4.0], (0.5, 0.5): [0.5, 2.2, 2.6, 4.5]}, replicates=2)
     c = ao_regularisation_check(worse)
-    assert c["helps"] is False and "do not improve" in ao_regularisation_lines(c, None)[0]
+    assert c["helps"] is False and "not shown to improve" in ao_regularisation_lines(c, None)[0]
     # one replicate: slices and subjects give no interval over training seeds, so no verdict
     one = ao_regularisation_check(fake_ao_run({(1.0, 0.5): [1.0, 2.0, 3.0], (0.5, 0.5): [2.0, 3.0, 4.0]}))
     assert one["helps"] is None and one["diff"] == pytest.approx(1.0)

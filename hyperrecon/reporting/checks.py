@@ -127,7 +127,7 @@ def ao_regularisation_lines(check: dict[str, Any] | None, scale_rule: str | None
         ci = check["ci"]
         verdict = {
             True: "the regularisers **improve** on data consistency alone",
-            False: "the regularisers **do not improve** on data consistency alone (at this scale)",
+            False: "the regularisers are **not shown to improve** on data consistency alone (the interval includes 0)",
             None: "**not testable at this scale** (one replicate: no interval over training seeds)",
         }[check["helps"]]
         interval = (
