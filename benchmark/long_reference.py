@@ -26,7 +26,9 @@ def _replicates(text: str) -> list[int]:
     try:
         return [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated replicate numbers such as 0,1,2, got '{text}'")
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated replicate numbers such as 0,1,2, got '{text}'"
+        ) from None
 
 
 def main(argv: list[str] | None = None) -> int:
