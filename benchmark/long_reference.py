@@ -38,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--replicates", type=_replicates, default=None, help="e.g. 0 or 0,1,2 (default: all)")
     ap.add_argument("--metric", default="psnr", help="the metric that picks the best baseline")
     ap.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    ap.add_argument("--out", type=Path, default=None, help="also copy reference/long-baseline.json to this path")
     args = ap.parse_args(argv)
     started = time.perf_counter()
     try:
@@ -55,6 +56,11 @@ def main(argv: list[str] | None = None) -> int:
     except HyperReconError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    if args.out is not None:
+        from hyperrecon.io import atomic_write_text
+
+        atomic_write_text(args.out, path.read_text())
+        print(f"wrote {args.out}")
     print(f"wrote {path} ({time.perf_counter() - started:.0f} s)")
     return 0
 

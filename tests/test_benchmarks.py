@@ -35,6 +35,7 @@ def read_rows(stem: Path) -> list[dict[str, str]]:
 def test_the_scripts_are_the_documented_ones():
     readme = (ROOT / "reports" / "benchmarks" / "README.md").read_text()
     assert SCRIPTS == [
+        "bn_stats.py",
         "cpu_profile.py",
         "data_throughput.py",
         "dhs_select.py",
@@ -44,6 +45,7 @@ def test_the_scripts_are_the_documented_ones():
         "gpu_targets.py",
         "hyper_init.py",
         "lam_response.py",
+        "long_reference.py",
         "new_lam.py",
         "study_wall.py",
         "train_loop.py",

@@ -144,3 +144,16 @@ def test_the_script_gives_one_error_line_on_a_folder_that_is_not_a_run(tmp_path:
     assert proc.returncode == 1
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "run.json" in lines[0]
+
+
+def test_the_script_writes_the_reference_and_its_copy(sl_run: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "copy.json"
+    script = str(ROOT / "benchmark" / "long_reference.py")
+    args = [str(sl_run), "--factor", "3", "--replicates", "0", "--device", "cpu", "--out", str(copy)]
+    proc = subprocess.run([sys.executable, script, *args], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    ref = json.loads((sl_run / "reference" / "long-baseline.json").read_text())
+    assert json.loads(copy.read_text()) == ref
+    assert ref["factor"] == 3 and ref["replicates"] == [0]
+    # one replicate: no interval over training seeds, hence no verdict
+    assert all(m["diff"]["n_replicates"] == 1 and m["improved"] is None for m in ref["metrics"])
