@@ -94,13 +94,13 @@ def run_long_reference(
     import numpy as np
     import torch
 
-    from .convergence import ValidationTracker, convergence, recon_val_objective
+    from .convergence import convergence
     from .evaluation import evaluate_model
     from .io import write_csv, write_json
     from .reporting.rundata import load_run
     from .resolve import resolve_device
     from .runs.context import RunContext
-    from .runs.executors import baseline_scales, eval_metrics
+    from .runs.executors import baseline_scales, eval_metrics, val_tracker
     from .runs.jobs import job_seed
     from .runs.orchestrate import study_from_dict_resolved
     from .runs.provenance import ran_with
@@ -136,9 +136,8 @@ def run_long_reference(
         torch.manual_seed(job_seed(s, name))
         net = ctx.build_model(model)
         scales = baseline_scales(ctx, lam)
-        val = ctx.recon_task(scales, split="val", limit=s.search.n_val)
-        objective = recon_val_objective(val.to(dev), [list(lam)], batch_size=s.train.batch_size, precision=precision)
-        tracker = ValidationTracker(net, objective, steps, path=folder.long_reference_file(f"r{r}-{name}-val.json"))
+        history = folder.long_reference_file(f"r{r}-{name}-val.json")
+        tracker = val_tracker(ctx, name, net, steps, [list(lam)], scales, path=history)
         result = train(
             net,
             ctx.recon_task(scales),

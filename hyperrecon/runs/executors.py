@@ -27,14 +27,15 @@ def _save_model(path: Path, model) -> None:
     save_checkpoint(path, {k: v.detach().cpu() for k, v in model.state_dict().items()})
 
 
-def _val_tracker(ctx: RunContext, name: str, model, steps: int, lams, scales):
-    """The validation-loss callback of a reconstruction model (hyperrecon/convergence.py)."""
+def val_tracker(ctx: RunContext, name: str, model, steps: int, lams, scales, path: Path | None = None):
+    """The validation-loss callback of a reconstruction model (hyperrecon/convergence.py); its history is kept in
+    ``path`` (default: the run's ``checkpoints/<name>-val.json``)."""
     from ..convergence import ValidationTracker, recon_val_objective
 
     s = ctx.study
     val = ctx.recon_task(scales, split="val", limit=s.search.n_val)
     objective = recon_val_objective(val.to(ctx.device), lams, batch_size=s.train.batch_size, precision=ctx.precision)
-    return ValidationTracker(model, objective, steps, path=ctx.folder.val_history(name))
+    return ValidationTracker(model, objective, steps, path=path or ctx.folder.val_history(name))
 
 
 def _train_job(
@@ -157,7 +158,7 @@ def run_job(ctx: RunContext, name: str, spec: dict[str, Any]) -> dict[str, Any]:
         model = ctx.build_model(name)
         steps = s.baselines.steps or s.train.steps
         # (single-term baselines: unit scales, like their training; a relative change does not see the scale)
-        tracker = _val_tracker(ctx, name, model, steps, [list(lam)], scales)
+        tracker = val_tracker(ctx, name, model, steps, [list(lam)], scales)
         recorder, probe_steps = baseline_probe(ctx, name, list(lam), model)  # validation metrics for the search
         result = _train_job(
             ctx,
@@ -177,7 +178,7 @@ def run_job(ctx: RunContext, name: str, spec: dict[str, Any]) -> dict[str, Any]:
         model = ctx.build_model(name)
         sampler = build_sampler(s, spec["sampler"])
         steps = s.hyper.steps or s.train.steps
-        tracker = _val_tracker(ctx, name, model, steps, val_lam_grid(s.n_lams), ctx.scales())
+        tracker = val_tracker(ctx, name, model, steps, val_lam_grid(s.n_lams), ctx.scales())
         result = _train_job(ctx, name, model, ctx.recon_task(ctx.scales()), sampler, steps, tracker)
     elif kind == "eval":
         result = _eval_job(ctx, name, spec)
