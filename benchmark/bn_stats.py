@@ -4,7 +4,9 @@ Evaluates trained models of a finished run on its test slices at a few λ twice:
 mode: BatchNorm normalises with the running statistics gathered over the mixed-λ training batches) and with
 BatchNorm on the statistics of the test batch itself (one λ per batch; running statistics left untouched). A model
 whose PSNR recovers with batch statistics learnt weights that work, and fails only because one set of running
-statistics cannot serve every λ.
+statistics cannot serve every λ. A third column re-estimates the statistics at each λ on training slices
+(``--calibration N``; ``hyperrecon.models.bn_calibration``, what ``evaluation.bn_calibration`` does in a run): no
+test slice is used, so it is a legitimate evaluation, where test-batch statistics are only a diagnosis.
 
     python benchmark/bn_stats.py runs/ao-knee/<run> --replicate 0 --models hyper-M-dhs,hyper-M-uniform
     python benchmark/bn_stats.py runs/sl-brain-cs/<run> --replicate 1 --models hyper-S-uniform --out bn.csv
@@ -27,6 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 from hyperrecon.evaluation import lam_grid  # noqa: E402
 from hyperrecon.metrics import psnr  # noqa: E402
+from hyperrecon.models.bn_calibration import PerLamBatchNorm  # noqa: E402
 from hyperrecon.runs.context import RunContext  # noqa: E402
 from hyperrecon.runs.folder import RunFolder  # noqa: E402
 from hyperrecon.runs.orchestrate import study_from_dict_resolved  # noqa: E402
@@ -38,6 +41,7 @@ def mean_psnr(model: torch.nn.Module, data, lam: np.ndarray, batch_stats: bool) 
     model.eval()
     saved = {}
     if batch_stats:
+        model.train()  # FiLM folds BatchNorm into its modulation only in eval mode
         for m in model.modules():
             if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
                 saved[m] = (
@@ -54,6 +58,7 @@ def mean_psnr(model: torch.nn.Module, data, lam: np.ndarray, batch_stats: bool) 
         m.momentum, m.training = momentum, training
         if tracked is not None:
             m.num_batches_tracked.copy_(tracked)
+    model.eval()
     return float(psnr(out.float(), target).mean())
 
 
@@ -63,6 +68,7 @@ def main() -> None:
     ap.add_argument("--replicate", type=int, default=0)
     ap.add_argument("--models", required=True, help="comma-separated λ-conditioned model names of the run")
     ap.add_argument("--points", type=int, default=3, help="λ values per axis (evaluation-grid style)")
+    ap.add_argument("--calibration", type=int, default=64, help="training slices for the per-λ statistics")
     ap.add_argument("--out", default=None, help="append the rows to this CSV")
     args = ap.parse_args()
     info = RunFolder(args.run_dir).read_info()
@@ -71,11 +77,17 @@ def main() -> None:
     if args.replicate:
         ctx = ctx.for_replicate(args.replicate)
     data = ctx.eval_data("test", study.evaluation.n_test)
+    train = ctx.eval_data("train", None)
+    order = np.random.default_rng(study.seed).permutation(len(train))[: args.calibration]  # as the run does
+    calib = train.subset(order.tolist())
     rows = []
     for name in args.models.split(","):
         model = ctx.load_model(name).float()
+        wrapped = PerLamBatchNorm(model, calib.inputs)
         for lam in lam_grid(study.n_lams, args.points):
             running, batch = mean_psnr(model, data, lam, False), mean_psnr(model, data, lam, True)
+            calibrated = mean_psnr(wrapped, data, lam, False)
+            wrapped.restore()
             rows.append(
                 {
                     "run": info.folder.root.name,
@@ -84,10 +96,13 @@ def main() -> None:
                     "lam": " ".join(f"{v:g}" for v in lam),
                     "psnr_running_stats": round(running, 3),
                     "psnr_batch_stats": round(batch, 3),
+                    "psnr_calibrated": round(calibrated, 3),
                 }
             )
             print(
-                f"r{args.replicate} {name:18s} λ=({rows[-1]['lam']}): running {running:7.2f} dB  batch {batch:7.2f} dB"
+                f"r{args.replicate} {name:18s} λ=({rows[-1]['lam']}): running {running:7.2f} dB  "
+                f"batch {batch:7.2f} dB  "
+                f"calibrated {calibrated:7.2f} dB"
             )
     if args.out:
         path = Path(args.out)

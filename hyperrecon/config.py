@@ -157,6 +157,9 @@ class EvaluationConfig:
     """PSNR quantile for the diverse pair."""
     ssim_convention: Literal["wang", "fastmri"] = "wang"
     """The ``ssim`` metric's convention in evaluation and search: ``wang`` (Wang et al. 2004) or ``fastmri``."""
+    bn_calibration: Annotated[int, Field(ge=0, le=100_000)] = 0
+    """Training slices on which a λ-conditioned model's BatchNorm statistics are re-estimated at every λ it is
+    evaluated at (``hyperrecon.models.bn_calibration``); 0: the running statistics of training (the paper's)."""
 
 
 @dataclass(frozen=True, config=_SCHEMA)
