@@ -10,7 +10,10 @@ ordinary training loop, resumed from its checkpoint, at the study's learning rat
 is not known in advance, so a schedule such as the study's cosine cannot be laid over it); after each chunk the
 mean hard Dice (background excluded) on the validation slices. Training stops when the best validation Dice has
 not risen by more than ``min_delta`` (0.005) for ``patience`` (3) chunks, or at the step budget.
-``plateaued`` says which.
+``plateaued`` says which. The net kept is the one of the best validation Dice (``keep_best`` is called whenever a
+chunk sets a new best; early stopping with the best weights restored), not the last: at a constant rate the
+validation Dice can fall after its peak (the standard sl-brain-cs run of commit b93eee7: 0.717 at step 180, 0.650
+at 270 when it stopped, and the ceiling was measured with the latter).
 
 A Dice finding needs a useful net: :func:`dice_usable` is false when the ceiling is below ``MIN_CEILING`` (0.7) or
 the net did not plateau; the report then states no Dice finding.
@@ -72,11 +75,14 @@ def train_until_plateau(
     chunk: int | None = None,
     patience: int = PATIENCE,
     min_delta: float = MIN_DELTA,
+    keep_best: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
     """Call ``train_chunk(target_steps)`` (train, resuming, up to that many steps in all) chunk by chunk, evaluating
     ``tracker`` (a :class:`~hyperrecon.convergence.ValidationTracker` whose objective is 1 - Dice) after each,
     until the validation Dice plateaus or ``max_steps``. Evaluations already in ``tracker.history`` (a retried job)
-    are kept and training continues after them. Returns ``{"steps", "plateaued", "best_val_dice", "result"}``."""
+    are kept and training continues after them. ``keep_best(step)`` is called right after an evaluation that sets
+    a new best Dice (the caller saves that net). Returns ``{"steps", "plateaued", "best_val_dice", "best_step",
+    "result"}``."""
     chunk = chunk or chunk_steps(max_steps)
     done = max((int(r["step"]) for r in tracker.history), default=0)
     result = None
@@ -87,14 +93,20 @@ def train_until_plateau(
             return False
         return max(dice[-patience:]) <= max(dice[:-patience]) + min_delta
 
+    def best() -> tuple[float, int]:
+        return max(((1.0 - r["val_loss"], -int(r["step"])) for r in tracker.history), default=(float("nan"), 0))
+
     while done < max_steps and not stalled():
+        before = best()[0] if tracker.history else -float("inf")
         done = min(max_steps, done + chunk)
         result = train_chunk(done)
         tracker.evaluate(done)
+        if keep_best is not None and best()[0] > before:  # the earliest step of the best Dice wins ties
+            keep_best(done)
     if result is None:  # a retried job whose evaluations already show the end: load the final checkpoint
         result = train_chunk(done)
-    best = max((1.0 - r["val_loss"] for r in tracker.history), default=float("nan"))
-    return {"steps": done, "plateaued": stalled(), "best_val_dice": best, "result": result}
+    dice, neg_step = best()
+    return {"steps": done, "plateaued": stalled(), "best_val_dice": dice, "best_step": -neg_step, "result": result}
 
 
 def dice_references(seg_model: torch.nn.Module, test, n_classes: int, *, batch_size: int = 32) -> dict[str, Any]:

@@ -134,6 +134,25 @@ def test_plateau_stops_early_and_budget_caps() -> None:
     assert not out["plateaued"] and out["steps"] == 100
 
 
+def test_the_net_of_the_best_dice_is_kept_not_the_last() -> None:
+    """Dice peaks at 0.72 (step 60) and falls: training stops after `patience` chunks without a new best, and
+    `keep_best` was last called at the peak, so the caller keeps that net (early stopping with restore)."""
+
+    class Tracker:
+        def __init__(self, dice):
+            self.dice, self.history = dice, []
+
+        def evaluate(self, step):
+            self.history.append({"step": step, "val_loss": 1 - self.dice[step]})
+
+    dice = {10: 0.2, 20: 0.5, 30: 0.5, 40: 0.6, 50: 0.6, 60: 0.72, 70: 0.71, 80: 0.70, 90: 0.65, 100: 0.8}
+    kept: list[int] = []
+    out = train_until_plateau(lambda t: t, Tracker(dice), 100, chunk=10, patience=3, keep_best=kept.append)
+    assert kept == [10, 20, 40, 60]  # a tie (step 30, 50) keeps the earlier net
+    assert out["steps"] == 90 and out["plateaued"]
+    assert out["best_step"] == 60 and out["best_val_dice"] == pytest.approx(0.72)
+
+
 def test_dice_references_ceiling_and_floor() -> None:
     """A 'segmenter' that thresholds the image at 0.5: Dice 1 on the ground truth, lower on a blurred input."""
 
@@ -216,6 +235,22 @@ def test_the_segmentation_net_trains_at_a_constant_rate_under_a_cosine_study(tmp
     steps = [int(r["step"]) for r in seg["history"]]
     assert max(steps) > 10  # more than one 10-step chunk trained
     assert all(r["lr"] == pytest.approx(0.002) for r in seg["history"])
+    # the net kept is the one of the best validation Dice: recompute it from the saved weights
+    from hyperrecon.runs.context import RunContext
+    from hyperrecon.runs.folder import RunFolder
+    from hyperrecon.runs.orchestrate import study_from_dict_resolved
+    from hyperrecon.segref import per_slice_dice
+
+    ref = seg["dice_reference"]
+    dice = [1 - r["val_loss"] for r in seg["val_history"]]
+    assert ref["best_val_dice"] == pytest.approx(max(dice))
+    assert ref["best_step"] == seg["val_history"][dice.index(max(dice))]["step"]
+    info = RunFolder(out).read_info()
+    study = study_from_dict_resolved(info.study)
+    ctx = RunContext(info.folder.root, study, "cpu", "fp32")
+    val = ctx.eval_data("val", study.search.n_val)
+    kept = per_slice_dice(ctx.load_model("seg"), val.targets, val.labels, int(ctx.bundle.n_classes)).mean()
+    assert float(kept) == pytest.approx(ref["best_val_dice"], abs=1e-3)  # bf16 training vs this fp32 context
     # the reconstruction models keep the study's cosine: their rate falls over training
     base = json.loads((out / "jobs" / "baseline-0.json").read_text())["history"]
     assert base[-1]["lr"] < base[0]["lr"]

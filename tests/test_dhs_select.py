@@ -130,3 +130,37 @@ def test_uniform_draws_pass_and_small_samples_are_too_few() -> None:
     assert kept_uniformity(rng.uniform(size=(10, 1))).verdict == "too few"
     with pytest.raises(ValueError, match="\\[0, 1\\]"):
         kept_uniformity(np.array([[1.5]] * 30))
+
+
+class _KeptOnly:
+    """The two things the report's DHS analysis reads from a run: kept λ rows and their steps."""
+
+    def __init__(self, lams: np.ndarray, steps: np.ndarray, warmup: int) -> None:
+        self.conditional = ["hyper-S-dhs"]
+        self._lams, self._steps, self._warmup = lams, steps, warmup
+
+    def dhs_kept(self, model: str) -> np.ndarray:
+        return self._lams
+
+    def dhs_kept_steps(self, model: str) -> tuple[np.ndarray, int]:
+        return self._steps, self._warmup
+
+
+def test_the_report_table_and_figure_leave_out_the_warmup_rows() -> None:
+    """The standard AO profiles warm DHS up with 200 UHS steps (4 λ a step) before 600 DHS steps (1 λ a step):
+    the table's mean / std / count and the histogram must describe the 600 DHS rows the test judges, not a
+    mixture in which the 800 uniform rows dominate."""
+    from hyperrecon.reporting.analysis import dhs_analysis
+
+    sampler = DHSSampler(top_k=4, groups=4, warmup_steps=200)
+    kept = run_dhs(sampler, favour_high, steps=800)
+    steps = sampler.kept_steps().numpy()
+    result = dhs_analysis(_KeptOnly(kept, steps, 200))  # type: ignore[arg-type]
+    assert result is not None
+    stats_ = result["stats"]["hyper-S-dhs"]
+    after = kept[steps >= 200]
+    assert stats_["n"] == len(after) == 600 and stats_["warmup_steps"] == 200
+    assert stats_["mean"] == pytest.approx(after.mean(0).tolist())
+    assert stats_["std"] == pytest.approx(after.std(0).tolist())
+    assert len(result["kept"]["hyper-S-dhs"]) == 600  # what the histogram draws
+    assert stats_["mean"][0] > kept.mean(0)[0] + 0.05  # the warm-up rows would have pulled it towards 0.5

@@ -476,12 +476,14 @@ def dhs_analysis(data: RunData) -> dict[str, Any] | None:
         return None
     from ..dhs_check import kept_uniformity
 
-    checks = {}
-    for m, v in kept.items():
+    checks, warmups = {}, {}
+    for m, v in list(kept.items()):
         steps, warmup = data.dhs_kept_steps(m)
-        checks[m] = kept_uniformity(
-            v, steps if steps is not None and len(steps) == len(v) else None, warmup_steps=warmup
-        ).to_dict()
+        steps = steps if steps is not None and len(steps) == len(v) else None
+        checks[m] = kept_uniformity(v, steps, warmup_steps=warmup).to_dict()
+        warmups[m] = warmup
+        if steps is not None:  # the rows of the UHS warm-up are uniform draws: the table and figure leave them out
+            kept[m] = v[np.asarray(steps) >= warmup]
     verdicts = {
         m: {
             "selects": c["verdict"] == "selects",
@@ -499,6 +501,7 @@ def dhs_analysis(data: RunData) -> dict[str, Any] | None:
         "stats": {
             m: {
                 "n": int(len(v)),
+                "warmup_steps": int(warmups[m]),
                 "mean": v.mean(0).tolist(),
                 "std": v.std(0).tolist(),
                 "ks_statistic": checks[m]["statistic"],

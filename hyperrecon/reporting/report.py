@@ -682,6 +682,8 @@ def _dhs_section(data: RunData, dhs: dict[str, Any], fig_dir: Path, link) -> lis
         for m, s in dhs["stats"].items()
     ]
     k = len(next(iter(dhs["stats"].values()))["mean"])
+    warmups = sorted({int(s.get("warmup_steps", 0)) for s in dhs["stats"].values()})
+    warm = "none" if warmups == [0] else " / ".join(f"{w} steps" for w in warmups)
     header = (
         ["model", "kept λ"]
         + [f"mean λ{i + 1}" for i in range(k)]
@@ -691,9 +693,10 @@ def _dhs_section(data: RunData, dhs: dict[str, Any], fig_dir: Path, link) -> lis
     out = [
         f"![DHS kept λ]({link(p)})",
         "The λ whose samples DHS back-propagated (lowest data-consistency loss in each mini-batch; with λ "
-        "groups, the λ of lowest mean DC loss), from the latest recorded training steps; a uniform draw would "
-        "give the flat level quoted in each title (paper Fig. 6). The test compares the λ kept after the UHS "
-        "warm-up with U[0,1]^k (Kolmogorov-Smirnov per axis, and a χ² test of the joint histogram for two λ; "
+        "groups, the λ of lowest mean DC loss), from the latest recorded training steps after the UHS warm-up "
+        f"({warm}); a uniform draw would give the flat level quoted in each title (paper Fig. 6). The figure, the "
+        "table and the test use the same rows. The test compares them with U[0,1]^k (Kolmogorov-Smirnov per "
+        "axis, and a χ² test of the joint histogram for two λ; "
         'Bonferroni-combined p). "selects nothing" (p ≥ 0.01): the kept λ are indistinguishable from uniform, '
         "so DHS acted as UHS on a smaller batch and a DHS-vs-UHS difference says nothing about DHS.",
         md_table(header, rows, name="DHS kept λ"),

@@ -15,7 +15,7 @@ from ..config import Study
 from ..errors import RunError
 from ..io import read_json, write_csv, write_json
 from ..resolve import build_recon_model, build_sampler
-from .context import RunContext
+from .context import RunContext, load_weights
 from .jobs import job_seed
 from .models import ModelSpec
 from .provenance import ran_with
@@ -223,7 +223,15 @@ def _seg_job(ctx: RunContext, name: str, model) -> dict[str, Any]:
         settings = dataclasses.replace(ctx.settings(name, target), lr_schedule="constant")
         return _train_job(ctx, name, model, task, None, target, settings=settings)
 
-    run = train_until_plateau(chunk, tracker, s.segmentation.steps)
+    best_path = ctx.folder.checkpoint(f"{name}-best")  # survives a retried job, as the history does
+
+    def keep_best(step: int) -> None:
+        _save_model(best_path, model)
+
+    run = train_until_plateau(chunk, tracker, s.segmentation.steps, keep_best=keep_best)
+    if best_path.exists():  # early stopping keeps the net of the best validation Dice, not the last one
+        model.load_state_dict(load_weights(best_path))
+        _save_model(ctx.model_path(name), model)
     result = run["result"]
     refs = dice_references(
         model.to(ctx.device), ctx.eval_data("test", s.evaluation.n_test), n_classes, batch_size=s.train.batch_size
@@ -239,6 +247,7 @@ def _seg_job(ctx: RunContext, name: str, model) -> dict[str, Any]:
         "step_budget": s.segmentation.steps,
         "plateaued": run["plateaued"],
         "best_val_dice": run["best_val_dice"],
+        "best_step": run["best_step"],  # the step of the net kept (the ceiling and floor are its Dice)
     }
     return result
 
