@@ -17,6 +17,7 @@ Prints one line per model and λ: mean PSNR (dB) over the test slices in both mo
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import sys
 from pathlib import Path
@@ -29,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 from hyperrecon.evaluation import lam_grid  # noqa: E402
 from hyperrecon.metrics import psnr  # noqa: E402
-from hyperrecon.models.bn_calibration import PerLamBatchNorm  # noqa: E402
+from hyperrecon.models.bn_calibration import PerLamBatchNorm, batch_statistics  # noqa: E402
 from hyperrecon.runs.context import RunContext  # noqa: E402
 from hyperrecon.runs.folder import RunFolder  # noqa: E402
 from hyperrecon.runs.orchestrate import study_from_dict_resolved  # noqa: E402
@@ -39,26 +40,10 @@ from hyperrecon.runs.orchestrate import study_from_dict_resolved  # noqa: E402
 def mean_psnr(model: torch.nn.Module, data, lam: np.ndarray, batch_stats: bool) -> float:
     """Mean PSNR over the test slices at one λ, in eval mode or with BatchNorm on each test batch's statistics."""
     model.eval()
-    saved = {}
-    if batch_stats:
-        model.train()  # FiLM folds BatchNorm into its modulation only in eval mode
-        for m in model.modules():
-            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-                saved[m] = (
-                    m.momentum,
-                    m.training,
-                    None if m.num_batches_tracked is None else m.num_batches_tracked.clone(),
-                )
-                m.train()
-                m.momentum = 0.0  # normalise with the batch's statistics; leave the running ones as they are
     x, target = data.inputs, data.targets
     row = torch.as_tensor(lam, dtype=torch.float32).expand(x.shape[0], -1)
-    out = model(x, row)
-    for m, (momentum, training, tracked) in saved.items():
-        m.momentum, m.training = momentum, training
-        if tracked is not None:
-            m.num_batches_tracked.copy_(tracked)
-    model.eval()
+    with batch_statistics(model) if batch_stats else contextlib.nullcontext():
+        out = model(x, row)
     return float(psnr(out.float(), target).mean())
 
 

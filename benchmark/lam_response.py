@@ -18,6 +18,7 @@ Scales are the quick report's (``reports/<study>/scales.json``) so that no scale
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import dataclasses
 import json
@@ -32,6 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 from hyperrecon.config import load_study  # noqa: E402
 from hyperrecon.metrics import psnr, ssim  # noqa: E402
+from hyperrecon.models.bn_calibration import batch_statistics  # noqa: E402
 from hyperrecon.resolve import build_recon_model, build_sampler  # noqa: E402
 from hyperrecon.runs.context import RunContext  # noqa: E402
 from hyperrecon.samplers import FixedSampler  # noqa: E402
@@ -43,16 +45,12 @@ def evaluate(model, data, lams: list[float], batch_stats: bool = False) -> dict[
     """Test metrics at each λ; ``batch_stats``: BatchNorm on the statistics of the (single-λ) test batch instead
     of the running statistics gathered over mixed-λ training batches (a diagnosis, not an evaluation mode)."""
     model.eval()
-    if batch_stats:
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.train()
-                m.momentum = 0.0  # use batch statistics, leave the running ones alone
     out = {}
     x, target = data
     for lv in lams:
         lam = torch.full((x.shape[0], 1), lv)
-        x_hat = model(x, lam) if getattr(model, "conditional", False) else model(x)
+        with batch_statistics(model) if batch_stats else contextlib.nullcontext():  # restores the model after
+            x_hat = model(x, lam) if getattr(model, "conditional", False) else model(x)
         out[lv] = {
             "ssim": float(ssim(x_hat, target).mean()),
             "psnr": float(psnr(x_hat, target).mean()),

@@ -211,3 +211,31 @@ def test_a_run_with_bn_calibration_evaluates_with_it(tmp_path: Path) -> None:
     assert len(saved) == len(calibrated) >= 3 * len(data)
     np.testing.assert_allclose(saved, calibrated, atol=1e-3)  # dB
     assert np.max(np.abs(np.subtract(saved, running))) > 0.3
+
+
+@pytest.mark.parametrize(
+    "make",
+    [lambda: HyperUNet(1, hnet_width=3, width=4), lambda: FiLMUNet(1, width=4, hidden=8)],
+    ids=["hyper", "film"],
+)
+def test_batch_statistics_normalise_with_the_batch_and_leave_the_model_as_it_was(make) -> None:
+    """FiLM folds BatchNorm into its modulation whenever the model is in eval mode: switching only the BatchNorm
+    layers to train mode would leave it on the running statistics (the fault this helper replaced)."""
+    from hyperrecon.models.bn_calibration import batch_statistics
+
+    torch.manual_seed(0)
+    model = _trained_like(make().double())
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x, lam = _inputs(4), torch.full((4, 1), 0.7, dtype=torch.float64)
+    reference = make().double()
+    reference.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        expected = reference.train()(x, lam)  # train mode: every BatchNorm on the batch's statistics
+        with batch_statistics(model):
+            got = model(x, lam)
+        running = model(x, lam)
+    torch.testing.assert_close(got, expected)
+    assert (got - running).abs().max() > 1e-3  # the running statistics give another output
+    assert not any(m.training for m in model.modules())
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, before[key]), key

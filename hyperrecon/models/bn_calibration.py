@@ -20,8 +20,9 @@ Cost: ``ceil(n / 64)`` forward passes per distinct λ (cached: a λ seen before 
 
 from __future__ import annotations
 
+import contextlib
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -41,6 +42,32 @@ def needs_calibration(model: nn.Module) -> bool:
     if getattr(model, "norm", "batch") == "instance":
         return False
     return bool(getattr(model, "conditional", False)) and bool(batch_norms(model))
+
+
+@contextlib.contextmanager
+def batch_statistics(model: nn.Module) -> Iterator[nn.Module]:
+    """Within the block, ``model`` normalises every BatchNorm with the statistics of the batch it is given (train
+    mode, momentum 0: the running statistics are left as they are). A diagnosis, not an evaluation: each output
+    then depends on the other images of its batch. The training flags and momenta are restored on exit.
+
+    The whole model is put in train mode, not only its BatchNorms: FiLM folds BatchNorm into its modulation with the
+    running statistics whenever the model itself is in eval mode."""
+    flags = [m.training for m in model.modules()]
+    norms = batch_norms(model)
+    momenta = [bn.momentum for bn in norms]
+    counts = [None if bn.num_batches_tracked is None else bn.num_batches_tracked.clone() for bn in norms]
+    try:
+        model.train()
+        for bn in norms:
+            bn.momentum = 0.0
+        yield model
+    finally:
+        for bn, momentum, count in zip(norms, momenta, counts, strict=True):
+            bn.momentum = momentum
+            if count is not None and bn.num_batches_tracked is not None:
+                bn.num_batches_tracked.copy_(count)
+        for m, flag in zip(model.modules(), flags, strict=True):
+            m.training = flag
 
 
 def _buffers(bn: _BN) -> tuple[Tensor, Tensor, Tensor]:
