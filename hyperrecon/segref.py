@@ -148,13 +148,44 @@ def dice_usable(ceiling: float | None, plateaued: bool | None = True, *, min_cei
 
 
 def read_reference(run_dir: Path) -> dict[str, Any] | None:
-    """``{"ceiling", "floor", "plateaued", "usable"}`` of a run (from ``jobs/seg.json``), or None without one."""
-    from .io import read_json
+    """The segmentation nets' references of a run, over its replicates (each replicate trains its own net).
 
-    path = RunFolder(run_dir).job_record("seg")
-    if not path.exists():
+    Returns None without any, else ``{"ceiling", "floor"}`` (means over replicates), ``"ceiling_min"`` (the
+    weakest replicate's), ``"ceiling_lo"``, ``"ceiling_hi"`` (95% t interval over replicates; NaN with one),
+    ``"plateaued"`` (every net), ``"steps"``, ``"best_step"`` (per replicate, lists), ``"step_budget"``,
+    ``"per_replicate"`` (each replicate's ``jobs/seg.json`` record) and ``"usable"``: every replicate's ceiling
+    reaches ``MIN_CEILING`` and every net plateaued (a replicate's Dice values come from its own net, so one
+    weak net is enough to make its Dice uninformative)."""
+    import math
+
+    from .io import read_json
+    from .reporting.stats import t_interval
+
+    folder = RunFolder(run_dir)
+    records = []
+    paths = [folder.job_record("seg")] + sorted(
+        (folder.root / "replicates").glob("r*/jobs/seg.json"), key=lambda p: int(p.parts[-3][1:])
+    )
+    for path in paths:
+        info = read_json(path).get("dice_reference") if path.exists() else None
+        if info:
+            records.append(info)
+    if not records:
         return None
-    info = read_json(path).get("dice_reference")
-    if not info:
-        return None
-    return {**info, "usable": dice_usable(info.get("ceiling"), info.get("plateaued"))}
+    ceilings = [float(r["ceiling"]) for r in records]
+    ci = t_interval(ceilings)
+    plateaued = all(r.get("plateaued") is not False for r in records)
+    return {
+        "ceiling": ci["mean"],
+        "ceiling_lo": ci["lo"],
+        "ceiling_hi": ci["hi"],
+        "ceiling_min": min(ceilings),
+        "floor": float(sum(float(r["floor"]) for r in records) / len(records)),
+        "plateaued": plateaued,
+        "steps": [r.get("steps") for r in records],
+        "best_step": [r.get("best_step") for r in records],
+        "step_budget": records[0].get("step_budget"),
+        "n_replicates": len(records),
+        "per_replicate": records,
+        "usable": dice_usable(min(ceilings), plateaued) and not math.isnan(min(ceilings)),
+    }

@@ -254,3 +254,30 @@ def test_the_segmentation_net_trains_at_a_constant_rate_under_a_cosine_study(tmp
     # the reconstruction models keep the study's cosine: their rate falls over training
     base = json.loads((out / "jobs" / "baseline-0.json").read_text())["history"]
     assert base[-1]["lr"] < base[0]["lr"]
+
+
+def test_the_dice_reference_spans_every_replicate_and_the_weakest_net_decides(tmp_path) -> None:
+    """Each replicate trains its own segmentation net: the report's ceiling is their mean with a t interval
+    (scipy), and a Dice finding needs every net at the bar (sl-brain-cs standard: 0.720 / 0.691 / 0.700, where
+    replicate 0 alone read as usable)."""
+    from scipy import stats as sstats
+
+    from hyperrecon.io import write_json
+    from hyperrecon.reporting.checks import dice_reference_lines
+    from hyperrecon.segref import read_reference
+
+    ceilings, floors = [0.720, 0.691, 0.700], [0.24, 0.30, 0.38]
+    for r, (c, f) in enumerate(zip(ceilings, floors, strict=True)):
+        jobs = tmp_path / ("jobs" if r == 0 else f"replicates/r{r}/jobs")
+        jobs.mkdir(parents=True)
+        ref = {"ceiling": c, "floor": f, "plateaued": True, "steps": 270 + r, "best_step": 180 + r, "step_budget": 600}
+        write_json(jobs / "seg.json", {"dice_reference": ref})
+    ref = read_reference(tmp_path)
+    assert ref is not None and ref["n_replicates"] == 3
+    assert ref["ceiling"] == pytest.approx(np.mean(ceilings)) and ref["ceiling_min"] == pytest.approx(0.691)
+    lo, hi = sstats.t.interval(0.95, 2, loc=np.mean(ceilings), scale=sstats.sem(ceilings))
+    assert (ref["ceiling_lo"], ref["ceiling_hi"]) == pytest.approx((lo, hi))
+    assert ref["floor"] == pytest.approx(np.mean(floors)) and ref["steps"] == [270, 271, 272]
+    assert ref["usable"] is False  # mean 0.704 passes the bar, replicate 1 does not
+    text = " ".join(dice_reference_lines({"reference": ref}))
+    assert "lowest 0.691" in text and "No Dice finding" in text and "180 / 181 / 182" in text

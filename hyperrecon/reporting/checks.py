@@ -58,14 +58,32 @@ def convergence_lines(conv: dict[str, dict[str, Any]] | None) -> list[str]:
 
 
 def dice_reference_lines(dice: dict[str, Any]) -> list[str]:
-    """Ceiling / floor of the segmentation net and whether a Dice finding may be stated."""
+    """Ceiling / floor of the segmentation nets (one per replicate) and whether a Dice finding may be stated."""
     ref = dice.get("reference")
     if not ref:
         return ["No Dice reference (ground truth / zero-filled) was recorded for this run."]
+    n = int(ref.get("n_replicates", 1))
+    steps = ref.get("steps")
+    steps = steps if isinstance(steps, list) else [steps]
+    kept = ref.get("best_step")
+    kept = kept if isinstance(kept, list) else [kept]
+    if n > 1:
+        ceiling = (
+            f"**{fmt_num(ref['ceiling'], 3)}** [{fmt_num(ref['ceiling_lo'], 3)}, {fmt_num(ref['ceiling_hi'], 3)}] "
+            f"on the ground-truth test images (ceiling; mean and 95% CI over {n} replicates, each with its own net; "
+            f"lowest {fmt_num(ref['ceiling_min'], 3)})"
+        )
+        floor = f"**{fmt_num(ref['floor'], 3)}** on the zero-filled input (floor, mean)"
+    else:
+        ceiling = f"**{fmt_num(ref['ceiling'], 3)}** on the ground-truth test images (ceiling)"
+        floor = f"**{fmt_num(ref['floor'], 3)}** on the zero-filled input (floor)"
+    trained = " / ".join(str(s) for s in steps)
+    best = " / ".join(str(s) for s in kept if s is not None)
     line = (
-        f"References: the segmentation net scores Dice **{fmt_num(ref['ceiling'], 3)}** on the ground-truth "
-        f"test images (ceiling) and **{fmt_num(ref['floor'], 3)}** on the zero-filled input (floor); trained "
-        f"{ref.get('steps')} of at most {ref.get('step_budget')} steps, "
+        f"References: the segmentation net scores Dice {ceiling} and {floor}; trained {trained} of at most "
+        f"{ref.get('step_budget')} steps"
+        + (f" (the net kept: the best validation Dice, at step {best})" if best else "")
+        + ", "
         + (
             "by then its validation Dice had plateaued."
             if ref.get("plateaued")
@@ -75,7 +93,7 @@ def dice_reference_lines(dice: dict[str, Any]) -> list[str]:
     out = [line]
     if not ref.get("usable"):
         out.append(
-            f"**No Dice finding**: the ceiling is below {MIN_CEILING} or the net did not plateau, so Dice "
+            f"**No Dice finding**: a replicate's ceiling is below {MIN_CEILING} or its net did not plateau, so Dice "
             "differences between reconstructions reflect a weak segmenter more than the images."
         )
     return out

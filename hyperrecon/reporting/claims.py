@@ -288,8 +288,10 @@ def claim_e(data: RunData, s: dict[str, Any]) -> dict[str, Any]:
         return row("e", "not testable", stat, None, "no Dice or no HyperRecon model in this run")
     model = hypers[-1]
     stat = stat.replace("the largest HyperRecon", model_label(model))
-    ceiling = (s.get("dice") or {}).get("ceiling")
-    usable = ((s.get("dice") or {}).get("reference") or {}).get("usable")
+    ref = (s.get("dice") or {}).get("reference") or {}
+    # the weakest replicate's net decides: each replicate's Dice values come from its own segmentation net
+    ceiling = ref.get("ceiling_min", (s.get("dice") or {}).get("ceiling"))
+    usable = ref.get("usable")
     curves = _lam_curves(data, model, ["dice", obj])  # {metric: DataFrame (replicate x λ), mean over subjects}
     lams = curves["dice"].columns.to_list()
     axis = np.unique([_lam_of(k)[0] for k in lams])
@@ -306,7 +308,10 @@ def claim_e(data: RunData, s: dict[str, Any]) -> dict[str, Any]:
     if not blocked and ceiling is None:
         blocked = "no Dice ceiling (segmentation on the ground truth) in this run"
     elif not blocked and ceiling is not None and ceiling < DICE_CEILING_MIN:
-        blocked = f"Dice ceiling {ceiling:.2f} < {DICE_CEILING_MIN}: the segmentation net is too weak to judge"
+        blocked = (
+            f"Dice ceiling {ceiling:.2f} < {DICE_CEILING_MIN} (lowest replicate): the segmentation net is too weak "
+            "to judge"
+        )
     elif not blocked and usable is False:
         blocked = f"Dice ceiling {ceiling:.2f} did not plateau: the segmentation net is too weak to judge"
     if not blocked and len(reps) < 2:
