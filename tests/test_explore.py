@@ -404,6 +404,9 @@ def test_the_command_serves_until_interrupted(ao_run: Path) -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # A test run started in the background (`pytest &` from a script) ignores SIGINT, the child inherits that,
+        # and Python then installs no KeyboardInterrupt handler: Ctrl-C would never reach the command.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     watchdog = threading.Timer(300, proc.kill)  # a hung command fails the test instead of hanging it
     watchdog.start()
