@@ -56,6 +56,8 @@ def main() -> None:
     ap.add_argument("--calibration", type=int, default=64, help="training slices for the per-λ statistics")
     ap.add_argument("--out", default=None, help="append the rows to this CSV")
     args = ap.parse_args()
+    if args.calibration < 1:
+        ap.error(f"--calibration: expected at least 1 training slice, got {args.calibration}")
     info = RunFolder(args.run_dir).read_info()
     study = study_from_dict_resolved(info.study)
     ctx = RunContext(info.folder.root, study, "cpu", "fp32")

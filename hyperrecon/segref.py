@@ -156,8 +156,6 @@ def read_reference(run_dir: Path) -> dict[str, Any] | None:
     ``"per_replicate"`` (each replicate's ``jobs/seg.json`` record) and ``"usable"``: every replicate's ceiling
     reaches ``MIN_CEILING`` and every net plateaued (a replicate's Dice values come from its own net, so one
     weak net is enough to make its Dice uninformative)."""
-    import math
-
     from .io import read_json
     from .reporting.stats import t_interval
 
@@ -187,5 +185,5 @@ def read_reference(run_dir: Path) -> dict[str, Any] | None:
         "step_budget": records[0].get("step_budget"),
         "n_replicates": len(records),
         "per_replicate": records,
-        "usable": dice_usable(min(ceilings), plateaued) and not math.isnan(min(ceilings)),
+        "usable": dice_usable(min(ceilings), plateaued),  # NaN ceilings fail there
     }
